@@ -1,0 +1,472 @@
+"""The command line: typer argument parsing and rendering, nothing else.
+
+Each command builds `migrate.Options`, picks a reporter for --output, calls a verb and
+exits with the code of the error kind it returned. Heavy modules are imported inside the
+commands so that `--help`, `--version` and `validate` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from dbos_migrate import __version__
+from dbos_migrate.errors import MigrateError
+
+if TYPE_CHECKING:
+    from dbos_migrate.events import RunReport, Sink
+    from dbos_migrate.migrate import Options
+
+INTERNAL_ERROR = 70
+
+app = typer.Typer(
+    name="dbos-migrate",
+    help="Run the deploy-time `dbos migrate` step of a DBOS app: validate dbos-config.yaml, "
+    "create the app database if missing, and run its migrations under a lock.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+postgres_app = typer.Typer(
+    help="Run a local development PostgreSQL (user postgres, password dbos).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(postgres_app, name="postgres")
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+ConfigOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
+    typer.Option(
+        "-c", "--config", help="Path to dbos-config.yaml [default: ./dbos-config.yaml]", show_default=False
+    ),
+]
+DbUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "-D",
+        "--db-url",
+        help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.",
+        show_default=False,
+    ),
+]
+AppDbOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--app-db-name", help="App database name (overrides the config).", show_default=False),
+]
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="text for people, json for scripts and CI.")
+]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and warnings.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("-v", "--verbose", help="More detail; tracebacks for internal errors.")
+]
+ProductionOpt = Annotated[bool, typer.Option("--production", help="Treat the target as production.")]
+MaintOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--maintenance-db",
+        help="Database to connect to when creating the app database [default: postgres, then template1]",
+        show_default=False,
+    ),
+]
+LockTimeoutOpt = Annotated[
+    float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for the migration lock (exit 4).")
+]
+CommandTimeoutOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        "--command-timeout",
+        min=0,
+        help="Stop a command running longer than this many seconds (exit 124).",
+        show_default=False,
+    ),
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait", min=0, help="Seconds to keep retrying while the server is not accepting connections."
+    ),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
+NoHistoryOpt = Annotated[
+    bool, typer.Option("--no-history", help="Do not record runs in dbos_migrate.history.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dbos-migrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """dbos-migrate."""
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+def _options(**kwargs: Any) -> Options:
+    from dbos_migrate.migrate import Options
+
+    return Options(environ=dict(os.environ), **kwargs)
+
+
+def _sinks(output: Output, quiet: bool, verbose: bool) -> tuple[Sink, Any]:
+    """The sink for this output mode, and the text reporter (None in json mode)."""
+    from dbos_migrate import report
+
+    environ = os.environ
+    sinks: list[Any] = []
+    text = None
+    if output is Output.json:
+        js = report.JsonReporter(sys.stdout)
+        js.guard_err = sys.stderr
+        sinks.append(js)
+    else:
+        text = report.TextReporter(sys.stdout, sys.stderr, environ=environ, quiet=quiet, verbose=verbose)
+        sinks.append(text)
+    if report.in_github_actions(environ):
+        sinks.append(report.GithubReporter(sys.stderr if output is Output.json else sys.stdout, environ))
+    return report.Fanout(*sinks), text
+
+
+def _streams(output: Output, text: Any) -> tuple[Any, Any]:
+    """Where command output goes: stderr only in json mode, so stdout stays one document."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    if output is Output.json:
+        out = err
+    if text is not None:
+        out, err = text.command_streams(out, err)
+    return out, err
+
+
+def _exit(report: RunReport) -> None:
+    if report.error is not None:
+        raise typer.Exit(report.error.exit_code)
+
+
+def _ask_on_tty() -> Any:
+    """A prompt for the production guard, or None when nobody is at a terminal."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask(prompt: str) -> str | None:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        return line.rstrip("\n") if line else None
+
+    return ask
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+@app.command()
+def validate(
+    config: ConfigOpt = None,
+    cloud: Annotated[bool, typer.Option("--cloud", help="Also check the DBOS Cloud rules.")] = False,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate dbos-config.yaml against the schema (exit 0 valid, 2 invalid)."""
+    from dbos_migrate import migrate, report
+
+    result = migrate.validate(config, cloud=cloud, environ=os.environ)
+    if output is Output.json:
+        report.print_json(result.as_json(), sys.stdout)
+    else:
+        report.print_validation(result, sys.stdout, sys.stderr, os.environ, quiet=quiet)
+    if report.in_github_actions(os.environ):
+        report.github_annotations(
+            result.error, result.warnings, sys.stderr if output is Output.json else sys.stdout
+        )
+    raise typer.Exit(0 if result.valid else 2)
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    dry_run: DryRunOpt = False,
+    no_create: Annotated[
+        bool, typer.Option("--no-create", help="Fail if the app database is missing instead of creating it.")
+    ] = False,
+    app_role: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--app-role",
+            help="Grant this existing role runtime privileges on the app database.",
+            show_default=False,
+        ),
+    ] = None,
+    wait: WaitOpt = 0.0,
+    lock_timeout: LockTimeoutOpt = 300.0,
+    command_timeout: CommandTimeoutOpt = None,
+    maintenance_db: MaintOpt = None,
+    no_history: NoHistoryOpt = False,
+    production: ProductionOpt = False,
+    fail_on_breaking: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-breaking",
+            help="Rehearse first; refuse (exit 6) if a change would break running workflows.",
+        ),
+    ] = False,
+    allow_breaking: Annotated[
+        bool,
+        typer.Option(
+            "--allow-breaking", help="With --fail-on-breaking: go on anyway, and record that in history."
+        ),
+    ] = False,
+    rehearse_url: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--rehearse-url",
+            help="Instance to rehearse on [default: the target instance]",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Create the app database if missing, then run database.migrate in order."""
+    from dbos_migrate import migrate
+
+    sink, text = _sinks(output, quiet, verbose)
+    out, err = _streams(output, text)
+    opts = _options(
+        config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
+        app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
+        maintenance_db=maintenance_db, no_history=no_history, production=production, stdout=out, stderr=err,
+    )  # fmt: skip
+    if fail_on_breaking:
+        from dbos_migrate import rehearse
+
+        report = rehearse.gated_up(opts, sink, allow_breaking=allow_breaking, rehearse_url=rehearse_url)
+    else:
+        report = migrate.up(opts, sink)
+    _exit(report)
+
+
+@app.command()
+def down(
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the production confirmation.")] = False,
+    confirm: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--confirm", help="Confirm a production rollback by naming the app database.", show_default=False
+        ),
+    ] = None,
+    production: ProductionOpt = False,
+    dry_run: DryRunOpt = False,
+    wait: WaitOpt = 0.0,
+    lock_timeout: LockTimeoutOpt = 300.0,
+    command_timeout: CommandTimeoutOpt = None,
+    no_history: NoHistoryOpt = False,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run database.rollback in listed order (recovery), behind the production guard."""
+    from dbos_migrate import migrate
+
+    sink, text = _sinks(output, quiet, verbose)
+    out, err = _streams(output, text)
+    opts = _options(
+        config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
+        dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
+        no_history=no_history, stdout=out, stderr=err,
+    )  # fmt: skip
+    _exit(migrate.down(opts, sink, _ask_on_tty()))
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            "--rehearse", help="Run the migrations on a scratch copy of the schema and classify the changes."
+        ),
+    ] = False,
+    rehearse_url: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--rehearse-url",
+            help="Instance to rehearse on [default: the target instance]",
+            show_default=False,
+        ),
+    ] = None,
+    command_timeout: CommandTimeoutOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show what `up` would do; with --rehearse, find breaking changes first."""
+    from dbos_migrate import migrate
+
+    sink, text = _sinks(output, quiet, verbose)
+    out, err = _streams(output, text)
+    opts = _options(config=config, db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse,
+                    command_timeout=command_timeout, stdout=out, stderr=err)  # fmt: skip
+    if rehearse:
+        from dbos_migrate import rehearse as rehearse_mod
+
+        report = rehearse_mod.plan(opts, sink, rehearse_url=rehearse_url)
+    else:
+        report = migrate.plan(opts, sink)
+    _exit(report)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    production: ProductionOpt = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Report the target, the server, the app database, the lock holder and recent runs."""
+    from dbos_migrate import migrate
+
+    sink, _ = _sinks(output, True, False)
+    report = migrate.status(
+        _options(config=config, db_url=db_url, app_db_name=app_db_name, production=production), sink
+    )
+    if output is Output.text:
+        from dbos_migrate.report import print_status
+
+        print_status(report, sys.stdout, os.environ)
+    _exit(report)
+
+
+@app.command()
+def history(
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many rows.")] = 20,
+    output: OutputOpt = Output.text,
+) -> None:
+    """List recent runs from dbos_migrate.history, newest first."""
+    from dbos_migrate import migrate
+
+    sink, _ = _sinks(output, True, False)
+    report = migrate.history(_options(config=config, db_url=db_url, app_db_name=app_db_name), sink, limit)
+    if output is Output.text:
+        from dbos_migrate.report import print_history
+
+        print_history(report, sys.stdout, os.environ)
+    _exit(report)
+
+
+@app.command()
+def url(
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Print the password instead of ***.")
+    ] = False,
+) -> None:
+    """Print the app database URL (password masked unless --show-password)."""
+    from dbos_migrate import migrate
+
+    _, target, _ = migrate.resolve_only(_options(config=config, db_url=db_url, app_db_name=app_db_name))
+    typer.echo(target.app_url.render(mask=not show_password))
+
+
+PortOpt = Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port on 127.0.0.1.")]
+
+
+@postgres_app.command("start")
+def postgres_start(port: PortOpt = 5432) -> None:
+    """Start (or find running) the local development PostgreSQL."""
+    from dbos_migrate import localpg
+
+    typer.echo(localpg.cli_start(port))
+
+
+@postgres_app.command("stop")
+def postgres_stop(port: PortOpt = 5432) -> None:
+    """Stop the local development PostgreSQL."""
+    from dbos_migrate import localpg
+
+    typer.echo(localpg.cli_stop(port))
+
+
+@postgres_app.command("status")
+def postgres_status(port: PortOpt = 5432) -> None:
+    """Say whether the local development PostgreSQL is running, and where."""
+    from dbos_migrate import localpg
+
+    text, running = localpg.cli_status(port)
+    typer.echo(text)
+    raise typer.Exit(0 if running else 1)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    from dbos_migrate.errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: one clear message and the right exit code, whatever happens.
+
+    typer (in standalone mode) handles usage errors (exit 2) and --help; our own error
+    kinds and any internal bug are turned into a message here, never a raw traceback.
+    """
+    import signal
+
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        app(args=args, prog_name="dbos-migrate")
+    except MigrateError as exc:
+        from dbos_migrate.report import Style, render_error
+
+        render_error(exc, sys.stderr, Style(False))
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # an internal bug: never a raw traceback unless asked
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}; rerun with -v for a traceback and report it as a bug\n"
+        )
+        sys.exit(INTERNAL_ERROR)

@@ -1,0 +1,128 @@
+"""The error kinds of dbos-migrate, one per row of the exit-code table (SPEC §12).
+
+Every failure a user can cause ends as one of these. Each carries its exit code and,
+where it helps, a hint that says what to do next. The CLI turns them into one message
+and the code; nothing else reaches the user as a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MigrateError(Exception):
+    """Base of every expected failure. Subclasses fix the exit code and a short code name."""
+
+    exit_code = 2
+    code = "error"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CommandFailed(MigrateError):
+    """A migration or rollback command exited non-zero, was not found, or died by a signal."""
+
+    exit_code = 1
+    code = "command_failed"
+
+
+class UsageError(MigrateError):
+    """Bad arguments, a bad config, or a request that cannot be carried out as asked."""
+
+    exit_code = 2
+    code = "usage"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a config file: rendered as `file:line:col: path: message`."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    hint: str | None = None
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class ConfigError(UsageError):
+    """The config file is unreadable or invalid. Carries every problem found, not just the first."""
+
+    code = "config"
+
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
+        self.problems = problems
+        self.warnings = warnings or []
+        count = len(problems)
+        summary = "\n".join(p.render() for p in problems)
+        super().__init__(f"{summary}\n{count} problem{'s' if count != 1 else ''} in the config")
+
+
+class DatabaseError(MigrateError):
+    """The server is unreachable, refused us, lacks a permission, or the connection was lost."""
+
+    exit_code = 3
+    code = "database"
+
+
+class LockTimeout(MigrateError):
+    """Another run kept the migration lock past --lock-timeout."""
+
+    exit_code = 4
+    code = "lock_timeout"
+
+
+class GuardRefused(MigrateError):
+    """The production guard refused to go on without confirmation."""
+
+    exit_code = 5
+    code = "production_guard"
+
+
+class BreakingChange(MigrateError):
+    """A rehearsal found breaking changes and --fail-on-breaking was given."""
+
+    exit_code = 6
+    code = "breaking_change"
+
+
+class CommandTimeout(MigrateError):
+    """A command ran past --command-timeout and its process group was ended."""
+
+    exit_code = 124
+    code = "command_timeout"
+
+
+class Interrupted(MigrateError):
+    """SIGINT or SIGTERM stopped the run: exit 130 or 143, as shells report it."""
+
+    code = "interrupted"
+
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+        super().__init__(message or f"interrupted by {name}")
