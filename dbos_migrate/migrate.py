@@ -246,6 +246,8 @@ def _dry_run(ctx: _Context, *, create: bool) -> None:
             f"app database {ctx.target.app_database!r} does not exist"
             + (" (--no-create)" if verb == "up" else ": nothing to roll back"),
         )
+    for i, shown in enumerate(ctx.report.planned, 1):
+        ctx.emit(Notice(f"  would run [{i}/{len(ctx.report.planned)}] {shown}"))
     ctx.emit(Notice(f"dry run: {len(ctx.report.planned)} command(s) would run; nothing was changed"))
 
 

@@ -363,25 +363,21 @@ def resolve_system_url(config: Config | None, instance: PgUrl, app_db: str) -> P
 
 
 def command_env(target: Target, base: Mapping[str, str], config_env: Mapping[str, str]) -> dict[str, str]:
-    """SPEC §7: the process env, then the config's env:, then the connection, which always wins."""
+    """SPEC §7: the process env, then the config's env:, then the connection, which always wins.
+
+    A PG* variable the URL leaves unset (say PGSSLMODE) stays as the process has it: libpq
+    applied that same value to dbos-migrate's own connection, so the commands reach the
+    server exactly the way dbos-migrate did.
+    """
     env = dict(base)
     env.update(config_env)
     app = target.app_url
     env["DBOS_DATABASE_URL"] = app.render(mask=False)
     env["DBOS_SYSTEM_DATABASE_URL"] = target.system_url.render(mask=False)
-    host = app.effective_host or "localhost"
-    env["PGHOST"] = host
-    env["PGPORT"] = app.port or "5432"
-    for name in (
-        "PGUSER",
-        "PGPASSWORD",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-        "PGSSLCERT",
-        "PGSSLKEY",
-        "PGCONNECT_TIMEOUT",
-    ):
-        env.pop(name, None)
+    if app.effective_host:
+        env["PGHOST"] = app.effective_host
+    if app.port:
+        env["PGPORT"] = app.port
     if app.user:
         env["PGUSER"] = app.user
     if app.password is not None:

@@ -1,0 +1,1 @@
+"""The sample DBOS-style app whose schema lives in ../migrations."""

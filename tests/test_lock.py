@@ -1,0 +1,71 @@
+"""The migration lock under concurrency: runs never overlap, the database is created once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+from helpers import db_exists, history_rows, write_config
+from pgharness import run_cli, with_dbname
+
+# mkdir is atomic: if the directory already exists, another run's command is inside its
+# critical section right now, so an overlap is recorded. No timing assumption is made; the
+# sleep only widens the window an overlap would need.
+CRITICAL = 'mkdir "$MARK_DIR/busy" 2>/dev/null || echo overlap >> "$MARK_DIR/overlaps"; sleep 0.05; echo ran >> "$MARK_DIR/runs"; rmdir "$MARK_DIR/busy"'
+
+
+def _concurrent_up(cfg: Path, url: str, n: int, mark: Path) -> list[subprocess.CompletedProcess[str]]:
+    env: dict[str, str | None] = {"MARK_DIR": str(mark)}
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = [pool.submit(run_cli, "up", "-c", cfg, "-D", url, "--output", "json", env=env, timeout=300) for _ in range(n)]
+        return [f.result() for f in futures]
+
+
+def test_concurrent_runs_on_a_fresh_instance_never_overlap(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    mark = tmp_path / "mark"
+    mark.mkdir()
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[CRITICAL, CRITICAL])
+    results = _concurrent_up(cfg, pg_url, 12, mark)
+    for r in results:
+        assert r.returncode == 0, r.stderr
+    docs = [json.loads(r.stdout) for r in results]
+    assert sum(1 for d in docs if d["created"]) == 1, "the database must be created exactly once"
+    assert not (mark / "overlaps").exists(), "two runs' commands overlapped"
+    assert (mark / "runs").read_text().count("ran") == 24
+    assert db_exists(pg_url, app_db)
+    assert len(history_rows(pg_url, app_db)) == 24
+
+
+def test_up_and_down_share_the_lock(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    mark = tmp_path / "mark"
+    mark.mkdir()
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[CRITICAL], rollback=[CRITICAL])
+    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+    env: dict[str, str | None] = {"MARK_DIR": str(mark)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(run_cli, verb, "-c", cfg, "-D", pg_url, env=env, timeout=300) for verb in ["up", "down"] * 4
+        ]
+        results = [f.result() for f in futures]
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert not (mark / "overlaps").exists()
+
+
+def test_dead_holder_releases_the_lock_at_once(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """A holder whose session ends (here: terminated, as a killed process's would) frees the lock."""
+    from dbos_migrate.database import LOCK_CLASS, lock_key
+
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+    holder = psycopg.connect(with_dbname(pg_url, app_db), autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(app_db)))
+    pid = holder.info.backend_pid
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))  # waits until it is gone
+    holder.close()
+    # --lock-timeout 0: only an immediately free lock is good enough.
+    result = run_cli("up", "-c", cfg, "-D", pg_url, "--lock-timeout", "0")
+    assert result.returncode == 0, result.stderr
