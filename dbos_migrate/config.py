@@ -18,7 +18,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from dbos_migrate.errors import ConfigError, Problem, UsageError
-from dbos_migrate.yamltree import Path, YamlTree, parse
+from dbos_migrate.tree import Path, YamlTree
 
 DEFAULT_CONFIG = "dbos-config.yaml"
 SECRETS_DIR = "/run/secrets"
@@ -114,6 +114,8 @@ class Config:
 @dataclass
 class _Substituted:
     missing: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    # Every value that contained ${...}, as expanded: what a cached validation depends on.
+    expanded: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- schema
@@ -180,6 +182,7 @@ def _substitute_tree(value: Any, path: Path, env: Mapping[str, str], sdir: str, 
         new, missing = substitute(value, env, sdir)
         if missing:
             out.missing[path] = missing
+        out.expanded[dotted(path)] = new
         return new
     if isinstance(value, dict):
         return {k: _substitute_tree(v, (*path, k), env, sdir, out) for k, v in value.items()}
@@ -369,9 +372,22 @@ def _offset_line_col(raw: bytes, offset: int) -> tuple[int, int]:
 
 
 def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str | None = None) -> Config:
-    """Validate config text that was read from `path`."""
+    """Validate config text that was read from `path`.
+
+    A warm cache entry (see cache.py) stands in for parsing and for the JSON Schema
+    check, which then never import yaml or jsonschema; everything else runs as usual.
+    """
+    from dbos_migrate.cache import open_cache
+
     file = display or str(path)
-    tree = parse(text)
+    cache = open_cache(environ, schema_text())
+    entry = cache.get(text) if cache is not None else None
+    if entry is not None:
+        tree = YamlTree.from_json(entry)
+    else:
+        from dbos_migrate.yamltree import parse
+
+        tree = parse(text)
     problems = [Problem(file, line, col, dotted(p), msg) for line, col, p, msg in tree.errors]
     if problems:
         raise ConfigError(problems)
@@ -383,11 +399,23 @@ def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str 
         line, col = tree.where(p)
         shown = ", ".join("${" + n + "}" for n in names)
         warnings.append(Problem(file, line, col, dotted(p), f"{shown} is not set (read as empty)"))
-    problems = _schema_problems(tree, value, file, set(subst.missing))
+    fingerprint = cache.fingerprint(subst.expanded, create=entry is None) if cache is not None else None
+    if entry is None or fingerprint not in entry["fingerprints"]:
+        problems = _schema_problems(tree, value, file, set(subst.missing))
+        if not problems and cache is not None and fingerprint is not None and _json_safe(tree.value):
+            cache.put(text, tree.to_json(), fingerprint)
     warnings.extend(_deprecations(tree, value, file))
     if problems:
         raise ConfigError(problems, warnings)
     return _build(tree, value, path, subst, tuple(warnings))
+
+
+def _json_safe(value: Any) -> bool:
+    """Only documents that survive a JSON round trip unchanged are cached (no dates, bytes)."""
+    try:
+        return bool(json.loads(json.dumps(value)) == value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _build(

@@ -525,6 +525,7 @@ def resolve_only(options: Options) -> tuple[Config | None, Target, Scrubber]:
 def status(options: Options, emit: Sink) -> RunReport:
     """Reachability, version, latency, existence, lock holder and recent runs, read-only."""
     report = RunReport("status")
+    report.extra.update(reachable=False, server_version=None, latency_ms=None, lock_holder=None, recent_runs=[])
     try:
         ctx = _prepare(options, report, emit)
         _status(ctx, report)
@@ -538,8 +539,6 @@ def _status(ctx: _Context, report: RunReport) -> None:
     from dbos_migrate import database as db
 
     extra = report.extra
-    extra.update(reachable=False, server_version=None, latency_ms=None, lock_holder=None, recent_runs=[])
-    report.exists = None
     app_name = db.application_name("status")
     start = time.monotonic()
     conn = None
@@ -570,6 +569,7 @@ def history(options: Options, emit: Sink, limit: int = 20) -> RunReport:
     from dbos_migrate import database as db
 
     report = RunReport("history")
+    report.extra["runs"] = []
     try:
         ctx = _prepare(options, report, emit)
         try:

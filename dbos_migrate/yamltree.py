@@ -7,12 +7,11 @@ document is composed into nodes and built here by hand. Only safe tags are honou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-Path = tuple[str | int, ...]
+from dbos_migrate.tree import Path, YamlTree
 
 # Guards against hostile documents: alias bombs and absurd nesting.
 MAX_NODES = 100_000
@@ -20,28 +19,6 @@ MAX_DEPTH = 64
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-@dataclass
-class YamlTree:
-    """The built document plus positions (1-based line, column) by path."""
-
-    value: Any
-    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    key_positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    errors: list[tuple[int, int, Path, str]] = field(default_factory=list)
-
-    def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
-        """Position of `path`, or of its nearest located ancestor."""
-        p = path
-        while True:
-            if key and p in self.key_positions:
-                return self.key_positions[p]
-            if p in self.positions:
-                return self.positions[p]
-            if not p:
-                return (1, 1)
-            p = p[:-1]
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
@@ -113,8 +90,9 @@ class _Builder:
                 self.fail(key_node, (*path, key), f"duplicate key (first defined on line {first_seen[key]})")
                 continue
             first_seen[key] = line
-            self.tree.key_positions[path + (key,)] = _mark(key_node)
-            result[key] = self.build(value_node, (*path, key), depth + 1)
+            key_path = (*path, key)
+            self.tree.key_positions[key_path] = _mark(key_node)
+            result[key] = self.build(value_node, key_path, depth + 1)
         self.active.discard(id(node))
         return result
 

@@ -1,0 +1,129 @@
+"""Output contracts: the JSON documents against their shipped schema, GitHub Actions extras,
+status and history, colour and quiet modes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import one_json, write_config
+from jsonschema import Draft202012Validator
+from pgharness import free_port, run_cli, with_dbname
+
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json").read_text())
+
+
+def check(doc: dict[str, Any], kind: str) -> None:
+    """Validate against one branch of the schema, so a document cannot pass as another kind."""
+    schema = {"$ref": f"#/$defs/{kind}", "$defs": SCHEMA["$defs"]}
+    errors = sorted(Draft202012Validator(schema).iter_errors(doc), key=str)
+    assert not errors, [e.message for e in errors]
+
+
+def test_schema_is_itself_valid() -> None:
+    Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_run_documents_match_the_schema(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo hi"], rollback=["echo bye"])
+    docs = []
+    for args in (["up"], ["up"], ["plan"], ["down"], ["up", "--dry-run"]):
+        result = run_cli(*args, "-c", cfg, "-D", pg_url, "--output", "json")
+        assert result.returncode == 0, result.stderr
+        docs.append(one_json(result.stdout))
+    for doc in docs:
+        check(doc, "run")
+    assert docs[0]["created"] is True and docs[1]["created"] is False
+    bad = write_config(tmp_path, app_db_name=app_db, migrate=["exit 3"])
+    failed = run_cli("up", "-c", bad, "-D", pg_url, "--output", "json")
+    assert failed.returncode == 1
+    doc = one_json(failed.stdout)
+    check(doc, "run")
+    assert doc["error"]["code"] == "command_failed" and doc["commands"][0]["exit_code"] == 3
+
+
+def test_error_before_connecting_is_still_one_document(tmp_path: Path) -> None:
+    (tmp_path / "dbos-config.yaml").write_text("name: x\ndatabse: {}\n")
+    result = run_cli("up", "-c", tmp_path / "dbos-config.yaml", "--output", "json")
+    assert result.returncode == 2
+    doc = one_json(result.stdout)
+    check(doc, "run")
+    assert doc["error"]["code"] == "config"
+    assert doc["error"]["problems"][0]["line"] == 2 and doc["error"]["problems"][0]["path"] == "databse"
+    cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
+    unreachable = run_cli("up", "-c", cfg, "-D", f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
+    assert unreachable.returncode == 3
+    check(one_json(unreachable.stdout), "run")
+
+
+def test_status_reports_everything(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    from dbos_migrate.database import LOCK_CLASS, lock_key
+
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    missing = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
+    check(missing, "status")
+    assert missing["reachable"] is True and missing["exists"] is False and missing["server_version"]
+    assert missing["production"] is False and missing["lock_holder"] is None
+
+    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+    with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True, application_name="holder-for-status") as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(app_db)))
+        doc = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
+        text = run_cli("status", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1"}).stdout
+    check(doc, "status")
+    assert doc["exists"] is True and doc["lock_holder"]["application_name"] == "holder-for-status"
+    assert len(doc["recent_runs"]) == 1 and doc["recent_runs"][0]["status"] == "succeeded"
+    assert "holder-for-status" in text and "reachable, PostgreSQL" in text and app_db in text
+
+    down = run_cli("status", "-c", cfg, "-D", f"postgresql://x:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
+    doc = one_json(down.stdout)
+    check(doc, "status")
+    assert doc["reachable"] is False
+
+
+def test_history_lists_newest_first_and_highlights_failures(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true", "exit 2"])
+    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 1
+    doc = one_json(run_cli("history", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
+    check(doc, "history")
+    assert [(r["command_index"], r["status"]) for r in doc["runs"]] == [(2, "failed"), (1, "succeeded")]
+    text = run_cli("history", "-c", cfg, "-D", pg_url, "--limit", "1", env={"FORCE_COLOR": "1"}).stdout
+    assert "\x1b[31;1mfailed" in text and "succeeded" not in text  # --limit 1, failure in red
+
+
+def test_github_actions_annotations_and_step_summary(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    summary = tmp_path / "summary.md"
+    env: dict[str, str | None] = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "dbos-config.yaml").write_text("name: x\ndatabase:\n  migrate: npx knex migrate:latest\n")
+    result = run_cli("validate", "-c", bad / "dbos-config.yaml", env=env)
+    assert result.returncode == 2
+    assert re.search(r"^::error file=[^,]*dbos-config\.yaml,line=3,col=\d+::database\.migrate: must be a list", result.stdout, re.M)
+
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo fine", "exit 7"])
+    failed = run_cli("up", "-c", cfg, "-D", pg_url, env=env)
+    assert failed.returncode == 1
+    assert "::error title=dbos-migrate command_failed::command 2 failed with exit code 7: exit 7" in failed.stdout
+    text = summary.read_text()
+    assert "### dbos-migrate up" in text and "| 2 | `exit 7` | failed | 7 |" in text
+    assert "**Target:** `postgresql://" in text and "**Created:** yes" in text
+
+
+def test_no_color_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo from-command"])
+    plain = run_cli("up", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1", "FORCE_COLOR": None})
+    assert plain.returncode == 0 and "\x1b[" not in plain.stdout + plain.stderr
+    quiet = run_cli("up", "-c", cfg, "-D", pg_url, "-q")
+    assert quiet.returncode == 0
+    assert quiet.stdout.strip() == "from-command"  # only the command's own output
+
+
+@pytest.mark.parametrize("args", [["--help"], ["up", "--help"], ["--version"]])
+def test_help_and_version(args: list[str]) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 0 and result.stdout.strip()
