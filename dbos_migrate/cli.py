@@ -49,7 +49,11 @@ class Output(str, Enum):
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
     typer.Option(
-        "-c", "--config", help="Path to dbos-config.yaml [default: ./dbos-config.yaml]", show_default=False
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="Path to dbos-config.yaml [default: ./dbos-config.yaml]",
+        show_default=False,
     ),
 ]
 DbUrlOpt = Annotated[
@@ -57,13 +61,16 @@ DbUrlOpt = Annotated[
     typer.Option(
         "-D",
         "--db-url",
+        metavar="URL",
         help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.",
         show_default=False,
     ),
 ]
 AppDbOpt = Annotated[
     Optional[str],  # noqa: UP045
-    typer.Option("--app-db-name", help="App database name (overrides the config).", show_default=False),
+    typer.Option(
+        "--app-db-name", metavar="NAME", help="App database name (overrides the config).", show_default=False
+    ),
 ]
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="text for people, json for scripts and CI.")
@@ -77,17 +84,22 @@ MaintOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(
         "--maintenance-db",
+        metavar="NAME",
         help="Database to connect to when creating the app database [default: postgres, then template1]",
         show_default=False,
     ),
 ]
 LockTimeoutOpt = Annotated[
-    float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for the migration lock (exit 4).")
+    float,
+    typer.Option(
+        "--lock-timeout", metavar="SECONDS", min=0, help="Seconds to wait for the migration lock (exit 4)."
+    ),
 ]
 CommandTimeoutOpt = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(
         "--command-timeout",
+        metavar="SECONDS",
         min=0,
         help="Stop a command running longer than this many seconds (exit 124).",
         show_default=False,
@@ -96,7 +108,10 @@ CommandTimeoutOpt = Annotated[
 WaitOpt = Annotated[
     float,
     typer.Option(
-        "--wait", min=0, help="Seconds to keep retrying while the server is not accepting connections."
+        "--wait",
+        metavar="SECONDS",
+        min=0,
+        help="Seconds to keep retrying while the server is not accepting connections.",
     ),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
@@ -215,6 +230,7 @@ def up(
         Optional[str],  # noqa: UP045
         typer.Option(
             "--app-role",
+            metavar="ROLE",
             help="Grant this existing role runtime privileges on the app database.",
             show_default=False,
         ),
@@ -242,6 +258,7 @@ def up(
         Optional[str],  # noqa: UP045
         typer.Option(
             "--rehearse-url",
+            metavar="URL",
             help="Instance to rehearse on [default: the target instance]",
             show_default=False,
         ),
@@ -278,7 +295,10 @@ def down(
     confirm: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            "--confirm", help="Confirm a production rollback by naming the app database.", show_default=False
+            "--confirm",
+            metavar="APP_DB_NAME",
+            help="Confirm a production rollback by naming the app database.",
+            show_default=False,
         ),
     ] = None,
     production: ProductionOpt = False,
@@ -319,6 +339,7 @@ def plan(
         Optional[str],  # noqa: UP045
         typer.Option(
             "--rehearse-url",
+            metavar="URL",
             help="Instance to rehearse on [default: the target instance]",
             show_default=False,
         ),
@@ -371,7 +392,7 @@ def history(
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many rows.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many rows.")] = 20,
     output: OutputOpt = Output.text,
 ) -> None:
     """List recent runs from dbos_migrate.history, newest first."""
@@ -402,7 +423,9 @@ def url(
     typer.echo(target.app_url.render(mask=not show_password))
 
 
-PortOpt = Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="TCP port on 127.0.0.1.")]
+PortOpt = Annotated[
+    int, typer.Option("--port", "-p", metavar="PORT", min=1, max=65535, help="TCP port on 127.0.0.1.")
+]
 
 
 @postgres_app.command("start")
