@@ -424,34 +424,52 @@ def url(
 
 
 PortOpt = Annotated[
-    int, typer.Option("--port", "-p", metavar="PORT", min=1, max=65535, help="TCP port on 127.0.0.1.")
-]
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--port", "-p", metavar="PORT", min=1, max=65535, show_default=False,
+        help="TCP port on 127.0.0.1 [default: $PGPORT, else 5432]",
+    ),
+]  # fmt: skip
+
+
+def _local(action: str, port: int | None) -> Any:
+    """Run a localpg action; its failures become exit 3 with the hint it gave."""
+    from dbos_migrate import localpg
+    from dbos_migrate.errors import DatabaseError
+
+    if port is None:
+        env_port = os.environ.get("PGPORT", "")
+        port = int(env_port) if env_port.isdigit() and 0 < int(env_port) < 65536 else localpg.DEFAULT_PORT
+    try:
+        return getattr(localpg, action)(port)
+    except localpg.LocalPostgresError as exc:
+        raise DatabaseError(f"postgres {action}: {exc.message}", exc.hint) from None
 
 
 @postgres_app.command("start")
-def postgres_start(port: PortOpt = 5432) -> None:
-    """Start (or find running) the local development PostgreSQL."""
-    from dbos_migrate import localpg
-
-    typer.echo(localpg.cli_start(port))
+def postgres_start(port: PortOpt = None) -> None:
+    """Start the local development PostgreSQL (or find it running) and print its URL."""
+    server = _local("start", port)
+    typer.echo(server.describe())
+    if not server.changed:
+        typer.echo("  (it was already running)")
+    hint = "" if server.port == 5432 else f"PGPORT={server.port} "
+    typer.echo(f"\nuser postgres, password dbos: the default target works, e.g. `{hint}dbos-migrate up`")
 
 
 @postgres_app.command("stop")
-def postgres_stop(port: PortOpt = 5432) -> None:
+def postgres_stop(port: PortOpt = None) -> None:
     """Stop the local development PostgreSQL."""
-    from dbos_migrate import localpg
-
-    typer.echo(localpg.cli_stop(port))
+    server = _local("stop", port)
+    typer.echo(f"PostgreSQL on port {server.port}: " + ("stopped" if server.changed else "was not running"))
 
 
 @postgres_app.command("status")
-def postgres_status(port: PortOpt = 5432) -> None:
-    """Say whether the local development PostgreSQL is running, and where."""
-    from dbos_migrate import localpg
-
-    text, running = localpg.cli_status(port)
-    typer.echo(text)
-    raise typer.Exit(0 if running else 1)
+def postgres_status(port: PortOpt = None) -> None:
+    """Say whether the local development PostgreSQL is running (exit 0) or not (exit 1)."""
+    server = _local("status", port)
+    typer.echo(server.describe())
+    raise typer.Exit(0 if server.running else 1)
 
 
 # ---------------------------------------------------------------------------- entry point

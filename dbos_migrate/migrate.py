@@ -149,7 +149,7 @@ def _run_verb(verb: str, options: Options, emit: Sink, ask: Ask | None) -> RunRe
     try:
         with Interrupts() as interrupts:
             ctx = _prepare(options, report, emit)
-            if verb == "up":
+            if verb in ("up", "plan"):
                 _up(ctx, interrupts)
             else:
                 _down(ctx, interrupts, ask)
@@ -234,17 +234,17 @@ def _dry_run(ctx: _Context, *, create: bool) -> None:
         ctx.report.exists = True
     except db.DatabaseMissing:
         ctx.report.exists = False
-    verb = ctx.report.verb
+    going_up = ctx.report.verb in ("up", "plan")
     if ctx.report.exists:
         ctx.emit(Notice(f"dry run: app database {ctx.target.app_database!r} exists"))
-    elif verb == "up" and create:
+    elif going_up and create:
         ctx.emit(
             Notice(f"dry run: app database {ctx.target.app_database!r} does not exist and would be created")
         )
     else:
         raise DatabaseError(
             f"app database {ctx.target.app_database!r} does not exist"
-            + (" (--no-create)" if verb == "up" else ": nothing to roll back"),
+            + (" (--no-create)" if going_up else ": nothing to roll back"),
         )
     for i, shown in enumerate(ctx.report.planned, 1):
         ctx.emit(Notice(f"  would run [{i}/{len(ctx.report.planned)}] {shown}"))
@@ -491,12 +491,14 @@ class _History:
                 where="reconnecting to record history",
             )
         except MigrateError as exc:
+            self.ctx.report.history_written = False  # JSON: not every row made it
             self.ctx.emit(
                 Notice(f"history not recorded for {len(self.pending)} command(s): {exc.message}", "warning")
             )
             return
         with db.closing(conn):
             if not self._write(conn):
+                self.ctx.report.history_written = False
                 self.ctx.emit(Notice(f"history not recorded for {len(self.pending)} command(s)", "warning"))
 
 
@@ -596,9 +598,7 @@ def plan(options: Options, emit: Sink) -> RunReport:
     """What `up` would do, without doing it: `up --dry-run` under another name."""
     from dataclasses import replace
 
-    report = up(replace(options, dry_run=True), emit)
-    report.verb = "plan"
-    return report
+    return _run_verb("plan", replace(options, dry_run=True), emit, None)
 
 
 @dataclass

@@ -100,6 +100,13 @@ class LiveLine:
         with self.lock:
             self.clear()
 
+    def show(self, text: str) -> None:
+        """A transient status line (a countdown), replaced by whatever is written next."""
+        with self.lock:
+            self.term.write(f"\r\x1b[K{text}")
+            self.term.flush()
+            self.drawn = True
+
     def clear(self) -> None:
         if self.drawn:
             self.term.write("\r\x1b[K")
@@ -160,6 +167,7 @@ class TextReporter:
         self.style = Style(use_color(out, environ))
         tty = bool(getattr(out, "isatty", lambda: False)()) and environ.get("TERM") != "dumb"
         self.live = LiveLine(out, self.style) if tty and not quiet else None
+        self._last_wait_line = -10.0
 
     def command_streams(self, stdout: BinaryIO, stderr: BinaryIO) -> tuple[BinaryIO, BinaryIO]:
         if self.live is None:
@@ -200,7 +208,12 @@ class TextReporter:
             else:
                 self.info(event.text)
         elif isinstance(event, WaitingForServer):
-            self.info(f"waiting for the server ({event.seconds_left:.0f}s left): {event.reason}")
+            text = f"waiting for the server ({event.seconds_left:.0f}s left): {event.reason}"
+            if self.live is not None:
+                self.live.show(self.style.yellow(text))
+            elif time.monotonic() - self._last_wait_line >= 5:
+                self._last_wait_line = time.monotonic()
+                self.info(text)
         elif isinstance(event, WaitingForLock):
             who = event.holder.describe() if event.holder else "another session"
             self.line(f"waiting for the migration lock ({event.seconds_left:.0f}s left), held by {who}")

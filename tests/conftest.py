@@ -1,0 +1,113 @@
+"""Fixtures shared by the test suite: a PostgreSQL instance, throwaway clusters, app databases.
+
+* `pg_url` (session): a superuser instance URL, from $DBOS_MIGRATE_TEST_DATABASE_URL, else a
+  testcontainers PostgresContainer when a Docker engine answers, else a throwaway cluster from
+  local binaries (password-authenticated with scram-sha-256, password full of `@:/%#?&=`).
+  None available: skip, or fail under CI=true.
+* `own_cluster` (function): a factory of throwaway clusters the test may restart, kill, or run
+  with SSL; each is stopped and its directory deleted afterwards, whatever happened.
+* `app_db` (function): a unique app database name, dropped afterwards with its `_dbos_sys`.
+* `reachable_tmp` (function): a temp dir that the server's unprivileged user can traverse.
+
+Helpers such as `run_cli` live in pgharness.py (`from pgharness import run_cli`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgharness import (
+    ClusterFactory,
+    PgInstance,
+    check_connect,
+    drop_database,
+    find_instance,
+    in_ci,
+    reachable_tmpdir,
+    start_cluster,
+)
+
+from dbos_migrate.localpg import Cluster
+
+
+@pytest.fixture(scope="session")
+def pg_instance() -> Iterator[PgInstance]:
+    """The session's PostgreSQL instance (see the module docstring for where it comes from)."""
+    instance, reasons = find_instance()
+    if instance is None:
+        message = "no PostgreSQL available for tests: " + "; ".join(reasons)
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        try:
+            check_connect(instance.url)
+        except Exception as exc:
+            pytest.fail(f"cannot connect to the test PostgreSQL {instance!r}: {exc}", pytrace=False)
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_instance: PgInstance) -> str:
+    """A superuser instance URL (no database in the path), password percent-encoded."""
+    return pg_instance.url
+
+
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A temp dir (mode 0755 under the system temp dir) for data a server must reach; pytest's
+    tmp_path is under a 0700 directory that the `postgres` user cannot enter when we are root."""
+    path = reachable_tmpdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[ClusterFactory]:
+    """A factory of started throwaway clusters: `own_cluster(**kwargs)` takes Cluster's keyword
+    arguments (ssl=, extra_conf=, extra_hba=, password=, binaries=...) and returns it running on
+    a free port. Every cluster made is removed (stop or kill, rm -rf) after the test."""
+    made: list[tuple[Cluster, Path]] = []
+
+    def factory(**kwargs: Any) -> Cluster:
+        base = reachable_tmpdir("dbos-migrate-cluster-")
+        try:
+            cluster = start_cluster(base, **kwargs)
+        except BaseException:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+        made.append((cluster, base))
+        return cluster
+
+    try:
+        yield factory
+    finally:
+        for cluster, base in reversed(made):
+            try:
+                cluster.remove()
+            except Exception as exc:  # keep cleaning the others
+                warnings.warn(f"could not remove {cluster!r}: {exc}", stacklevel=1)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def app_db(pg_url: str) -> Iterator[str]:
+    """A unique app database name (`t_<12 hex>`), not created; afterwards it and
+    `<name>_dbos_sys` are dropped if they exist (sessions forcibly disconnected)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    for db in (name, f"{name}_dbos_sys"):
+        try:
+            drop_database(pg_url, db)
+        except Exception as exc:
+            warnings.warn(f"could not drop test database {db}: {exc}", stacklevel=1)

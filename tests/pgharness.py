@@ -1,0 +1,267 @@
+"""Helpers of the test suite: find a PostgreSQL instance, make throwaway clusters, run the CLI.
+
+Importable from tests (`from pgharness import run_cli`); conftest.py turns them into fixtures.
+Clusters come from `dbos_migrate.localpg.Cluster`, so the tests exercise the same code that
+backs `dbos-migrate postgres start`. When we are root, the server runs as the `postgres` (or
+`nobody`) user, and every directory it needs is made under a temp dir that user can traverse:
+pytest's own `tmp_path` lives below /tmp/pytest-of-root, which is mode 0700.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port, make_url, mask_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The superuser password of the clusters we start: every character that breaks naive URL
+#: building (`@:/%#?&=`), percent-encoded in the URLs we hand out, so scram auth and URL parsing
+#: are both exercised.
+PASSWORD = "p@ss:w/o%r#d?&=x"
+
+#: Settings that make throwaway clusters fast without changing what a *process* crash does
+#: (fsync only matters when the OS crashes; synchronous_commit stays on so kill() loses nothing).
+FAST_CONF: Mapping[str, object] = {"fsync": False}
+
+ENV_URL = "DBOS_MIGRATE_TEST_DATABASE_URL"
+
+#: The type of the `own_cluster` fixture: call it with Cluster's keyword arguments.
+ClusterFactory = Callable[..., Cluster]
+
+
+def in_ci() -> bool:
+    """CI sets CI=true; there a missing PostgreSQL is a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """The instance URL pointed at another database (the dbname is percent-encoded)."""
+    from urllib.parse import quote
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
+
+
+def reachable_tmpdir(prefix: str = "dbos-migrate-test-") -> Path:
+    """A fresh temp dir the server's unprivileged user can traverse (mode 0755; its parent,
+    the system temp dir, normally is). The caller removes it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def start_cluster(base: Path, name: str = "data", *, attempts: int = 3, **kwargs: Any) -> Cluster:
+    """Init and start a throwaway cluster in `base/name` on a free port (password PASSWORD,
+    FAST_CONF unless `extra_conf` is given). Retries with another port if the free port was
+    taken meanwhile. The caller must `remove()` it."""
+    kwargs.setdefault("password", PASSWORD)
+    kwargs.setdefault("extra_conf", dict(FAST_CONF))
+    last: LocalPostgresError | None = None
+    cluster: Cluster | None = None
+    for _ in range(attempts):
+        cluster = Cluster(base / name, free_port(), **kwargs)
+        try:
+            cluster.init()
+            cluster.start()
+            return cluster
+        except LocalPostgresError as exc:
+            last = exc
+            if "already in use" not in exc.message:
+                cluster.remove()
+                raise
+    assert cluster is not None and last is not None
+    cluster.remove()
+    raise last
+
+
+def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed (certfile, keyfile) pair for SSL clusters, made with the openssl CLI.
+    Raises FileNotFoundError when openssl is missing (callers skip)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl")
+    cert, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={cn}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def docker_engine_available(timeout: float = 3.0) -> bool:
+    """Whether a Docker engine answers a ping within `timeout` s (docker SDK imported lazily)."""
+    try:
+        import docker  # type: ignore[import-untyped,unused-ignore]
+
+        client = docker.from_env(timeout=int(max(1, timeout)))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@dataclasses.dataclass
+class PgInstance:
+    """A PostgreSQL instance for the test session: `url` is a superuser instance URL (no
+    database: libpq then connects to the user's own, `postgres`); `close()` releases it."""
+
+    url: str
+    source: str  # "env", "testcontainers" or "cluster"
+    close: Callable[[], None] = lambda: None
+    cluster: Cluster | None = None
+
+    def __repr__(self) -> str:
+        return f"PgInstance(url={mask_url(self.url)!r}, source={self.source!r})"
+
+
+def check_connect(url: str, timeout: int = 10) -> None:
+    """Connect and `select 1`, raising psycopg's error if that fails."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=timeout, autocommit=True) as conn:
+        conn.execute("select 1")
+
+
+def find_instance() -> tuple[PgInstance | None, list[str]]:
+    """The instance for `pg_url`, in this order: $DBOS_MIGRATE_TEST_DATABASE_URL; a
+    testcontainers PostgresContainer if a Docker engine answers; a throwaway cluster from local
+    binaries. Returns (None, reasons) when none is available."""
+    reasons: list[str] = []
+    env_url = os.environ.get(ENV_URL)
+    if env_url:
+        return PgInstance(env_url, "env"), reasons
+    reasons.append(f"${ENV_URL} is not set")
+
+    if docker_engine_available():
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:  # testcontainers < 4.14
+            from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer(
+            "postgres:16", username="postgres", password=PASSWORD, dbname="postgres", driver=None
+        )
+        container.start()
+        url = make_url(
+            "postgres",
+            PASSWORD,
+            container.get_container_host_ip(),
+            int(container.get_exposed_port(5432)),
+            None,
+        )
+        return PgInstance(url, "testcontainers", close=container.stop), reasons
+    reasons.append("no Docker engine answers")
+
+    base = reachable_tmpdir("dbos-migrate-pg-url-")
+    try:
+        cluster = start_cluster(base)
+    except LocalPostgresError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        reasons.append(f"no local cluster: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
+        return None, reasons
+
+    def close() -> None:
+        try:
+            cluster.remove()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+    return PgInstance(cluster.url(), "cluster", close=close, cluster=cluster), reasons
+
+
+def drop_database(instance_url: str, name: str) -> None:
+    """DROP DATABASE IF EXISTS, disconnecting its sessions first (WITH (FORCE) on 13+)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(instance_url, connect_timeout=10, autocommit=True) as conn:
+        if conn.info.server_version >= 130000:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        else:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def cli_command() -> list[str]:
+    """How to run the installed CLI: the console script next to this interpreter, else
+    `python -m dbos_migrate`."""
+    script = Path(sys.executable).parent / "dbos-migrate"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "dbos_migrate"]
+
+
+def run_cli(
+    *args: object,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | str | None = None,
+    input: str | None = None,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run `dbos-migrate ARGS...` as a subprocess; text stdout/stderr, never raises on exit code.
+
+    `env` is laid over the current environment (a None value removes the variable). Without
+    `input`, stdin is /dev/null so a prompt fails instead of hanging. The repo root is appended
+    to PYTHONPATH so the `-m` fallback works from a source checkout.
+    """
+    full_env = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    paths = [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO_ROOT) not in paths:
+        full_env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO_ROOT)])
+    return subprocess.run(
+        [*cli_command(), *(str(a) for a in args)],
+        env=full_env,
+        cwd=cwd,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+__all__: Sequence[str] = [
+    "ENV_URL",
+    "FAST_CONF",
+    "PASSWORD",
+    "Cluster",
+    "ClusterFactory",
+    "LocalPostgresError",
+    "PgBinaries",
+    "PgInstance",
+    "check_connect",
+    "cli_command",
+    "docker_engine_available",
+    "drop_database",
+    "find_instance",
+    "free_port",
+    "in_ci",
+    "make_self_signed_cert",
+    "make_url",
+    "mask_url",
+    "reachable_tmpdir",
+    "run_cli",
+    "start_cluster",
+    "with_dbname",
+]
