@@ -107,6 +107,7 @@ def _prepare(options: Options, report: RunReport, emit: Sink, *, need_config: bo
     if cfg.database.password is not None:
         secrets.append(cfg.database.password.value)
     scrub = Scrubber(secrets)
+    report.extra["app_name"] = cfg.name.value if cfg.name is not None else None
     report.app_database = target.app_database
     report.app_database_source = target.app_database_source
     report.target = target.instance.masked()

@@ -420,6 +420,7 @@ def print_status(report: RunReport, out: TextIO, environ: Mapping[str, str]) -> 
     x = report.extra
     out.write(s.bold("dbos-migrate status") + "\n")
     out.write(f"  config          {report.config_path}\n")
+    out.write(f"  app name        {x.get('app_name') or '(none)'}\n")
     out.write(
         f"  app database    {report.app_database}  {s.dim('(' + (report.app_database_source or '') + ')')}\n"
     )
