@@ -5,8 +5,6 @@ exits with the code of the error kind it returned. Heavy modules are imported in
 commands so that `--help`, `--version` and `validate` stay fast.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from enum import Enum
@@ -138,13 +136,13 @@ def _root(
 # ---------------------------------------------------------------------------- plumbing
 
 
-def _options(**kwargs: Any) -> Options:
+def _options(**kwargs: Any) -> "Options":
     from dbos_migrate.migrate import Options
 
     return Options(environ=dict(os.environ), **kwargs)
 
 
-def _sinks(output: Output, quiet: bool, verbose: bool) -> tuple[Sink, Any]:
+def _sinks(output: Output, quiet: bool, verbose: bool) -> "tuple[Sink, Any]":
     """The sink for this output mode, and the text reporter (None in json mode)."""
     from dbos_migrate import report
 
@@ -173,7 +171,7 @@ def _streams(output: Output, text: Any) -> tuple[Any, Any]:
     return out, err
 
 
-def _exit(report: RunReport) -> None:
+def _exit(report: "RunReport") -> None:
     if report.error is not None:
         raise typer.Exit(report.error.exit_code)
 

@@ -97,6 +97,7 @@ class Config:
     database: DatabaseSection
     env: tuple[tuple[str, str], ...] = ()
     warnings: tuple[Problem, ...] = ()
+    display: str | None = None
 
     @property
     def directory(self) -> FsPath:
@@ -104,7 +105,8 @@ class Config:
 
     @property
     def file(self) -> str:
-        return str(self.path)
+        """The file as the user named it, so every later problem names it the same way."""
+        return self.display or str(self.path)
 
     @property
     def env_map(self) -> dict[str, str]:
@@ -325,7 +327,7 @@ def _deprecations(tree: YamlTree, value: Any, file: str) -> list[Problem]:
             if spec.get("deprecated"):
                 line, col = tree.where((*path, key), key=True)
                 repl = spec.get("x-replacement", "")
-                out.append(Problem(file, line, col, dotted((*path, key)), f"deprecated: use {repl} instead"))
+                out.append(Problem(file, line, col, dotted((*path, key)), f"deprecated: replaced by {repl}"))
             walk(sub, spec, (*path, key))
 
     walk(value, schema(), ())
@@ -388,9 +390,13 @@ def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str 
         from dbos_migrate.yamltree import parse
 
         tree = parse(text)
-    problems = [Problem(file, line, col, dotted(p), msg) for line, col, p, msg in tree.errors]
-    if problems:
-        raise ConfigError(problems)
+    yaml_problems = [Problem(file, line, col, dotted(p), msg) for line, col, p, msg in tree.errors]
+    if yaml_problems and not isinstance(tree.value, dict):
+        raise ConfigError(yaml_problems)
+    # The document was built despite local problems (a duplicate key, a bad tag): keep going,
+    # so the schema's problems are reported in the same pass. Paths that already have a
+    # problem are not checked again.
+    yaml_paths = {p for _, _, p, _ in tree.errors}
     secrets_dir = environ.get("DBOS_MIGRATE_SECRETS_DIR") or SECRETS_DIR
     subst = _Substituted()
     value = _substitute_tree(tree.value, (), environ, secrets_dir, subst)
@@ -400,14 +406,15 @@ def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str 
         shown = ", ".join("${" + n + "}" for n in names)
         warnings.append(Problem(file, line, col, dotted(p), f"{shown} is not set (read as empty)"))
     fingerprint = cache.fingerprint(subst.expanded, create=entry is None) if cache is not None else None
+    problems = yaml_problems
     if entry is None or fingerprint not in entry["fingerprints"]:
-        problems = _schema_problems(tree, value, file, set(subst.missing))
+        problems = yaml_problems + _schema_problems(tree, value, file, set(subst.missing) | yaml_paths)
         if not problems and cache is not None and fingerprint is not None and _json_safe(tree.value):
             cache.put(text, tree.to_json(), fingerprint)
     warnings.extend(_deprecations(tree, value, file))
     if problems:
         raise ConfigError(problems, warnings)
-    return _build(tree, value, path, subst, tuple(warnings))
+    return _build(tree, value, path, subst, tuple(warnings), file)
 
 
 def _json_safe(value: Any) -> bool:
@@ -419,7 +426,12 @@ def _json_safe(value: Any) -> bool:
 
 
 def _build(
-    tree: YamlTree, value: dict[str, Any], path: FsPath, subst: _Substituted, warnings: tuple[Problem, ...]
+    tree: YamlTree,
+    value: dict[str, Any],
+    path: FsPath,
+    subst: _Substituted,
+    warnings: tuple[Problem, ...],
+    display: str | None = None,
 ) -> Config:
     raw_tree = tree.value
 
@@ -473,6 +485,7 @@ def _build(
         database=section,
         env=tuple((str(k), str(v)) for k, v in env_block.items()),
         warnings=warnings,
+        display=display,
     )
 
 

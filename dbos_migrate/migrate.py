@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dbos_migrate import config as config_mod
@@ -597,8 +597,6 @@ def history(options: Options, emit: Sink, limit: int = 20) -> RunReport:
 
 def plan(options: Options, emit: Sink) -> RunReport:
     """What `up` would do, without doing it: `up --dry-run` under another name."""
-    from dataclasses import replace
-
     return _run_verb("plan", replace(options, dry_run=True), emit, None)
 
 
@@ -645,12 +643,31 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
         result.error = exc
         return result
     result.warnings = list(cfg.warnings)
+    problems = _app_db_name_problems(cfg)
+    if problems and cfg.database.app_db_name is None:
+        # A name derived from `name` is only used when the URL names no database: warn.
+        result.warnings += [replace(p, message=p.message + " (used when the URL names no database)") for p in problems]
+        problems = []
     if cloud:
         from dbos_migrate.cloud import cloud_problems
-        from dbos_migrate.errors import ConfigError as _ConfigError
 
-        problems = cloud_problems(cfg)
-        if problems:
-            result.errors = problems
-            result.error = _ConfigError(problems, result.warnings)
+        problems += cloud_problems(cfg)
+    if problems:
+        result.errors = problems
+        result.error = ConfigError(problems, result.warnings)
     return result
+
+
+def _app_db_name_problems(cfg: Config) -> list[Any]:
+    """The app database name `up` would use when the URL names none: caught here, before a deploy."""
+    from dbos_migrate.errors import Problem
+    from dbos_migrate.target import PgUrl, resolve_app_database
+
+    source = cfg.database.app_db_name if cfg.database.app_db_name is not None else cfg.name
+    if source is None or source.missing:
+        return []
+    try:
+        resolve_app_database(cfg, None, PgUrl())
+    except UsageError as exc:
+        return [Problem(cfg.file, source.line, source.column, source.path, exc.message, exc.hint)]
+    return []

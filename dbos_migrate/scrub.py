@@ -16,7 +16,8 @@ MASK = "***"
 # free text would mangle names such as `dbos_migrate`; they are still masked in URLs.
 PUBLIC_PASSWORDS = frozenset({"dbos", "postgres"})
 _URL_PASSWORD = re.compile(r"(://[^:/?#@\s]*:)[^@\s]+@")
-_KV_PASSWORD = re.compile(r"\b(password\s*=\s*)('[^']*'|\S+)", re.I)
+# password=, sslpassword=, PGPASSWORD=, DB_PASSWORD=...: any key that ends in "password".
+_KV_PASSWORD = re.compile(r"\b(\w*password\s*=\s*)('[^']*'|\S+)", re.I)
 
 
 def secret_forms(secret: str) -> set[str]:
@@ -35,6 +36,9 @@ class Scrubber:
                 forms |= secret_forms(secret)
         self._forms = sorted(forms, key=len, reverse=True)
         self._bforms = [f.encode("utf-8") for f in self._forms]
+        # One leftmost-longest pass: the stream scrubber uses the same pattern, so a stream
+        # read in any chunks comes out exactly as `data` of the whole.
+        self._bpattern = re.compile(b"|".join(re.escape(f) for f in self._bforms)) if self._bforms else None
 
     @property
     def active(self) -> bool:
@@ -48,10 +52,9 @@ class Scrubber:
         return _KV_PASSWORD.sub(lambda m: m.group(1) + MASK, value)
 
     def data(self, value: bytes) -> bytes:
-        for form in self._bforms:
-            if form in value:
-                value = value.replace(form, MASK.encode())
-        return value
+        if self._bpattern is None:
+            return value
+        return self._bpattern.sub(MASK.encode(), value)
 
     def stream(self) -> StreamScrubber:
         return StreamScrubber(self)
@@ -70,6 +73,8 @@ class StreamScrubber:
 
     A secret split across two reads must still be caught, so the last `longest - 1`
     bytes are held back until more data (or a newline, or the end) shows they are safe.
+    The held-back bytes stay raw: scrubbing them early could replace a shorter secret
+    inside a longer one that is not complete yet, and leak the longer one's ends.
     """
 
     def __init__(self, scrubber: Scrubber) -> None:
@@ -79,14 +84,26 @@ class StreamScrubber:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self._keep:
+        pattern = self._scrubber._bpattern
+        if pattern is None:
             return chunk
-        buf = self._scrubber.data(self._buffer + chunk)
-        cut = max(len(buf) - self._keep, 0)
+        buf = self._buffer + chunk
+        # A match starting before `limit` is final: every secret starting there fits in buf
+        # (or, with no newline in any secret, ends before the last newline).
+        limit = max(len(buf) - self._keep, 0)
         if self._newline_safe:
-            cut = max(cut, buf.rfind(b"\n") + 1)
+            limit = max(limit, buf.rfind(b"\n") + 1)
+        out: list[bytes] = []
+        pos = 0
+        for match in pattern.finditer(buf):
+            if match.start() >= limit:
+                break
+            out += [buf[pos : match.start()], MASK.encode()]
+            pos = match.end()
+        cut = max(limit, pos)
+        out.append(buf[pos:cut])
         self._buffer = buf[cut:]
-        return buf[:cut]
+        return b"".join(out)
 
     def flush(self) -> bytes:
         out = self._scrubber.data(self._buffer)

@@ -45,7 +45,8 @@ class PgUrl:
         return None
 
     def with_database(self, database: str) -> PgUrl:
-        return replace(self, database=database)
+        """This URL pointed at another database (a `?dbname=` parameter would override the path)."""
+        return replace(self, database=database, params=tuple(p for p in self.params if p[0] != "dbname"))
 
     def with_params(self, **updates: str) -> PgUrl:
         params = [(k, v) for k, v in self.params if k not in updates]
@@ -165,27 +166,44 @@ def _split_userinfo(rest: str) -> tuple[str | None, str]:
     """Find where the userinfo ends, tolerating unencoded `@ : / ? #` in passwords.
 
     The standard reading (userinfo ends at the last '@' before the first '/', '?' or
-    '#') wins when it makes sense; otherwise the leftmost '@' followed by a valid
-    host part does. Percent-encoding the password removes all doubt.
+    '#') wins when what follows is plausible: no '@' or '#' in the path, a query of
+    key=value pairs. Otherwise the first '@' followed by a plausible host part does,
+    then the first followed by any valid host part. Percent-encoding removes all doubt.
     """
     netloc_end = min([p for p in (rest.find(c) for c in "/?#") if p != -1], default=len(rest))
     netloc = rest[:netloc_end]
-    if "@" in netloc:
-        at = netloc.rfind("@")
-        return rest[:at], rest[at + 1 :]
     if "@" not in rest:
         return None, rest
-    plain = _HOSTPORT.match(rest)
-    if plain:
-        path, _, query = (plain.group(3) or "").partition("?")
-        if "@" not in path and all("=" in kv for kv in query.split("&") if kv):
-            return None, rest
-    for i, ch in enumerate(rest):
-        if ch == "@":
-            head = _HOSTPORT.match(rest[i + 1 :])
-            if head:
-                return rest[:i], rest[i + 1 :]
+    standard = netloc.rfind("@")
+    if standard != -1 and _plausible(rest[standard + 1 :]):
+        return rest[:standard], rest[standard + 1 :]
+    if standard == -1 and _plausible(rest):
+        return None, rest
+    # The standard reading leaves an '@' in the database name or a fragment: the password
+    # holds an unencoded '@' with '/', '?' or '#' after it. The first '@' that leaves a
+    # plausible rest ends it, so no piece of the password is read as host or database.
+    ats = [i for i, ch in enumerate(rest) if ch == "@"]
+    for i in ats:
+        if _plausible(rest[i + 1 :]):
+            return rest[:i], rest[i + 1 :]
+    if standard != -1:
+        return rest[:standard], rest[standard + 1 :]
+    for i in ats:
+        if _HOSTPORT.match(rest[i + 1 :]):
+            return rest[:i], rest[i + 1 :]
     return None, rest
+
+
+def _plausible(hostpart: str) -> bool:
+    """A host part whose path has no '@' or '#' and whose query is key=value pairs."""
+    match = _HOSTPORT.match(hostpart)
+    if not match:
+        return False
+    path, _, query = (match.group(3) or "").partition("?")
+    if "@" in path or "#" in path:
+        return False
+    query = query.split("#", 1)[0]
+    return all("=" in kv for kv in query.split("&") if kv)
 
 
 # ---------------------------------------------------------------------------- resolution
@@ -217,6 +235,8 @@ def default_url(environ: Mapping[str, str]) -> str:
     port = environ.get("PGPORT") or "5432"
     if host.startswith("/"):
         return f"postgresql://{user}:{password}@:{port}?host={quote(host, safe='/')}"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal, as libpq accepts it in PGHOST
     return f"postgresql://{user}:{password}@{host}:{port}"
 
 
@@ -246,10 +266,13 @@ def _legacy_url(config: Config, environ: Mapping[str, str]) -> PgUrl:
         params.append(("sslmode", "disable"))
     if db.ssl_ca is not None:
         params.append(("sslrootcert", db.ssl_ca.require(file, "the database connection (database.ssl_ca)")))
-    if db.connect_timeout_ms is not None:
+    if db.connect_timeout_ms:  # node-pg's 0 means "no timeout", not a 1-second one: keep our default
         params.append(("connect_timeout", str(max(1, -(-db.connect_timeout_ms // 1000)))))
-    if not port.isdigit():
-        raise UsageError("the database port is not a number", "set database.port or DBOS_DBPORT to a number")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(
+            "the database port is not a port number (1-65535)",
+            "set database.port or DBOS_DBPORT to a number",
+        )
     return PgUrl("postgresql", user, password, host, port, None, tuple(params))
 
 
@@ -288,7 +311,7 @@ def resolve_app_database(config: Config | None, cli_name: str | None, instance: 
         return check_app_db_name(name, "database.app_db_name"), "database.app_db_name"
     if instance.database and instance.database not in MAINTENANCE_DATABASES:
         return check_app_db_name(instance.database, "the database in the URL"), "the database in the URL"
-    if config is not None and config.name is not None and config.name.value:
+    if config is not None and config.name is not None and (config.name.value or config.name.missing):
         app = config.name.require(config.file, "the app database name (derived from name)")
         derived = derive_app_db_name(app)
         return check_app_db_name(derived, f"name {app!r} (derived)"), f"derived from name {app!r}"
@@ -336,7 +359,12 @@ def resolve(
     system_url = resolve_system_url(config, instance, app_db)
     prod, reason = is_production(instance, environ, production)
     timeout = instance.param("connect_timeout")
-    secrets = tuple(s for s in (instance.password, system_url.password) if s)
+    secrets = tuple(
+        s
+        for url in (instance, system_url)
+        for s in (url.password, *(url.param(name) for name in SECRET_PARAMS))
+        if s
+    )
     return Target(
         instance=instance,
         source=source,
@@ -345,7 +373,7 @@ def resolve(
         system_url=system_url,
         production=prod,
         production_reason=reason,
-        connect_timeout=int(timeout) if timeout and timeout.isdigit() else None,
+        connect_timeout=int(timeout) if timeout and timeout.isascii() and timeout.isdigit() else None,
         secrets=secrets,
     )
 
@@ -357,7 +385,11 @@ def resolve_system_url(config: Config | None, instance: PgUrl, app_db: str) -> P
         and not config.system_database_url.missing
     ):
         return parse_url(config.system_database_url.value, what="system_database_url")
-    if config is not None and config.database.sys_db_name is not None:
+    if (
+        config is not None
+        and config.database.sys_db_name is not None
+        and not config.database.sys_db_name.missing
+    ):
         return instance.with_database(config.database.sys_db_name.value)
     return instance.with_database(f"{app_db}_dbos_sys")
 
@@ -380,8 +412,9 @@ def command_env(target: Target, base: Mapping[str, str], config_env: Mapping[str
         env["PGPORT"] = app.port
     if app.user:
         env["PGUSER"] = app.user
-    if app.password is not None:
-        env["PGPASSWORD"] = app.password
+    password = app.password if app.password is not None else app.param("password")
+    if password is not None:
+        env["PGPASSWORD"] = password
     env["PGDATABASE"] = app.database or ""
     for param, var in (
         ("sslmode", "PGSSLMODE"),

@@ -19,6 +19,12 @@ MAX_DEPTH = 64
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Collections are built by hand below, so their tags must be checked by hand too: a
+# `!!python/object` (or any other non-standard) tag on a mapping or list is refused, not ignored.
+_COLLECTION_TAGS: dict[type[yaml.Node], tuple[str, ...]] = {
+    yaml.MappingNode: ("tag:yaml.org,2002:map", "tag:yaml.org,2002:set"),
+    yaml.SequenceNode: ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs"),
+}
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
@@ -44,6 +50,10 @@ class _Builder:
             self.fail(node, path, f"nesting deeper than {MAX_DEPTH} levels")
             return None
         self.tree.positions.setdefault(path, _mark(node))
+        safe_tags = _COLLECTION_TAGS.get(type(node))
+        if safe_tags is not None and node.tag not in safe_tags:
+            self.fail(node, path, f"the tag {node.tag!r} is not supported: use a plain mapping or list")
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -134,7 +144,9 @@ def parse(text: str) -> YamlTree:
                 line, col = _line_col(text, mark)
             tree.errors.append((line, col, (), f"invalid YAML: {_yaml_reason(exc)}"))
             return tree
-        if node is None:
+        if node is None or (
+            isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and node.value == ""
+        ):
             tree.errors.append((1, 1, (), "the file is empty: the top level must be a mapping"))
             return tree
         if not isinstance(node, yaml.MappingNode):

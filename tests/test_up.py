@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-import pytest
 from helpers import db_exists, history_rows, one_json, query, write_config
 from pgharness import free_port, run_cli, with_dbname
 

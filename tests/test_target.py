@@ -1,0 +1,743 @@
+"""SPEC §2 (app database name), §3 (which instance), §6 (production detection), §7 (command env).
+
+Pure resolution: a config, options and an environment mapping in, a Target out. No database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dbos_migrate import config
+from dbos_migrate.config import Config
+from dbos_migrate.errors import ConfigError, UsageError
+from dbos_migrate.target import (
+    PgUrl,
+    Target,
+    command_env,
+    is_production,
+    parse_url,
+    resolve,
+    resolve_instance,
+)
+
+NO_CACHE = {"DBOS_MIGRATE_NO_CACHE": "1"}
+
+
+def cfg(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
+    return config.from_text(text, tmp_path / "dbos-config.yaml", {**NO_CACHE, **(env or {})}, "dbos-config.yaml")
+
+
+def target(
+    config_: Config | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    db_url: str | None = None,
+    app_db_name: str | None = None,
+    production: bool = False,
+) -> Target:
+    return resolve(config_, db_url=db_url, app_db_name=app_db_name, production=production, environ=env or {})
+
+
+ALL_SOURCES = """\
+name: my-app
+database_url: postgresql://cfguser:cfgpw@config-host:5001/postgres
+database:
+  hostname: legacy-host
+  port: 5002
+  username: legacyuser
+  password: legacypw
+"""
+
+CLOUD_ENV = {"DBOS__CLOUD": "true", "DBOS_DATABASE_URL": "postgresql://clouduser:cloudpw@cloud-host:5003/postgres"}
+
+
+# ---------------------------------------------------------------------------- §3 precedence
+
+
+def test_db_url_beats_everything(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, ALL_SOURCES), CLOUD_ENV, db_url="postgresql://cli:clipw@cli-host:6000/postgres")
+    assert t.source == "--db-url"
+    assert (t.instance.host, t.instance.port, t.instance.user, t.instance.password) == (
+        "cli-host",
+        "6000",
+        "cli",
+        "clipw",
+    )
+
+
+def test_cloud_database_url_beats_the_config(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, ALL_SOURCES), CLOUD_ENV)
+    assert t.source == "DBOS_DATABASE_URL (DBOS__CLOUD)"
+    assert t.instance.host == "cloud-host"
+    assert t.production is True
+    assert t.production_reason == "DBOS__CLOUD=true"
+
+
+@pytest.mark.parametrize("flag", ["true", "TRUE", "True"])
+def test_cloud_flag_case_insensitive(tmp_path: Path, flag: str) -> None:
+    env = {**CLOUD_ENV, "DBOS__CLOUD": flag}
+    assert target(cfg(tmp_path, ALL_SOURCES), env).source == "DBOS_DATABASE_URL (DBOS__CLOUD)"
+
+
+@pytest.mark.parametrize("flag", ["false", "1", "yes", ""])
+def test_without_cloud_flag_config_url_beats_env_url(tmp_path: Path, flag: str) -> None:
+    env = {**CLOUD_ENV, "DBOS__CLOUD": flag}
+    t = target(cfg(tmp_path, ALL_SOURCES), env)
+    assert t.source == "database_url (dbos-config.yaml:2)"
+    assert t.instance.host == "config-host"
+    assert t.instance.password == "cfgpw"
+
+
+def test_cloud_flag_without_url_falls_through_to_config(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, ALL_SOURCES), {"DBOS__CLOUD": "true"})
+    assert t.source.startswith("database_url")
+    assert t.production is True  # DBOS__CLOUD still forces production
+
+
+def test_config_database_url_beats_legacy_fields(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, ALL_SOURCES), {"DBOS_DBHOST": "env-host"})
+    assert t.source.startswith("database_url")
+    assert t.instance.host == "config-host"
+
+
+LEGACY = """\
+name: legacy-app
+database:
+  hostname: legacy-host
+  port: 5002
+  username: legacyuser
+  password: ${PGPASSWORD}
+  connectionTimeoutMillis: 3000
+"""
+
+
+def test_legacy_fields(tmp_path: Path) -> None:
+    env = {"PGPASSWORD": "legacy-pw", "DBOS_DATABASE_URL": "postgresql://x:y@env-host/postgres"}
+    t = target(cfg(tmp_path, LEGACY, env), env)
+    assert t.source == "database.hostname/port/username/password (legacy fields)"
+    assert (t.instance.host, t.instance.port, t.instance.user, t.instance.password) == (
+        "legacy-host",
+        "5002",
+        "legacyuser",
+        "legacy-pw",
+    )
+    assert t.instance.param("connect_timeout") == "3"
+    assert t.connect_timeout == 3
+    assert t.app_database == "legacy_app"
+
+
+def test_legacy_fields_overridden_by_dbos_db_env(tmp_path: Path) -> None:
+    env = {
+        "PGPASSWORD": "legacy-pw",
+        "DBOS_DBHOST": "override-host",
+        "DBOS_DBPORT": "6543",
+        "DBOS_DBUSER": "override_user",
+        "DBOS_DBPASSWORD": "override-pw",
+    }
+    t = target(cfg(tmp_path, LEGACY, env), env)
+    assert t.source.endswith("(legacy fields)")
+    assert (t.instance.host, t.instance.port, t.instance.user, t.instance.password) == (
+        "override-host",
+        "6543",
+        "override_user",
+        "override-pw",
+    )
+
+
+def test_legacy_partial_override(tmp_path: Path) -> None:
+    env = {"PGPASSWORD": "legacy-pw", "DBOS_DBPASSWORD": "only-the-password"}
+    t = target(cfg(tmp_path, LEGACY, env), env)
+    assert (t.instance.host, t.instance.password) == ("legacy-host", "only-the-password")
+
+
+def test_legacy_defaults_when_only_some_fields_given(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\ndatabase:\n  password: pw\n"))
+    assert (t.instance.host, t.instance.port, t.instance.user, t.instance.password) == (
+        "localhost",
+        "5432",
+        "postgres",
+        "pw",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "sslmode", "rootcert"),
+    [
+        ("  ssl: true\n", "require", None),
+        ("  ssl: false\n", "disable", None),
+        ("  ssl: true\n  ssl_ca: /certs/ca.pem\n", "verify-full", "/certs/ca.pem"),
+        ("", None, None),
+    ],
+)
+def test_legacy_ssl_fields(tmp_path: Path, fields: str, sslmode: str | None, rootcert: str | None) -> None:
+    t = target(cfg(tmp_path, "name: a\ndatabase:\n  hostname: h\n" + fields))
+    assert t.instance.param("sslmode") == sslmode
+    assert t.instance.param("sslrootcert") == rootcert
+
+
+@pytest.mark.parametrize(("millis", "seconds"), [(1, "1"), (999, "1"), (1000, "1"), (1001, "2"), (30000, "30")])
+def test_legacy_connect_timeout_rounds_up_to_seconds(tmp_path: Path, millis: int, seconds: str) -> None:
+    t = target(cfg(tmp_path, f"name: a\ndatabase:\n  hostname: h\n  connectionTimeoutMillis: {millis}\n"))
+    assert t.instance.param("connect_timeout") == seconds
+
+
+def test_legacy_connect_timeout_zero_is_not_a_one_second_timeout(tmp_path: Path) -> None:
+    """node-pg's connectionTimeoutMillis: 0 means no timeout; it must not become connect_timeout=1."""
+    t = target(cfg(tmp_path, "name: a\ndatabase:\n  hostname: h\n  connectionTimeoutMillis: 0\n"))
+    assert t.instance.param("connect_timeout") != "1"
+
+
+def test_legacy_unset_password_variable_is_an_error_when_used(tmp_path: Path) -> None:
+    c = cfg(tmp_path, LEGACY)
+    assert any("${PGPASSWORD}" in w.message for w in c.warnings)
+    with pytest.raises(ConfigError) as info:
+        target(c, {})
+    (p,) = info.value.problems
+    assert p.path == "database.password"
+    assert "${PGPASSWORD} is not set" in p.message
+
+
+@pytest.mark.parametrize("port", ["abc", "99999", "0", "²"])
+def test_bad_dbos_dbport_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    with pytest.raises(UsageError):
+        target(cfg(tmp_path, "name: a\n"), {"DBOS_DBPORT": port})
+
+
+def test_dbos_db_env_alone_selects_legacy_source(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {"DBOS_DBHOST": "envhost", "DBOS_DATABASE_URL": "postgresql://h2/x"})
+    assert t.source.endswith("(legacy fields)")
+    assert t.instance.host == "envhost"
+
+
+def test_dbos_database_url_without_cloud(tmp_path: Path) -> None:
+    env = {"DBOS_DATABASE_URL": "postgresql://envuser:envpw@env-host:5004/postgres?sslmode=require"}
+    t = target(cfg(tmp_path, "name: my-app\n"), env)
+    assert t.source == "DBOS_DATABASE_URL"
+    assert t.instance.host == "env-host"
+    assert t.instance.param("sslmode") == "require"
+
+
+def test_default_url_from_pg_env(tmp_path: Path) -> None:
+    env = {"PGUSER": "pguser", "PGPASSWORD": "p@ss:w/rd", "PGHOST": "pg-host", "PGPORT": "5555"}
+    t = target(cfg(tmp_path, "name: my-app\n"), env)
+    assert t.source.startswith("default")
+    assert (t.instance.user, t.instance.password, t.instance.host, t.instance.port) == (
+        "pguser",
+        "p@ss:w/rd",
+        "pg-host",
+        "5555",
+    )
+
+
+def test_default_url_without_env(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {})
+    assert t.instance.render(mask=False) == "postgresql://postgres:dbos@localhost:5432"
+    assert t.production is False
+
+
+def test_default_url_with_socket_pghost(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {"PGHOST": "/var/run/postgresql"})
+    assert t.instance.socket_dir == "/var/run/postgresql"
+    assert t.production is False
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]", "2001:db8::5"])
+def test_default_url_with_ipv6_pghost(tmp_path: Path, host: str) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {"PGHOST": host})
+    assert t.instance.host == host.strip("[]")
+
+
+def test_no_config_uses_default(tmp_path: Path) -> None:
+    t = target(None, {"DBOS_DATABASE_URL": "postgresql://h/my_db"})
+    assert t.source == "DBOS_DATABASE_URL"
+    assert t.app_database == "my_db"
+
+
+def test_unset_database_url_variable_is_an_error_when_chosen(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: a\ndatabase_url: ${DBOS_DATABASE_URL}\n")
+    with pytest.raises(ConfigError) as info:
+        target(c, {})
+    assert "${DBOS_DATABASE_URL} is not set" in info.value.problems[0].message
+    # ...but not when a higher source wins
+    assert target(c, {}, db_url="postgresql://h/postgres").source == "--db-url"
+
+
+def test_unset_database_url_variable_in_cloud(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: a\ndatabase_url: ${DBOS_DATABASE_URL}\n")
+    assert target(c, CLOUD_ENV).source == "DBOS_DATABASE_URL (DBOS__CLOUD)"
+
+
+def test_bad_url_in_config_names_the_source(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as info:
+        target(cfg(tmp_path, "name: a\ndatabase_url: mysql://u:pw@h/db\n"))
+    assert "database_url in the config" in info.value.message
+    assert "pw" not in info.value.message.replace("PostgreSQL", "")
+
+
+# ---------------------------------------------------------------------------- URLs
+
+
+@pytest.mark.parametrize(
+    "scheme", ["postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "POSTGRESQL", "Postgres"]
+)
+def test_accepted_schemes(scheme: str) -> None:
+    u = parse_url(f"{scheme}://u:pw@h:5432/db")
+    assert (u.user, u.password, u.host, u.port, u.database) == ("u", "pw", "h", "5432", "db")
+    assert u.render(mask=False) == "postgresql://u:pw@h:5432/db"
+
+
+@pytest.mark.parametrize("text", ["mysql://u:pw@h/db", "http://h", "h:5432/db", "", "postgresql:/h/db", "sqlite:///x.db"])
+def test_rejected_schemes(text: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_url(text)
+    assert "not a PostgreSQL URL" in info.value.message
+    assert "pw" not in info.value.message
+
+
+def test_query_params_kept_in_order() -> None:
+    text = "postgresql://u:pw@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=10&application_name=my%20app"
+    u = parse_url(text)
+    assert u.params == (
+        ("sslmode", "verify-full"),
+        ("sslrootcert", "/etc/ca.pem"),
+        ("connect_timeout", "10"),
+        ("application_name", "my app"),
+    )
+    assert parse_url(u.render(mask=False)) == dataclasses.replace(u, scheme="postgresql")
+    assert u.connect_kwargs() == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ca.pem",
+        "connect_timeout": "10",
+        "application_name": "my app",
+        "host": "h",
+        "user": "u",
+        "password": "pw",
+        "dbname": "db",
+    }
+
+
+def test_malformed_query_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as info:
+        parse_url("postgresql://u:secretpw@h/db?sslmode")
+    assert "query parameter" in info.value.message
+    assert "secretpw" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["p@ss", "p:ss", "p/ss", "p%ss", "p#ss", "p?ss", "p&s=s", "@:/%#?&=", "  spaced  ", "ünïcødé", "é@/:", "+plus+", ""],
+)
+def test_percent_encoded_password_round_trip(password: str) -> None:
+    text = f"postgresql://user:{quote(password, safe='')}@db.example.com:5432/postgres"
+    u = parse_url(text)
+    assert u.password == password
+    again = parse_url(u.render(mask=False))
+    assert again.password == password
+    assert again == u
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=st.text(min_size=1, max_size=40), user=st.text(min_size=1, max_size=12))
+def test_percent_encoded_credentials_round_trip_any_characters(password: str, user: str) -> None:
+    text = f"postgres://{quote(user, safe='')}:{quote(password, safe='')}@db.example.com:5432/app?sslmode=require"
+    u = parse_url(text)
+    assert (u.user, u.password) == (user, password)
+    assert parse_url(u.render(mask=False)) == dataclasses.replace(u, scheme="postgresql")
+    assert password not in u.render().split("@", 1)[0].split(":", 2)[-1] or password == "***"
+
+
+@pytest.mark.parametrize(
+    ("text", "password", "host", "database"),
+    [
+        ("postgresql://u:p@ss@h:5432/db", "p@ss", "h", "db"),
+        ("postgresql://u:p/ss@h:5432/db", "p/ss", "h", "db"),
+        ("postgresql://u:p#ss@h:5432/db", "p#ss", "h", "db"),
+        ("postgresql://u:p?ss@h:5432/db", "p?ss", "h", "db"),
+        ("postgresql://u:p:ss@h:5432/db", "p:ss", "h", "db"),
+        ("postgresql://u:a@b/c@h:5432/db", "a@b/c", "h", "db"),
+        ("postgresql://u:a/b@c@h:5432/db", "a/b@c", "h", "db"),
+        ("postgresql://u:p@ss#w?rd@h:5432/db", "p@ss#w?rd", "h", "db"),
+        ("postgresql://u:p@ss/w:rd@h/postgres", "p@ss/w:rd", "h", "postgres"),
+        ("postgresql://u:pw@h/db?application_name=me@laptop", "pw", "h", "db"),
+    ],
+)
+def test_unencoded_passwords_tolerated(text: str, password: str, host: str, database: str) -> None:
+    u = parse_url(text)
+    assert (u.password, u.host, u.database) == (password, host, database)
+    masked = u.masked()
+    assert password not in masked
+    assert "***" in masked
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("postgresql://u:pw@[::1]:5432/db", "::1", "5432"),
+        ("postgresql://u:pw@[2001:db8::1]/db", "2001:db8::1", None),
+        ("postgresql://[fe80::1]:6000/db", "fe80::1", "6000"),
+    ],
+)
+def test_ipv6_hosts(text: str, host: str, port: str | None) -> None:
+    u = parse_url(text)
+    assert (u.host, u.port) == (host, port)
+    assert f"[{host}]" in u.render()
+    assert parse_url(u.render(mask=False)) == u
+
+
+def test_multiple_hosts() -> None:
+    u = parse_url("postgresql://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write")
+    assert (u.host, u.port) == ("h1,h2", "5432,5433")
+    assert u.render() == "postgresql://u:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql:///db?host=/var/run/postgresql",
+        "postgresql://%2Fvar%2Frun%2Fpostgresql/db",
+        "postgresql://u:pw@%2Fvar%2Frun%2Fpostgresql:5432/db",
+        "postgresql://u:pw@/db?host=%2Fvar%2Frun%2Fpostgresql",
+    ],
+)
+def test_unix_socket_hosts(text: str) -> None:
+    u = parse_url(text)
+    assert u.socket_dir == "/var/run/postgresql"
+    assert u.database == "db"
+    assert is_production(u, {}, False) == (False, "local host")
+    again = parse_url(u.render(mask=False))
+    assert again.socket_dir == "/var/run/postgresql"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["postgresql://u:pw@h:99999/db", "postgresql://u:pw@h:0/db", "postgresql://u:pw@h:port/db", "postgresql://u:pw@[::1/db"],
+)
+def test_bad_host_part(text: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_url(text)
+    assert "pw" not in info.value.message.replace("PostgreSQL", "")
+
+
+def test_database_path_is_percent_decoded() -> None:
+    assert parse_url("postgresql://h/my%5Fdb").database == "my_db"
+    assert parse_url("postgresql://h/").database is None
+    assert parse_url("postgresql://h").database is None
+
+
+# ---------------------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize(
+    "password", ["hunter2", "p@ss:w/rd", "%41%42", "***", "postgres", "x" * 200, "a b", "ü"]
+)
+def test_masked_render_never_shows_the_password(password: str) -> None:
+    u = PgUrl(user="u", password=password, host="h", port="5432", database="db")
+    masked = u.masked()
+    assert masked == "postgresql://u:***@h:5432/db"
+    assert u.render(mask=True) == masked
+    assert parse_url(u.render(mask=False)).password == password
+
+
+@pytest.mark.parametrize("param", ["password", "sslpassword"])
+def test_secret_query_params_masked(param: str) -> None:
+    u = parse_url(f"postgresql://u@h/db?{param}=TopSecret&sslmode=require")
+    masked = u.masked()
+    assert "TopSecret" not in masked
+    assert f"{param}=***" in masked
+    assert "sslmode=require" in masked
+    assert "TopSecret" in u.render(mask=False)
+
+
+def test_secret_query_params_are_registered_as_secrets(tmp_path: Path) -> None:
+    """A password given as ?password= must be scrubbed from command output like any other."""
+    t = target(None, {}, db_url="postgresql://u@h/postgres?password=QueryS3cret&sslpassword=KeyS3cret", app_db_name="a")
+    assert "QueryS3cret" in t.secrets
+    assert "KeyS3cret" in t.secrets
+
+
+def test_target_masked_everywhere(tmp_path: Path) -> None:
+    t = target(None, {}, db_url="postgresql://u:S3cr3t!@db.example.com/postgres", app_db_name="app")
+    assert "S3cr3t!" in t.secrets
+    for url in (t.instance, t.app_url, t.system_url):
+        assert "S3cr3t" not in url.masked()
+
+
+# ---------------------------------------------------------------------------- app and system URLs
+
+
+def test_app_url_is_instance_with_app_database(tmp_path: Path) -> None:
+    t = target(
+        cfg(tmp_path, "name: my-app\n"),
+        {},
+        db_url="postgresql://u:pw@h:5432/postgres?sslmode=require&application_name=x",
+    )
+    assert t.app_database == "my_app"
+    assert t.app_url.render(mask=False) == "postgresql://u:pw@h:5432/my_app?sslmode=require&application_name=x"
+    assert t.instance.database == "postgres"
+
+
+def test_system_url_default_suffix(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://u:pw@h/postgres?sslmode=require")
+    assert t.system_url.render(mask=False) == "postgresql://u:pw@h/my_app_dbos_sys?sslmode=require"
+
+
+def test_system_url_from_sys_db_name(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\ndatabase:\n  sys_db_name: custom_sys\n"), {}, db_url="postgresql://h/postgres")
+    assert t.system_url.database == "custom_sys"
+    assert t.system_url.host == "h"
+
+
+def test_system_url_from_config(tmp_path: Path) -> None:
+    text = "name: my-app\nsystem_database_url: postgresql://s:spw@sys-host/sysdb\ndatabase:\n  sys_db_name: ignored\n"
+    t = target(cfg(tmp_path, text), {}, db_url="postgresql://h/postgres")
+    assert t.system_url.render(mask=False) == "postgresql://s:spw@sys-host/sysdb"
+    assert "spw" in t.secrets
+
+
+def test_system_url_with_unset_variable_falls_back(tmp_path: Path) -> None:
+    text = "name: my-app\nsystem_database_url: ${DBOS_SYSTEM_DATABASE_URL}\n"
+    t = target(cfg(tmp_path, text), {}, db_url="postgresql://h/postgres")
+    assert t.system_url.database == "my_app_dbos_sys"
+
+
+def test_sys_db_name_with_unset_variable_falls_back(tmp_path: Path) -> None:
+    text = "name: my-app\ndatabase:\n  sys_db_name: ${SYS_DB}\n"
+    t = target(cfg(tmp_path, text), {}, db_url="postgresql://h/postgres")
+    assert t.system_url.database == "my_app_dbos_sys"
+
+
+# ---------------------------------------------------------------------------- §2 app database precedence
+
+
+def test_app_db_cli_beats_everything(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: my-app\ndatabase:\n  app_db_name: from_config\n")
+    t = target(c, {}, db_url="postgresql://h/from_url", app_db_name="from_cli")
+    assert (t.app_database, t.app_database_source) == ("from_cli", "--app-db-name")
+
+
+def test_app_db_config_beats_url(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: my-app\ndatabase:\n  app_db_name: from_config\n")
+    t = target(c, {}, db_url="postgresql://h/from_url")
+    assert (t.app_database, t.app_database_source) == ("from_config", "database.app_db_name")
+
+
+def test_app_db_url_beats_name(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://h/from_url")
+    assert (t.app_database, t.app_database_source) == ("from_url", "the database in the URL")
+    assert t.app_url.database == "from_url"
+
+
+@pytest.mark.parametrize("maintenance", ["postgres", "template0", "template1"])
+def test_maintenance_database_in_url_is_not_the_app_database(tmp_path: Path, maintenance: str) -> None:
+    t = target(cfg(tmp_path, "name: My-App\n"), {}, db_url=f"postgresql://h/{maintenance}")
+    assert (t.app_database, t.app_database_source) == ("my_app", "derived from name 'My-App'")
+
+
+def test_no_app_db_name_is_exit_2(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as info:
+        target(cfg(tmp_path, "language: node\n"), {}, db_url="postgresql://h/postgres")
+    assert info.value.exit_code == 2
+    assert "no app database name" in info.value.message
+    assert info.value.hint is not None and "app_db_name" in info.value.hint
+
+
+def test_unset_variable_in_name_is_named_when_deriving(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: ${APP_NAME}\n")
+    with pytest.raises(ConfigError) as info:
+        target(c, {}, db_url="postgresql://h/postgres")
+    assert "${APP_NAME} is not set" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "text", "source"),
+    [
+        ({"app_db_name": "Bad-Name"}, "name: a\n", "--app-db-name"),
+        ({}, "name: a\ndatabase:\n  app_db_name: bad-name\n", "database.app_db_name"),
+        ({"db_url": "postgresql://h/Bad-Db"}, "name: a\n", "the database in the URL"),
+        ({}, "name: 'my.app'\n", "name 'my.app' (derived)"),
+        ({}, "name: " + "a" * 64 + "\n", "(derived)"),
+    ],
+)
+def test_invalid_app_db_name_names_its_source(
+    tmp_path: Path, kwargs: dict[str, str], text: str, source: str
+) -> None:
+    kwargs.setdefault("db_url", "postgresql://h/postgres")
+    with pytest.raises(UsageError) as info:
+        target(cfg(tmp_path, text), {}, **kwargs)  # type: ignore[arg-type]
+    assert source in info.value.message
+    assert info.value.hint is not None and "database.app_db_name" in info.value.hint
+
+
+# ---------------------------------------------------------------------------- §6 production detection
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "/var/run/postgresql", "/tmp", ""],
+)
+def test_local_hosts_are_not_production(host: str) -> None:
+    u = PgUrl(host=host or None, port="5432", database="db")
+    assert is_production(u, {}, False) == (False, "local host")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "db.example.com",
+        "10.0.0.5",
+        "192.168.1.10",
+        "0.0.0.0",
+        "2001:db8::1",
+        "localhost.example.com",
+        "mylocalhost",
+        "abc.cloud.dbos.dev",
+        "127.0.0.1.nip.io",
+    ],
+)
+def test_remote_hosts_are_production(host: str) -> None:
+    prod, reason = is_production(PgUrl(host=host), {}, False)
+    assert prod is True
+    assert host in reason
+
+
+def test_any_remote_host_in_a_list_is_production() -> None:
+    assert is_production(PgUrl(host="localhost,db.example.com"), {}, False)[0] is True
+    assert is_production(PgUrl(host="localhost,127.0.0.1"), {}, False)[0] is False
+
+
+def test_forced_production() -> None:
+    assert is_production(PgUrl(host="localhost"), {}, True) == (True, "--production")
+    assert is_production(PgUrl(host="localhost"), {"DBOS__CLOUD": "true"}, False) == (True, "DBOS__CLOUD=true")
+
+
+def test_resolve_reports_production(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: a\n")
+    assert target(c, {}, db_url="postgresql://u:pw@db.example.com/postgres").production is True
+    assert target(c, {}, db_url="postgresql://u:pw@127.0.0.1/postgres").production is False
+    assert target(c, {}, db_url="postgresql://u:pw@127.0.0.1/postgres", production=True).production is True
+    sock = target(c, {}, db_url="postgresql:///postgres?host=/var/run/postgresql")
+    assert sock.production is False
+
+
+# ---------------------------------------------------------------------------- §7 command environment
+
+
+def env_for(t: Target, base: Mapping[str, str], config_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    return command_env(t, base, config_env or {})
+
+
+def test_command_env_connection_variables(tmp_path: Path) -> None:
+    t = target(
+        cfg(tmp_path, "name: my-app\n"),
+        {},
+        db_url="postgresql://user:p%40ss@db.example.com:6543/postgres?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=7",
+    )
+    env = env_for(t, {"PATH": "/usr/bin", "HOME": "/home/x"})
+    assert env["PATH"] == "/usr/bin" and env["HOME"] == "/home/x"
+    assert env["PGHOST"] == "db.example.com"
+    assert env["PGPORT"] == "6543"
+    assert env["PGUSER"] == "user"
+    assert env["PGPASSWORD"] == "p@ss"
+    assert env["PGDATABASE"] == "my_app"
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == "/ca.pem"
+    assert env["PGCONNECT_TIMEOUT"] == "7"
+    app = parse_url(env["DBOS_DATABASE_URL"])
+    assert (app.user, app.password, app.host, app.port, app.database) == ("user", "p@ss", "db.example.com", "6543", "my_app")
+    assert parse_url(env["DBOS_SYSTEM_DATABASE_URL"]).database == "my_app_dbos_sys"
+
+
+def test_command_env_order_process_then_config_then_connection(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://u:pw@h/postgres")
+    base = {"A": "process", "B": "process", "PGHOST": "stale", "DBOS_DATABASE_URL": "stale", "PGDATABASE": "stale"}
+    config_env = {"B": "config", "C": "config", "PGHOST": "config", "PGPASSWORD": "config", "DBOS_SYSTEM_DATABASE_URL": "c"}
+    env = env_for(t, base, config_env)
+    assert env["A"] == "process"
+    assert env["B"] == "config"
+    assert env["C"] == "config"
+    assert env["PGHOST"] == "h"
+    assert env["PGPASSWORD"] == "pw"
+    assert env["PGDATABASE"] == "my_app"
+    assert parse_url(env["DBOS_DATABASE_URL"]).database == "my_app"
+    assert parse_url(env["DBOS_SYSTEM_DATABASE_URL"]).database == "my_app_dbos_sys"
+
+
+def test_command_env_does_not_mutate_inputs(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://u:pw@h/postgres")
+    base = {"PGHOST": "x"}
+    config_env = {"PGUSER": "y"}
+    env_for(t, base, config_env)
+    assert base == {"PGHOST": "x"} and config_env == {"PGUSER": "y"}
+
+
+def test_url_params_override_process_ssl_settings(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql://u:pw@h/postgres?sslmode=require")
+    env = env_for(t, {"PGSSLMODE": "disable", "PGSSLROOTCERT": "/old.pem"})
+    assert env["PGSSLMODE"] == "require"
+
+
+def test_process_ssl_settings_kept_when_url_has_none(tmp_path: Path) -> None:
+    """dbos-migrate's own libpq connection honours PGSSLMODE/PGSSLROOTCERT from its environment
+    when the URL sets none; the commands must connect the same way, not silently downgrade
+    verify-full to libpq's default 'prefer'."""
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql://u:pw@h/postgres")
+    env = env_for(t, {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/etc/ca.pem", "PGCONNECT_TIMEOUT": "9"})
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == "/etc/ca.pem"
+    assert env["PGCONNECT_TIMEOUT"] == "9"
+
+
+def test_password_from_environment_kept_when_url_has_none(tmp_path: Path) -> None:
+    """`-D postgresql://u@host/postgres` with PGPASSWORD exported: dbos-migrate connects (libpq
+    reads PGPASSWORD), so its commands must be able to connect too."""
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql://u@db.example.com/postgres")
+    env = env_for(t, {"PGPASSWORD": "from-env"})
+    assert env["PGPASSWORD"] == "from-env"
+    assert env["PGUSER"] == "u"
+
+
+def test_user_from_environment_kept_when_url_has_none(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql://db.example.com/postgres")
+    env = env_for(t, {"PGUSER": "envuser"})
+    assert env["PGUSER"] == "envuser"
+
+
+def test_password_query_param_exported(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql://u@h/postgres?password=qpw")
+    assert env_for(t, {"PGPASSWORD": "stale"})["PGPASSWORD"] == "qpw"
+
+
+def test_command_env_socket_dir(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql://u@/postgres?host=/var/run/postgresql&port=5433")
+    env = env_for(t, {})
+    assert env["PGHOST"] == "/var/run/postgresql"
+
+
+def test_command_env_port_and_host_from_environment_when_url_has_none(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {}, db_url="postgresql:///postgres")
+    env = env_for(t, {"PGHOST": "/run/pg", "PGPORT": "5439"})
+    assert env["PGHOST"] == "/run/pg"
+    assert env["PGPORT"] == "5439"
+    env = env_for(t, {})
+    assert env.get("PGPORT", "5432") == "5432"
+
+
+def test_target_is_frozen(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.app_database = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.instance.password = "x"  # type: ignore[misc]
+
+
+def test_resolve_instance_returns_source_names(tmp_path: Path) -> None:
+    url, source = resolve_instance(None, None, {})
+    assert source.startswith("default")
+    assert url.host == "localhost"
