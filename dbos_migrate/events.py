@@ -1,7 +1,9 @@
 """What the verbs tell the outside world while they work.
 
 The verbs in `migrate` never print: they emit these events to a sink, and a reporter
-(text, json, github) decides what a person or a machine sees.
+(text, json, github) decides what a person or a machine sees. Events are NamedTuples:
+immutable, and about ten times cheaper to define than frozen dataclasses, which matters
+on the start-up path of every run.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.runner import CommandResult
 
 
-@dataclass(frozen=True)
-class LockHolder:
+class LockHolder(NamedTuple):
     pid: int
     application_name: str
     client: str
@@ -105,42 +106,35 @@ def error_json(error: MigrateError | None) -> dict[str, Any] | None:
     return out
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     report: RunReport
 
 
-@dataclass(frozen=True)
-class Notice:
+class Notice(NamedTuple):
     text: str
     level: str = "info"  # info, warning
 
 
-@dataclass(frozen=True)
-class WaitingForServer:
+class WaitingForServer(NamedTuple):
     seconds_left: float
     reason: str
 
 
-@dataclass(frozen=True)
-class WaitingForLock:
+class WaitingForLock(NamedTuple):
     holder: LockHolder | None
     seconds_left: float
 
 
-@dataclass(frozen=True)
-class LockAcquired:
+class LockAcquired(NamedTuple):
     waited_s: float
 
 
-@dataclass(frozen=True)
-class DatabaseReady:
+class DatabaseReady(NamedTuple):
     name: str
     created: bool
 
 
-@dataclass(frozen=True)
-class GuardWarning:
+class GuardWarning(NamedTuple):
     """The production warning block, shown before down asks for confirmation."""
 
     report: RunReport
@@ -154,14 +148,12 @@ class CommandStarted:
     command: str
 
 
-@dataclass(frozen=True)
-class CommandFinished:
+class CommandFinished(NamedTuple):
     result: CommandResult
     total: int
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     report: RunReport
 
 

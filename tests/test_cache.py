@@ -10,6 +10,8 @@ from pathlib import Path
 from helpers import write_config
 from pgharness import run_cli
 
+from dbos_migrate import __version__
+
 PROBE = """
 import sys
 sys.argv = ["dbos-migrate", *{args!r}]
@@ -33,6 +35,13 @@ def loaded_modules(args: list[str], cwd: Path, env_extra: dict[str, str]) -> set
     line = [ln for ln in out.stderr.splitlines() if ln.startswith("LOADED=")]
     assert line, out.stderr
     return {m for m in line[-1][len("LOADED=") :].split(",") if m}
+
+
+def test_version_loads_nothing_heavy() -> None:
+    probe = "import sys; sys.argv = ['dbos-migrate', '--version']; from dbos_migrate.entry import main; main(); "
+    probe += "print(sorted(m for m in ('typer', 'psycopg', 'yaml', 'jsonschema') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines() == [f"dbos-migrate {__version__}", "[]"]
 
 
 def test_help_version_and_validate_never_import_psycopg(tmp_path: Path) -> None:
