@@ -257,7 +257,86 @@ def _unknown_key_hint(key: str, allowed: list[str], here: str) -> str | None:
     return None
 
 
+_ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$defs",
+        "title",
+        "description",
+        "deprecated",
+        "x-replacement",
+        "x-schema-version",
+        "default",
+    }
+)
+_CHECKED = frozenset(
+    {"type", "enum", "properties", "additionalProperties", "items", "minLength", "pattern", "minimum", "maximum",
+     "anyOf", "$ref"}
+)  # fmt: skip
+_TYPES = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    ),
+}
+
+
+def _conforms(value: Any, node: Any, root: dict[str, Any]) -> bool:
+    """A yes/no check of `value` against our schema's small keyword set, without jsonschema.
+
+    Importing jsonschema costs more than the rest of a no-op run, and a valid config needs
+    no messages. Anything this cannot decide counts as invalid, and the full validator
+    (which also writes the messages) takes over; a test cross-checks the two.
+    """
+    if not isinstance(node, dict) or not set(node) <= _CHECKED | _ANNOTATIONS:
+        return False
+    if "$ref" in node:
+        ref = node["$ref"]
+        if not (isinstance(ref, str) and ref.startswith("#/$defs/")):
+            return False
+        if not _conforms(value, root.get("$defs", {}).get(ref[len("#/$defs/") :]), root):
+            return False
+    if "type" in node:
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        if not any(t in _TYPES and _TYPES[t](value) for t in types):
+            return False
+    if "enum" in node and not any(value == e and type(value) is type(e) for e in node["enum"]):
+        return False
+    if "anyOf" in node and not any(_conforms(value, sub, root) for sub in node["anyOf"]):
+        return False
+    if isinstance(value, str):
+        if len(value) < node.get("minLength", 0):
+            return False
+        if "pattern" in node and not re.search(node["pattern"], value):
+            return False
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in node and value < node["minimum"]:
+            return False
+        if "maximum" in node and value > node["maximum"]:
+            return False
+    if isinstance(value, list) and "items" in node and not all(_conforms(i, node["items"], root) for i in value):
+        return False
+    if isinstance(value, dict):
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                if not _conforms(item, props[key], root):
+                    return False
+            elif extra is False or (extra is not True and not _conforms(item, extra, root)):
+                return False
+    return True
+
+
 def _schema_problems(tree: YamlTree, value: Any, file: str, skip: set[Path]) -> list[Problem]:
+    if _conforms(value, schema(), schema()):
+        return []
     from jsonschema import Draft202012Validator
 
     problems: list[Problem] = []

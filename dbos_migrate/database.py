@@ -206,6 +206,10 @@ def lock_holder(conn: psycopg.Connection[Any], key: int, database: str) -> LockH
     return LockHolder(int(row[0]), str(row[1]), str(row[2]), row[3], str(row[4]))
 
 
+def _channel(key: int) -> str:
+    return f"dbos_migrate_lock_{key}"
+
+
 def acquire_lock(
     conn: psycopg.Connection[Any],
     key: int,
@@ -213,16 +217,33 @@ def acquire_lock(
     *,
     timeout: float,
     on_wait: Callable[[LockHolder | None, float], None],
+    on_first_attempt: Callable[[], None] | None = None,
 ) -> None:
-    """Try-lock with short jittered backoff; never a blocking lock (see module docstring)."""
+    """Try-lock with short jittered backoff; never a blocking lock (see module docstring).
+
+    A waiter LISTENs on the lock's channel and the holder NOTIFYs when it releases, so a
+    hand-over takes one round trip instead of a poll interval. Polling stays as the
+    fallback for a holder that dies without releasing (its session end frees the lock).
+    """
     deadline = time.monotonic() + timeout
     delay = 0.005
     reported: LockHolder | None = None
     last_report = 0.0
+    listening = False
     while True:
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, key)).fetchone()
+        if on_first_attempt is not None:
+            on_first_attempt()
+            on_first_attempt = None
         if row and row[0]:
+            if listening:
+                conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(_channel(key))))
             return
+        if not listening:
+            # Listen, then try again at once: a release between the two is not missed.
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(_channel(key))))
+            listening = True
+            continue
         now = time.monotonic()
         if now >= deadline:
             holder = lock_holder(conn, key, database)
@@ -238,14 +259,17 @@ def acquire_lock(
                 reported = holder
                 on_wait(holder, deadline - now)
             last_report = now
-        time.sleep(min(delay * random.uniform(0.5, 1.5), max(deadline - now, 0.001)))
-        delay = min(delay * 1.5, 0.1)
+        pause = min(delay * random.uniform(0.5, 1.5), max(deadline - now, 0.001))
+        for _ in conn.notifies(timeout=pause, stop_after=1):
+            pass
+        delay = min(delay * 1.5, 0.25)
 
 
 def release_lock(conn: psycopg.Connection[Any], key: int) -> None:
+    """Unlock and wake the waiters listening on the lock's channel."""
     if not conn.closed:
         with suppress(psycopg.Error):
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, key))
+            conn.execute("SELECT pg_advisory_unlock(%s, %s), pg_notify(%s, '')", (LOCK_CLASS, key, _channel(key)))
 
 
 def check_alive(conn: psycopg.Connection[Any], scrub: Scrubber) -> None:

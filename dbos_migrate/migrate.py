@@ -84,6 +84,7 @@ class _Context:
     scrub: Scrubber
     report: RunReport
     emit: Sink
+    gate: Any = None  # a gate.StartGate while this run is starting up
 
 
 def load_config(options: Options) -> Config:
@@ -342,7 +343,10 @@ def _take_lock(
         ctx.emit(WaitingForLock(holder, left))
 
     try:
-        db.acquire_lock(conn, key, database, timeout=max(deadline - time.monotonic(), 0), on_wait=waiting)
+        db.acquire_lock(
+            conn, key, database, timeout=max(deadline - time.monotonic(), 0), on_wait=waiting,
+            on_first_attempt=ctx.gate.release if ctx.gate is not None else None,
+        )  # fmt: skip
     except Exception as exc:
         if isinstance(exc, MigrateError):
             raise
@@ -357,12 +361,21 @@ def _take_lock(
 def _execute(
     ctx: _Context, commands: list[tuple[str, str]], direction: str, interrupts: Any, *, create: bool
 ) -> None:
-    from dbos_migrate import database as db
-    from dbos_migrate.runner import CommandInterrupted, run_command
+    from dbos_migrate.gate import StartGate
 
     opts = ctx.options
     lock_deadline = time.monotonic() + opts.lock_timeout
-    conn, locked = _open_app_database(ctx, direction, create, lock_deadline)
+    instance = ctx.target.instance
+    ctx.gate = StartGate(f"{instance.effective_host}:{instance.port}/{ctx.target.app_database}").enter()
+    try:
+        from dbos_migrate import database as db  # loads the driver: after the gate, on purpose
+
+        conn, locked = _open_app_database(ctx, direction, create, lock_deadline)
+    finally:
+        ctx.gate.release()
+        ctx.gate = None
+    from dbos_migrate.runner import CommandInterrupted, run_command
+
     key = db.lock_key(ctx.target.app_database)
     with db.closing(conn):
         if not locked:
@@ -528,7 +541,9 @@ def resolve_only(options: Options) -> tuple[Config | None, Target, Scrubber]:
 def status(options: Options, emit: Sink) -> RunReport:
     """Reachability, version, latency, existence, lock holder and recent runs, read-only."""
     report = RunReport("status")
-    report.extra.update(reachable=False, server_version=None, latency_ms=None, lock_holder=None, recent_runs=[])
+    report.extra.update(
+        reachable=False, server_version=None, latency_ms=None, lock_holder=None, recent_runs=[]
+    )
     try:
         ctx = _prepare(options, report, emit)
         _status(ctx, report)
@@ -646,7 +661,9 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
     problems = _app_db_name_problems(cfg)
     if problems and cfg.database.app_db_name is None:
         # A name derived from `name` is only used when the URL names no database: warn.
-        result.warnings += [replace(p, message=p.message + " (used when the URL names no database)") for p in problems]
+        result.warnings += [
+            replace(p, message=p.message + " (used when the URL names no database)") for p in problems
+        ]
         problems = []
     if cloud:
         from dbos_migrate.cloud import cloud_problems
