@@ -69,3 +69,31 @@ def test_dead_holder_releases_the_lock_at_once(tmp_path: Path, pg_url: str, app_
     # --lock-timeout 0: only an immediately free lock is good enough.
     result = run_cli("up", "-c", cfg, "-D", pg_url, "--lock-timeout", "0")
     assert result.returncode == 0, result.stderr
+
+
+def test_release_notifies_waiters(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """Waiters LISTEN on the lock's channel; the holder's release NOTIFYs them (hand-over in one round trip)."""
+    from dbos_migrate.database import lock_key
+
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+    channel = f"dbos_migrate_lock_{lock_key(app_db)}"
+    with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True) as listener:
+        listener.execute(f'LISTEN "{channel}"')
+        assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+        received = [n.channel for n in listener.notifies(timeout=10, stop_after=1)]
+    assert received == [channel]
+
+
+def test_start_gate_is_bounded_and_optional(tmp_path: Path) -> None:
+    from dbos_migrate.gate import StartGate
+
+    first = StartGate("instance/app").enter()
+    assert first._fd is not None
+    second = StartGate("instance/app").enter(max_wait=0.05)  # gives up instead of waiting forever
+    assert second._fd is None
+    first.release()
+    first.release()  # idempotent
+    third = StartGate("instance/app").enter(max_wait=0.05)
+    assert third._fd is not None
+    third.release()
