@@ -217,7 +217,7 @@ class Target:
     source: str
     app_database: str
     app_database_source: str
-    system_url: PgUrl
+    system_url: PgUrl | str  # a str for a non-PostgreSQL system database (sqlite:///...)
     production: bool
     production_reason: str
     connect_timeout: int | None = None
@@ -362,6 +362,7 @@ def resolve(
     secrets = tuple(
         s
         for url in (instance, system_url)
+        if isinstance(url, PgUrl)
         for s in (url.password, *(url.param(name) for name in SECRET_PARAMS))
         if s
     )
@@ -378,13 +379,21 @@ def resolve(
     )
 
 
-def resolve_system_url(config: Config | None, instance: PgUrl, app_db: str) -> PgUrl:
+def resolve_system_url(config: Config | None, instance: PgUrl, app_db: str) -> PgUrl | str:
+    """SPEC §3: system_database_url, else the app URL with sys_db_name or `<app_db>_dbos_sys`.
+
+    DBOS 2.x+ also accepts a SQLite system database (`sqlite:///dbos.sqlite`): such a URL
+    is only handed to the commands, so it is passed through as written.
+    """
     if (
         config is not None
         and config.system_database_url is not None
         and not config.system_database_url.missing
     ):
-        return parse_url(config.system_database_url.value, what="system_database_url")
+        text = config.system_database_url.value
+        if text.partition("://")[0].lower() not in SCHEMES:
+            return text
+        return parse_url(text, what="system_database_url")
     if (
         config is not None
         and config.database.sys_db_name is not None
@@ -405,7 +414,8 @@ def command_env(target: Target, base: Mapping[str, str], config_env: Mapping[str
     env.update(config_env)
     app = target.app_url
     env["DBOS_DATABASE_URL"] = app.render(mask=False)
-    env["DBOS_SYSTEM_DATABASE_URL"] = target.system_url.render(mask=False)
+    system = target.system_url
+    env["DBOS_SYSTEM_DATABASE_URL"] = system.render(mask=False) if isinstance(system, PgUrl) else system
     if app.effective_host:
         env["PGHOST"] = app.effective_host
     if app.port:

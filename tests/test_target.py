@@ -741,3 +741,14 @@ def test_resolve_instance_returns_source_names(tmp_path: Path) -> None:
     url, source = resolve_instance(None, None, {})
     assert source.startswith("default")
     assert url.host == "localhost"
+
+
+def test_sqlite_system_database_is_passed_through(tmp_path: Path) -> None:
+    """DBOS 2.x+ accepts a SQLite system database; it only reaches the commands, as written."""
+    cfg_path = tmp_path / "dbos-config.yaml"
+    cfg_path.write_text("name: app\nsystem_database_url: sqlite:///dbos_system.sqlite\n")
+    cfg = config.load(cfg_path, {"DBOS_MIGRATE_NO_CACHE": "1"})
+    tgt = resolve(cfg, db_url="postgresql://u:pw@localhost/postgres", environ={})
+    assert tgt.system_url == "sqlite:///dbos_system.sqlite"
+    env = command_env(tgt, {}, {})
+    assert env["DBOS_SYSTEM_DATABASE_URL"] == "sqlite:///dbos_system.sqlite"
