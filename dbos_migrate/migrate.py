@@ -46,7 +46,7 @@ from dbos_migrate.target import Target, command_env, resolve
 if TYPE_CHECKING:
     import psycopg
 
-    from dbos_migrate.runner import CommandResult
+    from dbos_migrate.runner import CommandResult, Interrupts
 
 Ask = Callable[[str], "str | None"]
 
@@ -91,7 +91,7 @@ def load_config(options: Options) -> Config:
     return config_mod.load(options.config, options.environ)
 
 
-def _prepare(options: Options, report: RunReport, emit: Sink, *, need_config: bool = True) -> _Context:
+def _prepare(options: Options, report: RunReport, emit: Sink) -> _Context:
     report.config_path = options.config or config_mod.DEFAULT_CONFIG
     cfg = load_config(options)
     report.warnings.extend(cfg.warnings)
@@ -163,7 +163,7 @@ def _run_verb(verb: str, options: Options, emit: Sink, ask: Ask | None) -> RunRe
     return report
 
 
-def _up(ctx: _Context, interrupts: Any) -> None:
+def _up(ctx: _Context, interrupts: Interrupts) -> None:
     commands = _commands(ctx, ctx.config.database.migrate, "migrate")
     ctx.report.planned = [shown for _, shown in commands]
     if ctx.options.dry_run:
@@ -178,7 +178,7 @@ def _up(ctx: _Context, interrupts: Any) -> None:
     _execute(ctx, commands, "up", interrupts, create=not ctx.options.no_create)
 
 
-def _down(ctx: _Context, interrupts: Any, ask: Ask | None) -> None:
+def _down(ctx: _Context, interrupts: Interrupts, ask: Ask | None) -> None:
     if not ctx.config.database.rollback:
         raise UsageError(
             f"{ctx.config.file} declares no rollback commands (database.rollback is missing or empty)",
@@ -359,7 +359,7 @@ def _take_lock(
 
 
 def _execute(
-    ctx: _Context, commands: list[tuple[str, str]], direction: str, interrupts: Any, *, create: bool
+    ctx: _Context, commands: list[tuple[str, str]], direction: str, interrupts: Interrupts, *, create: bool
 ) -> None:
     from dbos_migrate.gate import StartGate
 
