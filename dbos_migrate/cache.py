@@ -33,7 +33,9 @@ def cache_dir(environ: Mapping[str, str]) -> Path | None:
         return None
     if environ.get("DBOS_MIGRATE_CACHE_DIR"):
         return Path(environ["DBOS_MIGRATE_CACHE_DIR"])
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".cache")
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".cache"
+    )
     return Path(base) / "dbos-migrate"
 
 

@@ -320,7 +320,11 @@ def _conforms(value: Any, node: Any, root: dict[str, Any]) -> bool:
             return False
         if "maximum" in node and value > node["maximum"]:
             return False
-    if isinstance(value, list) and "items" in node and not all(_conforms(i, node["items"], root) for i in value):
+    if (
+        isinstance(value, list)
+        and "items" in node
+        and not all(_conforms(i, node["items"], root) for i in value)
+    ):
         return False
     if isinstance(value, dict):
         props = node.get("properties", {})

@@ -269,7 +269,9 @@ def release_lock(conn: psycopg.Connection[Any], key: int) -> None:
     """Unlock and wake the waiters listening on the lock's channel."""
     if not conn.closed:
         with suppress(psycopg.Error):
-            conn.execute("SELECT pg_advisory_unlock(%s, %s), pg_notify(%s, '')", (LOCK_CLASS, key, _channel(key)))
+            conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s), pg_notify(%s, '')", (LOCK_CLASS, key, _channel(key))
+            )
 
 
 def check_alive(conn: psycopg.Connection[Any], scrub: Scrubber) -> None:
