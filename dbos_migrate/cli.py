@@ -112,6 +112,13 @@ WaitOpt = Annotated[
         help="Seconds to keep retrying while the server is not accepting connections.",
     ),
 ]
+RehearseUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--rehearse-url", metavar="URL", show_default=False,
+        help="Instance to rehearse on [default: the target instance]",
+    ),
+]  # fmt: skip
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[
     bool, typer.Option("--no-history", help="Do not record runs in dbos_migrate.history.")
@@ -252,15 +259,7 @@ def up(
             "--allow-breaking", help="With --fail-on-breaking: go on anyway, and record that in history."
         ),
     ] = False,
-    rehearse_url: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--rehearse-url",
-            metavar="URL",
-            help="Instance to rehearse on [default: the target instance]",
-            show_default=False,
-        ),
-    ] = None,
+    rehearse_url: RehearseUrlOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -333,15 +332,7 @@ def plan(
             "--rehearse", help="Run the migrations on a scratch copy of the schema and classify the changes."
         ),
     ] = False,
-    rehearse_url: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--rehearse-url",
-            metavar="URL",
-            help="Instance to rehearse on [default: the target instance]",
-            show_default=False,
-        ),
-    ] = None,
+    rehearse_url: RehearseUrlOpt = None,
     command_timeout: CommandTimeoutOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -431,17 +422,13 @@ PortOpt = Annotated[
 
 
 def _local(action: str, port: int | None) -> Any:
-    """Run a localpg action; its failures become exit 3 with the hint it gave."""
+    """Run a localpg action on `port`, else $PGPORT, else 5432 (its errors exit 3)."""
     from dbos_migrate import localpg
-    from dbos_migrate.errors import DatabaseError
 
     if port is None:
         env_port = os.environ.get("PGPORT", "")
         port = int(env_port) if env_port.isdigit() and 0 < int(env_port) < 65536 else localpg.DEFAULT_PORT
-    try:
-        return getattr(localpg, action)(port)
-    except localpg.LocalPostgresError as exc:
-        raise DatabaseError(f"postgres {action}: {exc.message}", exc.hint) from None
+    return getattr(localpg, action)(port)
 
 
 @postgres_app.command("start")

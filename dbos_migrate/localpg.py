@@ -79,6 +79,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from dbos_migrate.errors import DatabaseError
+
 if typing.TYPE_CHECKING:
     import pwd
 
@@ -122,20 +124,14 @@ _CONF_INCLUDE = "dbos_migrate.conf"
 _SERVER_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_isready")
 
 
-class LocalPostgresError(Exception):
+class LocalPostgresError(DatabaseError):
     """The local development server could not be set up, started, stopped or inspected.
 
-    `message` says what went wrong, `hint` (may be None) what to do about it. The CLI maps it
-    onto the project's error kinds; it is its own class so this module stays self-contained.
+    `message` says what went wrong, `hint` (may be None) what to do about it. It is a
+    DatabaseError, so the CLI reports it like any other (exit 3).
     """
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message
+    code = "local_postgres"
 
 
 # --------------------------------------------------------------------------------------------

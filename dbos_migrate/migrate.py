@@ -91,19 +91,23 @@ def load_config(options: Options) -> Config:
     return config_mod.load(options.config, options.environ)
 
 
-def _prepare(options: Options, report: RunReport, emit: Sink) -> _Context:
-    report.config_path = options.config or config_mod.DEFAULT_CONFIG
-    cfg = load_config(options)
-    report.warnings.extend(cfg.warnings)
-    for warning in cfg.warnings:
-        emit(Notice(warning.render(), "warning"))
-    target = resolve(
+def _resolve(cfg: Config | None, options: Options) -> Target:
+    return resolve(
         cfg,
         db_url=options.db_url,
         app_db_name=options.app_db_name,
         production=options.production,
         environ=options.environ,
     )
+
+
+def _prepare(options: Options, report: RunReport, emit: Sink) -> _Context:
+    report.config_path = options.config or config_mod.DEFAULT_CONFIG
+    cfg = load_config(options)
+    report.warnings.extend(cfg.warnings)
+    for warning in cfg.warnings:
+        emit(Notice(warning.render(), "warning"))
+    target = _resolve(cfg, options)
     secrets: list[str | None] = list(target.secrets)
     if cfg.database.password is not None:
         secrets.append(cfg.database.password.value)
@@ -145,21 +149,37 @@ def down(options: Options, emit: Sink, ask: Ask | None = None) -> RunReport:
 
 
 def _run_verb(verb: str, options: Options, emit: Sink, ask: Ask | None) -> RunReport:
+    def body(ctx: _Context, interrupts: Interrupts) -> None:
+        if verb in ("up", "plan"):
+            _up(ctx, interrupts)
+        else:
+            _down(ctx, interrupts, ask)
+
+    return run_steps(verb, options, emit, body)
+
+
+def run_steps(
+    verb: str,
+    options: Options,
+    emit: Sink,
+    body: Callable[[_Context, Interrupts], None],
+    *,
+    finish: bool = True,
+) -> RunReport:
+    """The frame every run shares: signals handled, config and target resolved, every
+    failure kept in the report, and (unless `finish` is False) the Finished event sent."""
     from dbos_migrate.runner import Interrupts
 
     report = RunReport(verb, dry_run=options.dry_run)
     try:
         with Interrupts() as interrupts:
-            ctx = _prepare(options, report, emit)
-            if verb in ("up", "plan"):
-                _up(ctx, interrupts)
-            else:
-                _down(ctx, interrupts, ask)
+            body(_prepare(options, report, emit), interrupts)
     except MigrateError as exc:
         report.error = exc
     except KeyboardInterrupt:
         report.error = Interrupted(2)
-    emit(Finished(report))
+    if finish:
+        emit(Finished(report))
     return report
 
 
@@ -528,13 +548,7 @@ def resolve_only(options: Options) -> tuple[Config | None, Target, Scrubber]:
         if getattr(exc, "problems", None) or not (options.db_url or options.app_db_name):
             raise
         cfg = None
-    target = resolve(
-        cfg,
-        db_url=options.db_url,
-        app_db_name=options.app_db_name,
-        production=options.production,
-        environ=options.environ,
-    )
+    target = _resolve(cfg, options)
     return cfg, target, Scrubber(target.secrets)
 
 

@@ -1711,18 +1711,11 @@ def plan(options: migrate.Options, emit: Sink, *, rehearse_url: str | None = Non
     Breaking changes do not fail `plan` (it reports; `up --fail-on-breaking` is the gate); a
     failing command does (exit 1), as it would fail the deploy.
     """
-    report = RunReport("plan")
-    try:
-        with Interrupts() as interrupts:
-            ctx = migrate._prepare(options, report, emit)
-            rehearsal = rehearse(ctx, interrupts, rehearse_url, record=True)
-            _present(ctx, rehearsal, gate=False)
-    except MigrateError as exc:
-        report.error = exc
-    except KeyboardInterrupt:
-        report.error = Interrupted(2)
-    emit(Finished(report))
-    return report
+
+    def body(ctx: migrate._Context, interrupts: Interrupts) -> None:
+        _present(ctx, rehearse(ctx, interrupts, rehearse_url, record=True), gate=False)
+
+    return migrate.run_steps("plan", options, emit, body)
 
 
 def gated_up(
@@ -1730,7 +1723,6 @@ def gated_up(
 ) -> RunReport:
     """`up --fail-on-breaking`: rehearse first; on a breaking change run nothing and exit 6,
     unless `allow_breaking`, in which case `up` runs and its history rows say so."""
-    report = RunReport("up", dry_run=options.dry_run)
     shown: set[str] = set()
 
     def first(event: Event) -> None:
@@ -1739,15 +1731,13 @@ def gated_up(
         emit(event)
 
     rehearsal: Rehearsal | None = None
-    try:
-        with Interrupts() as interrupts:
-            ctx = migrate._prepare(options, report, first)
-            rehearsal = rehearse(ctx, interrupts, rehearse_url, record=False)
-            _present(ctx, rehearsal, gate=not allow_breaking)
-    except MigrateError as exc:
-        report.error = exc
-    except KeyboardInterrupt:
-        report.error = Interrupted(2)
+
+    def body(ctx: migrate._Context, interrupts: Interrupts) -> None:
+        nonlocal rehearsal
+        rehearsal = rehearse(ctx, interrupts, rehearse_url, record=False)
+        _present(ctx, rehearsal, gate=not allow_breaking)
+
+    report = migrate.run_steps("up", options, first, body, finish=False)
     breaking = rehearsal.breaking if rehearsal is not None else []
     if report.error is None and breaking and not allow_breaking:
         report.error = BreakingChange(
