@@ -394,7 +394,6 @@ def _execute(
     finally:
         ctx.gate.release()
         ctx.gate = None
-    from dbos_migrate.runner import CommandInterrupted, run_command
 
     key = db.lock_key(ctx.target.app_database)
     with db.closing(conn):
@@ -410,32 +409,16 @@ def _execute(
         run_id = db.new_run_id()
         ctx.report.run_id = run_id
         history = _History(ctx, conn, run_id, direction)
-        env = command_env(ctx.target, opts.environ, ctx.config.env_map)
-        out = opts.stdout or sys.stdout.buffer
-        err = opts.stderr or sys.stderr.buffer
-        total = len(commands)
+
+        def finished(result: CommandResult) -> None:
+            ctx.report.commands.append(result)
+            history.record(result)
+
         try:
-            for index, (text, shown) in enumerate(commands, start=1):
-                db.check_alive(conn, ctx.scrub)
-                ctx.emit(CommandStarted(index, total, shown))
-                try:
-                    result = run_command(
-                        index, text, shown, cwd=str(ctx.config.directory), env=env, scrub=ctx.scrub,
-                        out=out, err=err, timeout=opts.command_timeout, interrupts=interrupts, grace=opts.grace,
-                    )  # fmt: skip
-                except CommandInterrupted as stop:
-                    _finish_command(ctx, history, stop.result, total)
-                    raise Interrupted(
-                        stop.signum, f"interrupted by signal during command {index}: {shown}"
-                    ) from None
-                _finish_command(ctx, history, result, total)
-                if result.status == "timed_out":
-                    raise CommandTimeout(
-                        f"command {index} ran past --command-timeout {opts.command_timeout:g}s and was stopped: {shown}",
-                        "raise --command-timeout, or make the migration faster",
-                    )
-                if not result.ok:
-                    raise CommandFailed(f"command {index} failed with {result.describe_end()}: {shown}")
+            run_commands(
+                ctx, commands, interrupts, env=command_env(ctx.target, opts.environ, ctx.config.env_map),
+                before_each=lambda: db.check_alive(conn, ctx.scrub), on_result=finished,
+            )  # fmt: skip
             if opts.app_role:
                 schemas = db.grant_app_role(conn, ctx.target.app_database, opts.app_role, ctx.scrub)
                 ctx.emit(
@@ -448,10 +431,52 @@ def _execute(
             db.release_lock(conn, key)
 
 
-def _finish_command(ctx: _Context, history: _History, result: CommandResult, total: int) -> None:
-    ctx.report.commands.append(result)
-    history.record(result)
-    ctx.emit(CommandFinished(result, total))
+def run_commands(
+    ctx: _Context,
+    commands: list[tuple[str, str]],
+    interrupts: Interrupts,
+    *,
+    env: Mapping[str, str],
+    on_result: Callable[[CommandResult], None],
+    before_each: Callable[[], None] | None = None,
+    label: str = "",
+    failure_hint: str | None = None,
+) -> None:
+    """Run (text, shown) commands in order with `up`'s rules: stream, stop at the first failure.
+
+    `on_result` records each result (report, history) before any failure is raised;
+    `label` ("rehearsal ") names the kind of command in headers and messages.
+    """
+    from dbos_migrate.runner import CommandInterrupted, run_command
+
+    opts = ctx.options
+    out = opts.stdout or sys.stdout.buffer
+    err = opts.stderr or sys.stderr.buffer
+    total = len(commands)
+    for index, (text, shown) in enumerate(commands, start=1):
+        if before_each is not None:
+            before_each()
+        ctx.emit(CommandStarted(index, total, f"({label.strip()}) {shown}" if label else shown))
+        try:
+            result = run_command(
+                index, text, shown, cwd=str(ctx.config.directory), env=env, scrub=ctx.scrub,
+                out=out, err=err, timeout=opts.command_timeout, interrupts=interrupts, grace=opts.grace,
+            )  # fmt: skip
+        except CommandInterrupted as stop:
+            on_result(stop.result)
+            ctx.emit(CommandFinished(stop.result, total))
+            raise Interrupted(stop.signum, f"interrupted during {label}command {index}: {shown}") from None
+        on_result(result)
+        ctx.emit(CommandFinished(result, total))
+        if result.status == "timed_out":
+            raise CommandTimeout(
+                f"{label}command {index} ran past --command-timeout {opts.command_timeout:g}s and was stopped: {shown}",
+                "raise --command-timeout, or make the migration faster",
+            )
+        if not result.ok:
+            raise CommandFailed(
+                f"{label}command {index} failed with {result.describe_end()}: {shown}", failure_hint
+            )
 
 
 class _History:

@@ -30,7 +30,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -44,16 +43,11 @@ from dbos_migrate import database as db
 from dbos_migrate import migrate
 from dbos_migrate.errors import (
     BreakingChange,
-    CommandFailed,
-    CommandTimeout,
     DatabaseError,
-    Interrupted,
     MigrateError,
     UsageError,
 )
 from dbos_migrate.events import (
-    CommandFinished,
-    CommandStarted,
     Event,
     Finished,
     Notice,
@@ -61,7 +55,7 @@ from dbos_migrate.events import (
     RunReport,
     Sink,
 )
-from dbos_migrate.runner import CommandInterrupted, CommandResult, Interrupts, run_command
+from dbos_migrate.runner import CommandResult, Interrupts
 from dbos_migrate.scrub import Scrubber
 from dbos_migrate.target import PgUrl, Target, command_env, parse_url
 
@@ -1629,40 +1623,18 @@ def _run(
     record: bool,
 ) -> None:
     """The migrate commands against the scratch database, with `up`'s streaming and failure rules."""
-    opts = ctx.options
-    env = command_env(scratch, opts.environ, ctx.config.env_map)
-    out = opts.stdout or sys.stdout.buffer
-    err = opts.stderr or sys.stderr.buffer
-    total = len(commands)
 
-    def finish(result: CommandResult) -> None:
+    def finished(result: CommandResult) -> None:
         rehearsal.commands.append(result)
         if record:
             ctx.report.commands.append(result)
-        ctx.emit(CommandFinished(result, total))
 
-    for index, (text, shown) in enumerate(commands, start=1):
-        ctx.emit(CommandStarted(index, total, f"(rehearsal) {shown}"))
-        try:
-            result = run_command(
-                index, text, shown, cwd=str(ctx.config.directory), env=env, scrub=ctx.scrub,
-                out=out, err=err, timeout=opts.command_timeout, interrupts=interrupts, grace=opts.grace,
-            )  # fmt: skip
-        except CommandInterrupted as stop:
-            finish(stop.result)
-            raise Interrupted(stop.signum, f"interrupted during rehearsal command {index}: {shown}") from None
-        finish(result)
-        if result.status == "timed_out":
-            raise CommandTimeout(
-                f"rehearsal command {index} ran past --command-timeout {opts.command_timeout:g}s: {shown}",
-                "raise --command-timeout, or make the migration faster",
-            )
-        if not result.ok:
-            raise CommandFailed(
-                f"rehearsal command {index} failed with {result.describe_end()}: {shown}",
-                "it failed on a copy of the current schema, so it would fail on the real database too; "
-                "the real database was not touched",
-            )
+    migrate.run_commands(
+        ctx, commands, interrupts, env=command_env(scratch, ctx.options.environ, ctx.config.env_map),
+        on_result=finished, label="rehearsal ",
+        failure_hint="it failed on a copy of the current schema, so it would fail on the real database too; "
+        "the real database was not touched",
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- presenting
