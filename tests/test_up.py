@@ -298,3 +298,39 @@ def test_json_output_keeps_stdout_one_document(tmp_path: Path, pg_url: str, app_
     doc = one_json(failed.stdout)
     assert failed.returncode == 1 and doc["ok"] is False and doc["error"]["code"] == "command_failed"
     assert doc["error"]["message"].startswith("command 1 failed with exit code 9")
+
+
+def test_maintenance_database_fallback_and_override(tmp_path: Path, own_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Without a `postgres` database, creation goes through template1 (from template0);
+    --maintenance-db picks another one."""
+    cluster = own_cluster()
+    url = cluster.url(host="127.0.0.1")
+    query(url + "/template1", "DROP DATABASE postgres WITH (FORCE)")
+    cfg = write_config(tmp_path, app_db_name="via_template1", migrate=["true"])
+    result = up(cfg, with_dbname(url, "template1"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db_exists(url + "/template1", "via_template1")
+
+    query(url + "/template1", "CREATE DATABASE maint_db")
+    cfg = write_config(tmp_path, app_db_name="via_override", migrate=["true"])
+    result = up(cfg, url + "/template1", "--maintenance-db", "maint_db")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert db_exists(url + "/template1", "via_override")
+    bad = up(write_config(tmp_path, app_db_name="never_made", migrate=["true"]), url + "/template1", "--maintenance-db", "nope")
+    assert bad.returncode == 3 and "--maintenance-db" in bad.stderr
+
+
+def test_up_on_production_warns_but_never_prompts(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["touch ran"])
+    result = up(cfg, pg_url, "--production")  # stdin is /dev/null: a prompt would fail
+    assert result.returncode == 0, result.stderr
+    assert "target is PRODUCTION (--production)" in result.stdout
+    assert (tmp_path / "ran").exists()
+
+
+def test_verbose_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    verbose = up(cfg, pg_url, "-v")
+    assert verbose.returncode == 0 and "lock acquired after" in verbose.stdout
+    quiet = up(cfg, pg_url, "-q")
+    assert quiet.returncode == 0 and quiet.stdout == "" and "lock acquired" not in quiet.stdout
