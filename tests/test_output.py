@@ -127,3 +127,58 @@ def test_no_color_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:
 def test_help_and_version(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == 0 and result.stdout.strip()
+
+
+def _render_terminal(raw: str) -> list[str]:
+    """What a terminal would show: apply \\r, erase-line and colour codes to the raw stream."""
+    raw = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+    lines: list[str] = []
+    current = ""
+    for token in re.split(r"(\r\n|\n|\r|\x1b\[K)", raw):
+        if token in ("\n", "\r\n"):
+            lines.append(current)
+            current = ""
+        elif token == "\r":
+            current = ""
+        elif token == "\x1b[K":
+            pass
+        else:
+            current += token
+    lines.append(current)
+    return lines
+
+
+def test_spinner_on_a_tty_does_not_garble_command_output(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from pgharness import cli_command
+
+    cmd = "for i in 1 2 3; do echo step-$i; sleep 0.3; done; printf part-; sleep 0.3; echo whole"
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[cmd, "sleep 0.5"])
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen([*cli_command(), "up", "-c", str(cfg), "-D", pg_url], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env=env)  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO once the child side is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(master)
+    raw = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, raw
+    assert "\x1b[" in raw  # colour and line control: this really was the terminal mode
+    assert re.search(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] \[2/2\] \d+\.\d+s", raw), "no spinner with elapsed time was drawn"
+    shown = _render_terminal(raw)
+    for line in ("step-1", "step-2", "step-3", "part-whole"):
+        assert line in shown, shown  # each output line intact, on a line of its own
+    assert any(re.fullmatch(r"\[2/2\] ok in \d+\.\d+s", ln) for ln in shown), shown
