@@ -304,7 +304,7 @@ def resolve_instance(
 
 def resolve_app_database(config: Config | None, cli_name: str | None, instance: PgUrl) -> tuple[str, str]:
     """SPEC §2 precedence for the app database name; validated, with its source named."""
-    if cli_name:
+    if cli_name is not None:
         return check_app_db_name(cli_name, "--app-db-name"), "--app-db-name"
     if config is not None and config.database.app_db_name is not None:
         name = config.database.app_db_name.require(config.file, "the app database name")

@@ -1,0 +1,78 @@
+"""Hostile names: injection attempts are rejected by validation, and identifiers are always quoted."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from helpers import db_exists, query, write_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pgharness import run_cli
+
+from dbos_migrate.config import APP_DB_NAME
+from dbos_migrate.errors import UsageError
+from dbos_migrate.target import parse_url, resolve_app_database
+
+ATTACKS = [
+    'x"; DROP DATABASE postgres; --',
+    "a' OR '1'='1",
+    "robert'); DROP TABLE students;--",
+    "app\nname",
+    "app name",
+    "App",
+    "a" * 64,
+    "ünïcode",
+    "",
+]
+
+
+def test_injection_attempts_are_rejected_before_any_sql(tmp_path: Path, pg_url: str) -> None:
+    before = query(pg_url, "SELECT count(*) FROM pg_database")
+    for attack in ATTACKS:
+        cfg = write_config(tmp_path, app_db_name=None, name="fine-name", migrate=["touch ran"])
+        result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-db-name", attack)
+        assert result.returncode == 2, (attack, result.stderr)
+        assert "--app-db-name" in result.stderr and "Traceback" not in result.stderr
+    cfg = tmp_path / "dbos-config.yaml"
+    cfg.write_text("database:\n  app_db_name: 'x\"; DROP DATABASE postgres; --'\n  migrate: ['touch ran']\n")
+    result = run_cli("up", "-c", cfg, "-D", pg_url)
+    assert result.returncode == 2 and "database.app_db_name" in result.stderr
+    assert not (tmp_path / "ran").exists()
+    assert query(pg_url, "SELECT count(*) FROM pg_database") == before
+
+
+def test_hostile_role_name_is_looked_up_as_a_value(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-role", 'x"; DROP DATABASE postgres; --')
+    assert result.returncode == 2 and "no such role" in result.stderr
+    assert db_exists(pg_url, "postgres")
+
+
+def test_reserved_word_names_work_because_identifiers_are_quoted(tmp_path: Path, pg_url: str) -> None:
+    """`select_…` is fine anyway; a bare reserved word proves quoting (CREATE DATABASE select fails unquoted)."""
+    name = "order"
+    if db_exists(pg_url, name):  # leftover from an interrupted run
+        query(pg_url, 'DROP DATABASE "order" WITH (FORCE)')
+    role = f"user_{uuid.uuid4().hex[:6]}"
+    query(pg_url, f'CREATE ROLE "{role}"')
+    try:
+        cfg = write_config(tmp_path, app_db_name=name, migrate=['psql -q -c "create table t(x int)"'])
+        result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-role", role)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert db_exists(pg_url, name)
+        assert query(pg_url, "select has_table_privilege(%s, 't', 'SELECT')", (role,), dbname=name) == [(True,)]
+    finally:
+        query(pg_url, 'DROP DATABASE IF EXISTS "order" WITH (FORCE)')
+        query(pg_url, f'DROP ROLE IF EXISTS "{role}"')
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=80))
+def test_any_app_db_name_is_valid_or_a_clean_usage_error(name: str) -> None:
+    try:
+        got, _ = resolve_app_database(None, name, parse_url("postgresql://h/postgres"))
+    except UsageError as exc:
+        assert exc.exit_code == 2
+        return
+    assert got == name and APP_DB_NAME.match(got) and len(got.encode()) <= 63
