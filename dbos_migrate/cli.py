@@ -224,6 +224,7 @@ def validate(
 
 @app.command()
 def up(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
@@ -273,6 +274,7 @@ def up(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         maintenance_db=maintenance_db, no_history=no_history, production=production, stdout=out, stderr=err,
+        gate=ctx.obj,
     )  # fmt: skip
     if fail_on_breaking:
         from dbos_migrate import rehearse
@@ -285,6 +287,7 @@ def up(
 
 @app.command()
 def down(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
@@ -316,7 +319,7 @@ def down(
     opts = _options(
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        no_history=no_history, stdout=out, stderr=err,
+        no_history=no_history, stdout=out, stderr=err, gate=ctx.obj,
     )  # fmt: skip
     _exit(migrate.down(opts, sink, _ask_on_tty()))
 
@@ -466,11 +469,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, gate: Any = None) -> None:
     """Console-script entry: one clear message and the right exit code, whatever happens.
 
     typer (in standalone mode) handles usage errors (exit 2) and --help; our own error
     kinds and any internal bug are turned into a message here, never a raw traceback.
+    `gate` is a start-up gate already entered (entry.py); the run releases it.
     """
     import signal
 
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        app(args=args, prog_name="dbos-migrate")
+        app(args=args, prog_name="dbos-migrate", obj=gate)
     except MigrateError as exc:
         from dbos_migrate.report import Style, render_error
 

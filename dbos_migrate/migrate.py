@@ -74,6 +74,9 @@ class Options:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     stdout: BinaryIO | None = None
     stderr: BinaryIO | None = None
+    # A gate.StartGate the caller already entered (the CLI does, before loading anything
+    # heavy); without one, the run enters its own just before loading the driver.
+    gate: Any = None
 
 
 @dataclass
@@ -236,6 +239,8 @@ def _guard(ctx: _Context, ask: Ask | None) -> None:
             "nothing was run",
             how,
         )
+    if ctx.options.gate is not None:
+        ctx.options.gate.release()  # nobody else waits on a person typing
     answer = ask(f"Type the app database name ({name}) to roll it back: ")
     if answer is None or answer.strip() != name:
         raise GuardRefused("confirmation did not match the app database name; nothing was run", how)
@@ -352,6 +357,13 @@ def _maintenance_connection(ctx: _Context, app_name: str) -> psycopg.Connection[
     )
 
 
+def _release_gates(ctx: _Context) -> None:
+    """Leave the start-up gate(s): the run has reached the lock, start-up is over."""
+    for gate in (ctx.gate, ctx.options.gate):
+        if gate is not None:
+            gate.release()
+
+
 def _take_lock(
     ctx: _Context, conn: psycopg.Connection[Any], key: int, database: str, deadline: float
 ) -> None:
@@ -365,7 +377,7 @@ def _take_lock(
     try:
         db.acquire_lock(
             conn, key, database, timeout=max(deadline - time.monotonic(), 0), on_wait=waiting,
-            on_first_attempt=ctx.gate.release if ctx.gate is not None else None,
+            on_first_attempt=lambda: _release_gates(ctx),
         )  # fmt: skip
     except Exception as exc:
         if isinstance(exc, MigrateError):
@@ -386,13 +398,15 @@ def _execute(
     opts = ctx.options
     lock_deadline = time.monotonic() + opts.lock_timeout
     instance = ctx.target.instance
-    ctx.gate = StartGate(f"{instance.effective_host}:{instance.port}/{ctx.target.app_database}").enter()
+    ctx.gate = (
+        opts.gate or StartGate(f"{instance.effective_host}:{instance.port}/{ctx.target.app_database}").enter()
+    )
     try:
         from dbos_migrate import database as db  # loads the driver: after the gate, on purpose
 
         conn, locked = _open_app_database(ctx, direction, create, lock_deadline)
     finally:
-        ctx.gate.release()
+        _release_gates(ctx)
         ctx.gate = None
 
     key = db.lock_key(ctx.target.app_database)

@@ -97,3 +97,32 @@ def test_start_gate_is_bounded_and_optional(tmp_path: Path) -> None:
     third = StartGate("instance/app").enter(max_wait=0.05)
     assert third._fd is not None
     third.release()
+
+
+def test_entry_finds_the_config_path_for_the_early_gate() -> None:
+    from dbos_migrate.entry import config_path
+
+    assert config_path([]) == "dbos-config.yaml"
+    assert config_path(["-D", "postgresql://h/db"]) == "dbos-config.yaml"
+    assert config_path(["-c", "app/cfg.yaml", "-q"]) == "app/cfg.yaml"
+    assert config_path(["--config", "x.yaml"]) == "x.yaml"
+    assert config_path(["--config=y.yaml"]) == "y.yaml"
+    assert config_path(["-cz.yaml"]) == "z.yaml"
+
+
+def test_a_held_start_gate_delays_a_run_but_never_blocks_it(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """The CLI's early gate is keyed by the config file; held by someone else, a run waits at
+    most its bound (10 s) and then goes on: the gate is never needed for correctness."""
+    import os
+
+    from dbos_migrate.gate import StartGate
+
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    held = StartGate("config:" + os.path.realpath(cfg)).enter()
+    try:
+        assert held._fd is not None
+        result = run_cli("up", "-c", cfg, "-D", pg_url, "--output", "json")
+    finally:
+        held.release()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
