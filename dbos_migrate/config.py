@@ -7,7 +7,6 @@ substituted value: a secret that came from the environment cannot leak through t
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -244,6 +243,8 @@ def _unknown_key_hint(key: str, allowed: list[str], here: str) -> str | None:
     for candidate in allowed:
         if norm(candidate) == norm(key):
             return f"did you mean '{candidate}'?"
+    import difflib  # only to explain an unknown key: not on the start-up path
+
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
