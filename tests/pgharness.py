@@ -206,6 +206,20 @@ def cli_command() -> list[str]:
     return [sys.executable, "-m", "dbos_migrate"]
 
 
+def cli_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """Our environment with `extra` laid over it (None removes a variable), the repo on PYTHONPATH."""
+    env = dict(os.environ)
+    for key, value in (extra or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(REPO_ROOT) not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO_ROOT)])
+    return env
+
+
 def run_cli(
     *args: object,
     env: Mapping[str, str | None] | None = None,
@@ -219,15 +233,7 @@ def run_cli(
     `input`, stdin is /dev/null so a prompt fails instead of hanging. The repo root is appended
     to PYTHONPATH so the `-m` fallback works from a source checkout.
     """
-    full_env = dict(os.environ)
-    for key, value in (env or {}).items():
-        if value is None:
-            full_env.pop(key, None)
-        else:
-            full_env[key] = value
-    paths = [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO_ROOT) not in paths:
-        full_env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO_ROOT)])
+    full_env = cli_env(env)
     return subprocess.run(
         [*cli_command(), *(str(a) for a in args)],
         env=full_env,

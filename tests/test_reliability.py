@@ -24,11 +24,11 @@ import pytest
 from helpers import history_rows, one_json, query, write_config
 from pgharness import (
     PASSWORD,
-    REPO_ROOT,
     Cluster,
     ClusterFactory,
     LocalPostgresError,
     cli_command,
+    cli_env,
     free_port,
     make_self_signed_cert,
     make_url,
@@ -109,20 +109,6 @@ def _kill_group(pgid: int) -> None:
 
 
 # ---------------------------------------------------------------------------- running the CLI in the background
-
-
-def cli_env(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
-    """The environment run_cli would give: ours, `extra` laid over it, the repo on PYTHONPATH."""
-    env = dict(os.environ)
-    for key, value in (extra or {}).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO_ROOT) not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO_ROOT)])
-    return env
 
 
 # The real CLI entry point with one thing changed: Options.grace, the seconds between TERM and
