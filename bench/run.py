@@ -505,6 +505,13 @@ class ConcurrencyTrial:
         return self.wall_s / self.command_sum_s if self.command_sum_s > 0 else None
 
 
+def _launch(argv: Sequence[str], cwd: Path, env: Mapping[str, str], stdout: Any) -> subprocess.Popen[bytes]:
+    """One benchmark process: no stdin, stderr discarded, stdout where the caller wants it."""
+    return subprocess.Popen(
+        list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.DEVNULL
+    )
+
+
 def run_burst(argv: Sequence[str], cwd: Path, env: Mapping[str, str], n: int) -> tuple[float, float]:
     """Start `n` copies of a command at once; return when the first and the last exited.
 
@@ -513,17 +520,7 @@ def run_burst(argv: Sequence[str], cwd: Path, env: Mapping[str, str], n: int) ->
     implementation can remove. Exits are seen by polling every millisecond (the only children
     alive are these, and polling costs next to nothing beside them)."""
     start = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(n)
-    ]
+    procs = [_launch(argv, cwd, env, subprocess.DEVNULL) for _ in range(n)]
     exits: list[float] = []
     pending = list(procs)
     while pending:
@@ -542,17 +539,7 @@ def run_concurrent(argv: Sequence[str], cwd: Path, env: Mapping[str, str], n: in
         files = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(n)]
         launched = dt.datetime.now(dt.timezone.utc)
         start = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.DEVNULL,
-            )
-            for f in files
-        ]
+        procs = [_launch(argv, cwd, env, f) for f in files]
         for proc in procs:
             proc.wait()
         wall = time.perf_counter() - start

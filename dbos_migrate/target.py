@@ -48,11 +48,6 @@ class PgUrl:
         """This URL pointed at another database (a `?dbname=` parameter would override the path)."""
         return replace(self, database=database, params=tuple(p for p in self.params if p[0] != "dbname"))
 
-    def with_params(self, **updates: str) -> PgUrl:
-        params = [(k, v) for k, v in self.params if k not in updates]
-        params.extend(updates.items())
-        return replace(self, params=tuple(params))
-
     @property
     def socket_dir(self) -> str | None:
         """The unix socket directory, when the host is one (libpq: a host starting with /)."""
@@ -220,12 +215,17 @@ class Target:
     system_url: PgUrl | str  # a str for a non-PostgreSQL system database (sqlite:///...)
     production: bool
     production_reason: str
-    connect_timeout: int | None = None
     secrets: tuple[str, ...] = field(default=())
 
     @property
     def app_url(self) -> PgUrl:
         return self.instance.with_database(self.app_database)
+
+    @property
+    def connect_timeout(self) -> int | None:
+        """The URL's connect_timeout in seconds, when it gives a usable one."""
+        value = self.instance.param("connect_timeout")
+        return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 def default_url(environ: Mapping[str, str]) -> str:
@@ -358,7 +358,6 @@ def resolve(
     app_db, app_source = resolve_app_database(config, app_db_name, instance)
     system_url = resolve_system_url(config, instance, app_db)
     prod, reason = is_production(instance, environ, production)
-    timeout = instance.param("connect_timeout")
     secrets = tuple(
         s
         for url in (instance, system_url)
@@ -374,7 +373,6 @@ def resolve(
         system_url=system_url,
         production=prod,
         production_reason=reason,
-        connect_timeout=int(timeout) if timeout and timeout.isascii() and timeout.isdigit() else None,
         secrets=secrets,
     )
 

@@ -18,7 +18,6 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_MERGE_TAG = "tag:yaml.org,2002:merge"
 # Collections are built by hand below, so their tags must be checked by hand too: a
 # `!!python/object` (or any other non-standard) tag on a mapping or list is refused, not ignored.
 _COLLECTION_TAGS: dict[type[yaml.Node], tuple[str, ...]] = {
