@@ -16,8 +16,7 @@ from dbos_migrate import __version__
 from dbos_migrate.errors import MigrateError
 
 if TYPE_CHECKING:
-    from dbos_migrate.events import RunReport, Sink
-    from dbos_migrate.migrate import Options
+    from dbos_migrate.context import Context
 
 INTERNAL_ERROR = 70
 
@@ -119,6 +118,13 @@ RehearseUrlOpt = Annotated[
         help="Instance to rehearse on [default: the target instance]",
     ),
 ]  # fmt: skip
+KillAfterOpt = Annotated[
+    float,
+    typer.Option(
+        "--kill-after", metavar="SECONDS", min=0,
+        help="When a command is stopped (signal, --command-timeout), send KILL this long after TERM.",
+    ),
+]  # fmt: skip
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[
     bool, typer.Option("--no-history", help="Do not record runs in dbos_migrate.history.")
@@ -143,58 +149,30 @@ def _root(
 # ---------------------------------------------------------------------------- plumbing
 
 
-def _options(**kwargs: Any) -> "Options":
-    from dbos_migrate.migrate import Options
+def _ctx(typer_ctx: typer.Context) -> "Context":
+    """The Context main() built, found on the root of typer's context chain."""
+    obj = typer_ctx.find_root().obj
+    if obj is None:  # called through typer's own runner (tests): build it here
+        from dbos_migrate.context import Context
 
-    return Options(environ=dict(os.environ), **kwargs)
-
-
-def _sinks(output: Output, quiet: bool, verbose: bool) -> "tuple[Sink, Any]":
-    """The sink for this output mode, and the text reporter (None in json mode)."""
-    from dbos_migrate import report
-
-    environ = os.environ
-    sinks: list[Any] = []
-    text = None
-    if output is Output.json:
-        js = report.JsonReporter(sys.stdout)
-        js.guard_err = sys.stderr
-        sinks.append(js)
-    else:
-        text = report.TextReporter(sys.stdout, sys.stderr, environ=environ, quiet=quiet, verbose=verbose)
-        sinks.append(text)
-    if report.in_github_actions(environ):
-        sinks.append(report.GithubReporter(sys.stderr if output is Output.json else sys.stdout, environ))
-    return report.Fanout(*sinks), text
+        obj = Context.from_process()
+        typer_ctx.find_root().obj = obj
+    return obj  # type: ignore[no-any-return]
 
 
-def _streams(output: Output, text: Any) -> tuple[Any, Any]:
-    """Where command output goes: stderr only in json mode, so stdout stays one document."""
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    if output is Output.json:
-        out = err
-    if text is not None:
-        out, err = text.command_streams(out, err)
-    return out, err
+def _run(
+    typer_ctx: typer.Context, verb: Any, output: Output, quiet: bool, verbose: bool, **kwargs: Any
+) -> None:
+    """Run `verb` with the reporter of this output mode; exit with its error's code."""
+    from dbos_migrate.report import reporting
+    from dbos_migrate.verbs import Options
 
-
-def _exit(report: "RunReport") -> None:
-    if report.error is not None:
-        raise typer.Exit(report.error.exit_code)
-
-
-def _ask_on_tty() -> Any:
-    """A prompt for the production guard, or None when nobody is at a terminal."""
-    if not sys.stdin.isatty():
-        return None
-
-    def ask(prompt: str) -> str | None:
-        sys.stderr.write(prompt)
-        sys.stderr.flush()
-        line = sys.stdin.readline()
-        return line.rstrip("\n") if line else None
-
-    return ask
+    ctx = _ctx(typer_ctx)
+    sink, run_ctx = reporting(ctx, json=output is Output.json, quiet=quiet, verbose=verbose)
+    extra = kwargs.pop("verb_kwargs", {})
+    result = verb(run_ctx, Options(**kwargs), sink, **extra)
+    if result.error is not None:
+        raise typer.Exit(result.error.exit_code)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -202,29 +180,27 @@ def _ask_on_tty() -> Any:
 
 @app.command()
 def validate(
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     cloud: Annotated[bool, typer.Option("--cloud", help="Also check the DBOS Cloud rules.")] = False,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
 ) -> None:
     """Validate dbos-config.yaml against the schema (exit 0 valid, 2 invalid)."""
-    from dbos_migrate import migrate, report
+    from dbos_migrate import verbs
+    from dbos_migrate.events import Finished
+    from dbos_migrate.report import reporting
 
-    result = migrate.validate(config, cloud=cloud, environ=os.environ)
-    if output is Output.json:
-        report.print_json(result.as_json(), sys.stdout)
-    else:
-        report.print_validation(result, sys.stdout, sys.stderr, os.environ, quiet=quiet)
-    if report.in_github_actions(os.environ):
-        report.github_annotations(
-            result.error, result.warnings, sys.stderr if output is Output.json else sys.stdout
-        )
-    raise typer.Exit(0 if result.valid else 2)
+    ctx = _ctx(typer_ctx)
+    sink, _ = reporting(ctx, json=output is Output.json, quiet=quiet)
+    result = verbs.validate(config, cloud=cloud, environ=ctx.environ)
+    sink(Finished(result))
+    raise typer.Exit(0 if result.ok else 2)
 
 
 @app.command()
 def up(
-    ctx: typer.Context,
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
@@ -244,6 +220,7 @@ def up(
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
+    kill_after: KillAfterOpt = 5.0,
     maintenance_db: MaintOpt = None,
     no_history: NoHistoryOpt = False,
     production: ProductionOpt = False,
@@ -266,28 +243,26 @@ def up(
     verbose: VerboseOpt = False,
 ) -> None:
     """Create the app database if missing, then run database.migrate in order."""
-    from dbos_migrate import migrate
+    from dbos_migrate import verbs
 
-    sink, text = _sinks(output, quiet, verbose)
-    out, err = _streams(output, text)
-    opts = _options(
+    verb: Any = verbs.up
+    verb_kwargs: dict[str, Any] = {}
+    if fail_on_breaking:
+        from dbos_migrate.rehearse.verbs import gated_up
+
+        verb = gated_up
+        verb_kwargs = {"allow_breaking": allow_breaking, "rehearse_url": rehearse_url}
+    _run(
+        typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs,
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        maintenance_db=maintenance_db, no_history=no_history, production=production, stdout=out, stderr=err,
-        gate=ctx.obj,
+        grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
     )  # fmt: skip
-    if fail_on_breaking:
-        from dbos_migrate import rehearse
-
-        report = rehearse.gated_up(opts, sink, allow_breaking=allow_breaking, rehearse_url=rehearse_url)
-    else:
-        report = migrate.up(opts, sink)
-    _exit(report)
 
 
 @app.command()
 def down(
-    ctx: typer.Context,
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
@@ -306,26 +281,26 @@ def down(
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
+    kill_after: KillAfterOpt = 5.0,
     no_history: NoHistoryOpt = False,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run database.rollback in listed order (recovery), behind the production guard."""
-    from dbos_migrate import migrate
+    from dbos_migrate import verbs
 
-    sink, text = _sinks(output, quiet, verbose)
-    out, err = _streams(output, text)
-    opts = _options(
+    _run(
+        typer_ctx, verbs.down, output, quiet, verbose,
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        no_history=no_history, stdout=out, stderr=err, gate=ctx.obj,
+        grace=kill_after, no_history=no_history,
     )  # fmt: skip
-    _exit(migrate.down(opts, sink, _ask_on_tty()))
 
 
 @app.command()
 def plan(
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
@@ -337,70 +312,66 @@ def plan(
     ] = False,
     rehearse_url: RehearseUrlOpt = None,
     command_timeout: CommandTimeoutOpt = None,
+    kill_after: KillAfterOpt = 5.0,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Show what `up` would do; with --rehearse, find breaking changes first."""
-    from dbos_migrate import migrate
+    from dbos_migrate import verbs
 
-    sink, text = _sinks(output, quiet, verbose)
-    out, err = _streams(output, text)
-    opts = _options(config=config, db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse,
-                    command_timeout=command_timeout, stdout=out, stderr=err)  # fmt: skip
+    verb: Any = verbs.plan
+    verb_kwargs: dict[str, Any] = {}
     if rehearse:
-        from dbos_migrate import rehearse as rehearse_mod
+        from dbos_migrate.rehearse.verbs import plan as rehearse_plan
 
-        report = rehearse_mod.plan(opts, sink, rehearse_url=rehearse_url)
-    else:
-        report = migrate.plan(opts, sink)
-    _exit(report)
+        verb = rehearse_plan
+        verb_kwargs = {"rehearse_url": rehearse_url}
+    _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, config=config, db_url=db_url,
+         app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
+         grace=kill_after)  # fmt: skip
 
 
 @app.command()
 def status(
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
     production: ProductionOpt = False,
     output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
 ) -> None:
     """Report the target, the server, the app database, the lock holder and recent runs."""
-    from dbos_migrate import migrate
+    from dbos_migrate import verbs
 
-    sink, _ = _sinks(output, True, False)
-    report = migrate.status(
-        _options(config=config, db_url=db_url, app_db_name=app_db_name, production=production), sink
-    )
-    if output is Output.text:
-        from dbos_migrate.report import print_status
-
-        print_status(report, sys.stdout, os.environ)
-    _exit(report)
+    _run(typer_ctx, verbs.status, output, quiet, False, config=config, db_url=db_url, app_db_name=app_db_name,
+         production=production)  # fmt: skip
 
 
 @app.command()
 def history(
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many rows.")] = 20,
+    run: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--run", metavar="RUN_ID", help="Show every command of one run.", show_default=False),
+    ] = None,
     output: OutputOpt = Output.text,
 ) -> None:
     """List recent runs from dbos_migrate.history, newest first."""
-    from dbos_migrate import migrate
+    from dbos_migrate import verbs
 
-    sink, _ = _sinks(output, True, False)
-    report = migrate.history(_options(config=config, db_url=db_url, app_db_name=app_db_name), sink, limit)
-    if output is Output.text:
-        from dbos_migrate.report import print_history
-
-        print_history(report, sys.stdout, os.environ)
-    _exit(report)
+    _run(typer_ctx, verbs.history, output, False, False, verb_kwargs={"limit": limit, "run_id": run},
+         config=config, db_url=db_url, app_db_name=app_db_name)  # fmt: skip
 
 
 @app.command()
 def url(
+    typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
@@ -409,10 +380,11 @@ def url(
     ] = False,
 ) -> None:
     """Print the app database URL (password masked unless --show-password)."""
-    from dbos_migrate import migrate
+    from dbos_migrate import verbs
 
-    _, target, _ = migrate.resolve_only(_options(config=config, db_url=db_url, app_db_name=app_db_name))
-    typer.echo(target.app_url.render(mask=not show_password))
+    ctx = _ctx(typer_ctx)
+    options = verbs.Options(config=config, db_url=db_url, app_db_name=app_db_name)
+    ctx.stdout.write(verbs.url(ctx, options, show_password=show_password) + "\n")
 
 
 PortOpt = Annotated[
@@ -463,40 +435,63 @@ def postgres_status(port: PortOpt = None) -> None:
 # ---------------------------------------------------------------------------- entry point
 
 
+def _usage_error_base() -> type[Exception]:
+    """click's ClickException, vendored or not: typer 0.12 uses click, newer ones carry a copy."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     from dbos_migrate.errors import Interrupted
 
     raise Interrupted(signum)
 
 
-def main(argv: list[str] | None = None, gate: Any = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one clear message and the right exit code, whatever happens.
 
     typer (in standalone mode) handles usage errors (exit 2) and --help; our own error
     kinds and any internal bug are turned into a message here, never a raw traceback.
-    `gate` is a start-up gate already entered (entry.py); the run releases it.
     """
     import signal
+
+    from dbos_migrate.context import Context
 
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    ctx = Context.from_process()
+    code = 0
     try:
-        app(args=args, prog_name="dbos-migrate", obj=gate)
+        returned = app(args=args, prog_name="dbos-migrate", obj=ctx, standalone_mode=False)
+        code = returned if isinstance(returned, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except typer.Exit as exc:
+        code = exc.exit_code
     except MigrateError as exc:
-        from dbos_migrate.report import Style, render_error
+        from dbos_migrate.report.style import Style
+        from dbos_migrate.report.text import render_error
 
-        render_error(exc, sys.stderr, Style(False))
-        sys.exit(exc.exit_code)
-    except BrokenPipeError:
-        sys.exit(0)
+        render_error(exc, ctx.stderr, Style(False))
+        code = exc.exit_code
     except Exception as exc:  # an internal bug: never a raw traceback unless asked
-        if verbose:
-            import traceback
+        if isinstance(exc, _usage_error_base()):
+            exc.show(file=ctx.stderr)  # type: ignore[attr-defined]
+            code = exc.exit_code  # type: ignore[attr-defined]
+        elif isinstance(exc, typer.Abort):
+            ctx.stderr.write("Aborted!\n")
+            code = 1
+        else:
+            if verbose:
+                import traceback
 
-            traceback.print_exc()
-        sys.stderr.write(
-            f"internal error: {type(exc).__name__}; rerun with -v for a traceback and report it as a bug\n"
-        )
-        sys.exit(INTERNAL_ERROR)
+                traceback.print_exc()
+            ctx.stderr.write(
+                f"internal error: {type(exc).__name__}; rerun with -v for a traceback and report it as a bug\n"
+            )
+            code = INTERNAL_ERROR
+    ctx.stdout.flush()
+    ctx.stderr.flush()
+    ctx.silence_broken_stdout()
+    sys.exit(code)

@@ -17,7 +17,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from dbos_migrate.errors import ConfigError, Problem, UsageError
-from dbos_migrate.tree import Path, YamlTree
+from dbos_migrate.yamltree import Path, YamlTree, parse
 
 DEFAULT_CONFIG = "dbos-config.yaml"
 SECRETS_DIR = "/run/secrets"
@@ -28,6 +28,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SECRET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 APP_DB_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 MAX_IDENTIFIER_BYTES = 63
+#: Databases every PostgreSQL instance has: never an app's or a system database.
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+#: The rehearsal's scratch databases start with this; nothing else may (docs/rehearsal.md).
+SCRATCH_PREFIX = "dbos_rehearse_"
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,6 @@ class Config:
 @dataclass
 class _Substituted:
     missing: dict[Path, tuple[str, ...]] = field(default_factory=dict)
-    # Every value that contained ${...}, as expanded: what a cached validation depends on.
-    expanded: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- schema
@@ -183,7 +185,6 @@ def _substitute_tree(value: Any, path: Path, env: Mapping[str, str], sdir: str, 
         new, missing = substitute(value, env, sdir)
         if missing:
             out.missing[path] = missing
-        out.expanded[dotted(path)] = new
         return new
     if isinstance(value, dict):
         return {k: _substitute_tree(v, (*path, k), env, sdir, out) for k, v in value.items()}
@@ -429,21 +430,7 @@ def load(
     env = os.environ if environ is None else environ
     fs_path = FsPath(path if path is not None else DEFAULT_CONFIG)
     file = str(fs_path)
-    try:
-        raw = fs_path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(
-            f"{file}: no such config file",
-            "run from the app's directory, or pass -c/--config PATH",
-        ) from None
-    except IsADirectoryError:
-        raise UsageError(
-            f"{file}: is a directory, not a config file", "pass -c PATH/dbos-config.yaml"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"{file}: cannot read the config file: {exc.strerror}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError([Problem(file, 1, 1, "", f"the file is larger than {MAX_CONFIG_BYTES} bytes")])
+    raw = read_config_bytes(fs_path, given=path is not None)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -452,28 +439,48 @@ def load(
     return from_text(text, fs_path.absolute(), env, display=file)
 
 
+def read_config_bytes(fs_path: FsPath, *, given: bool) -> bytes:
+    """The file's bytes, refusing anything larger than MAX_CONFIG_BYTES before reading it
+    whole: a 3 GB file or /dev/zero must be a clean exit 2, not a crash (docs/behaviour.md)."""
+    file = str(fs_path)
+    try:
+        with open(fs_path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_CONFIG_BYTES:
+                raise _too_big(file)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        if given:
+            raise UsageError(f"{file}: no such config file (tried {fs_path.absolute()})",
+                             "check the path given to -c/--config") from None  # fmt: skip
+        raise UsageError(f"{file}: no such config file in {FsPath.cwd()}",
+                         "run from the app's directory, or pass -c/--config PATH") from None  # fmt: skip
+    except IsADirectoryError:
+        raise UsageError(
+            f"{file}: is a directory, not a config file", "pass -c PATH/dbos-config.yaml"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot read the config file: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise _too_big(file)
+    return raw
+
+
+def _too_big(file: str) -> ConfigError:
+    return ConfigError(
+        [Problem(file, 1, 1, "", f"the file is larger than {MAX_CONFIG_BYTES} bytes: not a config file")]
+    )
+
+
 def _offset_line_col(raw: bytes, offset: int) -> tuple[int, int]:
     before = raw[:offset]
     return before.count(b"\n") + 1, offset - (before.rfind(b"\n") + 1) + 1
 
 
 def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str | None = None) -> Config:
-    """Validate config text that was read from `path`.
-
-    A warm cache entry (see cache.py) stands in for parsing and for the JSON Schema
-    check, which then never import yaml or jsonschema; everything else runs as usual.
-    """
-    from dbos_migrate.cache import open_cache
-
+    """Validate config text that was read from `path`."""
     file = display or str(path)
-    cache = open_cache(environ, schema_text())
-    entry = cache.get(text) if cache is not None else None
-    if entry is not None:
-        tree = YamlTree.from_json(entry)
-    else:
-        from dbos_migrate.yamltree import parse
-
-        tree = parse(text)
+    tree = parse(text)
     yaml_problems = [Problem(file, line, col, dotted(p), msg) for line, col, p, msg in tree.errors]
     if yaml_problems and not isinstance(tree.value, dict):
         raise ConfigError(yaml_problems)
@@ -489,24 +496,11 @@ def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str 
         line, col = tree.where(p)
         shown = ", ".join("${" + n + "}" for n in names)
         warnings.append(Problem(file, line, col, dotted(p), f"{shown} is not set (read as empty)"))
-    fingerprint = cache.fingerprint(subst.expanded, create=entry is None) if cache is not None else None
-    problems = yaml_problems
-    if entry is None or fingerprint not in entry["fingerprints"]:
-        problems = yaml_problems + _schema_problems(tree, value, file, set(subst.missing) | yaml_paths)
-        if not problems and cache is not None and fingerprint is not None and _json_safe(tree.value):
-            cache.put(text, tree.to_json(), fingerprint)
+    problems = yaml_problems + _schema_problems(tree, value, file, set(subst.missing) | yaml_paths)
     warnings.extend(_deprecations(tree, value, file))
     if problems:
         raise ConfigError(problems, warnings)
     return _build(tree, value, path, subst, tuple(warnings), file)
-
-
-def _json_safe(value: Any) -> bool:
-    """Only documents that survive a JSON round trip unchanged are cached (no dates, bytes)."""
-    try:
-        return bool(json.loads(json.dumps(value)) == value)
-    except (TypeError, ValueError):
-        return False
 
 
 def _build(
@@ -598,4 +592,10 @@ def check_app_db_name(name: str, source: str) -> str:
             f"app database name {name!r} from {source} is not valid: it must match ^[a-z_][a-z0-9_]*$",
             hint,
         )
+    if name in RESERVED_DATABASES:
+        raise UsageError(f"app database name {name!r} from {source} is a database every PostgreSQL instance has, "
+                         "not an app's own", hint)  # fmt: skip
+    if name.startswith(SCRATCH_PREFIX):
+        raise UsageError(f"app database name {name!r} from {source} starts with {SCRATCH_PREFIX!r}, which is kept "
+                         "for the rehearsal's scratch databases (dropped after each rehearsal)", hint)  # fmt: skip
     return name

@@ -17,16 +17,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from dbos_migrate import __version__
 from dbos_migrate.errors import DatabaseError, LockTimeout, UsageError
-from dbos_migrate.events import LockHolder
+from dbos_migrate.model import HistoryRow, LockHolder
 from dbos_migrate.scrub import Scrubber
 from dbos_migrate.target import PgUrl
 
@@ -326,40 +323,6 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 
-@dataclass(frozen=True)
-class HistoryRow:
-    run_id: str
-    direction: str
-    command_index: int
-    command: str
-    started_at: datetime
-    finished_at: datetime | None
-    exit_code: int | None
-    status: str
-    instance: str
-    note: str | None = None
-    tool_version: str = __version__
-    host: str = ""
-    os_user: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "direction": self.direction,
-            "command_index": self.command_index,
-            "command": self.command,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "exit_code": self.exit_code,
-            "status": self.status,
-            "tool_version": self.tool_version,
-            "host": self.host,
-            "os_user": self.os_user,
-            "instance": self.instance,
-            "note": self.note,
-        }
-
-
 def new_run_id() -> str:
     return str(uuid.uuid4())
 
@@ -386,13 +349,17 @@ def write_history(conn: psycopg.Connection[Any], row: HistoryRow) -> None:
         conn.execute(_INSERT, params)
 
 
-def read_history(conn: psycopg.Connection[Any], limit: int) -> list[HistoryRow]:
+def read_history(conn: psycopg.Connection[Any], limit: int, *, run_id: str | None = None) -> list[HistoryRow]:
+    """The newest `limit` rows, or every row of one run (oldest command first)."""
+    where, order, params = "", "started_at DESC, id DESC LIMIT %s", [limit]
+    if run_id is not None:
+        where, order, params = "WHERE run_id::text = %s", "command_index, id", [run_id]  # type: ignore[list-item]
     try:
         rows = conn.execute(
             f"""SELECT run_id::text, direction, command_index, command, started_at, finished_at, exit_code,
                        status, instance, note, tool_version, host, os_user
-                  FROM {HISTORY_TABLE} ORDER BY started_at DESC, id DESC LIMIT %s""",
-            (limit,),
+                  FROM {HISTORY_TABLE} {where} ORDER BY {order}""",
+            params,
         ).fetchall()
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
         return []

@@ -126,3 +126,12 @@ class Interrupted(MigrateError):
         self.exit_code = 128 + signum
         name = {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")
         super().__init__(message or f"interrupted by {name}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, else its type's name: for one-line messages.
+
+    Not scrubbed: callers pass the result through their Scrubber before showing it.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,143 +1,75 @@
 """What the verbs tell the outside world while they work.
 
-The verbs in `migrate` never print: they emit these events to a sink, and a reporter
-(text, json, github) decides what a person or a machine sees. Events are NamedTuples:
-immutable, and about ten times cheaper to define than frozen dataclasses, which matters
-on the start-up path of every run.
+The verbs never print: they emit these events to a sink, and a reporter (text, JSON,
+GitHub; see report/) decides what a person or a machine sees. Every event is a frozen
+dataclass; the records they carry live in model.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dbos_migrate.errors import MigrateError, Problem
-from dbos_migrate.runner import CommandResult
+from dbos_migrate.model import (
+    CommandResult,
+    HistoryReport,
+    LockHolder,
+    Resolution,
+    RunReport,
+    StatusReport,
+    Validation,
+)
 
+if TYPE_CHECKING:
+    from dbos_migrate.rehearse.session import Rehearsal
 
-class LockHolder(NamedTuple):
-    pid: int
-    application_name: str
-    client: str
-    since: datetime | None
-    user: str
-
-    def describe(self) -> str:
-        since = self.since.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if self.since else "unknown"
-        app = self.application_name or "(no application_name)"
-        return f"{app}, pid {self.pid}, user {self.user}, from {self.client}, since {since}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "application_name": self.application_name,
-            "client": self.client,
-            "since": self.since.isoformat() if self.since else None,
-            "user": self.user,
-        }
+Result = RunReport | StatusReport | HistoryReport | Validation
 
 
-@dataclass
-class RunReport:
-    """Everything a run did, filled in as it goes; rendered at the end (json, summaries)."""
+@dataclass(frozen=True)
+class Resolved:
+    """The target and app database are known: shown before anything connects."""
 
     verb: str
-    config_path: str | None = None
-    app_database: str | None = None
-    app_database_source: str | None = None
-    target: str | None = None
-    target_source: str | None = None
-    production: bool | None = None
-    production_reason: str | None = None
-    exists: bool | None = None
-    created: bool = False
+    where: Resolution
     dry_run: bool = False
-    run_id: str | None = None
-    commands: list[CommandResult] = field(default_factory=list)
-    planned: list[str] = field(default_factory=list)
-    history_written: bool = False
-    warnings: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    error: MigrateError | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def as_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "ok": self.ok,
-            "command": self.verb,
-            "config": self.config_path,
-            "app_database": self.app_database,
-            "app_database_source": self.app_database_source,
-            "target": self.target,
-            "target_source": self.target_source,
-            "production": self.production,
-            "exists": self.exists,
-            "created": self.created,
-            "dry_run": self.dry_run,
-            "run_id": self.run_id,
-            "commands": [c.as_dict() for c in self.commands],
-            "planned_commands": list(self.planned),
-            "history_written": self.history_written,
-            "warnings": [w.as_dict() for w in self.warnings],
-            "error": error_json(self.error),
-        }
-        doc.update(self.extra)
-        return doc
 
 
-def error_json(error: MigrateError | None) -> dict[str, Any] | None:
-    if error is None:
-        return None
-    out: dict[str, Any] = {
-        "code": error.code,
-        "exit_code": error.exit_code,
-        "message": error.message,
-        "hint": error.hint,
-    }
-    problems = getattr(error, "problems", None)
-    if problems:
-        out["problems"] = [p.as_dict() for p in problems]
-    return out
-
-
-class Resolved(NamedTuple):
-    report: RunReport
-
-
-class Notice(NamedTuple):
+@dataclass(frozen=True)
+class Notice:
     text: str
     level: str = "info"  # info, warning
 
 
-class WaitingForServer(NamedTuple):
+@dataclass(frozen=True)
+class WaitingForServer:
     seconds_left: float
     reason: str
 
 
-class WaitingForLock(NamedTuple):
+@dataclass(frozen=True)
+class WaitingForLock:
     holder: LockHolder | None
     seconds_left: float
 
 
-class LockAcquired(NamedTuple):
+@dataclass(frozen=True)
+class LockAcquired:
     waited_s: float
 
 
-class DatabaseReady(NamedTuple):
+@dataclass(frozen=True)
+class DatabaseReady:
     name: str
     created: bool
 
 
-class GuardWarning(NamedTuple):
-    """The production warning block, shown before down asks for confirmation."""
+@dataclass(frozen=True)
+class GuardWarning:
+    """The production warning block, shown before `down` asks for confirmation."""
 
-    report: RunReport
+    where: Resolution
     commands: tuple[str, ...]
 
 
@@ -148,13 +80,25 @@ class CommandStarted:
     command: str
 
 
-class CommandFinished(NamedTuple):
+@dataclass(frozen=True)
+class CommandFinished:
     result: CommandResult
     total: int
 
 
-class Finished(NamedTuple):
-    report: RunReport
+@dataclass(frozen=True)
+class RehearsalDone:
+    """A rehearsal classified its changes; `gate` says whether breaking ones will refuse the run."""
+
+    rehearsal: Rehearsal
+    gate: bool
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The verb is done; `result` is what it returns (rendered whole by JSON and GitHub)."""
+
+    result: Result
 
 
 Event = (
@@ -167,6 +111,7 @@ Event = (
     | GuardWarning
     | CommandStarted
     | CommandFinished
+    | RehearsalDone
     | Finished
 )
 Sink = Callable[[Event], None]

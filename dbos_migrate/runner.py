@@ -19,65 +19,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
-from typing import BinaryIO
 
+from dbos_migrate.context import ByteWriter
 from dbos_migrate.errors import Interrupted
+from dbos_migrate.model import CommandResult
 from dbos_migrate.scrub import Scrubber, StreamScrubber
 
 DEFAULT_GRACE = 5.0
 SHELL = "/bin/sh"
 _WATCHDOG = 'read -r line; [ "$line" = done ] || kill -KILL -"$1" 2>/dev/null'
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """How one command ended. `status` is one of succeeded, failed, timed_out, interrupted."""
-
-    index: int
-    command: str
-    status: str
-    exit_code: int | None
-    signal: int | None
-    duration_s: float
-    started_at: datetime
-    finished_at: datetime
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "succeeded"
-
-    def describe_end(self) -> str:
-        if self.status == "timed_out":
-            return "timed out"
-        if self.signal is not None:
-            return f"killed by {_signame(self.signal)}"
-        if self.exit_code == 127:
-            return "exit code 127 (command not found)"
-        if self.exit_code == 126:
-            return "exit code 126 (not executable)"
-        return f"exit code {self.exit_code}"
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "index": self.index,
-            "command": self.command,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "status": self.status,
-            "duration_s": round(self.duration_s, 3),
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat(),
-        }
-
-
-def _signame(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
 
 
 class Interrupts:
@@ -174,8 +126,8 @@ def run_command(
     cwd: str,
     env: Mapping[str, str],
     scrub: Scrubber,
-    out: BinaryIO,
-    err: BinaryIO,
+    out: ByteWriter,
+    err: ByteWriter,
     timeout: float | None,
     interrupts: Interrupts,
     grace: float = DEFAULT_GRACE,
@@ -212,7 +164,7 @@ def run_command(
         stop_signal: int | None = None
         kill_at: float | None = None
         assert proc.stdout is not None and proc.stderr is not None
-        streams: dict[int, tuple[BinaryIO, StreamScrubber]] = {
+        streams: dict[int, tuple[ByteWriter, StreamScrubber]] = {
             proc.stdout.fileno(): (out, scrub.stream()),
             proc.stderr.fileno(): (err, scrub.stream()),
         }
@@ -305,7 +257,7 @@ class CommandInterrupted(Exception):
 
 def _pump(
     fd: int,
-    streams: dict[int, tuple[BinaryIO, StreamScrubber]],
+    streams: dict[int, tuple[ByteWriter, StreamScrubber]],
     open_fds: set[int],
     sel: selectors.BaseSelector,
     final: bool = False,

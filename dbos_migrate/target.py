@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote
 
-from dbos_migrate.config import Config, check_app_db_name, derive_app_db_name
+from dbos_migrate.config import RESERVED_DATABASES, Config, check_app_db_name, derive_app_db_name
 from dbos_migrate.errors import UsageError
 
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg")
-MAINTENANCE_DATABASES = ("postgres", "template0", "template1")
+MAINTENANCE_DATABASES = RESERVED_DATABASES
 MASK = "***"
 _HOSTSPEC = r"(?:\[[^\]/?#@]*\]|[^/?#@\[\]:,]*)(?::[0-9]*)?"
 _HOSTPORT = re.compile(rf"({_HOSTSPEC}(?:,{_HOSTSPEC})*)()([/?#].*)?\Z", re.S)

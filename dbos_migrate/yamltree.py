@@ -7,11 +7,35 @@ document is composed into nodes and built here by hand. Only safe tags are honou
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from dbos_migrate.tree import Path, YamlTree
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class YamlTree:
+    """The built document plus positions (1-based line, column) by path."""
+
+    value: Any
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    key_positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    errors: list[tuple[int, int, Path, str]] = field(default_factory=list)
+
+    def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
+        """Position of `path`, or of its nearest located ancestor."""
+        p = path
+        while True:
+            if key and p in self.key_positions:
+                return self.key_positions[p]
+            if p in self.positions:
+                return self.positions[p]
+            if not p:
+                return (1, 1)
+            p = p[:-1]
+
 
 # Guards against hostile documents: alias bombs and absurd nesting.
 MAX_NODES = 100_000

@@ -1,6 +1,6 @@
 """`plan --rehearse` and `up --fail-on-breaking` against a real PostgreSQL, the CLI run as a subprocess.
 
-Every rule of dbos_migrate.rehearse.RULES has a case below: the migration is rehearsed
+Every rule of dbos_migrate.rules.RULES has a case below: the migration is rehearsed
 (`plan --rehearse -o json` must report the rule), then gated (`up --fail-on-breaking`):
 breaking cases are refused with exit 6 and the real database is left exactly as it was;
 the others pass the gate and are applied. No scratch database may survive any run.
@@ -25,7 +25,8 @@ from helpers import db_exists, history_rows, one_json, query, write_config
 from pgharness import ClusterFactory, cli_command, drop_database, run_cli, with_dbname
 from psycopg import sql
 
-from dbos_migrate import rehearse
+from dbos_migrate.rehearse import catalog, diff, rules, scratch
+from dbos_migrate.rehearse import copy as schema_copy
 
 BASE_SCHEMA = """
 CREATE TYPE status AS ENUM ('new', 'paid', 'shipped');
@@ -76,9 +77,9 @@ def app_config(directory: Path, app_db: str, step: str, command: str = MIGRATE) 
 
 
 def fingerprint(pg_url: str, app_db: str) -> dict[str, Any]:
-    """The real database's schema (rehearse.snapshot without OIDs) and version rows."""
+    """The real database's schema (catalog.snapshot without OIDs) and version rows."""
     with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True) as conn:
-        shape: dict[str, Any] = rehearse.snapshot(conn).shape()
+        shape: dict[str, Any] = catalog.snapshot(conn).shape()
         shape["versions"] = conn.execute("SELECT version FROM public.schema_migrations ORDER BY 1").fetchall()
         shape["history"] = conn.execute("SELECT to_regclass('dbos_migrate.history') IS NOT NULL").fetchone()
         return shape
@@ -88,7 +89,7 @@ def scratch_databases(pg_url: str, app_db: str = "") -> list[str]:
     rows = query(
         pg_url, "SELECT datname FROM pg_database WHERE starts_with(datname, 'dbos_rehearse_') ORDER BY 1"
     )
-    return [name for (name,) in rows if name.startswith(rehearse.SCRATCH_PREFIX + app_db)]
+    return [name for (name,) in rows if name.startswith(scratch.SCRATCH_PREFIX + app_db)]
 
 
 OUTPUT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json"
@@ -263,7 +264,7 @@ def test_non_breaking_rule_passes_the_gate_and_applies(
     doc = rehearse_json(cfg, pg_url)
     assert sorted(rules_of(doc)) == sorted(expected), doc["changes"]
     for change in doc["changes"]:
-        assert change["severity"] == rehearse.RULES[change["rule"]].severity != "breaking"
+        assert change["severity"] == rules.RULES[change["rule"]].severity != "breaking"
     assert fingerprint(pg_url, app_db) == original  # the rehearsal itself changes nothing
 
     gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
@@ -277,8 +278,8 @@ def test_non_breaking_rule_passes_the_gate_and_applies(
 
 def test_every_rule_has_a_case() -> None:
     covered = {c.split("-")[0] for c in BREAKING_CASES} | {c.split("-")[0] for c in SAFE_CASES}
-    assert covered == set(rehearse.RULES)
-    for rule in rehearse.RULES.values():
+    assert covered == set(rules.RULES)
+    for rule in rules.RULES.values():
         assert rule.id.startswith({"breaking": "BRK", "lock-heavy": "LCK", "safe": "SAFE"}[rule.severity])
 
 
@@ -349,7 +350,7 @@ def test_first_deploy_starts_empty_and_creates_nothing(tmp_path: Path, pg_url: s
 def test_catalog_copy_end_to_end(tmp_path: Path, pg_url: str, app_db: str) -> None:
     make_app(pg_url, app_db)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders RENAME COLUMN note TO remark")
-    doc = rehearse_json(cfg, pg_url, env={rehearse.COPY_MODE_ENV: "catalog"})
+    doc = rehearse_json(cfg, pg_url, env={schema_copy.COPY_MODE_ENV: "catalog"})
     assert doc["rehearsal"]["copy_method"] == "catalog" and doc["rehearsal"]["copy_warnings"] == []
     assert rules_of(doc) == ["BRK004"]  # the step ran once: the version row was copied
 
@@ -390,7 +391,7 @@ def test_password_instance(tmp_path: Path, own_cluster: ClusterFactory) -> None:
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))
     assert rules_of(doc) == ["BRK002"] and doc["rehearsal"]["copy_warnings"] == []
-    if rehearse.find_pg_dump(major, os.environ) is not None:
+    if schema_copy.find_pg_dump(major, os.environ) is not None:
         assert doc["rehearsal"]["copy_method"].startswith("pg_dump")
     for form in (cluster.password, quote(cluster.password, safe="")):
         assert form not in result.stdout + result.stderr
@@ -470,10 +471,11 @@ def test_killed_run_leaves_a_scratch_that_the_next_rehearsal_removes(
 
 
 def test_leftover_rules(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    """Only exact scratch names are candidates; a held rehearsal lock always protects; a
-    database with a session is kept until it is LEFTOVER_AGE old."""
+    """Only exact scratch names that carry the scratch mark are candidates; a held rehearsal
+    lock always protects; a database with a session is kept until it is LEFTOVER_AGE old.
+    A user's database that merely has a scratch-shaped name (no mark) is never dropped."""
     now = datetime.now(timezone.utc)
-    old = (now - rehearse.LEFTOVER_AGE - timedelta(minutes=5)).strftime("%Y%m%d%H%M%S")
+    old = (now - scratch.LEFTOVER_AGE - timedelta(minutes=5)).strftime("%Y%m%d%H%M%S")
     fresh = now.strftime("%Y%m%d%H%M%S")
     names = {
         "old_idle": f"dbos_rehearse_{app_db}_{old}_aaaaaa",
@@ -482,9 +484,13 @@ def test_leftover_rules(tmp_path: Path, pg_url: str, app_db: str) -> None:
         "fresh_busy": f"dbos_rehearse_{app_db}_{fresh}_dddddd",
         "old_locked": f"dbos_rehearse_{app_db}_{old}_eeeeee",
         "not_ours": f"dbos_rehearse_{app_db}_keep",
+        "unmarked": f"dbos_rehearse_{app_db}_{old}_ffffff",
     }
-    for name in names.values():
+    for key, name in names.items():
         query(pg_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)).as_string(None))
+        if key not in ("not_ours", "unmarked"):
+            comment = sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch.SCRATCH_MARK))
+            query(pg_url, comment.as_string(None))
     sessions = [
         psycopg.connect(with_dbname(pg_url, names[k]), autocommit=True) for k in ("old_busy", "fresh_busy")
     ]
@@ -492,19 +498,21 @@ def test_leftover_rules(tmp_path: Path, pg_url: str, app_db: str) -> None:
     try:
         locker.execute(
             "SELECT pg_advisory_lock(%s, %s)",
-            (rehearse.REHEARSE_LOCK_CLASS, rehearse.scratch_lock_key(names["old_locked"])),
+            (scratch.REHEARSE_LOCK_CLASS, scratch.scratch_lock_key(names["old_locked"])),
         )
         make_app(pg_url, app_db)
         cfg = app_config(tmp_path, app_db, "SELECT 1")
         doc = rehearse_json(cfg, pg_url)
         removed = set(doc["rehearsal"]["leftovers_removed"])
         assert {names["old_idle"], names["old_busy"], names["fresh_idle"]} <= removed
-        assert not {names["fresh_busy"], names["old_locked"], names["not_ours"]} & removed
+        assert not {names["fresh_busy"], names["old_locked"], names["not_ours"], names["unmarked"]} & removed
         assert set(scratch_databases(pg_url, app_db)) == {
             names["fresh_busy"],
             names["old_locked"],
             names["not_ours"],
+            names["unmarked"],
         }
+        assert any(names["unmarked"] in w and "not marked" in w for w in doc["rehearsal"]["warnings"])
     finally:
         for conn in [*sessions, locker]:
             conn.close()
@@ -629,7 +637,7 @@ def test_copy_is_faithful(method: str, pg_url: str, app_db: str) -> None:
             psycopg.connect(with_dbname(pg_url, copy), autocommit=True) as dst,
         ):
             if method == "pg_dump":
-                dump = rehearse.find_pg_dump(src.info.server_version // 10000, os.environ)
+                dump = schema_copy.find_pg_dump(src.info.server_version // 10000, os.environ)
                 if dump is None:
                     pytest.skip("no pg_dump for this server")
                 from dbos_migrate.scrub import Scrubber
@@ -637,13 +645,13 @@ def test_copy_is_faithful(method: str, pg_url: str, app_db: str) -> None:
 
                 url = parse_url(with_dbname(pg_url, app_db))
                 env = dict(os.environ, PGPASSWORD=url.password or "")
-                rehearse.restore_script(
-                    dst, rehearse.dump_schema(dump, url, env, Scrubber([url.password]), 10000)
+                schema_copy.restore_script(
+                    dst, schema_copy.dump_schema(dump, url, env, Scrubber([url.password]), 10000)
                 )
             else:
-                assert rehearse.catalog_copy(src, dst) == []
-            assert rehearse.copy_version_tables(src, dst) == (["public.knex_migrations"], [])
-            assert rehearse.snapshot(dst).shape() == rehearse.snapshot(src).shape()
+                assert schema_copy.catalog_copy(src, dst) == []
+            assert schema_copy.copy_version_tables(src, dst) == (["public.knex_migrations"], [])
+            assert catalog.snapshot(dst).shape() == catalog.snapshot(src).shape()
             assert dst.execute("SELECT name FROM public.knex_migrations ORDER BY id").fetchall() == [
                 ("one",),
                 ("two",),
@@ -655,11 +663,11 @@ def test_copy_is_faithful(method: str, pg_url: str, app_db: str) -> None:
 
 
 def test_scratch_name_fits_63_bytes() -> None:
-    name = rehearse.scratch_name("a" * 63, datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    name = scratch.scratch_name("a" * 63, datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
     assert len(name.encode()) == 63
     assert name.startswith("dbos_rehearse_aaaa") and "_20250102030405_" in name
-    assert rehearse._SCRATCH_NAME.match(name)
-    assert rehearse.scratch_name("app") != rehearse.scratch_name("app")
+    assert scratch._SCRATCH_NAME.match(name)
+    assert scratch.scratch_name("app") != scratch.scratch_name("app")
 
 
 @pytest.mark.parametrize(
@@ -679,4 +687,4 @@ def test_scratch_name_fits_63_bytes() -> None:
     ],
 )
 def test_widened(old: str, new: str, wider: bool) -> None:
-    assert rehearse.widened(old, new) is wider
+    assert diff.widened(old, new) is wider

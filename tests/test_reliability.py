@@ -111,17 +111,6 @@ def _kill_group(pgid: int) -> None:
 # ---------------------------------------------------------------------------- running the CLI in the background
 
 
-# The real CLI entry point with one thing changed: Options.grace, the seconds between TERM and
-# KILL, which has no command-line flag. Used where only a huge or tiny grace period can tell
-# whether a behaviour is there.
-GRACE_DRIVER = """
-import functools, os, sys
-from dbos_migrate import cli, migrate
-migrate.Options = functools.partial(migrate.Options, grace=float(os.environ["TEST_GRACE_SECONDS"]))
-cli.main(sys.argv[1:])
-"""
-
-
 class Running:
     """`dbos-migrate ARGS` in the background, in its own session; output goes to files."""
 
@@ -129,10 +118,10 @@ class Running:
                  grace: float | None = None, name: str = "cli") -> None:  # fmt: skip
         self.out_path = directory / f"{name}.out"
         self.err_path = directory / f"{name}.err"
-        argv = cli_command() if grace is None else [sys.executable, "-c", GRACE_DRIVER]
+        argv = cli_command()
         full_env = cli_env(env)
         if grace is not None:
-            full_env["TEST_GRACE_SECONDS"] = str(grace)
+            args = [*args, "--kill-after", grace]
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [*argv, *(str(a) for a in args)],

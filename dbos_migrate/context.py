@@ -1,0 +1,223 @@
+"""The outside world of a run: environment, streams, terminal and clock, in one object.
+
+The CLI builds one `Context` from the real process (`Context.from_process`); tests build
+one from in-memory streams (`Context.in_memory`). Verbs, the runner and the reporters
+receive it and never reach for `sys.stdout`, `os.environ` or the terminal themselves
+(docs/architecture.md).
+
+Writes to stdout and stderr never raise: a closed pipe (`dbos-migrate up | head`) or a
+full disk must not abort a migration half-way, so a failing stream is marked broken and
+later writes to it are dropped (docs/reliability.md, "Output failures never abort a run").
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, BinaryIO, Protocol, TextIO
+
+Ask = Callable[[str, bool], "str | None"]
+
+
+class TextWriter(Protocol):
+    """Where the tool's own text goes: a guarded stream (or any file-like object in tests)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class ByteWriter(Protocol):
+    """Where a command's output is written: a guarded stream, or the spinner's wrapper of one."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class GuardedText(io.TextIOBase):
+    """A text stream whose write and flush never raise; `broken` tells whether one failed."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self.raw.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.raw.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self.raw.isatty())
+        except (OSError, ValueError):
+            return False
+
+
+class GuardedBytes(io.RawIOBase):
+    """The binary twin of GuardedText, for the commands' streamed output."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.broken = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(data)
+        if not self.broken and size:
+            try:
+                self.raw.write(data)
+            except (OSError, ValueError):
+                self.broken = True
+        return size
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self.raw.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class Context:
+    """Everything a run may touch outside its own arguments.
+
+    `stdout`/`stderr` are for the tool's own text; `out_bytes`/`err_bytes` carry the
+    commands' streamed output (they share the same destinations). `ask` prompts a person
+    (None: nobody is at a terminal); `clock` is monotonic seconds, `now` the UTC time.
+    """
+
+    environ: Mapping[str, str]
+    stdout: GuardedText
+    stderr: GuardedText
+    out_bytes: ByteWriter
+    err_bytes: ByteWriter
+    stdout_isatty: bool = False
+    stderr_isatty: bool = False
+    ask: Ask | None = None
+    clock: Callable[[], float] = time.monotonic
+    now: Callable[[], datetime] = utc_now
+    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_process(cls) -> Context:
+        """The real process: its environment, sys.std*, and /dev/tty-style prompting."""
+        return cls(
+            environ=dict(os.environ),
+            stdout=GuardedText(sys.stdout),
+            stderr=GuardedText(sys.stderr),
+            out_bytes=GuardedBytes(sys.stdout.buffer),
+            err_bytes=GuardedBytes(sys.stderr.buffer),
+            stdout_isatty=_is_tty(sys.stdout),
+            stderr_isatty=_is_tty(sys.stderr),
+            ask=_terminal_prompt() if _is_tty(sys.stdin) else None,
+        )
+
+    @classmethod
+    def in_memory(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        answers: list[str] | None = None,
+        tty: bool = False,
+    ) -> Context:
+        """For tests: StringIO/BytesIO streams; `answers` are what a person would type."""
+        out, err = io.StringIO(), io.StringIO()
+        out_b, err_b = io.BytesIO(), io.BytesIO()
+        ask: Ask | None = None
+        if answers is not None:
+            queue = list(answers)
+
+            def ask(prompt: str, secret: bool) -> str | None:
+                return queue.pop(0) if queue else None
+
+        ctx = cls(
+            environ=dict(environ or {}),
+            stdout=GuardedText(out),
+            stderr=GuardedText(err),
+            out_bytes=GuardedBytes(out_b),
+            err_bytes=GuardedBytes(err_b),
+            stdout_isatty=tty,
+            stderr_isatty=tty,
+            ask=ask,
+        )
+        ctx._extra.update(out=out, err=err, out_b=out_b, err_b=err_b)
+        return ctx
+
+    def captured(self) -> tuple[str, str]:
+        """For tests built with in_memory: (stdout, stderr) so far, command output included."""
+        out = self._extra["out"].getvalue() + self._extra["out_b"].getvalue().decode("utf-8", "replace")
+        err = self._extra["err"].getvalue() + self._extra["err_b"].getvalue().decode("utf-8", "replace")
+        return out, err
+
+    def color(self, stream: str = "stdout") -> bool:
+        """Colour on this stream: NO_COLOR wins, then FORCE_COLOR, then whether it is a terminal."""
+        if self.environ.get("NO_COLOR"):
+            return False
+        if self.environ.get("FORCE_COLOR"):
+            return True
+        return self.stdout_isatty if stream == "stdout" else self.stderr_isatty
+
+    @property
+    def live(self) -> bool:
+        """Whether stdout is a terminal that can show a spinner (not TERM=dumb)."""
+        return self.stdout_isatty and self.environ.get("TERM") != "dumb"
+
+    def silence_broken_stdout(self) -> None:
+        """After a closed pipe, point fd 1 at /dev/null so the interpreter's final flush is quiet."""
+        if self.stdout.broken or getattr(self.out_bytes, "broken", False):
+            try:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(fd, 1)
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _terminal_prompt() -> Ask:
+    """Read one answer from the terminal; `secret` turns echo off (the password prompt)."""
+
+    def ask(prompt: str, secret: bool) -> str | None:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        if secret:
+            import getpass
+
+            try:
+                return getpass.getpass("", stream=sys.stderr)
+            except (EOFError, KeyboardInterrupt):
+                sys.stderr.write("\n")
+                return None
+        line = sys.stdin.readline()
+        return line.rstrip("\n") if line else None
+
+    return ask

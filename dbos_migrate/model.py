@@ -1,0 +1,269 @@
+"""The records a run produces: plain values that every other room may import.
+
+The runner, the database layer, the verbs and the reporters all speak about the same
+things (a command's result, who holds the lock, a history row, what a verb found). They
+live here, below all of them, so that no lower room imports an upper one to name them
+(see docs/architecture.md). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dbos_migrate import __version__
+from dbos_migrate.errors import MigrateError, Problem
+
+# ---------------------------------------------------------------------------- one command
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """How one command ended. `status` is one of succeeded, failed, timed_out, interrupted.
+
+    `ended` names descendants that were still running when the command's shell exited
+    and had to be stopped (see docs/reliability.md, "No command outlives its run").
+    """
+
+    index: int
+    command: str
+    status: str
+    exit_code: int | None
+    signal: int | None
+    duration_s: float
+    started_at: datetime
+    finished_at: datetime
+    ended: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def describe_end(self) -> str:
+        if self.status == "timed_out":
+            return "timed out"
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        if self.exit_code == 127:
+            return "exit code 127 (command not found)"
+        if self.exit_code == 126:
+            return "exit code 126 (not executable)"
+        return f"exit code {self.exit_code}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "command": self.command,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 3),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "ended_descendants": list(self.ended),
+        }
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+# ---------------------------------------------------------------------------- the lock and history
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding an app's migration lock, as pg_stat_activity shows it."""
+
+    pid: int
+    application_name: str
+    client: str
+    since: datetime | None
+    user: str
+
+    def describe(self) -> str:
+        since = self.since.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if self.since else "unknown"
+        app = self.application_name or "(no application_name)"
+        return f"{app}, pid {self.pid}, user {self.user}, from {self.client}, since {since}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "application_name": self.application_name,
+            "client": self.client,
+            "since": self.since.isoformat() if self.since else None,
+            "user": self.user,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of `dbos_migrate.history`: one command of one run (docs/behaviour.md, History)."""
+
+    run_id: str
+    direction: str
+    command_index: int
+    command: str
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    status: str
+    instance: str
+    note: str | None = None
+    tool_version: str = __version__
+    host: str = ""
+    os_user: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "direction": self.direction,
+            "command_index": self.command_index,
+            "command": self.command,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "exit_code": self.exit_code,
+            "status": self.status,
+            "tool_version": self.tool_version,
+            "host": self.host,
+            "os_user": self.os_user,
+            "instance": self.instance,
+            "note": self.note,
+        }
+
+
+# ---------------------------------------------------------------------------- what the verbs return
+
+
+@dataclass
+class Resolution:
+    """Where a verb acts, as shown to people: every field masked, with the source of each."""
+
+    config_path: str | None = None
+    app_name: str | None = None
+    app_database: str | None = None
+    app_database_source: str | None = None
+    target: str | None = None
+    target_source: str | None = None
+    production: bool | None = None
+    production_reason: str | None = None
+    warnings: list[Problem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config_path,
+            "app_name": self.app_name,
+            "app_database": self.app_database,
+            "app_database_source": self.app_database_source,
+            "target": self.target,
+            "target_source": self.target_source,
+            "production": self.production,
+            "warnings": [w.as_dict() for w in self.warnings],
+        }
+
+
+@dataclass
+class SystemDatabase:
+    """The DBOS system database of the app, as `up`, `plan` and `status` saw or left it."""
+
+    url: str  # masked
+    kind: str  # "postgresql" or "sqlite" (left to the app)
+    source: str
+    exists: bool | None = None
+    created: bool = False
+    schema_version: str | None = None
+    toolchain: str | None = None  # what brought the schema up to date, with its version
+    action: str = "none"  # what up did: migrated, created, skipped, left to the app, none
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "kind": self.kind,
+            "source": self.source,
+            "exists": self.exists,
+            "created": self.created,
+            "schema_version": self.schema_version,
+            "toolchain": self.toolchain,
+            "action": self.action,
+        }
+
+
+@dataclass
+class RunReport:
+    """What `up`, `down` or `plan` did, filled in as it goes, whether or not it succeeded."""
+
+    verb: str
+    where: Resolution = field(default_factory=Resolution)
+    exists: bool | None = None
+    created: bool = False
+    dry_run: bool = False
+    run_id: str | None = None
+    commands: list[CommandResult] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)
+    history_written: bool = False
+    system_database: SystemDatabase | None = None
+    rehearsal: Any = None  # a rehearse.Rehearsal, when one ran
+    error: MigrateError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class StatusReport:
+    """What `status` found: reachability, existence, lock holder and recent runs, read-only."""
+
+    where: Resolution = field(default_factory=Resolution)
+    reachable: bool = False
+    unreachable_reason: str | None = None
+    server_version: str | None = None
+    latency_ms: float | None = None
+    exists: bool | None = None
+    lock_holder: LockHolder | None = None
+    recent_runs: list[HistoryRow] = field(default_factory=list)
+    system_database: SystemDatabase | None = None
+    error: MigrateError | None = None
+    verb: str = "status"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class HistoryReport:
+    """The rows `history` read, newest first; `run_id` set when one run was asked for."""
+
+    where: Resolution = field(default_factory=Resolution)
+    runs: list[HistoryRow] = field(default_factory=list)
+    run_id: str | None = None
+    exists: bool | None = None
+    error: MigrateError | None = None
+    verb: str = "history"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Validation:
+    """The outcome of `validate` for one file: problems are errors, warnings do not fail it."""
+
+    config_path: str
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    error: MigrateError | None = None
+    verb: str = "validate"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    valid = ok

@@ -1,0 +1,282 @@
+"""One rehearsal: scratch database, schema copy, the commands, two snapshots, the diff, the drop.
+
+The real app database is only read (pg_dump or catalog queries, under the migration lock
+so that a concurrent `up` is not copied half-way). Whatever happens, the scratch database
+is dropped before this returns (docs/rehearsal.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from dbos_migrate import database as db
+from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_line
+from dbos_migrate.events import Notice
+from dbos_migrate.model import CommandResult
+from dbos_migrate.rehearse import copy, scratch
+from dbos_migrate.rehearse.catalog import Conn, Snapshot, snapshot
+from dbos_migrate.rehearse.diff import diff
+from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
+from dbos_migrate.target import PgUrl, Target, command_env, parse_url
+from dbos_migrate.verbs.frame import Run, maintenance_connection, run_commands, take_lock
+
+if TYPE_CHECKING:
+    from dbos_migrate.runner import Interrupts
+
+
+@dataclass
+class Rehearsal:
+    """What one rehearsal did: JSON's `rehearsal` object (the changes go in `changes[]`)."""
+
+    scratch_database: str
+    instance: str
+    copy_method: str = "not started"
+    version_tables: list[str] = field(default_factory=list)
+    copy_warnings: list[str] = field(default_factory=list)
+    leftovers_removed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    commands: list[CommandResult] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    created: bool = False
+    dropped: bool = False
+
+    @property
+    def breaking(self) -> list[Change]:
+        return [c for c in self.changes if c.severity == BREAKING]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            sev: sum(1 for c in self.changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scratch_database": self.scratch_database,
+            "instance": self.instance,
+            "copy_method": self.copy_method,
+            "version_tables": list(self.version_tables),
+            "copy_warnings": list(self.copy_warnings),
+            "leftovers_removed": list(self.leftovers_removed),
+            "warnings": list(self.warnings),
+            "commands": [c.as_dict() for c in self.commands],
+            "summary": self.counts(),
+            "created": self.created,
+            "dropped": self.dropped,
+        }
+
+
+def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, record: bool) -> Rehearsal:
+    """Copy, run, diff, drop. `record` puts the rehearsal's command results into the report's
+    own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up)."""
+    commands = run.commands(run.config.database.migrate, "migrate")
+    run.report.planned = [shown for _, shown in commands]
+    instance = run.target.instance
+    if rehearse_url:
+        instance = parse_url(rehearse_url, what="--rehearse-url")
+        run.add_secrets([instance.password])
+    name = scratch.scratch_name(run.target.app_database)
+    # The commands must reach the scratch database and never the real system database.
+    scratch_target = replace(
+        run.target, instance=instance, app_database=name, system_url=instance.with_database(name)
+    )
+    rehearsal = Rehearsal(name, instance.masked())
+    run.report.rehearsal = rehearsal
+    if not commands:
+        rehearsal.copy_method = "skipped: database.migrate lists no commands"
+        run.emit(Notice("rehearsal: database.migrate lists no commands, so there is nothing to rehearse"))
+        return rehearsal
+    app_name = db.application_name("rehearse")
+    other = instance if rehearse_url else None
+    maint = maintenance_connection(run, app_name, instance=other, prefer=other.database if other else None,
+                                   purpose="for the rehearsal")  # fmt: skip
+    try:
+        _check_server(maint)
+        _prepare(run, maint, name, rehearsal)
+        try:  # from here on, the finally drops the scratch database (IF EXISTS), whatever happens
+            _create(run, maint, name, rehearse_url)
+            rehearsal.created = True
+            where = "" if rehearse_url is None else f" on {instance.masked()}"
+            run.emit(Notice(f"rehearsal: scratch database {name}{where}"))
+            _copy(run, scratch_target, rehearsal)
+            before = _snapshot(run, scratch_target)
+            _run(run, commands, scratch_target, interrupts, rehearsal, record)
+            after = _snapshot(run, scratch_target)
+            rehearsal.changes = diff(before, after)
+        finally:
+            rehearsal.dropped = _drop(run, maint, other, name, app_name)
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            maint.close()
+    return rehearsal
+
+
+def _check_server(conn: Conn) -> None:
+    if conn.info.server_version < 120000:
+        raise UsageError(
+            f"the rehearsal needs PostgreSQL 12 or later (the server is {db.server_version(conn)})",
+            "pass --rehearse-url with a newer instance",
+        )
+
+
+def _prepare(run: Run, maint: Conn, name: str, rehearsal: Rehearsal) -> None:
+    """Hold this rehearsal's scratch lock, then remove what killed rehearsals left behind."""
+    try:
+        scratch.hold_scratch_lock(maint, name)
+        dropped, problems = scratch.remove_leftovers(maint)
+    except psycopg.Error as exc:
+        raise db.classify(exc, run.scrub, where="preparing the rehearsal") from None
+    rehearsal.leftovers_removed = dropped
+    for left in dropped:
+        run.emit(Notice(f"rehearsal: removed leftover scratch database {left} (from an interrupted run)"))
+    for problem in problems:
+        rehearsal.warnings.append(run.scrub.text(problem))
+        run.emit(Notice(run.scrub.text(f"rehearsal: {problem}"), "warning"))
+
+
+def _create(run: Run, maint: Conn, name: str, rehearse_url: str | None) -> None:
+    try:
+        created = db.create_database(maint, name, run.scrub, template0=True)
+    except DatabaseError as exc:
+        if rehearse_url is None:
+            exc.hint = (exc.hint + "; " if exc.hint else "") + (
+                "or pass --rehearse-url with an instance where this role may create databases"
+            )
+        raise
+    if not created:
+        raise DatabaseError(f"scratch database {name!r} already exists (name clash); retry")
+    try:
+        scratch.mark(maint, name)
+    except psycopg.Error as exc:
+        raise db.classify(exc, run.scrub, where=f"marking scratch database {name!r}") from None
+
+
+def _drop(run: Run, maint: Conn, instance: PgUrl | None, name: str, app_name: str) -> bool:
+    """Drop the scratch database, through a fresh connection if ours broke. Never raises."""
+    with scratch.signals_held():
+        errors: list[str] = []
+        for attempt in range(2):
+            conn = maint
+            try:
+                if attempt:
+                    conn = maintenance_connection(run, app_name, instance=instance,
+                                                  prefer=instance.database if instance else None,
+                                                  purpose="to drop the scratch database")  # fmt: skip
+                try:
+                    conn.execute(scratch.drop_statement(conn, name))
+                    return True
+                finally:
+                    if attempt:
+                        conn.close()
+            except (psycopg.Error, MigrateError) as exc:
+                errors.append(run.scrub.text(first_line(exc)))
+    run.emit(Notice(f"rehearsal: could not drop scratch database {name} ({'; '.join(errors)}); "
+                    "the next rehearsal removes it", "warning"))  # fmt: skip
+    return False
+
+
+def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
+    """Copy the real app database's schema (and version-table rows) into the scratch one."""
+    target = run.target
+    app_name = db.application_name("rehearse")
+    try:
+        src = db.connect(target.app_url, run.scrub, app_name=app_name, where="reading the app database")
+    except db.DatabaseMissing:
+        rehearsal.copy_method = "none: the app database does not exist yet (first deploy)"
+        run.emit(Notice("rehearsal: the app database does not exist yet: the scratch database starts empty"))
+        return
+    key = db.lock_key(target.app_database)
+    deadline = run.ctx.clock() + run.options.lock_timeout
+    with db.closing(src):
+        take_lock(run, src, key, target.app_database, deadline)  # a concurrent `up` is not copied half-way
+        try:
+            dst = db.connect(
+                scratch_target.app_url, run.scrub, app_name=app_name, where="opening the scratch database"
+            )
+            with db.closing(dst):
+                rehearsal.copy_method = _copy_schema(run, src, dst, rehearsal, deadline)
+                copied, problems = copy.copy_version_tables(src, dst)
+                rehearsal.version_tables = copied
+                rehearsal.copy_warnings += [run.scrub.text(p) for p in problems]
+        except psycopg.Error as exc:
+            raise db.classify(exc, run.scrub, where="copying the schema into the scratch database") from None
+        finally:
+            db.release_lock(src, key)
+    for problem in rehearsal.copy_warnings:
+        run.emit(Notice(f"rehearsal copy: {problem}", "warning"))
+    tables = ", ".join(rehearsal.version_tables) or "none found"
+    run.emit(Notice(f"rehearsal: schema copied with {rehearsal.copy_method}; version table rows: {tables}"))
+
+
+def _copy_schema(run: Run, src: Conn, dst: Conn, rehearsal: Rehearsal, deadline: float) -> str:
+    environ = run.ctx.environ
+    mode = (environ.get(copy.COPY_MODE_ENV) or "auto").strip().lower()
+    if mode not in ("auto", "pg_dump", "catalog"):
+        raise UsageError(f"${copy.COPY_MODE_ENV} must be auto, pg_dump or catalog, not {mode!r}")
+    if mode != "catalog":
+        server_major = src.info.server_version // 10000
+        dump = copy.find_pg_dump(server_major, environ)
+        if dump is None:
+            if mode == "pg_dump":
+                raise UsageError(
+                    f"no pg_dump of major version >= {server_major} found (PATH, /usr/lib/postgresql/*/bin, ...)",
+                    f"install the PostgreSQL {server_major} client tools, set ${copy.PG_DUMP_ENV}, "
+                    f"or unset ${copy.COPY_MODE_ENV}",
+                )
+            run.emit(
+                Notice(f"rehearsal: no pg_dump >= {server_major} found: copying the schema from the catalogs")
+            )
+        else:
+            env = command_env(run.target, environ, {})
+            env["PGAPPNAME"] = db.application_name("rehearse")
+            env.setdefault("PGCONNECT_TIMEOUT", str(db.DEFAULT_CONNECT_TIMEOUT))
+            wait_ms = int(max(deadline - run.ctx.clock(), 1) * 1000)
+            try:
+                copy.restore_script(dst, copy.dump_schema(dump, run.target.app_url, env, run.scrub, wait_ms))
+                return f"pg_dump {dump.version} ({dump.path})"
+            except copy.CopyFailed as exc:
+                if mode == "pg_dump":
+                    raise DatabaseError(
+                        f"copying the schema with pg_dump failed: {run.scrub.text(str(exc))}"
+                    ) from None
+                run.emit(Notice(f"rehearsal: pg_dump copy failed ({run.scrub.text(str(exc))}): "
+                                "copying the schema from the catalogs instead", "warning"))  # fmt: skip
+    problems = copy.catalog_copy(src, dst)
+    rehearsal.copy_warnings += [run.scrub.text(f"not copied: {p}") for p in problems]
+    return "catalog"
+
+
+def _snapshot(run: Run, scratch_target: Target) -> Snapshot:
+    conn = db.connect(scratch_target.app_url, run.scrub, app_name=db.application_name("rehearse"),
+                      where="reading the scratch database")  # fmt: skip
+    with db.closing(conn):
+        try:
+            return snapshot(conn)
+        except psycopg.Error as exc:
+            raise db.classify(exc, run.scrub, where="reading the scratch database's catalogs") from None
+
+
+def _run(
+    run: Run,
+    commands: list[tuple[str, str]],
+    scratch_target: Target,
+    interrupts: Interrupts,
+    rehearsal: Rehearsal,
+    record: bool,
+) -> None:
+    """The migrate commands against the scratch database, with `up`'s streaming and failure rules."""
+
+    def finished(result: CommandResult) -> None:
+        rehearsal.commands.append(result)
+        if record:
+            run.report.commands.append(result)
+
+    run_commands(
+        run, commands, interrupts, env=command_env(scratch_target, run.ctx.environ, run.config.env_map),
+        on_result=finished, label="rehearsal ",
+        failure_hint="it failed on a copy of the current schema, so it would fail on the real database too; "
+        "the real database was not touched",
+    )  # fmt: skip

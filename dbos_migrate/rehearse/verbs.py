@@ -1,0 +1,94 @@
+"""`plan --rehearse` and `up --fail-on-breaking`: the verbs built on a rehearsal."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from dbos_migrate.context import Context
+from dbos_migrate.errors import BreakingChange
+from dbos_migrate.events import Event, Finished, Notice, RehearsalDone, Resolved, Sink
+from dbos_migrate.model import RunReport
+from dbos_migrate.rehearse.rules import breaking_summary
+from dbos_migrate.rehearse.session import Rehearsal, rehearse
+from dbos_migrate.verbs.frame import Run, run_steps
+from dbos_migrate.verbs.migrate import up
+from dbos_migrate.verbs.options import Options
+
+if TYPE_CHECKING:
+    from dbos_migrate.runner import Interrupts
+
+
+def plan(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None = None) -> RunReport:
+    """`plan --rehearse`: report what the migrations would change, and how risky each change is.
+
+    Breaking changes do not fail `plan` (it reports; `up --fail-on-breaking` is the gate); a
+    failing command does (exit 1), as it would fail the deploy.
+    """
+
+    def body(run: Run, interrupts: Interrupts) -> None:
+        rehearsal = rehearse(run, interrupts, rehearse_url, record=True)
+        run.emit(RehearsalDone(rehearsal, gate=False))
+
+    return run_steps("plan", ctx, options, emit, body)
+
+
+def gated_up(
+    ctx: Context,
+    options: Options,
+    emit: Sink,
+    *,
+    allow_breaking: bool = False,
+    rehearse_url: str | None = None,
+) -> RunReport:
+    """`up --fail-on-breaking`: rehearse first; on a breaking change run nothing and exit 6,
+    unless `allow_breaking`, in which case `up` runs and its history rows say so."""
+    shown: set[str] = set()
+
+    def first(event: Event) -> None:
+        if isinstance(event, Notice):
+            shown.add(event.text)
+        emit(event)
+
+    found: list[Rehearsal] = []
+
+    def body(run: Run, interrupts: Interrupts) -> None:
+        rehearsal = rehearse(run, interrupts, rehearse_url, record=False)
+        found.append(rehearsal)
+        run.emit(RehearsalDone(rehearsal, gate=not allow_breaking))
+
+    report = run_steps("up", ctx, options, first, body, finish=False)
+    rehearsal = found[0] if found else None
+    breaking = rehearsal.breaking if rehearsal is not None else []
+    if report.error is None and breaking and not allow_breaking:
+        report.error = BreakingChange(
+            f"refusing to migrate {report.where.app_database}: the rehearsal found {len(breaking)} breaking "
+            f"change(s): {breaking_summary(breaking)}; nothing was run",
+            "make the change in expand/contract steps (see each hint), or pass --allow-breaking to run it "
+            "anyway (recorded in history)",
+        )
+    if report.error is not None or rehearsal is None:
+        emit(Finished(report))
+        return report
+    note = options.note
+    if breaking:
+        note = "; ".join(x for x in (note, f"allow-breaking: {breaking_summary(breaking, 20)}") if x)[:2000]
+        emit(
+            Notice(
+                f"--allow-breaking: running {len(breaking)} breaking change(s); recorded in history",
+                "warning",
+            )
+        )
+    else:
+        emit(Notice("rehearsal passed the gate: running the migrations on the app database"))
+
+    def second(event: Event) -> None:
+        if isinstance(event, Resolved):
+            return  # the target was already shown
+        if isinstance(event, Notice) and event.text in shown:
+            return  # config warnings, already shown
+        if isinstance(event, Finished) and isinstance(event.result, RunReport):
+            event.result.rehearsal = rehearsal
+        emit(event)
+
+    return up(ctx, replace(options, note=note), second)

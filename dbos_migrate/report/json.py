@@ -1,0 +1,94 @@
+"""One JSON document per command (schemas/output.schema.json), whatever the outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dbos_migrate.context import TextWriter
+from dbos_migrate.errors import MigrateError
+from dbos_migrate.events import Event, Finished, GuardWarning, Result
+from dbos_migrate.model import HistoryReport, RunReport, StatusReport, Validation
+
+
+def error_json(error: MigrateError | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    out: dict[str, Any] = {
+        "code": error.code,
+        "exit_code": error.exit_code,
+        "message": error.message,
+        "hint": error.hint,
+    }
+    problems = getattr(error, "problems", None)
+    if problems:
+        out["problems"] = [p.as_dict() for p in problems]
+    return out
+
+
+def document(result: Result) -> dict[str, Any]:
+    """The JSON document for any verb's result."""
+    if isinstance(result, Validation):
+        return {
+            "valid": result.ok,
+            "config": result.config_path,
+            "errors": [p.as_dict() for p in result.errors],
+            "warnings": [p.as_dict() for p in result.warnings],
+            "error": error_json(result.error),
+        }
+    doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **result.where.as_dict()}
+    if isinstance(result, RunReport):
+        doc.update(
+            exists=result.exists,
+            created=result.created,
+            dry_run=result.dry_run,
+            run_id=result.run_id,
+            commands=[c.as_dict() for c in result.commands],
+            planned_commands=list(result.planned),
+            history_written=result.history_written,
+        )
+        if result.system_database is not None:
+            doc["system_database"] = result.system_database.as_dict()
+        if result.rehearsal is not None:
+            doc["rehearsal"] = result.rehearsal.as_dict()
+            doc["changes"] = [c.as_dict() for c in result.rehearsal.changes]
+    elif isinstance(result, StatusReport):
+        doc.update(
+            exists=result.exists,
+            reachable=result.reachable,
+            unreachable_reason=result.unreachable_reason,
+            server_version=result.server_version,
+            latency_ms=result.latency_ms,
+            lock_holder=result.lock_holder.as_dict() if result.lock_holder else None,
+            recent_runs=[r.as_dict() for r in result.recent_runs],
+        )
+        if result.system_database is not None:
+            doc["system_database"] = result.system_database.as_dict()
+    elif isinstance(result, HistoryReport):
+        doc.update(exists=result.exists, run_id=result.run_id, runs=[r.as_dict() for r in result.runs])
+    doc["error"] = error_json(result.error)
+    return doc
+
+
+def print_json(doc: Mapping[str, Any], out: TextWriter) -> None:
+    out.write(json.dumps(doc, indent=2, default=str) + "\n")
+    out.flush()
+
+
+class JsonReporter:
+    """Prints exactly one JSON document when the verb finishes; the production warning, which
+    a person must see before confirming, goes to `guard_err` as text."""
+
+    def __init__(self, out: TextWriter, guard_err: TextWriter | None = None) -> None:
+        self.out = out
+        self.guard_err = guard_err
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Finished):
+            print_json(document(event.result), self.out)
+        elif isinstance(event, GuardWarning) and self.guard_err is not None:
+            from dbos_migrate.report.style import Style
+            from dbos_migrate.report.text import render_guard
+
+            render_guard(event, self.guard_err, Style(False))

@@ -1,0 +1,114 @@
+"""Colour and the live spinner line: what a terminal gets and a pipe does not."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dbos_migrate.context import ByteWriter, TextWriter
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class Style:
+    """ANSI colour, or nothing at all when colour is off (NO_COLOR, not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def red(self, text: str) -> str:
+        return self._wrap("31;1", text)
+
+    def green(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def yellow(self, text: str) -> str:
+        return self._wrap("33;1", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+
+class LiveLine:
+    """A spinner line on a terminal that steps aside whenever command output is written."""
+
+    def __init__(self, term: TextWriter, style: Style) -> None:
+        self.term = term
+        self.style = style
+        self.lock = threading.RLock()
+        self.label = ""
+        self.start = 0.0
+        self.drawn = False
+        self.at_line_start = True
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def begin(self, label: str) -> None:
+        self.label = label
+        self.start = time.monotonic()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def end(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self.lock:
+            self.clear()
+
+    def show(self, text: str) -> None:
+        """A transient status line (a countdown), replaced by whatever is written next."""
+        with self.lock:
+            self.term.write(f"\r\x1b[K{text}")
+            self.term.flush()
+            self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.term.write("\r\x1b[K")
+            self.term.flush()
+            self.drawn = False
+
+    def _spin(self) -> None:
+        frame = 0
+        while not self._stop.wait(0.1):
+            with self.lock:
+                if not self.at_line_start:
+                    continue
+                elapsed = time.monotonic() - self.start
+                glyph = _SPINNER[frame % len(_SPINNER)]
+                self.term.write(f"\r\x1b[K{self.style.dim(f'{glyph} {self.label} {elapsed:.1f}s')}")
+                self.term.flush()
+                self.drawn = True
+                frame += 1
+
+
+class LiveStream:
+    """A binary stream that clears the spinner line before command output lands."""
+
+    def __init__(self, raw: ByteWriter, live: LiveLine) -> None:
+        self.raw = raw
+        self.live = live
+
+    def write(self, data: bytes) -> int:
+        if not data:
+            return 0
+        with self.live.lock:
+            self.live.clear()
+            self.raw.write(data)
+            self.raw.flush()
+            self.live.at_line_start = data.endswith(b"\n")
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()

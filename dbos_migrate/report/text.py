@@ -1,0 +1,292 @@
+"""Text for people: plain lines on a pipe; colour and a spinner on a terminal."""
+
+from __future__ import annotations
+
+import time
+
+from dbos_migrate.context import ByteWriter, Context, TextWriter
+from dbos_migrate.errors import MigrateError
+from dbos_migrate.events import (
+    CommandFinished,
+    CommandStarted,
+    DatabaseReady,
+    Event,
+    Finished,
+    GuardWarning,
+    LockAcquired,
+    Notice,
+    RehearsalDone,
+    Resolved,
+    WaitingForLock,
+    WaitingForServer,
+)
+from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, Validation
+from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change, breaking_summary
+from dbos_migrate.report.style import LiveLine, LiveStream, Style
+
+SEED_WARNINGS = (
+    "Manual schema changes on a production database are risky: be careful, and have a backup.",
+    "Breaking schema changes, such as deleting or renaming a column, can break workflows still running "
+    "on the previous application version.",
+    "Data dropped by a rollback is gone for good: this cannot be undone.",
+)
+
+
+def render_error(error: MigrateError, err: TextWriter, style: Style) -> None:
+    err.write(style.red("error: ") + error.message + "\n")
+    if error.hint:
+        err.write(style.dim("  hint: " + error.hint.replace("\n", "\n  ")) + "\n")
+    err.flush()
+
+
+def render_guard(event: GuardWarning, w: TextWriter, s: Style) -> None:
+    """The production warning block `down` prints before it asks for confirmation."""
+    r = event.where
+    w.write(s.red("WARNING: about to run rollback commands against a PRODUCTION database") + "\n")
+    w.write(f"  target     {r.target}  ({r.production_reason})\n")
+    w.write(f"  database   {r.app_database}\n")
+    w.write("  commands   (run in this order)\n")
+    for i, cmd in enumerate(event.commands, 1):
+        w.write(f"    {i}. {cmd}\n")
+    for warning in SEED_WARNINGS:
+        w.write(f"  ! {warning}\n")
+    w.flush()
+
+
+class TextReporter:
+    """Renders every event of every verb as lines for a person."""
+
+    def __init__(self, ctx: Context, *, quiet: bool = False, verbose: bool = False) -> None:
+        self.out = ctx.stdout
+        self.err = ctx.stderr
+        self.quiet = quiet
+        self.verbose = verbose
+        self.style = Style(ctx.color("stdout"))
+        self.err_style = Style(ctx.color("stderr"))
+        self.live = LiveLine(self.out, self.style) if ctx.live and not quiet else None
+        self._last_wait_line = -10.0
+
+    def command_streams(self, stdout: ByteWriter, stderr: ByteWriter) -> tuple[ByteWriter, ByteWriter]:
+        """Where the commands' output goes: through the spinner's lock on a terminal."""
+        if self.live is None:
+            return stdout, stderr
+        return LiveStream(stdout, self.live), LiveStream(stderr, self.live)
+
+    def line(self, text: str = "") -> None:
+        if self.live is not None:
+            with self.live.lock:
+                self.live.clear()
+                self.out.write(text + "\n")
+                self.out.flush()
+                self.live.at_line_start = True
+        else:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.line(text)
+
+    def __call__(self, event: Event) -> None:
+        s = self.style
+        if isinstance(event, Resolved):
+            self._resolved(event)
+        elif isinstance(event, Notice):
+            if event.level == "warning":
+                self.line(s.yellow("warning: ") + event.text)
+            else:
+                self.info(event.text)
+        elif isinstance(event, WaitingForServer):
+            text = f"waiting for the server ({event.seconds_left:.0f}s left): {event.reason}"
+            if self.live is not None:
+                self.live.show(self.style.yellow(text))
+            elif time.monotonic() - self._last_wait_line >= 5:
+                self._last_wait_line = time.monotonic()
+                self.info(text)
+        elif isinstance(event, WaitingForLock):
+            who = event.holder.describe() if event.holder else "another session"
+            self.line(f"waiting for the migration lock ({event.seconds_left:.0f}s left), held by {who}")
+        elif isinstance(event, LockAcquired):
+            if self.verbose:
+                self.line(s.dim(f"lock acquired after {event.waited_s:.2f}s"))
+        elif isinstance(event, DatabaseReady):
+            self.info(f"app database {event.name} " + (s.green("created") if event.created else "exists"))
+        elif isinstance(event, GuardWarning):
+            render_guard(event, self.err, self.err_style)
+        elif isinstance(event, CommandStarted):
+            if not self.quiet:
+                self.line(s.bold(f"[{event.index}/{event.total}] ") + event.command)
+            if self.live is not None:
+                self.live.begin(f"[{event.index}/{event.total}]")
+        elif isinstance(event, CommandFinished):
+            self._command_finished(event)
+        elif isinstance(event, RehearsalDone):
+            self._rehearsal_done(event)
+        elif isinstance(event, Finished):
+            self._finished(event)
+
+    def _resolved(self, event: Resolved) -> None:
+        if self.quiet or event.verb in ("status", "history"):
+            return  # status shows the same facts in its own report
+        s, r = self.style, event.where
+        self.line(s.bold(f"dbos-migrate {event.verb}") + (s.dim(" (dry run)") if event.dry_run else ""))
+        self.line(f"  config      {r.config_path}")
+        target = s.red(r.target or "") if r.production else (r.target or "")
+        self.line(f"  target      {target}  {s.dim('(' + (r.target_source or '') + ')')}")
+        self.line(f"  database    {r.app_database}  {s.dim('(' + (r.app_database_source or '') + ')')}")
+        prod = s.red("yes") if r.production else "no"
+        self.line(f"  production  {prod}  {s.dim('(' + (r.production_reason or '') + ')')}")
+
+    def _rehearsal_done(self, event: RehearsalDone) -> None:
+        self.info(render_changes(event.rehearsal.changes))
+        breaking = event.rehearsal.breaking
+        if breaking and not event.gate:
+            self.line(self.style.yellow("warning: ") + f"rehearsal found {len(breaking)} breaking change(s): "
+                      + breaking_summary(breaking))  # fmt: skip
+
+    def _command_finished(self, event: CommandFinished) -> None:
+        s = self.style
+        if self.live is not None:
+            self.live.end()
+        res = event.result
+        head = f"[{res.index}/{event.total}] "
+        if res.ended:
+            self.line(s.yellow("warning: ") + f"ended what the command left running: {', '.join(res.ended)}")
+        if res.ok:
+            self.info(s.green(head + f"ok in {res.duration_s:.2f}s"))
+        else:
+            self.line(
+                s.red(
+                    head + f"{res.status.replace('_', ' ')}: {res.describe_end()} after {res.duration_s:.2f}s"
+                )
+            )
+
+    def _finished(self, event: Finished) -> None:
+        result = event.result
+        if isinstance(result, RunReport):
+            self._run_summary(result)
+        elif isinstance(result, StatusReport):
+            render_status(result, self.out, self.style, self.quiet)
+        elif isinstance(result, HistoryReport):
+            render_history(result, self.out, self.style)
+        elif isinstance(result, Validation):
+            render_validation(result, self.out, self.err, self.err_style, quiet=self.quiet)
+            return
+        if result.error is not None:
+            render_error(result.error, self.err, self.err_style)
+
+    def _run_summary(self, r: RunReport) -> None:
+        s = self.style
+        if r.commands and not self.quiet:
+            self.line("")
+            self.line(s.bold("summary"))
+            for c in r.commands:
+                mark = s.green("ok ") if c.ok else s.red(c.status.replace("_", " "))
+                self.line(f"  {c.index:>2}. {mark:<10} {c.duration_s:7.2f}s  {c.command}")
+        if r.error is None and r.verb in ("up", "down") and not r.dry_run:
+            total = sum(c.duration_s for c in r.commands)
+            created = " (created)" if r.created else ""
+            name = r.where.app_database
+            self.info(
+                s.green("done: ") + f"{len(r.commands)} command(s) ran in {total:.2f}s on {name}{created}"
+            )
+
+
+def render_validation(
+    result: Validation, out: TextWriter, err: TextWriter, style: Style, *, quiet: bool
+) -> None:
+    """Warnings, then every error as file:line:col: path: message."""
+    for w in result.warnings:
+        err.write(style.yellow("warning: ") + w.render() + "\n")
+    for p in result.errors:
+        err.write(style.red("error: ") + p.render() + "\n")
+    if result.ok:
+        if not quiet:
+            warned = f" ({len(result.warnings)} warning(s))" if result.warnings else ""
+            out.write(f"{result.config_path}: valid{warned}\n")
+    else:
+        n = len(result.errors)
+        err.write(f"{result.config_path}: {n} problem{'s' if n != 1 else ''}\n")
+    out.flush()
+    err.flush()
+
+
+def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool = False) -> None:
+    """The status page; an error before anything was resolved is left to render_error."""
+    r = report.where
+    if r.app_database is None or quiet:
+        return
+    out.write(s.bold("dbos-migrate status") + "\n")
+    out.write(f"  config          {r.config_path}\n")
+    out.write(f"  app name        {r.app_name or '(none)'}\n")
+    out.write(f"  app database    {r.app_database}  {s.dim('(' + (r.app_database_source or '') + ')')}\n")
+    out.write(f"  target          {r.target}  {s.dim('(' + (r.target_source or '') + ')')}\n")
+    prod = s.red("yes") if r.production else "no"
+    out.write(f"  production      {prod}  {s.dim('(' + (r.production_reason or '') + ')')}\n")
+    if report.reachable:
+        out.write(
+            f"  server          reachable, PostgreSQL {report.server_version}, {report.latency_ms} ms\n"
+        )
+    else:
+        out.write(f"  server          {s.red('unreachable')} (see the error below)\n")
+        out.flush()
+        return
+    exists = {True: "yes", False: s.yellow("no (up will create it)"), None: "unknown"}[report.exists]
+    out.write(f"  exists          {exists}\n")
+    holder = report.lock_holder
+    if holder:
+        since = holder.since.isoformat() if holder.since else "unknown"
+        out.write(
+            f"  lock            {s.yellow('held')} by {holder.application_name} (pid {holder.pid}, "
+            f"{holder.client}, since {since})\n"
+        )
+    else:
+        out.write("  lock            free\n")
+    runs = report.recent_runs
+    out.write(f"  recent runs     {len(runs) if runs else 'none'}\n")
+    history_rows(runs, out, s)
+    out.flush()
+
+
+def history_rows(rows: list[HistoryRow], out: TextWriter, s: Style) -> None:
+    for r in rows:
+        mark = s.green(r.status) if r.status == "succeeded" else s.red(r.status)
+        code = r.exit_code if r.exit_code is not None else "-"
+        started = r.started_at.isoformat()[:19].replace("T", " ")
+        out.write(
+            f"    {started}  {r.run_id[:8]}  {r.direction:<4} #{r.command_index:<2} {mark:<11} exit {code:<4} {r.command}\n"
+        )
+
+
+def render_history(report: HistoryReport, out: TextWriter, s: Style) -> None:
+    if report.error is not None:
+        return
+    if not report.runs:
+        out.write(f"no runs recorded for {report.where.app_database}\n")
+        return
+    if report.run_id is not None:
+        out.write(s.bold(f"run {report.run_id} on {report.where.app_database}") + "\n")
+    else:
+        out.write(s.bold(f"history of {report.where.app_database} (newest first)") + "\n")
+    history_rows(report.runs, out, s)
+    out.flush()
+
+
+def render_changes(changes: list[Change]) -> str:
+    """The rehearsal's diff: grouped by table (or type, view, function), worst first in each group."""
+    if not changes:
+        return "rehearsal: the migrations change no schema object"
+    counts = {sev: sum(1 for c in changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)}
+    lines = [
+        f"rehearsal: {len(changes)} change(s): {counts[BREAKING]} breaking, "
+        f"{counts[LOCK_HEAVY]} lock-heavy, {counts[SAFE]} safe"
+    ]
+    group = None
+    for change in changes:
+        if change.group != group:
+            group = change.group
+            lines.append(f"  {group}")
+        lines.append(f"    {change.severity:<10} {change.rule} {change.spec.name}: {change.detail}")
+        if change.severity != SAFE:
+            lines.append(f"               hint: {change.spec.hint}")
+    return "\n".join(lines)

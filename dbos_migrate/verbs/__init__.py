@@ -1,0 +1,11 @@
+"""The verbs, as plain functions: each takes a Context, Options and a sink, and returns a result.
+
+They emit events (events.py) and never print; report/ renders what they emit.
+"""
+
+from dbos_migrate.verbs.inspect import history, status, url
+from dbos_migrate.verbs.migrate import down, plan, up
+from dbos_migrate.verbs.options import Options
+from dbos_migrate.verbs.validate import validate
+
+__all__ = ["Options", "down", "history", "plan", "status", "up", "url", "validate"]

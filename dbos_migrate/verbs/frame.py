@@ -1,0 +1,336 @@
+"""The frame every run shares: resolve, take the lock, run commands, record history.
+
+`up`, `down`, `plan` and the rehearsal are bodies run inside `run_steps`, which handles
+signals, loads the config, resolves the target and keeps every failure in the report. The
+other helpers here (`take_lock`, `maintenance_connection`, `run_commands`, `History`) are
+the public pieces those bodies are built from (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dbos_migrate import config as config_mod
+from dbos_migrate.config import Config, Text
+from dbos_migrate.context import Context
+from dbos_migrate.errors import (
+    CommandFailed,
+    CommandTimeout,
+    DatabaseError,
+    Interrupted,
+    MigrateError,
+)
+from dbos_migrate.events import (
+    CommandFinished,
+    CommandStarted,
+    Finished,
+    LockAcquired,
+    Notice,
+    Resolved,
+    Sink,
+    WaitingForLock,
+)
+from dbos_migrate.model import CommandResult, HistoryRow, LockHolder, Resolution, RunReport
+from dbos_migrate.scrub import Scrubber
+from dbos_migrate.target import PgUrl, Target, resolve
+from dbos_migrate.verbs.options import Options
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import psycopg
+
+    from dbos_migrate.runner import Interrupts
+
+
+@dataclass
+class Run:
+    """One run in progress: the outside world, the options, what was resolved, and the report."""
+
+    ctx: Context
+    options: Options
+    config: Config
+    target: Target
+    scrub: Scrubber
+    report: RunReport
+    emit: Sink
+    secrets: list[str | None]
+
+    def add_secrets(self, secrets: Iterable[str | None]) -> None:
+        """Scrub these too from now on (a second instance's password, say)."""
+        self.secrets = [*self.secrets, *secrets]
+        self.scrub = Scrubber(self.secrets)
+
+    def commands(self, items: tuple[Text, ...], key: str) -> list[tuple[str, str]]:
+        """(text to run, text to show) for each command; an unset ${VAR} in one is an error now."""
+        out = []
+        for i, item in enumerate(items):
+            text = item.require(self.config.file, f"running database.{key}[{i}]")
+            out.append((text, self.scrub.text(item.raw)))
+        return out
+
+
+def load_config(ctx: Context, options: Options) -> Config:
+    return config_mod.load(options.config, ctx.environ)
+
+
+def resolve_target(ctx: Context, cfg: Config | None, options: Options) -> Target:
+    return resolve(
+        cfg,
+        db_url=options.db_url,
+        app_db_name=options.app_db_name,
+        production=options.production,
+        environ=ctx.environ,
+    )
+
+
+def config_secrets(cfg: Config | None, target: Target) -> list[str | None]:
+    """Every secret a run knows of: the target's, and the config's legacy password."""
+    secrets: list[str | None] = list(target.secrets)
+    if cfg is not None and cfg.database.password is not None:
+        secrets.append(cfg.database.password.value)
+    return secrets
+
+
+def resolution(ctx: Context, options: Options, cfg: Config, target: Target) -> Resolution:
+    return Resolution(
+        config_path=options.config or config_mod.DEFAULT_CONFIG,
+        app_name=cfg.name.value if cfg.name is not None else None,
+        app_database=target.app_database,
+        app_database_source=target.app_database_source,
+        target=target.instance.masked(),
+        target_source=target.source,
+        production=target.production,
+        production_reason=target.production_reason,
+        warnings=list(cfg.warnings),
+    )
+
+
+def prepare(ctx: Context, options: Options, report: RunReport, emit: Sink) -> Run:
+    """Load the config, resolve the target, and announce both."""
+    report.where.config_path = options.config or config_mod.DEFAULT_CONFIG
+    cfg = load_config(ctx, options)
+    report.where.warnings.extend(cfg.warnings)
+    for warning in cfg.warnings:
+        emit(Notice(warning.render(), "warning"))
+    target = resolve_target(ctx, cfg, options)
+    report.where = resolution(ctx, options, cfg, target)
+    emit(Resolved(report.verb, report.where, report.dry_run))
+    secrets = config_secrets(cfg, target)
+    return Run(ctx, options, cfg, target, Scrubber(secrets), report, emit, secrets)
+
+
+Body = Callable[[Run, "Interrupts"], None]
+
+
+def run_steps(
+    verb: str, ctx: Context, options: Options, emit: Sink, body: Body, *, finish: bool = True
+) -> RunReport:
+    """Run `body` inside the shared frame: signals handled, config and target resolved, every
+    failure kept in the report, and (unless `finish` is False) the Finished event sent."""
+    from dbos_migrate.runner import Interrupts
+
+    report = RunReport(verb, dry_run=options.dry_run)
+    try:
+        with Interrupts() as interrupts:
+            body(prepare(ctx, options, report, emit), interrupts)
+    except MigrateError as exc:
+        report.error = exc
+    except KeyboardInterrupt:
+        report.error = Interrupted(2)
+    if finish:
+        emit(Finished(report))
+    return report
+
+
+# ---------------------------------------------------------------------------- connections and the lock
+
+
+def maintenance_connection(
+    run: Run, app_name: str, *, instance: PgUrl | None = None, prefer: str | None = None, purpose: str
+) -> psycopg.Connection[Any]:
+    """A connection to a database other than the app's: `--maintenance-db` if given, else
+    `prefer` (a rehearsal instance's own database), then `postgres`, then `template1`."""
+    from dbos_migrate import database as db
+
+    instance = instance or run.target.instance
+    if run.options.maintenance_db:
+        names = [run.options.maintenance_db]
+    else:
+        names = list(dict.fromkeys([n for n in (prefer,) if n] + ["postgres", "template1"]))
+    last: DatabaseError | None = None
+    for name in names:
+        try:
+            return db.connect(instance, run.scrub, dbname=name, app_name=app_name,
+                              where=f"connecting to maintenance database {name!r}")  # fmt: skip
+        except DatabaseError as exc:
+            last = exc
+    assert last is not None
+    raise DatabaseError(
+        f"no maintenance database could be reached {purpose}: {last.message}",
+        "pass --maintenance-db NAME, or have an admin create the database and use --no-create",
+    )
+
+
+def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, deadline: float) -> None:
+    """Take the migration lock for `database` on `conn`, reporting who holds it meanwhile."""
+    from dbos_migrate import database as db
+
+    start = run.ctx.clock()
+
+    def waiting(holder: LockHolder | None, left: float) -> None:
+        run.emit(WaitingForLock(holder, left))
+
+    try:
+        db.acquire_lock(conn, key, database, timeout=max(deadline - run.ctx.clock(), 0), on_wait=waiting)
+    except Exception as exc:
+        if isinstance(exc, MigrateError):
+            raise
+        import psycopg
+
+        if isinstance(exc, psycopg.Error):
+            raise db.classify(exc, run.scrub, where="taking the migration lock") from None
+        raise
+    run.emit(LockAcquired(run.ctx.clock() - start))
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def run_commands(
+    run: Run,
+    commands: list[tuple[str, str]],
+    interrupts: Interrupts,
+    *,
+    env: Mapping[str, str],
+    on_result: Callable[[CommandResult], None],
+    before_each: Callable[[], None] | None = None,
+    after_each: Callable[[CommandResult], None] | None = None,
+    label: str = "",
+    failure_hint: str | None = None,
+) -> None:
+    """Run (text, shown) commands in order with `up`'s rules: stream, stop at the first failure.
+
+    `on_result` records each result (report, history) before any failure is raised;
+    `label` ("rehearsal ") names the kind of command in headers and messages.
+    """
+    from dbos_migrate.runner import CommandInterrupted, run_command
+
+    opts = run.options
+    total = len(commands)
+    for index, (text, shown) in enumerate(commands, start=1):
+        if before_each is not None:
+            before_each()
+        run.emit(CommandStarted(index, total, f"({label.strip()}) {shown}" if label else shown))
+        try:
+            result = run_command(
+                index, text, shown, cwd=str(run.config.directory), env=env, scrub=run.scrub,
+                out=run.ctx.out_bytes, err=run.ctx.err_bytes, timeout=opts.command_timeout,
+                interrupts=interrupts, grace=opts.grace,
+            )  # fmt: skip
+        except CommandInterrupted as stop:
+            on_result(stop.result)
+            run.emit(CommandFinished(stop.result, total))
+            raise Interrupted(stop.signum, f"interrupted during {label}command {index}: {shown}") from None
+        on_result(result)
+        run.emit(CommandFinished(result, total))
+        if after_each is not None:
+            after_each(result)
+        if result.status == "timed_out":
+            raise CommandTimeout(
+                f"{label}command {index} ran past --command-timeout {opts.command_timeout:g}s and was stopped: {shown}",
+                "raise --command-timeout, or make the migration faster",
+            )
+        if not result.ok:
+            raise CommandFailed(
+                f"{label}command {index} failed with {result.describe_end()}: {shown}", failure_hint
+            )
+
+
+class History:
+    """Writes one history row per command; keeps rows it could not write for a later retry."""
+
+    def __init__(self, run: Run, conn: psycopg.Connection[Any], run_id: str, direction: str) -> None:
+        self.run = run
+        self.conn = conn
+        self.run_id = run_id
+        self.direction = direction
+        self.pending: list[HistoryRow] = []
+        self.enabled = not run.options.no_history
+
+    def record(self, result: CommandResult, note: str | None = None) -> None:
+        if not self.enabled:
+            return
+        notes = "; ".join(n for n in (self.run.options.note, note) if n) or None
+        row = HistoryRow(
+            run_id=self.run_id,
+            direction=self.direction,
+            command_index=result.index,
+            command=result.command,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            exit_code=result.exit_code,
+            status=result.status,
+            instance=self.run.report.where.target or "",
+            note=notes,
+        )
+        self.pending.append(row)
+        self._write(self.conn)
+
+    def amend_last(self, note: str) -> None:
+        """Add a note to the last row (kept pending until written): e.g. a lock lost meanwhile."""
+        if not self.enabled:
+            return
+        if self.pending:
+            last = self.pending[-1]
+            from dataclasses import replace
+
+            self.pending[-1] = replace(last, note="; ".join(n for n in (last.note, note) if n))
+
+    def _write(self, conn: psycopg.Connection[Any]) -> bool:
+        import psycopg
+
+        from dbos_migrate import database as db
+
+        try:
+            while self.pending:
+                db.write_history(conn, self.pending[0])
+                self.pending.pop(0)
+            self.run.report.history_written = True
+            return True
+        except psycopg.errors.InsufficientPrivilege:
+            self.enabled = False
+            self.pending.clear()
+            self.run.emit(
+                Notice(
+                    "history not recorded: the role may not create schema dbos_migrate (use --no-history to silence)",
+                    "warning",
+                )
+            )
+            return True
+        except psycopg.Error:
+            return False
+
+    def flush(self) -> None:
+        """Write what is left; after a lost connection, through a fresh one if the server is back."""
+        if not self.enabled or not self.pending:
+            return
+        from dbos_migrate import database as db
+
+        if not self.conn.closed and self._write(self.conn):
+            return
+        try:
+            conn = db.connect(self.run.target.app_url, self.run.scrub, app_name=db.application_name("history"),
+                              where="reconnecting to record history")  # fmt: skip
+        except MigrateError as exc:
+            self.run.report.history_written = False  # JSON: not every row made it
+            self.run.emit(
+                Notice(f"history not recorded for {len(self.pending)} command(s): {exc.message}", "warning")
+            )
+            return
+        with db.closing(conn):
+            if not self._write(conn):
+                self.run.report.history_written = False
+                self.run.emit(Notice(f"history not recorded for {len(self.pending)} command(s)", "warning"))

@@ -1,0 +1,114 @@
+"""`status`, `history` and `url`: read-only looks at the target, returned as typed results."""
+
+from __future__ import annotations
+
+from dbos_migrate.config import Config
+from dbos_migrate.context import Context
+from dbos_migrate.errors import DatabaseError, MigrateError, UsageError
+from dbos_migrate.events import Finished, Notice, Resolved, Sink
+from dbos_migrate.model import HistoryReport, Resolution, StatusReport
+from dbos_migrate.scrub import Scrubber
+from dbos_migrate.target import Target
+from dbos_migrate.verbs.frame import (
+    Run,
+    config_secrets,
+    load_config,
+    maintenance_connection,
+    resolution,
+    resolve_target,
+)
+from dbos_migrate.verbs.options import Options
+
+
+def _resolve(
+    ctx: Context, options: Options, emit: Sink, verb: str
+) -> tuple[Config, Target, Scrubber, Resolution]:
+    cfg = load_config(ctx, options)
+    for warning in cfg.warnings:
+        emit(Notice(warning.render(), "warning"))
+    target = resolve_target(ctx, cfg, options)
+    where = resolution(ctx, options, cfg, target)
+    emit(Resolved(verb, where))
+    return cfg, target, Scrubber(config_secrets(cfg, target)), where
+
+
+def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
+    """Reachability, version, latency, existence, lock holder and recent runs, read-only."""
+    from dbos_migrate import database as db
+
+    report = StatusReport()
+    report.where.config_path = options.config
+    try:
+        cfg, target, scrub, report.where = _resolve(ctx, options, emit, "status")
+        app_name = db.application_name("status")
+        start = ctx.clock()
+        try:
+            conn = db.connect(
+                target.app_url, scrub, app_name=app_name, where="connecting to the app database"
+            )
+            report.exists = True
+        except db.DatabaseMissing:
+            report.exists = False
+            from dbos_migrate.model import RunReport
+
+            probe = Run(ctx, options, cfg, target, scrub, RunReport("status"), emit, [])
+            conn = maintenance_connection(probe, app_name, purpose="to look for the app database")
+        with db.closing(conn):
+            conn.execute("SELECT 1")
+            report.latency_ms = round((ctx.clock() - start) * 1000, 1)
+            report.reachable = True
+            report.server_version = db.server_version(conn)
+            report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
+            if report.exists:
+                report.recent_runs = db.read_history(conn, 10)
+    except DatabaseError as exc:
+        report.unreachable_reason = exc.message
+        report.error = exc
+    except MigrateError as exc:
+        report.error = exc
+    emit(Finished(report))
+    return report
+
+
+def history(
+    ctx: Context, options: Options, emit: Sink, limit: int = 20, run_id: str | None = None
+) -> HistoryReport:
+    """Recent history rows, newest first; with `run_id`, every row of that one run."""
+    from dbos_migrate import database as db
+
+    report = HistoryReport(run_id=run_id)
+    try:
+        _, target, scrub, report.where = _resolve(ctx, options, emit, "history")
+        try:
+            conn = db.connect(target.app_url, scrub, app_name=db.application_name("history"),
+                              where="connecting to the app database")  # fmt: skip
+        except db.DatabaseMissing:
+            raise DatabaseError(f"app database {target.app_database!r} does not exist: no history") from None
+        with db.closing(conn):
+            report.exists = True
+            report.runs = db.read_history(conn, limit, run_id=run_id)
+        if run_id is not None and not report.runs:
+            raise UsageError(
+                f"no run {run_id!r} in the history of {target.app_database}", "list runs with `history`"
+            )
+    except MigrateError as exc:
+        report.error = exc
+    emit(Finished(report))
+    return report
+
+
+def resolve_only(ctx: Context, options: Options) -> Target:
+    """The target for `url`; a missing config file is fine when the command line names the database."""
+    cfg: Config | None
+    try:
+        cfg = load_config(ctx, options)
+    except UsageError as exc:
+        if getattr(exc, "problems", None) or not (options.db_url or options.app_db_name):
+            raise
+        cfg = None
+    return resolve_target(ctx, cfg, options)
+
+
+def url(ctx: Context, options: Options, *, show_password: bool) -> str:
+    """The app database URL, like `dbos-cloud db url`: password masked unless asked for."""
+    return resolve_only(ctx, options).app_url.render(mask=not show_password)

@@ -1,0 +1,225 @@
+"""`up`, `down` and `plan`: ensure the app database, run the commands under the lock.
+
+The steps are those of docs/behaviour.md ("up, step by step", "down", "The production
+guard"); each verb is a body for the shared frame in frame.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from dbos_migrate.context import Context
+from dbos_migrate.errors import DatabaseError, GuardRefused, UsageError
+from dbos_migrate.events import DatabaseReady, GuardWarning, Notice, Sink, WaitingForServer
+from dbos_migrate.model import CommandResult, RunReport
+from dbos_migrate.target import command_env
+from dbos_migrate.verbs.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
+from dbos_migrate.verbs.options import Options
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dbos_migrate.runner import Interrupts
+
+
+def up(ctx: Context, options: Options, emit: Sink) -> RunReport:
+    """Create the app database if missing, then run `database.migrate` in order, under the lock."""
+    return run_steps("up", ctx, options, emit, _up)
+
+
+def down(ctx: Context, options: Options, emit: Sink) -> RunReport:
+    """Run `database.rollback` in order against an existing app database, behind the guard."""
+    return run_steps("down", ctx, options, emit, _down)
+
+
+def plan(ctx: Context, options: Options, emit: Sink) -> RunReport:
+    """What `up` would do, without doing it: `up --dry-run` under another name."""
+    return run_steps("plan", ctx, replace(options, dry_run=True), emit, _up)
+
+
+def _up(run: Run, interrupts: Interrupts) -> None:
+    commands = run.commands(run.config.database.migrate, "migrate")
+    run.report.planned = [shown for _, shown in commands]
+    if run.options.dry_run:
+        _dry_run(run, create=not run.options.no_create)
+        return
+    if run.target.production:
+        run.emit(
+            Notice(
+                f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"
+            )
+        )
+    if not commands:
+        run.emit(Notice("database.migrate lists no commands: only the app database is ensured"))
+    execute(run, commands, "up", interrupts, create=not run.options.no_create)
+
+
+def _down(run: Run, interrupts: Interrupts) -> None:
+    if not run.config.database.rollback:
+        raise UsageError(
+            f"{run.config.file} declares no rollback commands (database.rollback is missing or empty)",
+            "declare them in the order they should run, e.g.\n"
+            "      database:\n        rollback:\n          - alembic downgrade -1",
+        )
+    commands = run.commands(run.config.database.rollback, "rollback")
+    run.report.planned = [shown for _, shown in commands]
+    if run.options.dry_run:
+        _dry_run(run, create=False)
+        return
+    guard(run)
+    execute(run, commands, "down", interrupts, create=False)
+
+
+def guard(run: Run) -> None:
+    """On production, `down` needs the app database name typed, --confirm NAME, or --yes."""
+    if not run.target.production:
+        return
+    name = run.target.app_database
+    run.emit(GuardWarning(run.report.where, tuple(run.report.planned)))
+    how = f"pass --confirm {name} (or --yes) to run it without a prompt"
+    if run.options.confirm is not None:
+        if run.options.confirm == name:
+            return
+        raise GuardRefused(
+            f"--confirm {run.options.confirm!r} does not match the app database {name!r}; nothing was run",
+            how,
+        )
+    if run.options.yes:
+        return
+    if run.ctx.ask is None:
+        raise GuardRefused(
+            f"refusing to roll back production database {name!r} without confirmation (no terminal to ask on); "
+            "nothing was run",
+            how,
+        )
+    answer = run.ctx.ask(f"Type the app database name ({name}) to roll it back: ", False)
+    if answer is None or answer.strip() != name:
+        raise GuardRefused("confirmation did not match the app database name; nothing was run", how)
+
+
+def _dry_run(run: Run, *, create: bool) -> None:
+    """Report the plan; connect only to learn whether the app database exists."""
+    from dbos_migrate import database as db
+
+    try:
+        conn = db.connect(run.target.app_url, run.scrub, app_name=db.application_name("dry-run"),
+                          where="checking the app database")  # fmt: skip
+        conn.close()
+        run.report.exists = True
+    except db.DatabaseMissing:
+        run.report.exists = False
+    going_up = run.report.verb in ("up", "plan")
+    name = run.target.app_database
+    if run.report.exists:
+        run.emit(Notice(f"dry run: app database {name!r} exists"))
+    elif going_up and create:
+        run.emit(Notice(f"dry run: app database {name!r} does not exist and would be created"))
+    else:
+        raise DatabaseError(
+            f"app database {name!r} does not exist"
+            + (" (--no-create)" if going_up else ": nothing to roll back"),
+        )
+    for i, shown in enumerate(run.report.planned, 1):
+        run.emit(Notice(f"  would run [{i}/{len(run.report.planned)}] {shown}"))
+    run.emit(Notice(f"dry run: {len(run.report.planned)} command(s) would run; nothing was changed"))
+
+
+def open_app_database(
+    run: Run, verb: str, create: bool, lock_deadline: float
+) -> tuple[psycopg.Connection[Any], bool]:
+    """Connect to the app database, creating it under the creation lock when missing.
+
+    Returns the connection and whether the migration lock is already held on it.
+    """
+    from dbos_migrate import database as db
+
+    target, scrub, opts = run.target, run.scrub, run.options
+    app_name = db.application_name(verb)
+
+    def retrying(left: float, reason: str) -> None:
+        run.emit(WaitingForServer(left, reason))
+
+    try:
+        existing = db.connect_waiting(
+            target.app_url, scrub, dbname=None, app_name=app_name, wait=opts.wait,
+            on_retry=retrying, where=f"connecting to {target.app_url.masked()}",
+        )  # fmt: skip
+        return existing, False
+    except db.DatabaseMissing:
+        if not create:
+            hint = "drop --no-create to let dbos-migrate create it" if verb == "up" else None
+            raise DatabaseError(
+                f"app database {target.app_database!r} does not exist"
+                + (": nothing to roll back" if verb == "down" else " and --no-create was given"),
+                hint,
+            ) from None
+    maint = maintenance_connection(
+        run, app_name, purpose=f"to create the app database {target.app_database!r}, which does not exist"
+    )
+    key = db.lock_key(target.app_database)
+    with db.closing(maint):
+        take_lock(run, maint, key, maint.info.dbname, lock_deadline)
+        created = False
+        if not db.database_exists(maint, target.app_database):
+            created = db.create_database(
+                maint, target.app_database, scrub, template0=maint.info.dbname == "template1"
+            )
+        run.report.created = created
+        conn = db.connect(
+            target.app_url, scrub, app_name=app_name, where=f"connecting to {target.app_url.masked()}"
+        )
+        # Take the app database lock before giving up the creation lock: no gap to race into.
+        try:
+            take_lock(run, conn, key, target.app_database, lock_deadline)
+        except BaseException:
+            conn.close()
+            raise
+        db.release_lock(maint, key)
+    run.emit(DatabaseReady(target.app_database, created))
+    return conn, True
+
+
+def execute(
+    run: Run, commands: list[tuple[str, str]], direction: str, interrupts: Interrupts, *, create: bool
+) -> None:
+    """Open (or create) the app database, take the lock, run the commands, record history."""
+    from dbos_migrate import database as db
+
+    opts = run.options
+    lock_deadline = run.ctx.clock() + opts.lock_timeout
+    conn, locked = open_app_database(run, direction, create, lock_deadline)
+    key = db.lock_key(run.target.app_database)
+    with db.closing(conn):
+        if not locked:
+            take_lock(run, conn, key, run.target.app_database, lock_deadline)
+            run.emit(DatabaseReady(run.target.app_database, False))
+        run.report.exists = True
+        if opts.app_role and not db.role_exists(conn, opts.app_role):
+            raise UsageError(
+                f"--app-role {opts.app_role!r}: no such role; dbos-migrate grants privileges but does not create roles",
+                f"create it first, e.g. CREATE ROLE {opts.app_role} LOGIN PASSWORD '...'",
+            )
+        run_id = db.new_run_id()
+        run.report.run_id = run_id
+        history = History(run, conn, run_id, direction)
+
+        def finished(result: CommandResult) -> None:
+            run.report.commands.append(result)
+            history.record(result)
+
+        try:
+            run_commands(
+                run, commands, interrupts, env=command_env(run.target, run.ctx.environ, run.config.env_map),
+                before_each=lambda: db.check_alive(conn, run.scrub), on_result=finished,
+            )  # fmt: skip
+            if opts.app_role:
+                schemas = db.grant_app_role(conn, run.target.app_database, opts.app_role, run.scrub)
+                run.emit(
+                    Notice(
+                        f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
+                    )
+                )
+        finally:
+            history.flush()
+            db.release_lock(conn, key)

@@ -1,0 +1,30 @@
+"""The choices a person makes on the command line, as one frozen value for the verbs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every option of up/down/plan/status/history/url; the outside world is in Context."""
+
+    config: str | None = None
+    db_url: str | None = None
+    app_db_name: str | None = None
+    production: bool = False
+    maintenance_db: str | None = None
+    lock_timeout: float = 300.0
+    command_timeout: float | None = None
+    wait: float = 0.0
+    dry_run: bool = False
+    no_create: bool = False
+    no_history: bool = False
+    app_role: str | None = None
+    yes: bool = False
+    confirm: str | None = None
+    note: str | None = None
+    grace: float = DEFAULT_GRACE
+    system_db: str = "auto"  # auto, create, skip
