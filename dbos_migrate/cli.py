@@ -43,6 +43,12 @@ class Output(str, Enum):
     json = "json"
 
 
+class SystemDbMode(str, Enum):
+    auto = "auto"
+    create = "create"
+    skip = "skip"
+
+
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
     typer.Option(
@@ -238,11 +244,19 @@ def up(
         ),
     ] = False,
     rehearse_url: RehearseUrlOpt = None,
+    system_db: Annotated[
+        SystemDbMode,
+        typer.Option(
+            "--system-db",
+            help="auto: create the DBOS system database if missing and migrate its schema with the app's DBOS "
+            "toolchain; create: only create it; skip: leave it alone.",
+        ),
+    ] = SystemDbMode.auto,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Create the app database if missing, then run database.migrate in order."""
+    """Create the app and system databases if missing, then run database.migrate in order."""
     from dbos_migrate import verbs
 
     verb: Any = verbs.up
@@ -257,6 +271,7 @@ def up(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
+        system_db=system_db.value,
     )  # fmt: skip
 
 
@@ -296,6 +311,10 @@ def down(
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, no_history=no_history,
     )  # fmt: skip
+
+
+app.command("migrate", help="Same as `up` (the word DBOS users type).")(up)
+app.command("rollback", help="Same as `down` (the word DBOS users type).")(down)
 
 
 @app.command()

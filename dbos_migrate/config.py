@@ -98,9 +98,12 @@ class Config:
     database_url: Text | None
     system_database_url: Text | None
     database: DatabaseSection
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, Text], ...] = ()
     warnings: tuple[Problem, ...] = ()
     display: str | None = None
+    system_schema: str | None = None  # system_database_schema_name
+    package_name: str | None = None  # package.json's name, for a TypeScript app without `name`
+    secrets: tuple[str, ...] = ()  # values read through ${DOCKER_SECRET:...}: scrubbed from output
 
     @property
     def directory(self) -> FsPath:
@@ -111,14 +114,24 @@ class Config:
         """The file as the user named it, so every later problem names it the same way."""
         return self.display or str(self.path)
 
-    @property
-    def env_map(self) -> dict[str, str]:
-        return dict(self.env)
+    def command(self, item: Text, what: str, env: Mapping[str, str]) -> str:
+        """A migrate/rollback command as the shell gets it (docs/behaviour.md, "Variables in
+        commands"): ${VAR} and ${VAR:-default} are left to the shell, which finds the variables
+        in its environment, so no value is ever spliced into shell code; ${DOCKER_SECRET:NAME}
+        is substituted shell-quoted. A ${VAR} without default that `env` lacks is an error now,
+        before anything runs."""
+        secrets_dir = env.get("DBOS_MIGRATE_SECRETS_DIR") or SECRETS_DIR
+        text, missing = shell_text(item.raw, env, secrets_dir)
+        if missing:
+            replace_missing = Text(item.value, item.raw, item.path, item.line, item.column, missing)
+            replace_missing.require(self.file, what)
+        return text
 
 
 @dataclass
 class _Substituted:
     missing: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- schema
@@ -178,6 +191,27 @@ def substitute(text: str, environ: Mapping[str, str], secrets_dir: str) -> tuple
     return _VAR.sub(expand, text), tuple(missing)
 
 
+def shell_text(raw: str, environ: Mapping[str, str], secrets_dir: str) -> tuple[str, tuple[str, ...]]:
+    """A command's text for /bin/sh: only ${DOCKER_SECRET:NAME} is replaced (shell-quoted);
+    returns it and the ${VAR} names (without default) that `environ` does not set."""
+    import shlex
+
+    missing: list[str] = []
+
+    def expand(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        if inner.startswith("DOCKER_SECRET:"):
+            value, gone = substitute(match.group(0), {}, secrets_dir)
+            missing.extend(gone)
+            return shlex.quote(value) if not gone else match.group(0)
+        var, sep, _ = inner.partition(":-")
+        if _NAME.match(var) and not sep and var not in environ:
+            missing.append(var)
+        return match.group(0)
+
+    return _VAR.sub(expand, raw), tuple(missing)
+
+
 def _substitute_tree(value: Any, path: Path, env: Mapping[str, str], sdir: str, out: _Substituted) -> Any:
     if isinstance(value, str):
         if "${" not in value:
@@ -185,6 +219,9 @@ def _substitute_tree(value: Any, path: Path, env: Mapping[str, str], sdir: str, 
         new, missing = substitute(value, env, sdir)
         if missing:
             out.missing[path] = missing
+        for match in _VAR.finditer(value):
+            if match.group(1).startswith("DOCKER_SECRET:") and match.group(1) not in missing:
+                out.secrets.append(substitute(match.group(0), {}, sdir)[0])
         return new
     if isinstance(value, dict):
         return {k: _substitute_tree(v, (*path, k), env, sdir, out) for k, v in value.items()}
@@ -554,17 +591,39 @@ def _build(
     )
     env_block = value.get("env") or {}
     language = value.get("language")
+    language = language if isinstance(language, str) else None
+    name = text(("name",))
+    package = None
+    if name is None and language in (None, "node", "typescript"):
+        package = _package_name(path.parent)
     return Config(
         path=path,
-        name=text(("name",)),
-        language=language if isinstance(language, str) else None,
+        name=name,
+        language=language,
         database_url=text(("database_url",)),
         system_database_url=text(("system_database_url",)),
         database=section,
-        env=tuple((str(k), str(v)) for k, v in env_block.items()),
+        env=tuple((str(k), t) for k in env_block if (t := text(("env", k))) is not None),
         warnings=warnings,
         display=display,
+        package_name=package,
+        system_schema=(t.value if (t := text(("system_database_schema_name",))) is not None and not t.missing else None),
+        secrets=tuple(s for s in subst.secrets if s),
     )
+
+
+def _package_name(directory: FsPath) -> str | None:
+    """`name` from package.json beside the config, as the TypeScript SDK takes it when the
+    config has none (used as written: a scoped name fails the app database name check)."""
+    try:
+        with open(directory / "package.json", encoding="utf-8") as fh:
+            data = json.loads(fh.read(MAX_CONFIG_BYTES))
+    except (OSError, ValueError):
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name
 
 
 # ---------------------------------------------------------------------------- app database name

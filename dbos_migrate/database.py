@@ -25,7 +25,7 @@ from psycopg import sql
 from dbos_migrate.errors import DatabaseError, LockTimeout, UsageError
 from dbos_migrate.model import HistoryRow, LockHolder
 from dbos_migrate.scrub import Scrubber
-from dbos_migrate.target import PgUrl
+from dbos_migrate.target import Endpoint
 
 LOCK_CLASS = 0x44424D47  # "DBMG": the first key of every dbos-migrate advisory lock
 DEFAULT_CONNECT_TIMEOUT = 10
@@ -102,19 +102,25 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+#: TCP keepalives for the session that holds the migration lock: a dead peer is noticed
+#: in about a minute instead of the kernel's two hours (docs/reliability.md).
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+
+
 def connect(
-    url: PgUrl,
+    endpoint: Endpoint,
     scrub: Scrubber,
     *,
     dbname: str | None = None,
     app_name: str = "dbos-migrate",
     where: str = "connecting",
 ) -> psycopg.Connection[Any]:
-    kwargs: dict[str, Any] = url.connect_kwargs()
-    if dbname is not None:
-        kwargs["dbname"] = dbname
+    """An autocommit connection with libpq's effective parameters (docs/behaviour.md)."""
+    kwargs: dict[str, Any] = endpoint.kwargs(dbname)
     kwargs.setdefault("application_name", app_name)
     kwargs.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
+    for key, value in KEEPALIVES.items():
+        kwargs.setdefault(key, value)
     try:
         return psycopg.connect(autocommit=True, **kwargs)
     except psycopg.Error as exc:
@@ -124,7 +130,7 @@ def connect(
 
 
 def connect_waiting(
-    url: PgUrl,
+    endpoint: Endpoint,
     scrub: Scrubber,
     *,
     dbname: str | None,
@@ -138,7 +144,7 @@ def connect_waiting(
     delay = 0.1
     while True:
         try:
-            return connect(url, scrub, dbname=dbname, app_name=app_name, where=where)
+            return connect(endpoint, scrub, dbname=dbname, app_name=app_name, where=where)
         except DatabaseMissing:
             raise
         except DatabaseError as exc:
@@ -151,6 +157,39 @@ def connect_waiting(
             on_retry(left, exc.message)
             time.sleep(min(delay, max(left, 0.01)))
             delay = min(delay * 1.6, 1.0)
+
+
+def protect_lock_session(conn: psycopg.Connection[Any]) -> None:
+    """Keep the session that holds the lock alive while commands run: a role's or database's
+    idle_session_timeout (PostgreSQL 14+) or idle_in_transaction_session_timeout would end
+    it, release the lock, and let another run start while ours is still migrating."""
+    conn.execute("SET idle_in_transaction_session_timeout = 0")
+    if conn.info.server_version >= 140000:
+        conn.execute("SET idle_session_timeout = 0")
+
+
+def in_recovery(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server is a hot standby (read-only): nothing can be created or migrated there."""
+    row = conn.execute("SELECT pg_catalog.pg_is_in_recovery()").fetchone()
+    return bool(row and row[0])
+
+
+def refuse_standby(conn: psycopg.Connection[Any], shown: str) -> None:
+    if in_recovery(conn):
+        raise DatabaseError(
+            f"the target is a read-only standby (in recovery): {shown}; nothing was changed",
+            "point --db-url (or database_url) at the primary server",
+        )
+
+
+def holds_lock(conn: psycopg.Connection[Any], key: int) -> bool:
+    """Whether this session still holds the migration lock `key`."""
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted
+                   AND pid = pg_catalog.pg_backend_pid() AND classid = %s::oid AND objid = %s::oid AND objsubid = 2)""",
+        (LOCK_CLASS, key),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -271,15 +310,34 @@ def release_lock(conn: psycopg.Connection[Any], key: int) -> None:
             )
 
 
-def check_alive(conn: psycopg.Connection[Any], scrub: Scrubber) -> None:
-    """Before each command: prove the lock's session still exists, or stop the run."""
+class LockLost(ConnectionLost):
+    """The migration lock's session ended (or lost the lock) while a command ran."""
+
+    code = "lock_lost"
+
+
+def verify_lock(conn: psycopg.Connection[Any], key: int, scrub: Scrubber, *, during: str | None = None) -> None:
+    """Prove the lock's session is alive and still holds the lock, or stop the run.
+
+    Checked before each command (none starts without the lock) and after it (`during`
+    names the command that ran meanwhile: another run may have overlapped it).
+    """
+    reason = None
     try:
-        conn.execute("SELECT 1")
+        if not holds_lock(conn, key):
+            reason = "its session no longer holds it"
     except psycopg.Error as exc:
-        raise ConnectionLost(
-            f"the migration lock was lost: its connection failed ({describe(exc, scrub)}); no further command was started",
-            "check the server; rerun when it is back (migrations must be idempotent or resumable)",
-        ) from None
+        reason = f"its connection failed ({describe(exc, scrub)})"
+    if reason is None:
+        return
+    hint = "check the server; rerun when it is back (migrations must be idempotent or resumable)"
+    if during is not None:
+        raise LockLost(
+            f"the migration lock was lost while {during} ran: {reason}; another run may have overlapped; "
+            "no further command was started",
+            hint + "; check what the other run did (dbos-migrate history)",
+        )
+    raise ConnectionLost(f"the migration lock was lost: {reason}; no further command was started", hint)
 
 
 @contextmanager
@@ -408,3 +466,62 @@ def grant_app_role(conn: psycopg.Connection[Any], database: str, role: str, scru
     except psycopg.Error as exc:
         raise classify(exc, scrub, where=f"granting privileges to role {role!r}") from None
     return schemas
+
+
+# ---------------------------------------------------------------------------- the system database
+
+
+def grant_system_database(
+    conn: psycopg.Connection[Any], database: str, role: str, schema: str | None, scrub: Scrubber
+) -> None:
+    """What a runtime role needs on the system database (docs/dbos-compatibility.md).
+
+    Always CONNECT (DBOS relies on PUBLIC having it; hardened servers revoke that). With
+    `schema` (no toolchain ran): CREATE on the database so the app can create the schema at
+    its first launch, and, when the schema already exists, the grants `dbos migrate -r` gives.
+    """
+    r = sql.Identifier(role)
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), r))
+            if schema is None:
+                return
+            conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), r))
+            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+            if exists:
+                for statement in DBOS_ROLE_GRANTS:
+                    conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema), r=r))
+    except psycopg.Error as exc:
+        raise classify(exc, scrub, where=f"granting role {role!r} access to the system database") from None
+
+
+#: The seven statements `dbos migrate -r ROLE` runs on the DBOS system schema (all releases 1.x-3.x).
+DBOS_ROLE_GRANTS = (
+    "GRANT USAGE ON SCHEMA {s} TO {r}",
+    "GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} TO {r}",
+    "GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TABLES TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON SEQUENCES TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON FUNCTIONS TO {r}",
+)
+
+
+def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    """The DBOS schema version of a system database: `<schema>.dbos_migrations` (Python 1.x+,
+    TypeScript 3.x+), Alembic's revision (Python 0.x), or knex's count (TypeScript 1.x-2.x)."""
+    probes = (
+        (sql.SQL("SELECT max(version)::text FROM {}.dbos_migrations").format(sql.Identifier(schema)),
+         f"{schema}.dbos_migrations", "{}"),
+        (sql.SQL("SELECT max(version_num) FROM public.alembic_version"), "public.alembic_version", "alembic {}"),
+        (sql.SQL("SELECT count(*)::text FROM public.knex_migrations"), "public.knex_migrations", "knex {} migrations"),
+    )  # fmt: skip
+    for query, table, shown in probes:
+        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if found and found[0] is not None:
+            try:
+                row = conn.execute(query).fetchone()
+            except psycopg.Error:
+                return "unreadable"
+            return shown.format(row[0]) if row and row[0] is not None else None
+    return None

@@ -152,6 +152,10 @@ class Resolution:
     target_source: str | None = None
     production: bool | None = None
     production_reason: str | None = None
+    connection: str | None = None  # where connections really go (libpq's effective hosts)
+    connection_detail: dict[str, Any] | None = None
+    system_database: str | None = None  # masked URL, or the SQLite URL left to the app
+    system_database_source: str | None = None
     warnings: list[Problem] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -162,7 +166,11 @@ class Resolution:
             "app_database_source": self.app_database_source,
             "target": self.target,
             "target_source": self.target_source,
+            "connection": self.connection_detail,
             "production": self.production,
+            "production_reason": self.production_reason,
+            "system_database_url": self.system_database,
+            "system_database_source": self.system_database_source,
             "warnings": [w.as_dict() for w in self.warnings],
         }
 

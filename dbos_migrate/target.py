@@ -1,259 +1,147 @@
-"""Which PostgreSQL instance and which app database: pure resolution, no I/O.
+"""Which PostgreSQL instance, app database and system database: resolution and masking.
 
-Everything here is a function of the config, the command-line options and an
-environment mapping, so it is tested without a database. URLs are parsed by hand
-rather than with urllib because operators paste passwords that were never
-percent-encoded, and libpq-style `?host=/socket/dir` must survive.
+A function of the config, the command-line options and an environment mapping (plus the
+files libpq itself reads: service files and .pgpass), so it is tested without a database.
+The precedence and every rule are those of docs/behaviour.md, "Which database instance".
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING
 
-from dbos_migrate.config import RESERVED_DATABASES, Config, check_app_db_name, derive_app_db_name
-from dbos_migrate.errors import UsageError
+from dbos_migrate.config import (
+    RESERVED_DATABASES,
+    SCRATCH_PREFIX,
+    Config,
+    Text,
+    check_app_db_name,
+    derive_app_db_name,
+    substitute,
+)
+from dbos_migrate.conninfo import (
+    MASK,
+    SECRET_PARAMS,
+    Effective,
+    PgUrl,
+    effective,
+    libpq_envvars,
+    nonlocal_endpoint,
+    parse_url,
+    synthesized,
+)
+from dbos_migrate.errors import Problem, UsageError
 
-SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg")
-MAINTENANCE_DATABASES = RESERVED_DATABASES
-MASK = "***"
-_HOSTSPEC = r"(?:\[[^\]/?#@]*\]|[^/?#@\[\]:,]*)(?::[0-9]*)?"
-_HOSTPORT = re.compile(rf"({_HOSTSPEC}(?:,{_HOSTSPEC})*)()([/?#].*)?\Z", re.S)
-_ONE_HOST = re.compile(r"(\[[^\]]*\]|[^:]*)(?::([0-9]*))?\Z")
-SECRET_PARAMS = ("password", "sslpassword")
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["MASK", "SECRET_PARAMS", "Endpoint", "PgUrl", "SystemDatabase", "Target", "parse_url", "resolve"]
+
+#: The password `dbos-cloud db url` prints unless asked for the real one (-S).
+CLOUD_MASKED_PASSWORD = "***"
 
 
 @dataclass(frozen=True)
-class PgUrl:
-    """A parsed PostgreSQL URL. Host may be a comma list, an IPv6 literal or a socket dir."""
+class Endpoint:
+    """A URL as written, and libpq's effective reading of it: what to show, where to connect."""
 
-    scheme: str = "postgresql"
-    user: str | None = None
-    password: str | None = None
-    host: str | None = None
-    port: str | None = None
-    database: str | None = None
-    params: tuple[tuple[str, str], ...] = ()
+    url: PgUrl
+    eff: Effective
 
-    def param(self, name: str) -> str | None:
-        for key, value in self.params:
-            if key == name:
-                return value
-        return None
+    def kwargs(self, dbname: str | None = None) -> dict[str, str]:
+        """psycopg.connect keywords for `dbname` (default: the URL's own database)."""
+        return self.eff.connect_kwargs(dbname if dbname is not None else self.url.database)
 
-    def with_database(self, database: str) -> PgUrl:
-        """This URL pointed at another database (a `?dbname=` parameter would override the path)."""
-        return replace(self, database=database, params=tuple(p for p in self.params if p[0] != "dbname"))
-
-    @property
-    def socket_dir(self) -> str | None:
-        """The unix socket directory, when the host is one (libpq: a host starting with /)."""
-        host = self.host or self.param("host")
-        if host and host.startswith("/"):
-            return host
-        return None
-
-    @property
-    def effective_host(self) -> str | None:
-        return self.host or self.param("host")
-
-    def render(self, *, mask: bool = True, scheme: str = "postgresql") -> str:
-        """A libpq-compatible URL. With mask, the password (and secret params) show as ***."""
-        out = f"{scheme}://"
-        if self.user is not None or self.password is not None:
-            out += quote(self.user or "", safe="")
-            if self.password is not None:
-                out += ":" + (MASK if mask else quote(self.password, safe=""))
-            out += "@"
-        hosts = (self.host or "").split(",")
-        ports = (self.port or "").split(",")
-        if len(ports) < len(hosts):
-            ports = ports + [ports[-1] if len(ports) == 1 else ""] * (len(hosts) - len(ports))
-        specs = []
-        for host, port in zip(hosts, ports, strict=False):
-            spec = f"[{host}]" if ":" in host else quote(host, safe="")
-            specs.append(spec + (f":{port}" if port else ""))
-        if any(specs):
-            out += ",".join(specs)
-        if self.database is not None:
-            out += "/" + quote(self.database, safe="")
-        if self.params:
-            pairs = []
-            for key, value in self.params:
-                shown = MASK if (mask and key in SECRET_PARAMS) else value
-                pairs.append(f"{quote(key, safe='')}={quote(shown, safe='/*')}")
-            out += "?" + "&".join(pairs)
-        return out
+    def at(self, dbname: str) -> Endpoint:
+        return Endpoint(self.url.with_database(dbname), self.eff)
 
     def masked(self) -> str:
-        return self.render(mask=True)
-
-    def connect_kwargs(self) -> dict[str, str]:
-        """Keyword arguments for psycopg.connect: no URL re-encoding, no password in a string."""
-        kwargs: dict[str, str] = dict(self.params)
-        if self.host:
-            kwargs["host"] = self.host
-        if self.port:
-            kwargs["port"] = self.port
-        if self.user is not None:
-            kwargs["user"] = self.user
-        if self.password is not None:
-            kwargs["password"] = self.password
-        if self.database is not None:
-            kwargs["dbname"] = self.database
-        return kwargs
+        return self.url.masked()
 
 
-def parse_url(text: str, *, what: str = "database URL") -> PgUrl:
-    """Parse a postgres URL; raise UsageError with no secret in the message when it is not one."""
-    text = text.strip()
-    scheme, sep, rest = text.partition("://")
-    if not sep or scheme.lower() not in SCHEMES:
-        shown = scheme if sep and len(scheme) < 40 and "@" not in scheme else None
-        raise UsageError(
-            f"the {what} is not a PostgreSQL URL" + (f" (scheme {shown!r})" if shown else ""),
-            "use postgresql://user:password@host:port/database",
-        )
-    userinfo, hostpart = _split_userinfo(rest)
-    user = password = None
-    if userinfo is not None:
-        u, colon, p = userinfo.partition(":")
-        user = unquote(u) if u else None
-        password = unquote(p) if colon else None
-    match = _HOSTPORT.match(hostpart)
-    if not match:
-        raise UsageError(
-            f"the {what} has an invalid host part", "percent-encode special characters in the password"
-        )
-    tail = match.group(3) or ""
-    hosts: list[str] = []
-    ports: list[str] = []
-    for spec in match.group(1).split(","):
-        one = _ONE_HOST.match(spec)
-        if not one:
-            raise UsageError(f"the {what} has an invalid host part")
-        hosts.append(unquote(one.group(1).strip("[]")))
-        ports.append(one.group(2) or "")
-        if ports[-1] and not 0 < int(ports[-1]) < 65536:
-            raise UsageError(f"the {what} has an invalid port", "ports are 1-65535")
-    host = ",".join(hosts) if any(hosts) else None
-    port = ",".join(ports) if any(ports) else None
-    tail = tail.split("#", 1)[0]
-    path, _, query = tail.partition("?")
-    database = unquote(path[1:]) if path.startswith("/") and len(path) > 1 else None
-    params: list[tuple[str, str]] = []
-    for pair in query.split("&") if query else []:
-        if not pair:
-            continue
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise UsageError(
-                f"the {what} has an invalid query parameter", "write parameters as ?key=value&key=value"
-            )
-        params.append((unquote(key), unquote(value)))
-    return PgUrl(scheme.lower(), user, password, host, port, database, tuple(params))
+@dataclass(frozen=True)
+class SystemDatabase:
+    """The app's DBOS system database: a PostgreSQL endpoint, or a URL left to the app (SQLite)."""
 
+    source: str
+    endpoint: Endpoint | None = None
+    other: str | None = None  # a non-PostgreSQL URL (sqlite:///...), passed to commands as written
 
-def _split_userinfo(rest: str) -> tuple[str | None, str]:
-    """Find where the userinfo ends, tolerating unencoded `@ : / ? #` in passwords.
+    @property
+    def name(self) -> str | None:
+        return self.endpoint.url.database if self.endpoint is not None else None
 
-    The standard reading (userinfo ends at the last '@' before the first '/', '?' or
-    '#') wins when what follows is plausible: no '@' or '#' in the path, a query of
-    key=value pairs. Otherwise the first '@' followed by a plausible host part does,
-    then the first followed by any valid host part. Percent-encoding removes all doubt.
-    """
-    netloc_end = min([p for p in (rest.find(c) for c in "/?#") if p != -1], default=len(rest))
-    netloc = rest[:netloc_end]
-    if "@" not in rest:
-        return None, rest
-    standard = netloc.rfind("@")
-    if standard != -1 and _plausible(rest[standard + 1 :]):
-        return rest[:standard], rest[standard + 1 :]
-    if standard == -1 and _plausible(rest):
-        return None, rest
-    # The standard reading leaves an '@' in the database name or a fragment: the password
-    # holds an unencoded '@' with '/', '?' or '#' after it. The first '@' that leaves a
-    # plausible rest ends it, so no piece of the password is read as host or database.
-    ats = [i for i, ch in enumerate(rest) if ch == "@"]
-    for i in ats:
-        if _plausible(rest[i + 1 :]):
-            return rest[:i], rest[i + 1 :]
-    if standard != -1:
-        return rest[:standard], rest[standard + 1 :]
-    for i in ats:
-        if _HOSTPORT.match(rest[i + 1 :]):
-            return rest[:i], rest[i + 1 :]
-    return None, rest
-
-
-def _plausible(hostpart: str) -> bool:
-    """A host part whose path has no '@' or '#' and whose query is key=value pairs."""
-    match = _HOSTPORT.match(hostpart)
-    if not match:
-        return False
-    path, _, query = (match.group(3) or "").partition("?")
-    if "@" in path or "#" in path:
-        return False
-    query = query.split("#", 1)[0]
-    return all("=" in kv for kv in query.split("&") if kv)
-
-
-# ---------------------------------------------------------------------------- resolution
+    def url_text(self, *, mask: bool) -> str:
+        if self.endpoint is not None:
+            return self.endpoint.masked() if mask else self.endpoint.url.text
+        assert self.other is not None
+        return self.other
 
 
 @dataclass(frozen=True)
 class Target:
     """The resolved instance, app database and system database, with where each came from."""
 
-    instance: PgUrl
+    instance: Endpoint
     source: str
     app_database: str
     app_database_source: str
-    system_url: PgUrl | str  # a str for a non-PostgreSQL system database (sqlite:///...)
+    system: SystemDatabase
     production: bool
     production_reason: str
+    password_needed: bool = False  # the URL's password was *** and none was found elsewhere
     secrets: tuple[str, ...] = field(default=())
 
     @property
-    def app_url(self) -> PgUrl:
-        return self.instance.with_database(self.app_database)
+    def app(self) -> Endpoint:
+        return self.instance.at(self.app_database)
 
     @property
-    def connect_timeout(self) -> int | None:
-        """The URL's connect_timeout in seconds, when it gives a usable one."""
-        value = self.instance.param("connect_timeout")
-        return int(value) if value and value.isascii() and value.isdigit() else None
+    def app_url(self) -> PgUrl:
+        return self.app.url
+
+    def with_password(self, password: str) -> Target:
+        """The target once a person typed the password that `***` stood for."""
+        eff = replace(self.instance.eff, password=password, password_source="typed at the prompt",
+                      secrets=(*self.instance.eff.secrets, password))  # fmt: skip
+        instance = Endpoint(self.instance.url.with_password(password), eff)
+        system = self.system
+        if system.endpoint is not None and system.endpoint.url.password == CLOUD_MASKED_PASSWORD:
+            system = replace(system, endpoint=Endpoint(system.endpoint.url.with_password(password), eff))
+        return replace(self, instance=instance, system=system, password_needed=False,
+                       secrets=(*self.secrets, password))  # fmt: skip
 
 
-def default_url(environ: Mapping[str, str]) -> str:
-    user = quote(environ.get("PGUSER") or "postgres", safe="")
-    password = quote(environ.get("PGPASSWORD") or "dbos", safe="")
-    host = environ.get("PGHOST") or "localhost"
-    port = environ.get("PGPORT") or "5432"
-    if host.startswith("/"):
-        return f"postgresql://{user}:{password}@:{port}?host={quote(host, safe='/')}"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # an IPv6 literal, as libpq accepts it in PGHOST
-    return f"postgresql://{user}:{password}@{host}:{port}"
+# ---------------------------------------------------------------------------- the instance
+
+
+def default_url(environ: Mapping[str, str]) -> tuple[PgUrl, str]:
+    """The DBOS default, `postgresql://{PGUSER|postgres}:{PGPASSWORD|dbos}@{PGHOST|localhost}:{PGPORT|5432}`,
+    and a source that names the variables it used."""
+    used = [f"{var}={environ[var]}" for var in ("PGUSER", "PGHOST", "PGPORT") if environ.get(var)]
+    if environ.get("PGPASSWORD"):
+        used.append("PGPASSWORD")
+    url = synthesized(
+        environ.get("PGUSER") or "postgres",
+        environ.get("PGPASSWORD") or "dbos",
+        environ.get("PGHOST") or "localhost",
+        environ.get("PGPORT") or "5432",
+    )
+    source = "the DBOS default postgres:dbos@localhost:5432"
+    return url, source + (f", with {', '.join(used)}" if used else "")
 
 
 def _legacy_url(config: Config, environ: Mapping[str, str]) -> PgUrl:
     db = config.database
     file = config.file
 
-    def pick(env_name: str, field_value: object, label: str) -> str | None:
+    def pick(env_name: str, field_value: Text | None, label: str) -> str | None:
         if environ.get(env_name):
             return environ[env_name]
         if field_value is None:
             return None
-        from dbos_migrate.config import Text
-
-        if isinstance(field_value, Text):
-            return field_value.require(file, f"the database connection ({label})")
-        return str(field_value)
+        return field_value.require(file, f"the database connection ({label})")
 
     host = pick("DBOS_DBHOST", db.hostname, "database.hostname") or "localhost"
     port = pick("DBOS_DBPORT", db.port, "database.port") or "5432"
@@ -270,79 +158,128 @@ def _legacy_url(config: Config, environ: Mapping[str, str]) -> PgUrl:
         params.append(("connect_timeout", str(max(1, -(-db.connect_timeout_ms // 1000)))))
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise UsageError(
-            "the database port is not a port number (1-65535)",
-            "set database.port or DBOS_DBPORT to a number",
+            "the database port is not a port number (1-65535)", "set database.port or DBOS_DBPORT to a number"
         )
-    return PgUrl("postgresql", user, password, host, port, None, tuple(params))
+    return synthesized(user, password, host, port, params)
+
+
 
 
 def resolve_instance(
-    config: Config | None, db_url: str | None, environ: Mapping[str, str]
+    config: Config | None,
+    db_url: str | None,
+    environ: Mapping[str, str],
+    local_server: Callable[[Mapping[str, str]], tuple[PgUrl, str] | None] | None = None,
 ) -> tuple[PgUrl, str]:
-    """SPEC §3: the first source present wins. Returns the URL and a name for its source."""
+    """The first source present wins. Returns the URL and a name for its source."""
     if db_url:
         return parse_url(db_url, what="--db-url"), "--db-url"
     cloud = environ.get("DBOS__CLOUD", "").lower() == "true"
     if cloud and environ.get("DBOS_DATABASE_URL"):
-        return parse_url(
-            environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"
-        ), "DBOS_DATABASE_URL (DBOS__CLOUD)"
+        return parse_url(environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"), "DBOS_DATABASE_URL (DBOS__CLOUD)"
     if config is not None and config.database_url is not None:
         url = config.database_url.require(config.file, "the target database (database_url)")
-        return parse_url(
-            url, what="database_url in the config"
-        ), f"database_url ({config.file}:{config.database_url.line})"
+        where = f"database_url ({config.file}:{config.database_url.line})"
+        return parse_url(url, what="database_url in the config"), where
     legacy_env = any(environ.get(k) for k in ("DBOS_DBHOST", "DBOS_DBPORT", "DBOS_DBUSER", "DBOS_DBPASSWORD"))
     if config is not None and (config.database.has_legacy_connection or legacy_env):
         return _legacy_url(config, environ), "database.hostname/port/username/password (legacy fields)"
     if environ.get("DBOS_DATABASE_URL"):
         return parse_url(environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"), "DBOS_DATABASE_URL"
-    return parse_url(
-        default_url(environ), what="default URL"
-    ), "default (PGUSER/PGPASSWORD/PGHOST/PGPORT or postgres:dbos@localhost:5432)"
+    if local_server is not None:
+        found = local_server(environ)
+        if found is not None:
+            return found
+    return default_url(environ)
+
+
+# ---------------------------------------------------------------------------- the databases
 
 
 def resolve_app_database(config: Config | None, cli_name: str | None, instance: PgUrl) -> tuple[str, str]:
-    """SPEC §2 precedence for the app database name; validated, with its source named."""
+    """The app database name, first match wins; validated, with its source named."""
     if cli_name is not None:
         return check_app_db_name(cli_name, "--app-db-name"), "--app-db-name"
     if config is not None and config.database.app_db_name is not None:
         name = config.database.app_db_name.require(config.file, "the app database name")
         return check_app_db_name(name, "database.app_db_name"), "database.app_db_name"
-    if instance.database and instance.database not in MAINTENANCE_DATABASES:
+    if instance.database and instance.database not in RESERVED_DATABASES:
         return check_app_db_name(instance.database, "the database in the URL"), "the database in the URL"
-    if config is not None and config.name is not None and (config.name.value or config.name.missing):
-        app = config.name.require(config.file, "the app database name (derived from name)")
-        derived = derive_app_db_name(app)
-        return check_app_db_name(derived, f"name {app!r} (derived)"), f"derived from name {app!r}"
+    app_name = app_name_of(config)
+    if app_name is not None:
+        name, source = app_name
+        derived = derive_app_db_name(name)
+        return check_app_db_name(derived, f"name {name!r} ({source})"), f"derived from name {name!r} ({source})"
     raise UsageError(
         "no app database name: none given and none can be derived",
         "set database.app_db_name or name in the config, or pass --app-db-name",
     )
 
 
-def is_production(url: PgUrl, environ: Mapping[str, str], forced: bool) -> tuple[bool, str]:
-    """Production unless the host is local: localhost, a loopback literal, or a socket dir."""
+def app_name_of(config: Config | None) -> tuple[str, str] | None:
+    """The app's name and where it came from: `name`, else (TypeScript apps) package.json's."""
+    if config is None:
+        return None
+    if config.name is not None and (config.name.value or config.name.missing):
+        return config.name.require(config.file, "the app database name (derived from name)"), "the config"
+    if config.package_name is not None:
+        return config.package_name, "package.json"
+    return None
+
+
+def resolve_system(
+    config: Config | None, instance: Endpoint, app_db: str, environ: Mapping[str, str]
+) -> SystemDatabase:
+    """system_database_url; else $DBOS_SYSTEM_DATABASE_URL when set; else the app URL with
+    database.sys_db_name or `<app_db>_dbos_sys`. A non-PostgreSQL URL (DBOS 2.x+ takes SQLite)
+    is only handed to the commands, as written."""
+    text, source = None, None
+    if config is not None and config.system_database_url is not None and not config.system_database_url.missing:
+        text = config.system_database_url.value
+        source = f"system_database_url ({config.file}:{config.system_database_url.line})"
+    elif environ.get("DBOS_SYSTEM_DATABASE_URL"):
+        text, source = environ["DBOS_SYSTEM_DATABASE_URL"], "DBOS_SYSTEM_DATABASE_URL"
+    if text is not None and source is not None:
+        if not text.strip().lower().startswith(("postgres://", "postgresql://", "postgres+", "postgresql+")):
+            return SystemDatabase(source, other=text.strip())
+        url = parse_url(text, what=source.split(" ")[0])
+        if not url.database:
+            raise UsageError(f"{source} names no database", "write the system database name in its path")
+        _check_system_name(url.database, source)
+        return SystemDatabase(source, Endpoint(url, effective(url, environ, ignore_password=_cloud_masked(url))))
+    if config is not None and config.database.sys_db_name is not None and not config.database.sys_db_name.missing:
+        name = config.database.sys_db_name.value
+        _check_system_name(name, "database.sys_db_name")
+        return SystemDatabase("database.sys_db_name", instance.at(name))
+    return SystemDatabase(f"derived: {app_db}_dbos_sys", instance.at(f"{app_db}_dbos_sys"))
+
+
+def _check_system_name(name: str, source: str) -> None:
+    if name in RESERVED_DATABASES or name.startswith(SCRATCH_PREFIX):
+        raise UsageError(
+            f"the system database {name!r} from {source} is not usable: "
+            + ("every PostgreSQL instance has it" if name in RESERVED_DATABASES else "the rehearsal's scratch prefix"),
+            "name the app's own system database, e.g. <app>_dbos_sys",
+        )
+
+
+# ---------------------------------------------------------------------------- production
+
+
+def is_production(eff: Effective, environ: Mapping[str, str], forced: bool) -> tuple[bool, str]:
+    """Production unless every effective host and hostaddr is local (localhost, loopback, socket)."""
     if forced:
         return True, "--production"
     if environ.get("DBOS__CLOUD", "").lower() == "true":
         return True, "DBOS__CLOUD=true"
-    hosts = (url.effective_host or "localhost").split(",")
-    for host in hosts:
-        if not _is_local(host.strip()):
-            return True, f"host {host.strip()!r} is not local"
-    return False, "local host"
+    remote = nonlocal_endpoint(eff)
+    if remote is not None:
+        return True, f"{remote} is not local"
+    return False, "every host is local"
 
 
-def _is_local(host: str) -> bool:
-    if host == "" or host.startswith("/") or host.startswith("@"):
-        return True
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
+def _cloud_masked(url: PgUrl) -> bool:
+    return url.password == CLOUD_MASKED_PASSWORD
 
 
 def resolve(
@@ -352,86 +289,79 @@ def resolve(
     app_db_name: str | None = None,
     production: bool = False,
     environ: Mapping[str, str],
+    local_server: Callable[[Mapping[str, str]], tuple[PgUrl, str] | None] | None = None,
 ) -> Target:
     """Resolve everything a verb needs to know about where it will act."""
-    instance, source = resolve_instance(config, db_url, environ)
-    app_db, app_source = resolve_app_database(config, app_db_name, instance)
-    system_url = resolve_system_url(config, instance, app_db)
-    prod, reason = is_production(instance, environ, production)
-    secrets = tuple(
-        s
-        for url in (instance, system_url)
-        if isinstance(url, PgUrl)
-        for s in (url.password, *(url.param(name) for name in SECRET_PARAMS))
-        if s
-    )
+    url, source = resolve_instance(config, db_url, environ, local_server)
+    masked_password = _cloud_masked(url)
+    eff = effective(url, environ, ignore_password=masked_password)
+    instance = Endpoint(url, eff)
+    app_db, app_source = resolve_app_database(config, app_db_name, url)
+    system = resolve_system(config, instance, app_db, environ)
+    prod, reason = is_production(eff, environ, production)
+    secrets = [*eff.secrets]
+    if system.endpoint is not None:
+        secrets += system.endpoint.eff.secrets
+    if config is not None:
+        secrets += config.secrets
     return Target(
         instance=instance,
         source=source,
         app_database=app_db,
         app_database_source=app_source,
-        system_url=system_url,
+        system=system,
         production=prod,
         production_reason=reason,
-        secrets=secrets,
+        password_needed=masked_password and eff.password is None,
+        secrets=tuple(dict.fromkeys(s for s in secrets if s)),
     )
 
 
-def resolve_system_url(config: Config | None, instance: PgUrl, app_db: str) -> PgUrl | str:
-    """SPEC §3: system_database_url, else the app URL with sys_db_name or `<app_db>_dbos_sys`.
-
-    DBOS 2.x+ also accepts a SQLite system database (`sqlite:///dbos.sqlite`): such a URL
-    is only handed to the commands, so it is passed through as written.
-    """
-    if (
-        config is not None
-        and config.system_database_url is not None
-        and not config.system_database_url.missing
-    ):
-        text = config.system_database_url.value
-        if text.partition("://")[0].lower() not in SCHEMES:
-            return text
-        return parse_url(text, what="system_database_url")
-    if (
-        config is not None
-        and config.database.sys_db_name is not None
-        and not config.database.sys_db_name.missing
-    ):
-        return instance.with_database(config.database.sys_db_name.value)
-    return instance.with_database(f"{app_db}_dbos_sys")
+# ---------------------------------------------------------------------------- what commands get
 
 
-def command_env(target: Target, base: Mapping[str, str], config_env: Mapping[str, str]) -> dict[str, str]:
-    """SPEC §7: the process env, then the config's env:, then the connection, which always wins.
+def pg_vars(eff: Effective, dbname: str) -> dict[str, str]:
+    """PGHOST, PGHOSTADDR, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE, ... for `dbname`: every
+    effective parameter that libpq also reads from the environment."""
+    out: dict[str, str] = {}
+    envvars = libpq_envvars()
+    for key, value in eff.params:
+        var = envvars.get(key)
+        if var and key not in ("service", "passfile", "dbname"):
+            out[var] = value
+    if eff.password is not None:
+        out["PGPASSWORD"] = eff.password
+    out["PGDATABASE"] = dbname
+    return out
 
-    A PG* variable the URL leaves unset (say PGSSLMODE) stays as the process has it: libpq
-    applied that same value to dbos-migrate's own connection, so the commands reach the
-    server exactly the way dbos-migrate did.
-    """
-    env = dict(base)
-    env.update(config_env)
-    app = target.app_url
-    env["DBOS_DATABASE_URL"] = app.render(mask=False)
-    system = target.system_url
-    env["DBOS_SYSTEM_DATABASE_URL"] = system.render(mask=False) if isinstance(system, PgUrl) else system
-    if app.effective_host:
-        env["PGHOST"] = app.effective_host
-    if app.port:
-        env["PGPORT"] = app.port
-    if app.user:
-        env["PGUSER"] = app.user
-    password = app.password if app.password is not None else app.param("password")
-    if password is not None:
-        env["PGPASSWORD"] = password
-    env["PGDATABASE"] = app.database or ""
-    for param, var in (
-        ("sslmode", "PGSSLMODE"),
-        ("sslrootcert", "PGSSLROOTCERT"),
-        ("sslcert", "PGSSLCERT"),
-        ("sslkey", "PGSSLKEY"),
-        ("connect_timeout", "PGCONNECT_TIMEOUT"),
-    ):
-        value = app.param(param)
-        if value is not None:
-            env[var] = value
-    return env
+
+def connection_vars(target: Target) -> dict[str, str]:
+    """DBOS_DATABASE_URL, DBOS_SYSTEM_DATABASE_URL and PG* for the app database, from the
+    effective connection (docs/behaviour.md, "The environment each command gets")."""
+    out = {"DBOS_DATABASE_URL": target.app_url.text, "DBOS_SYSTEM_DATABASE_URL": target.system.url_text(mask=False)}
+    out.update(pg_vars(target.instance.eff, target.app_database))
+    return out
+
+
+def command_env(
+    target: Target, base: Mapping[str, str], config: Config | None
+) -> tuple[dict[str, str], list[Problem]]:
+    """The process env, then the config's env: (resolved against this run's target), then the
+    connection, which always wins. Returns the environment and one warning per env: entry left
+    out because a variable it needs is unset."""
+    conn = connection_vars(target)
+    env = {k: v for k, v in base.items() if k != "PGSERVICE"}  # expanded into the PG* values already
+    skipped: list[Problem] = []
+    if config is not None:
+        lookup = {**base, **conn}
+        secrets_dir = base.get("DBOS_MIGRATE_SECRETS_DIR") or "/run/secrets"
+        for key, text in config.env:
+            value, missing = substitute(text.raw, lookup, secrets_dir)
+            if missing:
+                names = ", ".join("${" + m + "}" for m in missing)
+                skipped.append(Problem(config.file, text.line, text.column, text.path,
+                                       f"not exported: {names} is not set"))  # fmt: skip
+                continue
+            env[key] = value
+    env.update(conn)
+    return env, skipped

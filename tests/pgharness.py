@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
 
 from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port, make_url, mask_url
 
@@ -46,10 +46,16 @@ def in_ci() -> bool:
 
 def with_dbname(url: str, dbname: str) -> str:
     """The instance URL pointed at another database (the dbname is percent-encoded)."""
-    from urllib.parse import quote
+    from dbos_migrate.conninfo import parse_url
 
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
+    return parse_url(url).with_database(dbname).text
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """The instance URL with other credentials."""
+    from dbos_migrate.conninfo import parse_url
+
+    return parse_url(url).with_user(user, password).text
 
 
 def reachable_tmpdir(prefix: str = "dbos-migrate-test-") -> Path:
@@ -270,4 +276,5 @@ __all__: Sequence[str] = [
     "run_cli",
     "start_cluster",
     "with_dbname",
+    "with_user",
 ]

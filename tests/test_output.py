@@ -118,7 +118,7 @@ def test_no_color_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo from-command"])
     plain = run_cli("up", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1", "FORCE_COLOR": None})
     assert plain.returncode == 0 and "\x1b[" not in plain.stdout + plain.stderr
-    quiet = run_cli("up", "-c", cfg, "-D", pg_url, "-q")
+    quiet = run_cli("up", "-c", cfg, "-D", pg_url, "-q", "--system-db", "create")
     assert quiet.returncode == 0
     assert quiet.stdout.strip() == "from-command"  # only the command's own output
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import psycopg
 from helpers import db_exists, history_rows, one_json, query, write_config
-from pgharness import free_port, run_cli, with_dbname
+from pgharness import free_port, run_cli, with_dbname, with_user
 
 
 def process_alive(pid: int) -> bool:
@@ -165,15 +165,9 @@ def test_role_without_createdb_exits_3_naming_createdb(tmp_path: Path, pg_url: s
     role = f"r_{app_db}"
     query(pg_url, f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw-nocreate'")
     try:
-        url = pg_url.replace("://", "://", 1)
-        from dbos_migrate.target import parse_url
-
-        parsed = parse_url(url)
-        role_url = parsed.__class__(
-            parsed.scheme, role, "pw-nocreate", parsed.host, parsed.port, "postgres", parsed.params
-        )
+        role_url = with_dbname(with_user(pg_url, role, "pw-nocreate"), "postgres")
         cfg = write_config(tmp_path, app_db_name=app_db, migrate=["touch ran"])
-        result = up(cfg, role_url.render(mask=False))
+        result = up(cfg, role_url)
         assert result.returncode == 3, result.stdout + result.stderr
         assert "CREATEDB" in result.stderr and "--no-create" in result.stderr
         assert not (tmp_path / "ran").exists()
@@ -267,7 +261,8 @@ def test_app_role_grants_runtime_privileges(tmp_path: Path, pg_url: str, app_db:
         missing = up(cfg, pg_url, "--app-role", "no_such_role_xyz")
         assert missing.returncode == 2 and "no such role" in missing.stderr
     finally:
-        query(pg_url, f'DROP DATABASE IF EXISTS "{app_db}" WITH (FORCE)')
+        for db in (app_db, f"{app_db}_dbos_sys"):
+            query(pg_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         query(pg_url, f'DROP ROLE IF EXISTS "{role}"')
 
 
@@ -332,5 +327,5 @@ def test_verbose_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     verbose = up(cfg, pg_url, "-v")
     assert verbose.returncode == 0 and "lock acquired after" in verbose.stdout
-    quiet = up(cfg, pg_url, "-q")
+    quiet = up(cfg, pg_url, "-q", "--system-db", "create")
     assert quiet.returncode == 0 and quiet.stdout == "" and "lock acquired" not in quiet.stdout

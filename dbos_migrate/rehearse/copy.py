@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -136,15 +136,11 @@ def dump_schema(dump: PgDump, url: PgUrl, env: Mapping[str, str], scrub: Scrubbe
     The password travels in PGPASSWORD (`env`), never on the command line: the URL passed
     with --dbname keeps every other parameter (sslmode, options, ...) but no secret.
     """
-    public = replace(
-        url,
-        password=None,
-        params=tuple((k, v) for k, v in url.params if k not in ("password", "sslpassword")),
-    )
+    public = url.without_secrets().libpq_text()
     args = [
         dump.path, "--schema-only", "--no-owner", "--no-privileges", "--no-security-labels", "--no-tablespaces",
         f"--exclude-schema={OWN_SCHEMA}", f"--lock-wait-timeout={max(lock_wait_ms, 1)}",
-        f"--dbname={public.render(mask=False)}",
+        f"--dbname={public}",
     ]  # fmt: skip
     if dump.major >= 10:
         args += ["--no-publications", "--no-subscriptions"]  # a subscription would connect out

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from dbos_migrate import database as db
+from dbos_migrate.conninfo import effective
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_line
 from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
@@ -21,7 +22,7 @@ from dbos_migrate.rehearse import copy, scratch
 from dbos_migrate.rehearse.catalog import Conn, Snapshot, snapshot
 from dbos_migrate.rehearse.diff import diff
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
-from dbos_migrate.target import PgUrl, Target, command_env, parse_url
+from dbos_migrate.target import Endpoint, SystemDatabase, Target, parse_url, pg_vars
 from dbos_migrate.verbs.frame import Run, maintenance_connection, run_commands, take_lock
 
 if TYPE_CHECKING:
@@ -72,17 +73,18 @@ class Rehearsal:
 def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, record: bool) -> Rehearsal:
     """Copy, run, diff, drop. `record` puts the rehearsal's command results into the report's
     own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up)."""
-    commands = run.commands(run.config.database.migrate, "migrate")
-    run.report.planned = [shown for _, shown in commands]
+    run.ensure_password()
     instance = run.target.instance
     if rehearse_url:
-        instance = parse_url(rehearse_url, what="--rehearse-url")
-        run.add_secrets([instance.password])
+        url = parse_url(rehearse_url, what="--rehearse-url")
+        instance = Endpoint(url, effective(url, run.ctx.environ))
+        run.add_secrets(instance.eff.secrets)
     name = scratch.scratch_name(run.target.app_database)
     # The commands must reach the scratch database and never the real system database.
-    scratch_target = replace(
-        run.target, instance=instance, app_database=name, system_url=instance.with_database(name)
-    )
+    scratch_target = replace(run.target, instance=instance, app_database=name,
+                             system=SystemDatabase("the scratch database", instance.at(name)))  # fmt: skip
+    commands = run.commands(run.config.database.migrate, "migrate", run.command_env(scratch_target))
+    run.report.planned = [shown for _, shown in commands]
     rehearsal = Rehearsal(name, instance.masked())
     run.report.rehearsal = rehearsal
     if not commands:
@@ -91,7 +93,7 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
         return rehearsal
     app_name = db.application_name("rehearse")
     other = instance if rehearse_url else None
-    maint = maintenance_connection(run, app_name, instance=other, prefer=other.database if other else None,
+    maint = maintenance_connection(run, app_name, instance=other, prefer=other.url.database if other else None,
                                    purpose="for the rehearsal")  # fmt: skip
     try:
         _check_server(maint)
@@ -154,7 +156,7 @@ def _create(run: Run, maint: Conn, name: str, rehearse_url: str | None) -> None:
         raise db.classify(exc, run.scrub, where=f"marking scratch database {name!r}") from None
 
 
-def _drop(run: Run, maint: Conn, instance: PgUrl | None, name: str, app_name: str) -> bool:
+def _drop(run: Run, maint: Conn, instance: Endpoint | None, name: str, app_name: str) -> bool:
     """Drop the scratch database, through a fresh connection if ours broke. Never raises."""
     with scratch.signals_held():
         errors: list[str] = []
@@ -163,7 +165,7 @@ def _drop(run: Run, maint: Conn, instance: PgUrl | None, name: str, app_name: st
             try:
                 if attempt:
                     conn = maintenance_connection(run, app_name, instance=instance,
-                                                  prefer=instance.database if instance else None,
+                                                  prefer=instance.url.database if instance else None,
                                                   purpose="to drop the scratch database")  # fmt: skip
                 try:
                     conn.execute(scratch.drop_statement(conn, name))
@@ -183,7 +185,7 @@ def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
     target = run.target
     app_name = db.application_name("rehearse")
     try:
-        src = db.connect(target.app_url, run.scrub, app_name=app_name, where="reading the app database")
+        src = db.connect(target.app, run.scrub, app_name=app_name, where="reading the app database")
     except db.DatabaseMissing:
         rehearsal.copy_method = "none: the app database does not exist yet (first deploy)"
         run.emit(Notice("rehearsal: the app database does not exist yet: the scratch database starts empty"))
@@ -193,8 +195,7 @@ def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
     with db.closing(src):
         take_lock(run, src, key, target.app_database, deadline)  # a concurrent `up` is not copied half-way
         try:
-            dst = db.connect(
-                scratch_target.app_url, run.scrub, app_name=app_name, where="opening the scratch database"
+            dst = db.connect(scratch_target.app, run.scrub, app_name=app_name, where="opening the scratch database"
             )
             with db.closing(dst):
                 rehearsal.copy_method = _copy_schema(run, src, dst, rehearsal, deadline)
@@ -230,7 +231,8 @@ def _copy_schema(run: Run, src: Conn, dst: Conn, rehearsal: Rehearsal, deadline:
                 Notice(f"rehearsal: no pg_dump >= {server_major} found: copying the schema from the catalogs")
             )
         else:
-            env = command_env(run.target, environ, {})
+            env = {k: v for k, v in environ.items() if k != "PGSERVICE"}
+            env.update(pg_vars(run.target.instance.eff, run.target.app_database))
             env["PGAPPNAME"] = db.application_name("rehearse")
             env.setdefault("PGCONNECT_TIMEOUT", str(db.DEFAULT_CONNECT_TIMEOUT))
             wait_ms = int(max(deadline - run.ctx.clock(), 1) * 1000)
@@ -250,7 +252,7 @@ def _copy_schema(run: Run, src: Conn, dst: Conn, rehearsal: Rehearsal, deadline:
 
 
 def _snapshot(run: Run, scratch_target: Target) -> Snapshot:
-    conn = db.connect(scratch_target.app_url, run.scrub, app_name=db.application_name("rehearse"),
+    conn = db.connect(scratch_target.app, run.scrub, app_name=db.application_name("rehearse"),
                       where="reading the scratch database")  # fmt: skip
     with db.closing(conn):
         try:
@@ -275,7 +277,7 @@ def _run(
             run.report.commands.append(result)
 
     run_commands(
-        run, commands, interrupts, env=command_env(scratch_target, run.ctx.environ, run.config.env_map),
+        run, commands, interrupts, env=run.command_env(scratch_target),
         on_result=finished, label="rehearsal ",
         failure_hint="it failed on a copy of the current schema, so it would fail on the real database too; "
         "the real database was not touched",

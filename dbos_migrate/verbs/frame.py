@@ -8,8 +8,8 @@ the public pieces those bodies are built from (docs/architecture.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbos_migrate import config as config_mod
@@ -21,6 +21,7 @@ from dbos_migrate.errors import (
     DatabaseError,
     Interrupted,
     MigrateError,
+    UsageError,
 )
 from dbos_migrate.events import (
     CommandFinished,
@@ -34,12 +35,10 @@ from dbos_migrate.events import (
 )
 from dbos_migrate.model import CommandResult, HistoryRow, LockHolder, Resolution, RunReport
 from dbos_migrate.scrub import Scrubber
-from dbos_migrate.target import PgUrl, Target, resolve
+from dbos_migrate.target import Endpoint, PgUrl, Target, command_env, parse_url, resolve
 from dbos_migrate.verbs.options import Options
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import psycopg
 
     from dbos_migrate.runner import Interrupts
@@ -57,19 +56,51 @@ class Run:
     report: RunReport
     emit: Sink
     secrets: list[str | None]
+    _warned: set[str] = field(default_factory=set)
 
     def add_secrets(self, secrets: Iterable[str | None]) -> None:
         """Scrub these too from now on (a second instance's password, say)."""
         self.secrets = [*self.secrets, *secrets]
         self.scrub = Scrubber(self.secrets)
 
-    def commands(self, items: tuple[Text, ...], key: str) -> list[tuple[str, str]]:
-        """(text to run, text to show) for each command; an unset ${VAR} in one is an error now."""
-        out = []
-        for i, item in enumerate(items):
-            text = item.require(self.config.file, f"running database.{key}[{i}]")
-            out.append((text, self.scrub.text(item.raw)))
-        return out
+    def commands(self, items: tuple[Text, ...], key: str, env: Mapping[str, str]) -> list[tuple[str, str]]:
+        """(text to run, text to show) for each command; a ${VAR} without default that `env`
+        lacks is an error now, before anything runs."""
+        return [
+            (self.config.command(item, f"running database.{key}[{i}]", env), self.scrub.text(item.raw))
+            for i, item in enumerate(items)
+        ]
+
+    def command_env(self, target: Target | None = None) -> dict[str, str]:
+        """The environment commands get against `target` (default: the run's own); env: entries
+        left out for an unset variable are warned about once."""
+        env, skipped = command_env(target or self.target, self.ctx.environ, self.config)
+        for problem in skipped:
+            text = problem.render()
+            if text not in self._warned:
+                self._warned.add(text)
+                self.emit(Notice(text, "warning"))
+        return env
+
+    def ensure_password(self) -> None:
+        """When the URL's password was `***` (as `dbos-cloud db url` prints it) and libpq has no
+        other (PGPASSWORD, .pgpass, a service file): ask on a terminal, else stop with the fix."""
+        if not self.target.password_needed:
+            return
+        eff = self.target.instance.eff
+        who = f"{eff.get('user') or 'the user'} at {eff.describe()}"
+        if self.ctx.ask is not None:
+            answer = self.ctx.ask(f"Password for {who} (the URL shows ***): ", True)
+            if answer:
+                self.target = self.target.with_password(answer)
+                self.add_secrets([answer])
+                return
+        raise UsageError(
+            f"the URL's password is *** (as `dbos-cloud db url` prints it) and no password for {who} was found "
+            "in PGPASSWORD, .pgpass or a service file",
+            "export PGPASSWORD, add the password to ~/.pgpass, run on a terminal to be asked for it, "
+            "or use the real URL from `dbos-cloud db url -S`",
+        )
 
 
 def load_config(ctx: Context, options: Options) -> Config:
@@ -83,11 +114,24 @@ def resolve_target(ctx: Context, cfg: Config | None, options: Options) -> Target
         app_db_name=options.app_db_name,
         production=options.production,
         environ=ctx.environ,
+        local_server=local_server,
     )
 
 
+def local_server(environ: Mapping[str, str]) -> tuple[PgUrl, str] | None:
+    """The server `dbos-migrate postgres start` left running, if any (docs/local-postgres.md)."""
+    from dbos_migrate import localpg
+
+    lookup = getattr(localpg, "running_server", None)
+    server = lookup(environ) if lookup is not None else None
+    if server is None:
+        return None
+    return parse_url(server.url, what="the local server's URL"), f"the local server from `dbos-migrate postgres start` (port {server.port})"
+
+
 def config_secrets(cfg: Config | None, target: Target) -> list[str | None]:
-    """Every secret a run knows of: the target's, and the config's legacy password."""
+    """Every secret a run knows of: the target's (URL, service file, PGPASSWORD, .pgpass,
+    Docker secrets), and the config's legacy password."""
     secrets: list[str | None] = list(target.secrets)
     if cfg is not None and cfg.database.password is not None:
         secrets.append(cfg.database.password.value)
@@ -104,6 +148,10 @@ def resolution(ctx: Context, options: Options, cfg: Config, target: Target) -> R
         target_source=target.source,
         production=target.production,
         production_reason=target.production_reason,
+        connection=target.instance.eff.describe(),
+        connection_detail=target.instance.eff.as_dict(),
+        system_database=target.system.url_text(mask=True),
+        system_database_source=target.system.source,
         warnings=list(cfg.warnings),
     )
 
@@ -149,7 +197,7 @@ def run_steps(
 
 
 def maintenance_connection(
-    run: Run, app_name: str, *, instance: PgUrl | None = None, prefer: str | None = None, purpose: str
+    run: Run, app_name: str, *, instance: Endpoint | None = None, prefer: str | None = None, purpose: str
 ) -> psycopg.Connection[Any]:
     """A connection to a database other than the app's: `--maintenance-db` if given, else
     `prefer` (a rehearsal instance's own database), then `postgres`, then `template1`."""
@@ -184,6 +232,7 @@ def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, 
         run.emit(WaitingForLock(holder, left))
 
     try:
+        db.protect_lock_session(conn)
         db.acquire_lock(conn, key, database, timeout=max(deadline - run.ctx.clock(), 0), on_wait=waiting)
     except Exception as exc:
         if isinstance(exc, MigrateError):
@@ -322,7 +371,7 @@ class History:
         if not self.conn.closed and self._write(self.conn):
             return
         try:
-            conn = db.connect(self.run.target.app_url, self.run.scrub, app_name=db.application_name("history"),
+            conn = db.connect(self.run.target.app, self.run.scrub, app_name=db.application_name("history"),
                               where="reconnecting to record history")  # fmt: skip
         except MigrateError as exc:
             self.run.report.history_written = False  # JSON: not every row made it

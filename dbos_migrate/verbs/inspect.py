@@ -43,8 +43,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
         app_name = db.application_name("status")
         start = ctx.clock()
         try:
-            conn = db.connect(
-                target.app_url, scrub, app_name=app_name, where="connecting to the app database"
+            conn = db.connect(target.app, scrub, app_name=app_name, where="connecting to the app database"
             )
             report.exists = True
         except db.DatabaseMissing:
@@ -80,7 +79,7 @@ def history(
     try:
         _, target, scrub, report.where = _resolve(ctx, options, emit, "history")
         try:
-            conn = db.connect(target.app_url, scrub, app_name=db.application_name("history"),
+            conn = db.connect(target.app, scrub, app_name=db.application_name("history"),
                               where="connecting to the app database")  # fmt: skip
         except db.DatabaseMissing:
             raise DatabaseError(f"app database {target.app_database!r} does not exist: no history") from None
@@ -111,4 +110,9 @@ def resolve_only(ctx: Context, options: Options) -> Target:
 
 def url(ctx: Context, options: Options, *, show_password: bool) -> str:
     """The app database URL, like `dbos-cloud db url`: password masked unless asked for."""
-    return resolve_only(ctx, options).app_url.render(mask=not show_password)
+    target = resolve_only(ctx, options)
+    app = target.app_url
+    password = target.instance.eff.password
+    if password is not None and app.password is None:
+        app = app.with_password(password)  # from PGPASSWORD, .pgpass or a service file
+    return app.masked() if not show_password else app.text

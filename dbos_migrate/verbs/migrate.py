@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from dbos_migrate.config import Config
 from dbos_migrate.context import Context
 from dbos_migrate.errors import DatabaseError, GuardRefused, UsageError
 from dbos_migrate.events import DatabaseReady, GuardWarning, Notice, Sink, WaitingForServer
 from dbos_migrate.model import CommandResult, RunReport
-from dbos_migrate.target import command_env
 from dbos_migrate.verbs.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
 from dbos_migrate.verbs.options import Options
 
@@ -39,17 +39,14 @@ def plan(ctx: Context, options: Options, emit: Sink) -> RunReport:
 
 
 def _up(run: Run, interrupts: Interrupts) -> None:
-    commands = run.commands(run.config.database.migrate, "migrate")
+    commands = run.commands(run.config.database.migrate, "migrate", run.command_env())
     run.report.planned = [shown for _, shown in commands]
+    run.ensure_password()
     if run.options.dry_run:
         _dry_run(run, create=not run.options.no_create)
         return
     if run.target.production:
-        run.emit(
-            Notice(
-                f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"
-            )
-        )
+        run.emit(Notice(f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"))
     if not commands:
         run.emit(Notice("database.migrate lists no commands: only the app database is ensured"))
     execute(run, commands, "up", interrupts, create=not run.options.no_create)
@@ -60,15 +57,24 @@ def _down(run: Run, interrupts: Interrupts) -> None:
         raise UsageError(
             f"{run.config.file} declares no rollback commands (database.rollback is missing or empty)",
             "declare them in the order they should run, e.g.\n"
-            "      database:\n        rollback:\n          - alembic downgrade -1",
+            "      database:\n        rollback:\n          - " + rollback_example(run.config),
         )
-    commands = run.commands(run.config.database.rollback, "rollback")
+    commands = run.commands(run.config.database.rollback, "rollback", run.command_env())
     run.report.planned = [shown for _, shown in commands]
     if run.options.dry_run:
+        run.ensure_password()
         _dry_run(run, create=False)
         return
     guard(run)
+    run.ensure_password()
     execute(run, commands, "down", interrupts, create=False)
+
+
+def rollback_example(cfg: Config) -> str:
+    """A rollback command in the app's own toolchain, for the hint of a missing rollback list."""
+    if cfg.language in ("node", "typescript") or (cfg.language is None and cfg.package_name is not None):
+        return "npx knex migrate:rollback   (or: npx prisma migrate resolve / npx typeorm migration:revert / drizzle-kit)"
+    return "alembic downgrade -1"
 
 
 def guard(run: Run) -> None:
@@ -103,7 +109,7 @@ def _dry_run(run: Run, *, create: bool) -> None:
     from dbos_migrate import database as db
 
     try:
-        conn = db.connect(run.target.app_url, run.scrub, app_name=db.application_name("dry-run"),
+        conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("dry-run"),
                           where="checking the app database")  # fmt: skip
         conn.close()
         run.report.exists = True
@@ -117,17 +123,29 @@ def _dry_run(run: Run, *, create: bool) -> None:
         run.emit(Notice(f"dry run: app database {name!r} does not exist and would be created"))
     else:
         raise DatabaseError(
-            f"app database {name!r} does not exist"
-            + (" (--no-create)" if going_up else ": nothing to roll back"),
+            f"app database {name!r} does not exist" + (" (--no-create)" if going_up else ": nothing to roll back"),
         )
     for i, shown in enumerate(run.report.planned, 1):
         run.emit(Notice(f"  would run [{i}/{len(run.report.planned)}] {shown}"))
     run.emit(Notice(f"dry run: {len(run.report.planned)} command(s) would run; nothing was changed"))
 
 
-def open_app_database(
-    run: Run, verb: str, create: bool, lock_deadline: float
-) -> tuple[psycopg.Connection[Any], bool]:
+def _before_anything(run: Run, conn: psycopg.Connection[Any]) -> None:
+    """Checks that must pass before anything is created: the server accepts writes, and the
+    runtime role exists (dbos-migrate grants, it never creates roles)."""
+    from dbos_migrate import database as db
+
+    db.refuse_standby(conn, run.report.where.target or "")
+    role = run.options.app_role
+    if role and not db.role_exists(conn, role):
+        raise UsageError(
+            f"--app-role {role!r}: no such role; dbos-migrate grants privileges but does not create roles; "
+            "nothing was changed",
+            f"create it first, e.g. CREATE ROLE {role} LOGIN PASSWORD '...'",
+        )
+
+
+def open_app_database(run: Run, verb: str, create: bool, lock_deadline: float) -> tuple[psycopg.Connection[Any], bool]:
     """Connect to the app database, creating it under the creation lock when missing.
 
     Returns the connection and whether the migration lock is already held on it.
@@ -136,16 +154,14 @@ def open_app_database(
 
     target, scrub, opts = run.target, run.scrub, run.options
     app_name = db.application_name(verb)
+    shown = target.app_url.masked()
 
     def retrying(left: float, reason: str) -> None:
         run.emit(WaitingForServer(left, reason))
 
     try:
-        existing = db.connect_waiting(
-            target.app_url, scrub, dbname=None, app_name=app_name, wait=opts.wait,
-            on_retry=retrying, where=f"connecting to {target.app_url.masked()}",
-        )  # fmt: skip
-        return existing, False
+        existing = db.connect_waiting(target.app, scrub, dbname=None, app_name=app_name, wait=opts.wait,
+                                      on_retry=retrying, where=f"connecting to {shown}")  # fmt: skip
     except db.DatabaseMissing:
         if not create:
             hint = "drop --no-create to let dbos-migrate create it" if verb == "up" else None
@@ -154,21 +170,25 @@ def open_app_database(
                 + (": nothing to roll back" if verb == "down" else " and --no-create was given"),
                 hint,
             ) from None
+    else:
+        try:
+            _before_anything(run, existing)
+        except BaseException:
+            existing.close()
+            raise
+        return existing, False
     maint = maintenance_connection(
         run, app_name, purpose=f"to create the app database {target.app_database!r}, which does not exist"
     )
     key = db.lock_key(target.app_database)
     with db.closing(maint):
+        _before_anything(run, maint)
         take_lock(run, maint, key, maint.info.dbname, lock_deadline)
         created = False
         if not db.database_exists(maint, target.app_database):
-            created = db.create_database(
-                maint, target.app_database, scrub, template0=maint.info.dbname == "template1"
-            )
+            created = db.create_database(maint, target.app_database, scrub, template0=maint.info.dbname == "template1")
         run.report.created = created
-        conn = db.connect(
-            target.app_url, scrub, app_name=app_name, where=f"connecting to {target.app_url.masked()}"
-        )
+        conn = db.connect(target.app, scrub, app_name=app_name, where=f"connecting to {shown}")
         # Take the app database lock before giving up the creation lock: no gap to race into.
         try:
             take_lock(run, conn, key, target.app_database, lock_deadline)
@@ -183,7 +203,8 @@ def open_app_database(
 def execute(
     run: Run, commands: list[tuple[str, str]], direction: str, interrupts: Interrupts, *, create: bool
 ) -> None:
-    """Open (or create) the app database, take the lock, run the commands, record history."""
+    """Open (or create) the app database, take the lock, provision the system database (up),
+    run the commands with the lock verified before and after each, record history."""
     from dbos_migrate import database as db
 
     opts = run.options
@@ -195,11 +216,10 @@ def execute(
             take_lock(run, conn, key, run.target.app_database, lock_deadline)
             run.emit(DatabaseReady(run.target.app_database, False))
         run.report.exists = True
-        if opts.app_role and not db.role_exists(conn, opts.app_role):
-            raise UsageError(
-                f"--app-role {opts.app_role!r}: no such role; dbos-migrate grants privileges but does not create roles",
-                f"create it first, e.g. CREATE ROLE {opts.app_role} LOGIN PASSWORD '...'",
-            )
+        if direction == "up":
+            from dbos_migrate.sysdb import provision
+
+            provision(run, interrupts)
         run_id = db.new_run_id()
         run.report.run_id = run_id
         history = History(run, conn, run_id, direction)
@@ -208,17 +228,22 @@ def execute(
             run.report.commands.append(result)
             history.record(result)
 
+        def after(result: CommandResult) -> None:
+            try:
+                db.verify_lock(conn, key, run.scrub, during=f"command {result.index}")
+            except db.LockLost:
+                history.amend_last("the migration lock was lost while this command ran; another run may have overlapped")
+                raise
+
         try:
             run_commands(
-                run, commands, interrupts, env=command_env(run.target, run.ctx.environ, run.config.env_map),
-                before_each=lambda: db.check_alive(conn, run.scrub), on_result=finished,
+                run, commands, interrupts, env=run.command_env(),
+                before_each=lambda: db.verify_lock(conn, key, run.scrub), on_result=finished, after_each=after,
             )  # fmt: skip
             if opts.app_role:
                 schemas = db.grant_app_role(conn, run.target.app_database, opts.app_role, run.scrub)
                 run.emit(
-                    Notice(
-                        f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
-                    )
+                    Notice(f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}")
                 )
         finally:
             history.flush()

@@ -45,13 +45,14 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
 
 def _app_db_name_problems(cfg: Config) -> list[Problem]:
     """The app database name `up` would use when the URL names none: caught before a deploy."""
-    from dbos_migrate.target import PgUrl, resolve_app_database
+    from dbos_migrate.conninfo import PgUrl
+    from dbos_migrate.target import resolve_app_database
 
     source = cfg.database.app_db_name if cfg.database.app_db_name is not None else cfg.name
     if source is None or source.missing:
         return []
     try:
-        resolve_app_database(cfg, None, PgUrl())
+        resolve_app_database(cfg, None, PgUrl("postgresql://", "postgresql", ()))
     except UsageError as exc:
         return [Problem(cfg.file, source.line, source.column, source.path, exc.message, exc.hint)]
     return []

@@ -1,0 +1,260 @@
+"""The app's DBOS system database: created if missing, its schema brought up to date by the
+app's own DBOS toolchain, and the runtime role granted what the app needs there.
+
+The schema must match the app's DBOS version, so `up` never writes it itself: it runs the
+toolchain the app would use (docs/dbos-compatibility.md):
+- Python (`dbos` 1.x+ on the commands' PATH): `dbos migrate -s URL [--schema S] [-r ROLE]`,
+  in an empty temporary directory so that it finds no config and runs no user command;
+- TypeScript (`@dbos-inc/dbos-sdk` 3.x+ in the app's node_modules): `dbos schema URL [-r ROLE]`;
+- `dbosctl sysdb migrate [-r ROLE]` when that is what is installed.
+No password is ever on these command lines: the URL goes without it and PGPASSWORD (or,
+for dbosctl, DBOS_SYSTEM_DATABASE_URL) carries it in the environment.
+
+With no toolchain, the database is only created, and the runtime role gets what the app
+needs to create the schema itself at its first launch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbos_migrate.errors import CommandFailed, CommandTimeout, DatabaseError, Interrupted
+from dbos_migrate.events import Notice
+from dbos_migrate.model import SystemDatabase as SystemReport
+from dbos_migrate.target import Endpoint, pg_vars
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from dbos_migrate.runner import Interrupts
+    from dbos_migrate.verbs.frame import Run
+
+DEFAULT_SCHEMA = "dbos"
+#: Oldest releases whose CLI migrates a given system database URL (older ones need the app's
+#: config and also run its commands, so they cannot be used here).
+MIN_PYTHON = (1, 0)
+MIN_TYPESCRIPT = (3, 0)
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A DBOS tool that can bring the system schema up to date, and how to run it."""
+
+    name: str  # e.g. "dbos 3.4.0 (Python)"
+    argv: tuple[str, ...]  # no secret in it
+    env: Mapping[str, str]
+    cwd: str | None  # None: an empty temporary directory
+
+    @property
+    def shown(self) -> str:
+        return shlex.join(self.argv)
+
+
+# ---------------------------------------------------------------------------- finding the toolchain
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...] | None:
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?", text or "")
+    return (int(match[1]), int(match[2] or 0)) if match else None
+
+
+def _which(name: str, env: Mapping[str, str], cwd: Path) -> str | None:
+    """Like the shell finds a command: the PATH the commands get, relative entries from `cwd`."""
+    entries = [str(cwd / p) if p and not os.path.isabs(p) else p for p in env.get("PATH", os.defpath).split(os.pathsep)]
+    return shutil.which(name, path=os.pathsep.join(entries))
+
+
+def _python_dbos_version(script: str, env: Mapping[str, str]) -> str | None:
+    """The `dbos` package version, asked of the interpreter the script runs with."""
+    try:
+        with open(script, "rb") as fh:
+            first = fh.readline(300).decode("utf-8", "replace")
+    except OSError:
+        return None
+    interp = first[2:].strip().split()[0] if first.startswith("#!") else ""
+    probe = "import importlib.metadata as m; print(m.version('dbos'))"
+    argv = [interp, "-c", probe] if "python" in os.path.basename(interp) else [script, "version"]
+    try:
+        out = subprocess.run(argv, env=dict(env), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?\S*)", out.stdout)
+    return match.group(1) if out.returncode == 0 and match else None
+
+
+def _node_sdk(directory: Path) -> tuple[str, str] | None:
+    """(bin/dbos, SDK version) of @dbos-inc/dbos-sdk installed for the app, looked up the way
+    node resolves packages: node_modules here, then in each parent directory."""
+    import json
+
+    for base in (directory, *directory.parents):
+        package = base / "node_modules" / "@dbos-inc" / "dbos-sdk" / "package.json"
+        binary = base / "node_modules" / ".bin" / "dbos"
+        if package.is_file() and binary.exists():
+            try:
+                version = json.loads(package.read_text(encoding="utf-8")).get("version")
+            except (OSError, ValueError):
+                version = None
+            return str(binary), str(version or "unknown")
+    return None
+
+
+def find_toolchain(run: Run, endpoint: Endpoint, schema: str | None) -> tuple[Toolchain | None, str]:
+    """The app's own DBOS tool for its system schema, chosen by `language` and what is
+    installed; else None and the reason, for the warning."""
+    cfg = run.config
+    role = run.options.app_role
+    env = toolchain_env(run.command_env(), endpoint)
+    language = cfg.language or ("typescript" if (cfg.directory / "package.json").is_file() else "python")
+    url = endpoint.url.without_secrets().libpq_text()
+    tried: list[str] = []
+    if language in ("node", "typescript"):
+        found = _node_sdk(cfg.directory)
+        if found is not None:
+            binary, version = found
+            if (_version_tuple(version) or (0,)) >= MIN_TYPESCRIPT:
+                argv = [binary, "schema", url, *(["-r", role] if role else [])]
+                if schema and (_version_tuple(version) or (0,)) >= (4, 0):
+                    argv += ["--schema", schema]
+                return Toolchain(f"@dbos-inc/dbos-sdk {version} (TypeScript)", tuple(argv), env, str(cfg.directory)), ""
+            tried.append(f"@dbos-inc/dbos-sdk {version} has no `dbos schema` command (3.x and later have)")
+        else:
+            tried.append("no @dbos-inc/dbos-sdk in node_modules")
+    else:
+        script = _which("dbos", env, cfg.directory)
+        if script is not None:
+            py_version = _python_dbos_version(script, env)
+            if py_version is not None and (_version_tuple(py_version) or (0,)) >= MIN_PYTHON:
+                argv = [script, "migrate", "-s", url, *(["-r", role] if role else [])]
+                if schema and (_version_tuple(py_version) or (0,)) >= (2, 0):
+                    argv += ["--schema", schema]
+                return Toolchain(f"dbos {py_version} (Python)", tuple(argv), env, None), ""
+            tried.append(f"`dbos` {py_version or '(version unknown)'} at {script} cannot migrate a given system database")
+        else:
+            tried.append("no `dbos` on the commands' PATH")
+    ctl = _which("dbosctl", env, cfg.directory)
+    if ctl is not None:
+        argv = [ctl, "sysdb", "migrate", *(["-r", role] if role else []), *(["--schema", schema] if schema else [])]
+        ctl_env = {**env, "DBOS_SYSTEM_DATABASE_URL": endpoint.url.libpq_text()}
+        return Toolchain("dbosctl", tuple(argv), ctl_env, str(cfg.directory)), ""
+    tried.append("no `dbosctl`")
+    return None, "; ".join(tried)
+
+
+def toolchain_env(base: Mapping[str, str], endpoint: Endpoint) -> dict[str, str]:
+    """The commands' environment, with the PG* values pointed at the system database: the
+    toolchain reads its password (and anything the URL leaves out) from there."""
+    env = {k: v for k, v in base.items() if not k.startswith("PG")}
+    env.update(pg_vars(endpoint.eff, endpoint.url.database or ""))
+    return env
+
+
+# ---------------------------------------------------------------------------- provisioning
+
+
+def provision(run: Run, interrupts: Interrupts) -> None:
+    """Create the system database if missing and bring its schema up to date (see module doc)."""
+    from dbos_migrate import database as db
+
+    system = run.target.system
+    report = SystemReport(url=system.url_text(mask=True), kind="postgresql", source=system.source)
+    run.report.system_database = report
+    if system.endpoint is None:
+        report.kind, report.action = "other", "left to the app"
+        run.emit(Notice(f"system database {report.url} is not PostgreSQL: left to the app"))
+        return
+    if run.options.system_db == "skip":
+        report.action = "skipped (--system-db skip)"
+        return
+    endpoint = system.endpoint
+    conn = _open(run, endpoint, report)
+    with db.closing(conn):
+        schema = run.config.system_schema or DEFAULT_SCHEMA
+        toolchain, why = (None, "--system-db create") if run.options.system_db == "create" else find_toolchain(
+            run, endpoint, run.config.system_schema
+        )
+        if toolchain is not None:
+            _run_toolchain(run, toolchain, interrupts)
+            report.toolchain, report.action = toolchain.name, "migrated"
+            if run.options.app_role:
+                db.grant_system_database(conn, endpoint.url.database or "", run.options.app_role, None, run.scrub)
+        else:
+            report.action = "created" if report.created else "exists"
+            run.emit(Notice(
+                f"system database {endpoint.url.database}: no DBOS toolchain to migrate its schema ({why}); "
+                "the app creates it at its first launch",
+                "warning" if run.options.system_db == "auto" else "info",
+            ))  # fmt: skip
+            if run.options.app_role:
+                db.grant_system_database(conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub)
+        report.schema_version = db.system_schema_version(conn, schema)
+    run.emit(Notice(f"system database {endpoint.url.database}: {report.action}"
+                    + (f" by {report.toolchain}" if report.toolchain else "")
+                    + f", DBOS schema version {report.schema_version or 'none yet'}"))  # fmt: skip
+
+
+def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:
+    """Connect to the system database, creating it (under a creation lock) when missing."""
+    from dbos_migrate import database as db
+    from dbos_migrate.verbs.frame import maintenance_connection, take_lock
+
+    name: str = endpoint.url.database or ""
+    app_name = db.application_name("up")
+    try:
+        conn = db.connect(endpoint, run.scrub, app_name=app_name, where=f"connecting to {endpoint.masked()}")
+        report.exists = True
+        return conn
+    except db.DatabaseMissing:
+        report.exists = False
+    same_instance = endpoint.eff == run.target.instance.eff
+    maint = maintenance_connection(run, app_name, instance=None if same_instance else endpoint,
+                                   purpose=f"to create the system database {name!r}")  # fmt: skip
+    with db.closing(maint):
+        db.refuse_standby(maint, endpoint.masked())
+        if run.options.app_role and not db.role_exists(maint, run.options.app_role):
+            raise DatabaseError(f"--app-role {run.options.app_role!r} does not exist on the system database's server")
+        key = db.lock_key(name)
+        take_lock(run, maint, key, maint.info.dbname, run.ctx.clock() + run.options.lock_timeout)
+        try:
+            if not db.database_exists(maint, name):
+                report.created = db.create_database(maint, name, run.scrub, template0=maint.info.dbname == "template1")
+        finally:
+            db.release_lock(maint, key)
+    if report.created:
+        run.emit(Notice(f"system database {name} created"))
+    return db.connect(endpoint, run.scrub, app_name=app_name, where=f"connecting to {endpoint.masked()}")
+
+
+def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> None:
+    """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded."""
+    from dbos_migrate.runner import CommandInterrupted, run_command
+
+    shown = run.scrub.text(f"{toolchain.shown}   # {toolchain.name}")
+    run.emit(Notice(f"system database: {shown}"))
+    workdir = toolchain.cwd or tempfile.mkdtemp(prefix="dbos-migrate-sysdb-")
+    try:
+        result = run_command(
+            0, toolchain.shown, shown, cwd=workdir, env=toolchain.env, scrub=run.scrub, out=run.ctx.out_bytes,
+            err=run.ctx.err_bytes, timeout=run.options.command_timeout, interrupts=interrupts, grace=run.options.grace,
+        )  # fmt: skip
+    except CommandInterrupted as stop:
+        raise Interrupted(stop.signum, f"interrupted while migrating the system database: {shown}") from None
+    finally:
+        if toolchain.cwd is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if result.status == "timed_out":
+        raise CommandTimeout(f"migrating the system database ran past --command-timeout: {shown}")
+    if not result.ok:
+        raise CommandFailed(
+            f"migrating the system database failed with {result.describe_end()}: {shown}",
+            "see its output above; --system-db create only creates the database and leaves the schema to the app",
+        )
