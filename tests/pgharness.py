@@ -84,6 +84,29 @@ def start_cluster(base: Path, name: str = "data", *, attempts: int = 3, **kwargs
     raise last
 
 
+def cluster_processes(cluster: Cluster) -> dict[int, str]:
+    """pid -> command line of the cluster's own processes: the postmaster, its parent (the
+    keeper) and its children. Only those pids are looked at (Linux /proc; elsewhere just the
+    postmaster, with an empty command line): never the whole machine's process list."""
+    pid = cluster.pid()
+    if pid is None:
+        return {}
+    pids = {pid}
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        stat = (proc / "stat").read_text()
+        pids.add(int(stat.rsplit(")", 1)[1].split()[1]))  # the parent: the keeper
+        for children in proc.glob("task/*/children"):
+            pids.update(int(child) for child in children.read_text().split())
+    found = {}
+    for each in pids:
+        try:
+            found[each] = Path(f"/proc/{each}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            found[each] = ""
+    return found
+
+
 def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
     """A self-signed (certfile, keyfile) pair for SSL clusters, made with the openssl CLI.
     Raises FileNotFoundError when openssl is missing (callers skip)."""
@@ -258,6 +281,7 @@ __all__: Sequence[str] = [
     "PgInstance",
     "check_connect",
     "cli_command",
+    "cluster_processes",
     "docker_engine_available",
     "drop_database",
     "find_instance",
