@@ -124,6 +124,20 @@ def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path,
     return cert, key
 
 
+def ssl_cert_or_skip(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed (certfile, keyfile) pair for an SSL cluster; skips the test when there are no
+    SSL-capable PostgreSQL binaries or no openssl."""
+    import pytest
+
+    from dbos_migrate.localpg import find_binaries
+
+    try:
+        find_binaries(require_ssl=True)
+        return make_self_signed_cert(directory, cn)
+    except (LocalPostgresError, FileNotFoundError) as exc:
+        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
+
+
 def docker_engine_available(timeout: float = 3.0) -> bool:
     """Whether a Docker engine answers a ping within `timeout` s (docker SDK imported lazily)."""
     try:
@@ -292,6 +306,7 @@ __all__: Sequence[str] = [
     "mask_url",
     "reachable_tmpdir",
     "run_cli",
+    "ssl_cert_or_skip",
     "start_cluster",
     "with_dbname",
 ]

@@ -18,8 +18,8 @@ from pgharness import (
     cluster_processes,
     drop_database,
     find_instance,
-    make_self_signed_cert,
     run_cli,
+    ssl_cert_or_skip,
     with_dbname,
 )
 
@@ -237,11 +237,7 @@ def test_cluster_password_auth(own_cluster: ClusterFactory) -> None:
 
 
 def test_cluster_ssl(own_cluster: ClusterFactory, reachable_tmp: Path) -> None:
-    try:
-        localpg.find_binaries(require_ssl=True)
-        cert, key = make_self_signed_cert(reachable_tmp)
-    except (LocalPostgresError, FileNotFoundError) as exc:
-        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
+    cert, key = ssl_cert_or_skip(reachable_tmp)
     cluster: Cluster = own_cluster(ssl=(cert, key), extra_hba=["hostnossl all all all reject"])
     with psycopg.connect(cluster.url() + "?sslmode=require") as conn:
         row = conn.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone()

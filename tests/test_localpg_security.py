@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgharness import ClusterFactory, make_self_signed_cert, run_cli
+from pgharness import ClusterFactory, run_cli, ssl_cert_or_skip
 
 from dbos_migrate import localpg
 from dbos_migrate.localpg import Cluster, LocalPostgresError
@@ -72,11 +72,7 @@ def test_start_never_writes_through_a_planted_symlink(reachable_tmp: Path) -> No
 @root_only
 def test_ssl_files_stay_out_of_the_data_directory(own_cluster: ClusterFactory, reachable_tmp: Path) -> None:
     """The old code copied the SSL cert and key into the data directory at each start."""
-    try:
-        localpg.find_binaries(require_ssl=True)
-        cert, key = make_self_signed_cert(reachable_tmp)
-    except (LocalPostgresError, FileNotFoundError) as exc:
-        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
+    cert, key = ssl_cert_or_skip(reachable_tmp)
     target = precious_file(reachable_tmp)
     cluster: Cluster = own_cluster(ssl=(cert, key))
     cluster.stop()

@@ -148,11 +148,19 @@ def running_server(environ: Mapping[str, str]) -> LocalServer | None:
       Docker container, when something listens on the recorded port of 127.0.0.1.
     - A home or record that is not ours alone (wrong owner, writable by others, a symlink) is
       ignored (None): another user must not be able to point our target elsewhere.
+
+    Use: `from dbos_migrate.localpg import running_server` (which loads only the light modules
+    of the package), then `running_server(os.environ)`.
     """
     try:
         home = default_home(environ)
     except LocalPostgresError:
         return None
+    return running_in(home)
+
+
+def running_in(home: Path) -> LocalServer | None:
+    """`running_server()` for a given home."""
     record = read_record(home)
     if record is None or record.get("state") != "running":
         return None

@@ -114,7 +114,7 @@ def start(
     with locked(homedir.servers_dir(home_path)):
         moved_from = None
         if port is None:
-            current = homedir.running_server({"DBOS_MIGRATE_HOME": str(home_path)})
+            current = homedir.running_in(home_path)
             if current is not None:
                 port = current.port
             else:
@@ -140,8 +140,8 @@ def stop(port: int | None = None, home: Path | str | None = None, *, timeout: fl
     """Stop the development server on `port` (None: the one `start` recorded, else 5432),
     fast shutdown, waiting until it is down; the record then says it is stopped."""
     home_path = _home(home)
-    homedir.check(home_path)
     port = _resolve(home_path, port)
+    homedir.check(home_path, port)
     server = _stop_on(home_path, port, timeout)
     if server.backend is not None and homedir.recorded_port(home_path) == port:
         with locked(homedir.servers_dir(home_path)):
@@ -165,8 +165,8 @@ def status(port: int | None = None, home: Path | str | None = None) -> LocalServ
     """Whether the development server on `port` (None: the one `start` recorded, else 5432)
     runs, where its data is, and which backend."""
     home_path = _home(home)
-    homedir.check(home_path)
     port = _resolve(home_path, port)
+    homedir.check(home_path, port)
     local = _local_backend(home_path, port)
     state = local.status(port) if local is not None else None
     if state is not None and state.running:
