@@ -410,18 +410,19 @@ PortOpt = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(
         "--port", "-p", metavar="PORT", min=1, max=65535, show_default=False,
-        help="TCP port on 127.0.0.1 [default: $PGPORT, else 5432]",
+        help="TCP port on 127.0.0.1 [default: $PGPORT, else the server start recorded, else 5432]",
     ),
 ]  # fmt: skip
 
 
 def _local(action: str, port: int | None) -> Any:
-    """Run a localpg action on `port`, else $PGPORT, else 5432 (its errors exit 3)."""
+    """Run a localpg action on `port`, else $PGPORT, else None: the server `postgres start`
+    recorded, or the default port (its errors exit 3)."""
     from dbos_migrate import localpg
 
     if port is None:
         env_port = os.environ.get("PGPORT", "")
-        port = int(env_port) if env_port.isdigit() and 0 < int(env_port) < 65536 else localpg.DEFAULT_PORT
+        port = int(env_port) if env_port.isdigit() and 0 < int(env_port) < 65536 else None
     return getattr(localpg, action)(port)
 
 
@@ -429,17 +430,30 @@ def _local(action: str, port: int | None) -> Any:
 def postgres_start(port: PortOpt = None) -> None:
     """Start the local development PostgreSQL (or find it running) and print its URL."""
     server = _local("start", port)
+    if server.moved_from is not None:
+        typer.echo(
+            f"Port {server.moved_from} is taken by a server dbos-migrate did not start; "
+            f"using port {server.port} instead.\n"
+        )
     typer.echo(server.describe())
     if not server.changed:
         typer.echo("  (it was already running)")
-    hint = "" if server.port == 5432 else f"PGPORT={server.port} "
-    typer.echo(f"\nuser postgres, password dbos: the default target works, e.g. `{hint}dbos-migrate up`")
+    if server.port == 5432:
+        typer.echo("\nuser postgres, password dbos: the default target works, e.g. `dbos-migrate up`")
+    else:
+        typer.echo(
+            "\nuser postgres, password dbos. Point your app and dbos-migrate at it with:\n"
+            f"  export DBOS_DATABASE_URL={server.url}/postgres"
+        )
 
 
 @postgres_app.command("stop")
 def postgres_stop(port: PortOpt = None) -> None:
     """Stop the local development PostgreSQL."""
     server = _local("stop", port)
+    if server.foreign:
+        typer.echo(server.describe())
+        return
     typer.echo(f"PostgreSQL on port {server.port}: " + ("stopped" if server.changed else "was not running"))
 
 

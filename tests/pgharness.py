@@ -90,6 +90,29 @@ def start_cluster(base: Path, name: str = "data", *, attempts: int = 3, **kwargs
     raise last
 
 
+def cluster_processes(cluster: Cluster) -> dict[int, str]:
+    """pid -> command line of the cluster's own processes: the postmaster, its parent (the
+    keeper) and its children. Only those pids are looked at (Linux /proc; elsewhere just the
+    postmaster, with an empty command line): never the whole machine's process list."""
+    pid = cluster.pid()
+    if pid is None:
+        return {}
+    pids = {pid}
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        stat = (proc / "stat").read_text()
+        pids.add(int(stat.rsplit(")", 1)[1].split()[1]))  # the parent: the keeper
+        for children in proc.glob("task/*/children"):
+            pids.update(int(child) for child in children.read_text().split())
+    found = {}
+    for each in pids:
+        try:
+            found[each] = Path(f"/proc/{each}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            found[each] = ""
+    return found
+
+
 def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
     """A self-signed (certfile, keyfile) pair for SSL clusters, made with the openssl CLI.
     Raises FileNotFoundError when openssl is missing (callers skip)."""
@@ -105,6 +128,20 @@ def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path,
         timeout=60,
     )  # fmt: skip
     return cert, key
+
+
+def ssl_cert_or_skip(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed (certfile, keyfile) pair for an SSL cluster; skips the test when there are no
+    SSL-capable PostgreSQL binaries or no openssl."""
+    import pytest
+
+    from dbos_migrate.localpg import find_binaries
+
+    try:
+        find_binaries(require_ssl=True)
+        return make_self_signed_cert(directory, cn)
+    except (LocalPostgresError, FileNotFoundError) as exc:
+        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
 
 
 def docker_engine_available(timeout: float = 3.0) -> bool:
@@ -264,6 +301,7 @@ __all__: Sequence[str] = [
     "PgInstance",
     "check_connect",
     "cli_command",
+    "cluster_processes",
     "docker_engine_available",
     "drop_database",
     "find_instance",
@@ -274,6 +312,7 @@ __all__: Sequence[str] = [
     "mask_url",
     "reachable_tmpdir",
     "run_cli",
+    "ssl_cert_or_skip",
     "start_cluster",
     "with_dbname",
     "with_user",

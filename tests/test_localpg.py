@@ -15,15 +15,17 @@ from pgharness import (
     PASSWORD,
     ClusterFactory,
     check_connect,
+    cluster_processes,
     drop_database,
     find_instance,
-    make_self_signed_cert,
     run_cli,
+    ssl_cert_or_skip,
     with_dbname,
 )
 
 from dbos_migrate import localpg
 from dbos_migrate.localpg import Cluster, LocalPostgresError
+from dbos_migrate.localpg.base import pid_alive
 
 RUN_AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -36,10 +38,9 @@ def _refused(url: str) -> bool:
     return False
 
 
-def _cluster_processes(datadir: Path) -> list[str]:
-    """ps lines of processes whose command line mentions the data directory."""
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if str(datadir) in line]
+def _all_gone(pids: dict[int, str]) -> bool:
+    """Whether every one of these processes (of one cluster) has exited (zombies count as gone)."""
+    return not [pid for pid in pids if pid_alive(pid)]
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -139,10 +140,12 @@ def test_start_status_stop(reachable_tmp: Path, monkeypatch: pytest.MonkeyPatch)
         assert ":dbos@" not in st.describe() and "running" in st.describe()
         assert str(st.datadir) in st.describe()
 
+        processes = cluster_processes(Cluster(home / "postgres" / str(port) / "data", port))
+        assert len(processes) >= 3  # keeper, postmaster, at least one auxiliary process
         stopped = localpg.stop(port, home)
         assert stopped.changed and not stopped.running
         assert _refused(started.url)
-        assert started.datadir is not None and not _cluster_processes(started.datadir)
+        assert _all_gone(processes)
         after = localpg.status(port, home)
         assert not after.running and "not running" in after.describe()
         assert not localpg.stop(port, home).changed
@@ -169,11 +172,13 @@ def test_start_refuses_a_busy_port(reachable_tmp: Path) -> None:
 def test_no_password_on_command_lines(reachable_tmp: Path) -> None:
     cluster = Cluster(reachable_tmp / "data", localpg.free_port(), password=PASSWORD)
     with cluster:
-        out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-        assert PASSWORD not in out
-        assert not list(reachable_tmp.glob(".pwfile-*")), "the initdb password file was left behind"
+        processes = cluster_processes(cluster)
+        assert any("keeper" in line for line in processes.values()) or not Path("/proc").is_dir()
+        assert not [line for line in processes.values() if PASSWORD in line]
+        assert not list(cluster.confdir.glob(".pwfile-*")), "the initdb password file was left behind"
         check_connect(cluster.url())
-    assert not cluster.datadir.exists() and not cluster.log_file.exists()
+    assert not cluster.datadir.exists() and not cluster.log_file.exists() and not cluster.confdir.exists()
+    assert list(reachable_tmp.iterdir()) == [], "files left behind beside the cluster"
 
 
 @pytest.mark.skipif(not RUN_AS_ROOT, reason="only root runs the server as another user")
@@ -201,9 +206,10 @@ def test_cluster_kill_and_restart(own_cluster: ClusterFactory) -> None:
     pid = cluster.pid()
     assert pid is not None
 
+    processes = cluster_processes(cluster)
     cluster.kill()
     assert not cluster.is_running()
-    assert not _cluster_processes(cluster.datadir), "processes of the killed cluster remain"
+    assert _all_gone(processes), "processes of the killed cluster remain"
     with pytest.raises(psycopg.OperationalError):
         held.execute("select 1")
     held.close()
@@ -231,26 +237,28 @@ def test_cluster_password_auth(own_cluster: ClusterFactory) -> None:
 
 
 def test_cluster_ssl(own_cluster: ClusterFactory, reachable_tmp: Path) -> None:
-    try:
-        localpg.find_binaries(require_ssl=True)
-        cert, key = make_self_signed_cert(reachable_tmp)
-    except (LocalPostgresError, FileNotFoundError) as exc:
-        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
+    cert, key = ssl_cert_or_skip(reachable_tmp)
     cluster: Cluster = own_cluster(ssl=(cert, key), extra_hba=["hostnossl all all all reject"])
     with psycopg.connect(cluster.url() + "?sslmode=require") as conn:
         row = conn.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone()
         assert row == (True,)
     assert _refused(cluster.url() + "?sslmode=disable")
-    key_copy = cluster.datadir / "server.key"
-    assert stat.S_IMODE(key_copy.stat().st_mode) == 0o600
+    # Cert and key live in our own confdir, not in the server user's data directory.
+    assert not (cluster.datadir / "server.key").exists()
+    key_copy = cluster.confdir / "server.key"
+    if RUN_AS_ROOT:  # root's, readable by the server's group: PostgreSQL accepts that
+        assert (key_copy.stat().st_uid, stat.S_IMODE(key_copy.stat().st_mode)) == (0, 0o640)
+    else:
+        assert stat.S_IMODE(key_copy.stat().st_mode) == 0o600
 
 
 def test_cluster_remove(own_cluster: ClusterFactory) -> None:
     cluster: Cluster = own_cluster()
     datadir = cluster.datadir
+    processes = cluster_processes(cluster)
     cluster.remove()
-    assert not datadir.exists() and not cluster.is_running()
-    assert not _cluster_processes(datadir)
+    assert not datadir.exists() and not cluster.confdir.exists() and not cluster.is_running()
+    assert _all_gone(processes)
 
 
 def test_start_after_failed_start_reports_log(reachable_tmp: Path) -> None:
@@ -337,9 +345,9 @@ def test_start_timeout_leaves_nothing_running(reachable_tmp: Path) -> None:
         else:  # a machine fast enough to be ready at the first poll
             cluster.stop()
         assert not cluster.is_running()
-        assert not _cluster_processes(cluster.datadir)
         cluster.start()
+        processes = cluster_processes(cluster)
         check_connect(cluster.url())
     finally:
         cluster.remove()
-    assert not _cluster_processes(cluster.datadir)
+    assert _all_gone(processes)

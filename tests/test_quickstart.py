@@ -36,13 +36,15 @@ def test_postgres_start_status_stop(reachable_tmp: Path, tmp_path: Path) -> None
         started = run_cli("postgres", "start", env=env, timeout=180)
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"postgresql://postgres:***@localhost:{port}" in started.stdout
-        assert "dbos@" not in started.stdout
+        # The password appears only in the export line, which must be usable as printed.
+        export = f"export DBOS_DATABASE_URL=postgresql://postgres:dbos@localhost:{port}/postgres"
+        assert [line.strip() for line in started.stdout.splitlines() if "dbos@" in line] == [export]
         with psycopg.connect(f"postgresql://postgres:dbos@127.0.0.1:{port}/postgres") as conn:
             assert conn.execute("select 1").fetchone() == (1,)
         again = run_cli("postgres", "start", env=env, timeout=180)
         assert again.returncode == 0 and "already running" in again.stdout
         assert run_cli("postgres", "status", env=env).returncode == 0
-        # The SPEC §3 default target (postgres:dbos@localhost:$PGPORT) now just works.
+        # The default target (postgres:dbos@localhost:$PGPORT) now just works.
         cfg = tmp_path / "dbos-config.yaml"
         cfg.write_text("name: quick-start-app\ndatabase:\n  migrate:\n    - 'true'\n")
         up = run_cli("up", "-c", cfg, env={**env, "PGUSER": None, "PGPASSWORD": None, "PGHOST": None})
