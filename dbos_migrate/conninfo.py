@@ -262,10 +262,10 @@ def parse_url(text: str, *, what: str = "database URL") -> PgUrl:
     url = PgUrl(text, scheme, (), tuple(extra))
     try:
         params = conninfo_to_dict(url.libpq_text())
-    except Exception as exc:  # psycopg.ProgrammingError; the message quotes the URL's pieces
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "not a valid URL"
-        reason = reason.split(":")[0]  # libpq quotes the offending token, which may be the password
-        raise UsageError(f"the {what} is not a valid PostgreSQL URL ({reason})", _ENCODE_HINT) from None
+    except Exception as exc:  # psycopg.ProgrammingError
+        # libpq quotes the offending token, which may be a piece of the password: never shown.
+        reason = re.sub(r'"[^"]*"?', "(...)", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        raise UsageError(f"the {what} is not a valid PostgreSQL URL ({reason or 'libpq refused it'})", _ENCODE_HINT) from None
     return PgUrl(text, scheme, tuple((str(k), str(v)) for k, v in params.items()), tuple(extra))
 
 
@@ -289,6 +289,8 @@ def url_problem(text: str, *, what: str = "database URL") -> UsageError | None:
         return UsageError(f"the {what} has more than one '@', or an '@' after a '/'", _ENCODE_HINT)
     if re.search(r"%(?![0-9A-Fa-f]{2})", text):
         return UsageError(f"the {what} has a '%' that does not start a %XX escape", _ENCODE_HINT)
+    if re.search(r"\s", text):
+        return UsageError(f"the {what} contains a space or another blank", _ENCODE_HINT.replace("% is %25", "% is %25, a space is %20"))
     for spec in hosts.split(","):
         host, port = _host_port(spec)
         if host is None:
@@ -338,7 +340,7 @@ def synthesized(
     if host and host.startswith("/"):
         query.insert(0, ("host", host))
     elif host:
-        hostpart = f"[{host}]" if ":" in host and not host.startswith("[") else quote(host, safe="")
+        hostpart = host if host.startswith("[") else f"[{host}]" if ":" in host else quote(host, safe="")
     if port:
         hostpart += f":{port}"
     text = f"postgresql://{auth}{hostpart}"

@@ -59,6 +59,27 @@ class Endpoint:
     def masked(self) -> str:
         return self.url.masked()
 
+    # The effective values (libpq's reading: URL, service file, PG* environment, .pgpass).
+
+    @property
+    def host(self) -> str | None:
+        return self.eff.get("host")
+
+    @property
+    def port(self) -> str | None:
+        return self.eff.get("port")
+
+    @property
+    def user(self) -> str | None:
+        return self.eff.get("user")
+
+    @property
+    def password(self) -> str | None:
+        return self.eff.password
+
+    def param(self, key: str) -> str | None:
+        return self.eff.get(key)
+
 
 @dataclass(frozen=True)
 class SystemDatabase:
@@ -100,6 +121,12 @@ class Target:
     @property
     def app_url(self) -> PgUrl:
         return self.app.url
+
+    @property
+    def connect_timeout(self) -> int | None:
+        """The effective connect_timeout in seconds, when a usable one is given."""
+        value = self.instance.param("connect_timeout")
+        return int(value) if value and value.isascii() and value.isdigit() else None
 
     def with_password(self, password: str) -> Target:
         """The target once a person typed the password that `***` stood for."""

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port, make_url, mask_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

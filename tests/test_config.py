@@ -419,7 +419,7 @@ def test_env_must_be_a_mapping(tmp_path: Path) -> None:
 
 def test_env_keeps_order_and_values(tmp_path: Path) -> None:
     cfg = load(tmp_path, 'env:\n  B: "2"\n  A: "1"\n  EMPTY: ""\n')
-    assert cfg.env == (("B", "2"), ("A", "1"), ("EMPTY", ""))
+    assert list(cfg.env_map.items()) == [("B", "2"), ("A", "1"), ("EMPTY", "")]
 
 
 @pytest.mark.parametrize(
@@ -610,7 +610,7 @@ def test_substituted_values_never_change_the_structure(tmp_path: Path, value: st
     assert cfg.name is not None and cfg.name.value == value
     assert [t.value for t in cfg.database.migrate] == [f"echo {value}"]
     assert cfg.database.rollback == ()
-    assert cfg.env == (("A", value), ("B", "plain"))
+    assert list(cfg.env_map.items()) == [("A", value), ("B", "plain")]
 
 
 def test_unset_variable_is_only_a_warning_with_its_line(tmp_path: Path) -> None:

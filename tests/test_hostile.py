@@ -52,8 +52,8 @@ def test_hostile_role_name_is_looked_up_as_a_value(tmp_path: Path, pg_url: str, 
 def test_reserved_word_names_work_because_identifiers_are_quoted(tmp_path: Path, pg_url: str) -> None:
     """`select_…` is fine anyway; a bare reserved word proves quoting (CREATE DATABASE select fails unquoted)."""
     name = "order"
-    if db_exists(pg_url, name):  # leftover from an interrupted run
-        query(pg_url, 'DROP DATABASE "order" WITH (FORCE)')
+    for db in (name, f"{name}_dbos_sys"):  # leftovers from an interrupted run
+        query(pg_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     role = f"user_{uuid.uuid4().hex[:6]}"
     query(pg_url, f'CREATE ROLE "{role}"')
     try:
@@ -62,8 +62,10 @@ def test_reserved_word_names_work_because_identifiers_are_quoted(tmp_path: Path,
         assert result.returncode == 0, result.stdout + result.stderr
         assert db_exists(pg_url, name)
         assert query(pg_url, "select has_table_privilege(%s, 't', 'SELECT')", (role,), dbname=name) == [(True,)]
+        assert query(pg_url, "select has_database_privilege(%s, 'order_dbos_sys', 'CONNECT')", (role,)) == [(True,)]
     finally:
-        query(pg_url, 'DROP DATABASE IF EXISTS "order" WITH (FORCE)')
+        for db in (name, f"{name}_dbos_sys"):
+            query(pg_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         query(pg_url, f'DROP ROLE IF EXISTS "{role}"')
 
 

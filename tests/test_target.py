@@ -1,11 +1,12 @@
-"""SPEC §2 (app database name), §3 (which instance), §6 (production detection), §7 (command env).
-
-Pure resolution: a config, options and an environment mapping in, a Target out. No database.
-"""
+"""Target resolution: which instance, app database and system database; production; the
+environment commands get (docs/behaviour.md). Pure: a config, options and an environment
+mapping in, a Target out. No database. URL parsing itself is tested in test_conninfo.py."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -17,8 +18,8 @@ from hypothesis import strategies as st
 from dbos_migrate import config
 from dbos_migrate.config import Config
 from dbos_migrate.errors import ConfigError, UsageError
+from dbos_migrate.conninfo import effective
 from dbos_migrate.target import (
-    PgUrl,
     Target,
     command_env,
     is_production,
@@ -27,11 +28,13 @@ from dbos_migrate.target import (
     resolve_instance,
 )
 
-NO_CACHE = {"DBOS_MIGRATE_NO_CACHE": "1"}
-
 
 def cfg(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
-    return config.from_text(text, tmp_path / "dbos-config.yaml", {**NO_CACHE, **(env or {})}, "dbos-config.yaml")
+    return config.from_text(text, tmp_path / "dbos-config.yaml", dict(env or {}), "dbos-config.yaml")
+
+
+def eff(url: str, env: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return effective(parse_url(url), env or {})
 
 
 def target(
@@ -227,7 +230,7 @@ def test_dbos_database_url_without_cloud(tmp_path: Path) -> None:
 def test_default_url_from_pg_env(tmp_path: Path) -> None:
     env = {"PGUSER": "pguser", "PGPASSWORD": "p@ss:w/rd", "PGHOST": "pg-host", "PGPORT": "5555"}
     t = target(cfg(tmp_path, "name: my-app\n"), env)
-    assert t.source.startswith("default")
+    assert t.source == "the DBOS default postgres:dbos@localhost:5432, with PGUSER=pguser, PGHOST=pg-host, PGPORT=5555, PGPASSWORD"
     assert (t.instance.user, t.instance.password, t.instance.host, t.instance.port) == (
         "pguser",
         "p@ss:w/rd",
@@ -238,13 +241,14 @@ def test_default_url_from_pg_env(tmp_path: Path) -> None:
 
 def test_default_url_without_env(tmp_path: Path) -> None:
     t = target(cfg(tmp_path, "name: my-app\n"), {})
-    assert t.instance.render(mask=False) == "postgresql://postgres:dbos@localhost:5432"
+    assert t.instance.url.text == "postgresql://postgres:dbos@localhost:5432"
+    assert t.source == "the DBOS default postgres:dbos@localhost:5432"
     assert t.production is False
 
 
 def test_default_url_with_socket_pghost(tmp_path: Path) -> None:
     t = target(cfg(tmp_path, "name: my-app\n"), {"PGHOST": "/var/run/postgresql"})
-    assert t.instance.socket_dir == "/var/run/postgresql"
+    assert t.instance.host == "/var/run/postgresql"
     assert t.production is False
 
 
@@ -281,178 +285,7 @@ def test_bad_url_in_config_names_the_source(tmp_path: Path) -> None:
     assert "pw" not in info.value.message.replace("PostgreSQL", "")
 
 
-# ---------------------------------------------------------------------------- URLs
-
-
-@pytest.mark.parametrize(
-    "scheme", ["postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "POSTGRESQL", "Postgres"]
-)
-def test_accepted_schemes(scheme: str) -> None:
-    u = parse_url(f"{scheme}://u:pw@h:5432/db")
-    assert (u.user, u.password, u.host, u.port, u.database) == ("u", "pw", "h", "5432", "db")
-    assert u.render(mask=False) == "postgresql://u:pw@h:5432/db"
-
-
-@pytest.mark.parametrize("text", ["mysql://u:pw@h/db", "http://h", "h:5432/db", "", "postgresql:/h/db", "sqlite:///x.db"])
-def test_rejected_schemes(text: str) -> None:
-    with pytest.raises(UsageError) as info:
-        parse_url(text)
-    assert "not a PostgreSQL URL" in info.value.message
-    assert "pw" not in info.value.message
-
-
-def test_query_params_kept_in_order() -> None:
-    text = "postgresql://u:pw@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=10&application_name=my%20app"
-    u = parse_url(text)
-    assert u.params == (
-        ("sslmode", "verify-full"),
-        ("sslrootcert", "/etc/ca.pem"),
-        ("connect_timeout", "10"),
-        ("application_name", "my app"),
-    )
-    assert parse_url(u.render(mask=False)) == dataclasses.replace(u, scheme="postgresql")
-    assert u.connect_kwargs() == {
-        "sslmode": "verify-full",
-        "sslrootcert": "/etc/ca.pem",
-        "connect_timeout": "10",
-        "application_name": "my app",
-        "host": "h",
-        "user": "u",
-        "password": "pw",
-        "dbname": "db",
-    }
-
-
-def test_malformed_query_is_a_usage_error() -> None:
-    with pytest.raises(UsageError) as info:
-        parse_url("postgresql://u:secretpw@h/db?sslmode")
-    assert "query parameter" in info.value.message
-    assert "secretpw" not in info.value.message
-
-
-@pytest.mark.parametrize(
-    "password",
-    ["p@ss", "p:ss", "p/ss", "p%ss", "p#ss", "p?ss", "p&s=s", "@:/%#?&=", "  spaced  ", "ünïcødé", "é@/:", "+plus+", ""],
-)
-def test_percent_encoded_password_round_trip(password: str) -> None:
-    text = f"postgresql://user:{quote(password, safe='')}@db.example.com:5432/postgres"
-    u = parse_url(text)
-    assert u.password == password
-    again = parse_url(u.render(mask=False))
-    assert again.password == password
-    assert again == u
-
-
-@settings(max_examples=300, deadline=None)
-@given(password=st.text(min_size=1, max_size=40), user=st.text(min_size=1, max_size=12))
-def test_percent_encoded_credentials_round_trip_any_characters(password: str, user: str) -> None:
-    text = f"postgres://{quote(user, safe='')}:{quote(password, safe='')}@db.example.com:5432/app?sslmode=require"
-    u = parse_url(text)
-    assert (u.user, u.password) == (user, password)
-    assert parse_url(u.render(mask=False)) == dataclasses.replace(u, scheme="postgresql")
-    assert password not in u.render().split("@", 1)[0].split(":", 2)[-1] or password == "***"
-
-
-@pytest.mark.parametrize(
-    ("text", "password", "host", "database"),
-    [
-        ("postgresql://u:p@ss@h:5432/db", "p@ss", "h", "db"),
-        ("postgresql://u:p/ss@h:5432/db", "p/ss", "h", "db"),
-        ("postgresql://u:p#ss@h:5432/db", "p#ss", "h", "db"),
-        ("postgresql://u:p?ss@h:5432/db", "p?ss", "h", "db"),
-        ("postgresql://u:p:ss@h:5432/db", "p:ss", "h", "db"),
-        ("postgresql://u:a@b/c@h:5432/db", "a@b/c", "h", "db"),
-        ("postgresql://u:a/b@c@h:5432/db", "a/b@c", "h", "db"),
-        ("postgresql://u:p@ss#w?rd@h:5432/db", "p@ss#w?rd", "h", "db"),
-        ("postgresql://u:p@ss/w:rd@h/postgres", "p@ss/w:rd", "h", "postgres"),
-        ("postgresql://u:pw@h/db?application_name=me@laptop", "pw", "h", "db"),
-    ],
-)
-def test_unencoded_passwords_tolerated(text: str, password: str, host: str, database: str) -> None:
-    u = parse_url(text)
-    assert (u.password, u.host, u.database) == (password, host, database)
-    masked = u.masked()
-    assert password not in masked
-    assert "***" in masked
-
-
-@pytest.mark.parametrize(
-    ("text", "host", "port"),
-    [
-        ("postgresql://u:pw@[::1]:5432/db", "::1", "5432"),
-        ("postgresql://u:pw@[2001:db8::1]/db", "2001:db8::1", None),
-        ("postgresql://[fe80::1]:6000/db", "fe80::1", "6000"),
-    ],
-)
-def test_ipv6_hosts(text: str, host: str, port: str | None) -> None:
-    u = parse_url(text)
-    assert (u.host, u.port) == (host, port)
-    assert f"[{host}]" in u.render()
-    assert parse_url(u.render(mask=False)) == u
-
-
-def test_multiple_hosts() -> None:
-    u = parse_url("postgresql://u:pw@h1:5432,h2:5433/db?target_session_attrs=read-write")
-    assert (u.host, u.port) == ("h1,h2", "5432,5433")
-    assert u.render() == "postgresql://u:***@h1:5432,h2:5433/db?target_session_attrs=read-write"
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "postgresql:///db?host=/var/run/postgresql",
-        "postgresql://%2Fvar%2Frun%2Fpostgresql/db",
-        "postgresql://u:pw@%2Fvar%2Frun%2Fpostgresql:5432/db",
-        "postgresql://u:pw@/db?host=%2Fvar%2Frun%2Fpostgresql",
-    ],
-)
-def test_unix_socket_hosts(text: str) -> None:
-    u = parse_url(text)
-    assert u.socket_dir == "/var/run/postgresql"
-    assert u.database == "db"
-    assert is_production(u, {}, False) == (False, "local host")
-    again = parse_url(u.render(mask=False))
-    assert again.socket_dir == "/var/run/postgresql"
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["postgresql://u:pw@h:99999/db", "postgresql://u:pw@h:0/db", "postgresql://u:pw@h:port/db", "postgresql://u:pw@[::1/db"],
-)
-def test_bad_host_part(text: str) -> None:
-    with pytest.raises(UsageError) as info:
-        parse_url(text)
-    assert "pw" not in info.value.message.replace("PostgreSQL", "")
-
-
-def test_database_path_is_percent_decoded() -> None:
-    assert parse_url("postgresql://h/my%5Fdb").database == "my_db"
-    assert parse_url("postgresql://h/").database is None
-    assert parse_url("postgresql://h").database is None
-
-
-# ---------------------------------------------------------------------------- masking
-
-
-@pytest.mark.parametrize(
-    "password", ["hunter2", "p@ss:w/rd", "%41%42", "***", "postgres", "x" * 200, "a b", "ü"]
-)
-def test_masked_render_never_shows_the_password(password: str) -> None:
-    u = PgUrl(user="u", password=password, host="h", port="5432", database="db")
-    masked = u.masked()
-    assert masked == "postgresql://u:***@h:5432/db"
-    assert u.render(mask=True) == masked
-    assert parse_url(u.render(mask=False)).password == password
-
-
-@pytest.mark.parametrize("param", ["password", "sslpassword"])
-def test_secret_query_params_masked(param: str) -> None:
-    u = parse_url(f"postgresql://u@h/db?{param}=TopSecret&sslmode=require")
-    masked = u.masked()
-    assert "TopSecret" not in masked
-    assert f"{param}=***" in masked
-    assert "sslmode=require" in masked
-    assert "TopSecret" in u.render(mask=False)
+# ---------------------------------------------------------------------------- secrets
 
 
 def test_secret_query_params_are_registered_as_secrets(tmp_path: Path) -> None:
@@ -465,8 +298,8 @@ def test_secret_query_params_are_registered_as_secrets(tmp_path: Path) -> None:
 def test_target_masked_everywhere(tmp_path: Path) -> None:
     t = target(None, {}, db_url="postgresql://u:S3cr3t!@db.example.com/postgres", app_db_name="app")
     assert "S3cr3t!" in t.secrets
-    for url in (t.instance, t.app_url, t.system_url):
-        assert "S3cr3t" not in url.masked()
+    for shown in (t.instance.masked(), t.app_url.masked(), t.system.url_text(mask=True)):
+        assert "S3cr3t" not in shown
 
 
 # ---------------------------------------------------------------------------- app and system URLs
@@ -479,38 +312,38 @@ def test_app_url_is_instance_with_app_database(tmp_path: Path) -> None:
         db_url="postgresql://u:pw@h:5432/postgres?sslmode=require&application_name=x",
     )
     assert t.app_database == "my_app"
-    assert t.app_url.render(mask=False) == "postgresql://u:pw@h:5432/my_app?sslmode=require&application_name=x"
-    assert t.instance.database == "postgres"
+    assert t.app_url.text == "postgresql://u:pw@h:5432/my_app?sslmode=require&application_name=x"
+    assert t.instance.url.database == "postgres"
 
 
 def test_system_url_default_suffix(tmp_path: Path) -> None:
     t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://u:pw@h/postgres?sslmode=require")
-    assert t.system_url.render(mask=False) == "postgresql://u:pw@h/my_app_dbos_sys?sslmode=require"
+    assert t.system.url_text(mask=False) == "postgresql://u:pw@h/my_app_dbos_sys?sslmode=require"
 
 
 def test_system_url_from_sys_db_name(tmp_path: Path) -> None:
     t = target(cfg(tmp_path, "name: my-app\ndatabase:\n  sys_db_name: custom_sys\n"), {}, db_url="postgresql://h/postgres")
-    assert t.system_url.database == "custom_sys"
-    assert t.system_url.host == "h"
+    assert t.system.name == "custom_sys"
+    assert t.system.endpoint is not None and t.system.endpoint.host == "h"
 
 
 def test_system_url_from_config(tmp_path: Path) -> None:
     text = "name: my-app\nsystem_database_url: postgresql://s:spw@sys-host/sysdb\ndatabase:\n  sys_db_name: ignored\n"
     t = target(cfg(tmp_path, text), {}, db_url="postgresql://h/postgres")
-    assert t.system_url.render(mask=False) == "postgresql://s:spw@sys-host/sysdb"
+    assert t.system.url_text(mask=False) == "postgresql://s:spw@sys-host/sysdb"
     assert "spw" in t.secrets
 
 
 def test_system_url_with_unset_variable_falls_back(tmp_path: Path) -> None:
     text = "name: my-app\nsystem_database_url: ${DBOS_SYSTEM_DATABASE_URL}\n"
     t = target(cfg(tmp_path, text), {}, db_url="postgresql://h/postgres")
-    assert t.system_url.database == "my_app_dbos_sys"
+    assert t.system.name == "my_app_dbos_sys"
 
 
 def test_sys_db_name_with_unset_variable_falls_back(tmp_path: Path) -> None:
     text = "name: my-app\ndatabase:\n  sys_db_name: ${SYS_DB}\n"
     t = target(cfg(tmp_path, text), {}, db_url="postgresql://h/postgres")
-    assert t.system_url.database == "my_app_dbos_sys"
+    assert t.system.name == "my_app_dbos_sys"
 
 
 # ---------------------------------------------------------------------------- §2 app database precedence
@@ -537,7 +370,7 @@ def test_app_db_url_beats_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize("maintenance", ["postgres", "template0", "template1"])
 def test_maintenance_database_in_url_is_not_the_app_database(tmp_path: Path, maintenance: str) -> None:
     t = target(cfg(tmp_path, "name: My-App\n"), {}, db_url=f"postgresql://h/{maintenance}")
-    assert (t.app_database, t.app_database_source) == ("my_app", "derived from name 'My-App'")
+    assert (t.app_database, t.app_database_source) == ("my_app", "derived from name 'My-App' (the config)")
 
 
 def test_no_app_db_name_is_exit_2(tmp_path: Path) -> None:
@@ -561,8 +394,8 @@ def test_unset_variable_in_name_is_named_when_deriving(tmp_path: Path) -> None:
         ({"app_db_name": "Bad-Name"}, "name: a\n", "--app-db-name"),
         ({}, "name: a\ndatabase:\n  app_db_name: bad-name\n", "database.app_db_name"),
         ({"db_url": "postgresql://h/Bad-Db"}, "name: a\n", "the database in the URL"),
-        ({}, "name: 'my.app'\n", "name 'my.app' (derived)"),
-        ({}, "name: " + "a" * 64 + "\n", "(derived)"),
+        ({}, "name: 'my.app'\n", "name 'my.app' (the config)"),
+        ({}, "name: " + "a" * 64 + "\n", "(the config)"),
     ],
 )
 def test_invalid_app_db_name_names_its_source(
@@ -580,41 +413,48 @@ def test_invalid_app_db_name_names_its_source(
 
 @pytest.mark.parametrize(
     "host",
-    ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "/var/run/postgresql", "/tmp", ""],
+    ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.1.2.3", "[::1]", "%2Fvar%2Frun%2Fpostgresql", "%2Ftmp", ""],
 )
 def test_local_hosts_are_not_production(host: str) -> None:
-    u = PgUrl(host=host or None, port="5432", database="db")
-    assert is_production(u, {}, False) == (False, "local host")
+    assert is_production(eff(f"postgresql://{host}:5432/db"), {}, False) == (False, "every host is local")
 
 
 @pytest.mark.parametrize(
     "host",
-    [
-        "db.example.com",
-        "10.0.0.5",
-        "192.168.1.10",
-        "0.0.0.0",
-        "2001:db8::1",
-        "localhost.example.com",
-        "mylocalhost",
-        "abc.cloud.dbos.dev",
-        "127.0.0.1.nip.io",
-    ],
-)
+    ["db.example.com", "10.0.0.5", "192.168.1.10", "0.0.0.0", "[2001:db8::1]", "localhost.example.com", "mylocalhost",
+     "abc.cloud.dbos.dev", "127.0.0.1.nip.io"],
+)  # fmt: skip
 def test_remote_hosts_are_production(host: str) -> None:
-    prod, reason = is_production(PgUrl(host=host), {}, False)
+    prod, reason = is_production(eff(f"postgresql://{host}/db"), {}, False)
     assert prod is True
-    assert host in reason
+    assert host.strip("[]") in reason
 
 
 def test_any_remote_host_in_a_list_is_production() -> None:
-    assert is_production(PgUrl(host="localhost,db.example.com"), {}, False)[0] is True
-    assert is_production(PgUrl(host="localhost,127.0.0.1"), {}, False)[0] is False
+    assert is_production(eff("postgresql://localhost,db.example.com/db"), {}, False)[0] is True
+    assert is_production(eff("postgresql://localhost,127.0.0.1/db"), {}, False)[0] is False
 
 
 def test_forced_production() -> None:
-    assert is_production(PgUrl(host="localhost"), {}, True) == (True, "--production")
-    assert is_production(PgUrl(host="localhost"), {"DBOS__CLOUD": "true"}, False) == (True, "DBOS__CLOUD=true")
+    assert is_production(eff("postgresql://localhost/db"), {}, True) == (True, "--production")
+    assert is_production(eff("postgresql://localhost/db"), {"DBOS__CLOUD": "true"}, False) == (True, "DBOS__CLOUD=true")
+
+
+@pytest.mark.parametrize(
+    ("db_url", "env", "named"),
+    [
+        ("postgresql://u:pw@localhost:6545/postgres?hostaddr=192.0.2.2", {}, "hostaddr '192.0.2.2' (from the URL)"),
+        ("postgresql://u:pw@:6545/postgres", {"PGHOST": "192.0.2.2"}, "host '192.0.2.2' (from PGHOST)"),
+        ("postgresql://u:pw@localhost:6545/postgres", {"PGHOSTADDR": "192.0.2.2"}, "hostaddr '192.0.2.2' (from PGHOSTADDR)"),
+    ],
+)
+def test_the_guard_judges_every_effective_host_and_hostaddr(
+    tmp_path: Path, db_url: str, env: dict[str, str], named: str
+) -> None:
+    """The hostile review's bypasses: localhost in the URL, a remote address in the query or PG*."""
+    t = target(cfg(tmp_path, "name: a\n"), env, db_url=db_url)
+    assert t.production is True
+    assert named in t.production_reason
 
 
 def test_resolve_reports_production(tmp_path: Path) -> None:
@@ -624,13 +464,19 @@ def test_resolve_reports_production(tmp_path: Path) -> None:
     assert target(c, {}, db_url="postgresql://u:pw@127.0.0.1/postgres", production=True).production is True
     sock = target(c, {}, db_url="postgresql:///postgres?host=/var/run/postgresql")
     assert sock.production is False
+    assert sock.production_reason == "every host is local"
 
 
 # ---------------------------------------------------------------------------- §7 command environment
 
 
 def env_for(t: Target, base: Mapping[str, str], config_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    return command_env(t, base, config_env or {})
+    """The commands' environment, with `config_env` as the config's env: block."""
+    block = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in (config_env or {}).items())
+    with tempfile.TemporaryDirectory() as d:
+        c = config.from_text(f"name: my-app\nenv:\n{block}" if block else "name: my-app\n", Path(d) / "c.yaml", {})
+    env, _ = command_env(t, base, c)
+    return env
 
 
 def test_command_env_connection_variables(tmp_path: Path) -> None:
@@ -650,7 +496,9 @@ def test_command_env_connection_variables(tmp_path: Path) -> None:
     assert env["PGSSLROOTCERT"] == "/ca.pem"
     assert env["PGCONNECT_TIMEOUT"] == "7"
     app = parse_url(env["DBOS_DATABASE_URL"])
-    assert (app.user, app.password, app.host, app.port, app.database) == ("user", "p@ss", "db.example.com", "6543", "my_app")
+    assert (app.user, app.password, app.param("host"), app.param("port"), app.database) == (
+        "user", "p@ss", "db.example.com", "6543", "my_app"
+    )  # fmt: skip
     assert parse_url(env["DBOS_SYSTEM_DATABASE_URL"]).database == "my_app_dbos_sys"
 
 
@@ -739,16 +587,134 @@ def test_target_is_frozen(tmp_path: Path) -> None:
 
 def test_resolve_instance_returns_source_names(tmp_path: Path) -> None:
     url, source = resolve_instance(None, None, {})
-    assert source.startswith("default")
-    assert url.host == "localhost"
+    assert source.startswith("the DBOS default")
+    assert url.param("host") == "localhost"
 
 
 def test_sqlite_system_database_is_passed_through(tmp_path: Path) -> None:
     """DBOS 2.x+ accepts a SQLite system database; it only reaches the commands, as written."""
     cfg_path = tmp_path / "dbos-config.yaml"
     cfg_path.write_text("name: app\nsystem_database_url: sqlite:///dbos_system.sqlite\n")
-    cfg = config.load(cfg_path, {"DBOS_MIGRATE_NO_CACHE": "1"})
+    cfg = config.load(cfg_path, {})
     tgt = resolve(cfg, db_url="postgresql://u:pw@localhost/postgres", environ={})
-    assert tgt.system_url == "sqlite:///dbos_system.sqlite"
-    env = command_env(tgt, {}, {})
+    assert tgt.system.other == "sqlite:///dbos_system.sqlite" and tgt.system.endpoint is None
+    env, _ = command_env(tgt, {}, cfg)
     assert env["DBOS_SYSTEM_DATABASE_URL"] == "sqlite:///dbos_system.sqlite"
+
+
+# ---------------------------------------------------------------------------- the URL as the user wrote it
+
+
+@pytest.mark.parametrize(
+    ("db_url", "expected"),
+    [
+        ("postgresql+psycopg://u:pw@h:5432/postgres", "postgresql+psycopg://u:pw@h:5432/my_app"),
+        ("postgresql+asyncpg://u:pw@h/postgres?ssl=require", "postgresql+asyncpg://u:pw@h/my_app?ssl=require"),
+        ("postgres://u:pass!word$1*~@h/postgres", "postgres://u:pass!word$1*~@h/my_app"),
+        ("postgresql://u:p%21w%24@h1:5432,h2:5433/postgres?target_session_attrs=read-write&sslmode=require",
+         "postgresql://u:p%21w%24@h1:5432,h2:5433/my_app?target_session_attrs=read-write&sslmode=require"),
+        ("postgresql://u:p%40ss@h/my_app?sslmode=require", "postgresql://u:p%40ss@h/my_app?sslmode=require"),
+    ],
+)  # fmt: skip
+def test_commands_get_the_url_as_written_with_only_the_database_replaced(
+    tmp_path: Path, db_url: str, expected: str
+) -> None:
+    t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url=db_url)
+    env = env_for(t, {})
+    assert env["DBOS_DATABASE_URL"] == expected
+    assert env["DBOS_SYSTEM_DATABASE_URL"] == expected.replace("/my_app", "/my_app_dbos_sys")
+
+
+def test_system_database_url_precedence(tmp_path: Path) -> None:
+    """system_database_url, then a DBOS_SYSTEM_DATABASE_URL the user set, then derived."""
+    env = {"DBOS_SYSTEM_DATABASE_URL": "postgresql+psycopg://s:spw@env-host/env_sys"}
+    derived = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://h/postgres")
+    assert derived.system.name == "my_app_dbos_sys" and derived.system.source == "derived: my_app_dbos_sys"
+    from_env = target(cfg(tmp_path, "name: my-app\n"), env, db_url="postgresql://h/postgres")
+    assert from_env.system.source == "DBOS_SYSTEM_DATABASE_URL"
+    assert env_for(from_env, env)["DBOS_SYSTEM_DATABASE_URL"] == env["DBOS_SYSTEM_DATABASE_URL"]
+    assert "spw" in from_env.secrets
+    text = "name: my-app\nsystem_database_url: postgresql://c@cfg-host/cfg_sys\n"
+    from_cfg = target(cfg(tmp_path, text), env, db_url="postgresql://h/postgres")
+    assert from_cfg.system.name == "cfg_sys"
+
+
+@pytest.mark.parametrize("name", ["postgres", "template1", "dbos_rehearse_x_20250101000000_c0ffee"])
+def test_reserved_and_scratch_names_are_refused_for_both_databases(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UsageError) as info:
+        target(cfg(tmp_path, f"name: a\ndatabase:\n  app_db_name: {name}\n"), {}, db_url="postgresql://h/postgres")
+    assert info.value.exit_code == 2 and name in info.value.message
+    with pytest.raises(UsageError):
+        target(cfg(tmp_path, f"name: app\ndatabase:\n  sys_db_name: {name}\n"), {}, db_url="postgresql://h/postgres")
+    if name != "postgres":
+        with pytest.raises(UsageError):
+            target(cfg(tmp_path, f"name: {name}\n"), {}, db_url="postgresql://h/postgres")
+
+
+def test_a_typescript_app_without_name_takes_it_from_package_json(tmp_path: Path) -> None:
+    (tmp_path / "package.json").write_text('{"name": "Shop-API", "version": "1.0.0"}')
+    c = cfg(tmp_path, "language: typescript\ndatabase:\n  migrate: [npx knex migrate:latest]\n")
+    t = target(c, {}, db_url="postgresql://h/postgres")
+    assert (t.app_database, t.app_database_source) == ("shop_api", "derived from name 'Shop-API' (package.json)")
+    python = cfg(tmp_path, "language: python\n")
+    with pytest.raises(UsageError):
+        target(python, {}, db_url="postgresql://h/postgres")
+
+
+# ---------------------------------------------------------------------------- the effective connection, one way
+
+
+def test_pg_variables_come_from_the_effective_connection_query_included(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: a\n"), {"PGPORT": "5432", "PGHOST": "elsewhere"},
+               db_url="postgresql://u@/postgres?host=/socket/dir&port=6543&hostaddr=127.0.0.7")  # fmt: skip
+    env = env_for(t, {"PGPORT": "5432", "PGHOST": "elsewhere"})
+    assert (env["PGHOST"], env["PGPORT"], env["PGHOSTADDR"]) == ("/socket/dir", "6543", "127.0.0.7")
+    assert "/socket/dir (address 127.0.0.7) port 6543" in t.instance.eff.describe()
+
+
+def test_pgservice_is_expanded_for_commands(tmp_path: Path) -> None:
+    services = tmp_path / "s.conf"
+    services.write_text("[svc]\nhost=svc-host\nport=6001\n")
+    env = {"PGSERVICE": "svc", "PGSERVICEFILE": str(services)}
+    t = target(cfg(tmp_path, "name: a\n"), env, db_url="postgresql://u:pw@url-host/postgres")
+    out = env_for(t, env)
+    assert out["PGHOST"] == "url-host" and out["PGPORT"] == "6001"
+    assert "PGSERVICE" not in out  # libpq would let the service beat PGHOST in the commands
+
+
+def test_env_entries_resolve_against_the_run_target_and_unset_ones_are_left_out(tmp_path: Path) -> None:
+    text = "name: my-app\nenv:\n  DATABASE_URL: ${DBOS_DATABASE_URL}\n  HOSTNAME_COPY: ${PGHOST}\n  TOKEN: ${NOT_SET_ANYWHERE}\n"
+    c = cfg(tmp_path, text)
+    real = target(c, {}, db_url="postgresql://u:pw@real-host/postgres")
+    env, skipped = command_env(real, {"TOKEN": "from-process"}, c)
+    assert env["DATABASE_URL"] == "postgresql://u:pw@real-host/my_app" and env["HOSTNAME_COPY"] == "real-host"
+    assert env["TOKEN"] == "from-process"  # not overwritten with an empty string
+    assert [p.path for p in skipped] == ["env.TOKEN"] and "${NOT_SET_ANYWHERE}" in skipped[0].message
+    scratch = dataclasses.replace(real, app_database="dbos_rehearse_my_app_x")
+    env, _ = command_env(scratch, {}, c)
+    assert env["DATABASE_URL"].endswith("/dbos_rehearse_my_app_x") and "TOKEN" not in env
+
+
+# ---------------------------------------------------------------------------- the `***` of `dbos-cloud db url`
+
+
+CLOUD_URL = "postgresql://dbosadmin:***@db.example.com:5432/postgres"
+
+
+def test_a_masked_cloud_password_is_not_a_password(tmp_path: Path) -> None:
+    c = cfg(tmp_path, "name: shop\n")
+    t = target(c, {}, db_url=CLOUD_URL)
+    assert t.password_needed is True and t.instance.password is None
+    filled = target(c, {"PGPASSWORD": "real-secret"}, db_url=CLOUD_URL)
+    assert filled.password_needed is False and filled.instance.password == "real-secret"
+    env = env_for(filled, {"PGPASSWORD": "real-secret"})
+    assert env["PGPASSWORD"] == "real-secret"
+    typed = t.with_password("typ/ed@pw")
+    assert typed.app_url.text == "postgresql://dbosadmin:typ%2Fed%40pw@db.example.com:5432/shop"
+    assert "typ/ed@pw" in typed.secrets and typed.app_url.masked().count("***") == 1
+
+
+def test_supabase_style_cloud_user_names_parse(tmp_path: Path) -> None:
+    t = target(cfg(tmp_path, "name: shop\n"), {"PGPASSWORD": "x"},
+               db_url="postgresql://postgres.abcdefghijkl:***@aws-0.pooler.supabase.com:6543/postgres")  # fmt: skip
+    assert t.instance.user == "postgres.abcdefghijkl" and t.production is True

@@ -120,10 +120,9 @@ def resolve_target(ctx: Context, cfg: Config | None, options: Options) -> Target
 
 def local_server(environ: Mapping[str, str]) -> tuple[PgUrl, str] | None:
     """The server `dbos-migrate postgres start` left running, if any (docs/local-postgres.md)."""
-    from dbos_migrate import localpg
+    from dbos_migrate.localpg import running_server
 
-    lookup = getattr(localpg, "running_server", None)
-    server = lookup(environ) if lookup is not None else None
+    server = running_server(environ)
     if server is None:
         return None
     return parse_url(server.url, what="the local server's URL"), f"the local server from `dbos-migrate postgres start` (port {server.port})"
