@@ -613,7 +613,9 @@ def _build(
         warnings=warnings,
         display=display,
         package_name=package,
-        system_schema=(t.value if (t := text(("system_database_schema_name",))) is not None and not t.missing else None),
+        system_schema=(
+            t.value if (t := text(("system_database_schema_name",))) is not None and not t.missing else None
+        ),
         secrets=tuple(s for s in subst.secrets if s),
     )
 

@@ -265,7 +265,9 @@ def parse_url(text: str, *, what: str = "database URL") -> PgUrl:
     except Exception as exc:  # psycopg.ProgrammingError
         # libpq quotes the offending token, which may be a piece of the password: never shown.
         reason = re.sub(r'"[^"]*"?', "(...)", str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        raise UsageError(f"the {what} is not a valid PostgreSQL URL ({reason or 'libpq refused it'})", _ENCODE_HINT) from None
+        raise UsageError(
+            f"the {what} is not a valid PostgreSQL URL ({reason or 'libpq refused it'})", _ENCODE_HINT
+        ) from None
     return PgUrl(text, scheme, tuple((str(k), str(v)) for k, v in params.items()), tuple(extra))
 
 
@@ -290,14 +292,19 @@ def url_problem(text: str, *, what: str = "database URL") -> UsageError | None:
     if re.search(r"%(?![0-9A-Fa-f]{2})", text):
         return UsageError(f"the {what} has a '%' that does not start a %XX escape", _ENCODE_HINT)
     if re.search(r"\s", text):
-        return UsageError(f"the {what} contains a space or another blank", _ENCODE_HINT.replace("% is %25", "% is %25, a space is %20"))
+        return UsageError(
+            f"the {what} contains a space or another blank",
+            _ENCODE_HINT.replace("% is %25", "% is %25, a space is %20"),
+        )
     for spec in hosts.split(","):
         host, port = _host_port(spec)
         if host is None:
             return UsageError(f"the {what} has an invalid host: unbalanced [ ] around an IPv6 address")
         if port is not None:
             if ":" in port:
-                return UsageError(f"the {what} gives two ports ({port!r})", "write host:port once, e.g. localhost:5432")
+                return UsageError(
+                    f"the {what} gives two ports ({port!r})", "write host:port once, e.g. localhost:5432"
+                )
             if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
                 return UsageError(
                     f"the {what} has a port that is not a number from 1 to 65535 ({_short(port)!r})",
@@ -309,7 +316,9 @@ def url_problem(text: str, *, what: str = "database URL") -> UsageError | None:
     if sp.query is not None:
         for kv in text[sp.query[0] : sp.query[1]].split("&"):
             if kv and "=" not in kv:
-                return UsageError(f"the {what} has a query parameter without a value", "write ?key=value&key=value")
+                return UsageError(
+                    f"the {what} has a query parameter without a value", "write ?key=value&key=value"
+                )
     return None
 
 
@@ -329,12 +338,20 @@ def _short(value: str) -> str:
 
 
 def synthesized(
-    user: str | None, password: str | None, host: str | None, port: str | None, params: Iterable[tuple[str, str]] = ()
+    user: str | None,
+    password: str | None,
+    host: str | None,
+    port: str | None,
+    params: Iterable[tuple[str, str]] = (),
 ) -> PgUrl:
     """A URL we build ourselves (the DBOS default, the legacy config fields), all parts encoded."""
     auth = ""
     if user is not None or password is not None:
-        auth = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
+        auth = (
+            quote(user or "", safe="")
+            + (":" + quote(password, safe="") if password is not None else "")
+            + "@"
+        )
     hostpart = ""
     query: list[tuple[str, str]] = list(params)
     if host and host.startswith("/"):
@@ -426,8 +443,12 @@ class Effective:
             shown = host or "the default unix socket"
             if i < len(addrs) and addrs[i]:
                 shown += f" (address {addrs[i]})"
-            parts.append(f"{shown}:{port or '5432'}" if not host.startswith("/") else f"{shown} port {port or '5432'}")
-        notes = [f"{k} from {s}" for k, s in self.sources if k in ("host", "hostaddr", "port") and s != "the URL"]
+            parts.append(
+                f"{shown}:{port or '5432'}" if not host.startswith("/") else f"{shown} port {port or '5432'}"
+            )
+        notes = [
+            f"{k} from {s}" for k, s in self.sources if k in ("host", "hostaddr", "port") and s != "the URL"
+        ]
         return ", ".join(parts) + (f" ({'; '.join(notes)})" if notes else "")
 
     def as_dict(self) -> dict[str, object]:
@@ -474,7 +495,9 @@ def effective(
     # Every password .pgpass holds for these hosts could reach output: scrub them all.
     secrets += _pgpass_all(values, environ, read)
     ordered = tuple(sorted(values.items()))
-    return Effective(ordered, tuple(sorted(sources.items())), password, password_source, tuple(dict.fromkeys(secrets)))
+    return Effective(
+        ordered, tuple(sorted(sources.items())), password, password_source, tuple(dict.fromkeys(secrets))
+    )
 
 
 def _home(environ: Mapping[str, str]) -> str:
@@ -501,7 +524,9 @@ def service_files(environ: Mapping[str, str]) -> list[str]:
 SYSTEM_SERVICE_FILES = ("/etc/postgresql-common/pg_service.conf", "/etc/pg_service.conf")
 
 
-def read_service(name: str, environ: Mapping[str, str], read: Reader = read_file) -> tuple[dict[str, str], str]:
+def read_service(
+    name: str, environ: Mapping[str, str], read: Reader = read_file
+) -> tuple[dict[str, str], str]:
     """The parameters of service `name` from the first file that defines it.
 
     A service that cannot be found is an error, as in libpq: connecting anyway could reach
@@ -586,7 +611,9 @@ def _default_user(environ: Mapping[str, str]) -> str:
         return environ.get("USER", "")
 
 
-def _pgpass(values: Mapping[str, str], environ: Mapping[str, str], read: Reader) -> tuple[str | None, str | None]:
+def _pgpass(
+    values: Mapping[str, str], environ: Mapping[str, str], read: Reader
+) -> tuple[str | None, str | None]:
     """The password libpq would read from .pgpass for the first host, as libpq matches it."""
     if read is read_file and not private(pgpass_file(values, environ)):
         return None, None

@@ -104,7 +104,12 @@ def is_transient(exc: BaseException) -> bool:
 
 #: TCP keepalives for the session that holds the migration lock: a dead peer is noticed
 #: in about a minute instead of the kernel's two hours (docs/reliability.md).
-KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 
 
 def connect(
@@ -316,7 +321,9 @@ class LockLost(ConnectionLost):
     code = "lock_lost"
 
 
-def verify_lock(conn: psycopg.Connection[Any], key: int, scrub: Scrubber, *, during: str | None = None) -> None:
+def verify_lock(
+    conn: psycopg.Connection[Any], key: int, scrub: Scrubber, *, during: str | None = None
+) -> None:
     """Prove the lock's session is alive and still holds the lock, or stop the run.
 
     Checked before each command (none starts without the lock) and after it (`during`
@@ -487,7 +494,9 @@ def grant_system_database(
             if schema is None:
                 return
             conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), r))
-            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
+            ).fetchone()
             if exists:
                 for statement in DBOS_ROLE_GRANTS:
                     conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema), r=r))

@@ -69,7 +69,10 @@ def _version_tuple(text: str | None) -> tuple[int, ...] | None:
 
 def _which(name: str, env: Mapping[str, str], cwd: Path) -> str | None:
     """Like the shell finds a command: the PATH the commands get, relative entries from `cwd`."""
-    entries = [str(cwd / p) if p and not os.path.isabs(p) else p for p in env.get("PATH", os.defpath).split(os.pathsep)]
+    entries = [
+        str(cwd / p) if p and not os.path.isabs(p) else p
+        for p in env.get("PATH", os.defpath).split(os.pathsep)
+    ]
     return shutil.which(name, path=os.pathsep.join(entries))
 
 
@@ -84,7 +87,9 @@ def _python_dbos_version(script: str, env: Mapping[str, str]) -> str | None:
     probe = "import importlib.metadata as m; print(m.version('dbos'))"
     argv = [interp, "-c", probe] if "python" in os.path.basename(interp) else [script, "version"]
     try:
-        out = subprocess.run(argv, env=dict(env), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            argv, env=dict(env), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"(\d+\.\d+(?:\.\d+)?\S*)", out.stdout)
@@ -125,7 +130,9 @@ def find_toolchain(run: Run, endpoint: Endpoint, schema: str | None) -> tuple[To
                 argv = [binary, "schema", url, *(["-r", role] if role else [])]
                 if schema and (_version_tuple(version) or (0,)) >= (4, 0):
                     argv += ["--schema", schema]
-                return Toolchain(f"@dbos-inc/dbos-sdk {version} (TypeScript)", tuple(argv), env, str(cfg.directory)), ""
+                return Toolchain(
+                    f"@dbos-inc/dbos-sdk {version} (TypeScript)", tuple(argv), env, str(cfg.directory)
+                ), ""
             tried.append(f"@dbos-inc/dbos-sdk {version} has no `dbos schema` command (3.x and later have)")
         else:
             tried.append("no @dbos-inc/dbos-sdk in node_modules")
@@ -138,12 +145,20 @@ def find_toolchain(run: Run, endpoint: Endpoint, schema: str | None) -> tuple[To
                 if schema and (_version_tuple(py_version) or (0,)) >= (2, 0):
                     argv += ["--schema", schema]
                 return Toolchain(f"dbos {py_version} (Python)", tuple(argv), env, None), ""
-            tried.append(f"`dbos` {py_version or '(version unknown)'} at {script} cannot migrate a given system database")
+            tried.append(
+                f"`dbos` {py_version or '(version unknown)'} at {script} cannot migrate a given system database"
+            )
         else:
             tried.append("no `dbos` on the commands' PATH")
     ctl = _which("dbosctl", env, cfg.directory)
     if ctl is not None:
-        argv = [ctl, "sysdb", "migrate", *(["-r", role] if role else []), *(["--schema", schema] if schema else [])]
+        argv = [
+            ctl,
+            "sysdb",
+            "migrate",
+            *(["-r", role] if role else []),
+            *(["--schema", schema] if schema else []),
+        ]
         ctl_env = {**env, "DBOS_SYSTEM_DATABASE_URL": endpoint.url.libpq_text()}
         return Toolchain("dbosctl", tuple(argv), ctl_env, str(cfg.directory)), ""
     tried.append("no `dbosctl`")
@@ -179,14 +194,18 @@ def provision(run: Run, interrupts: Interrupts) -> None:
     conn = _open(run, endpoint, report)
     with db.closing(conn):
         schema = run.config.system_schema or DEFAULT_SCHEMA
-        toolchain, why = (None, "--system-db create") if run.options.system_db == "create" else find_toolchain(
-            run, endpoint, run.config.system_schema
+        toolchain, why = (
+            (None, "--system-db create")
+            if run.options.system_db == "create"
+            else find_toolchain(run, endpoint, run.config.system_schema)
         )
         if toolchain is not None:
             _run_toolchain(run, toolchain, interrupts)
             report.toolchain, report.action = toolchain.name, "migrated"
             if run.options.app_role:
-                db.grant_system_database(conn, endpoint.url.database or "", run.options.app_role, None, run.scrub)
+                db.grant_system_database(
+                    conn, endpoint.url.database or "", run.options.app_role, None, run.scrub
+                )
         else:
             report.action = "created" if report.created else "exists"
             run.emit(Notice(
@@ -195,7 +214,9 @@ def provision(run: Run, interrupts: Interrupts) -> None:
                 "warning" if run.options.system_db == "auto" else "info",
             ))  # fmt: skip
             if run.options.app_role:
-                db.grant_system_database(conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub)
+                db.grant_system_database(
+                    conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub
+                )
         report.schema_version = db.system_schema_version(conn, schema)
     run.emit(Notice(f"system database {endpoint.url.database}: {report.action}"
                     + (f" by {report.toolchain}" if report.toolchain else "")
@@ -221,12 +242,16 @@ def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connect
     with db.closing(maint):
         db.refuse_standby(maint, endpoint.masked())
         if run.options.app_role and not db.role_exists(maint, run.options.app_role):
-            raise DatabaseError(f"--app-role {run.options.app_role!r} does not exist on the system database's server")
+            raise DatabaseError(
+                f"--app-role {run.options.app_role!r} does not exist on the system database's server"
+            )
         key = db.lock_key(name)
         take_lock(run, maint, key, maint.info.dbname, run.ctx.clock() + run.options.lock_timeout)
         try:
             if not db.database_exists(maint, name):
-                report.created = db.create_database(maint, name, run.scrub, template0=maint.info.dbname == "template1")
+                report.created = db.create_database(
+                    maint, name, run.scrub, template0=maint.info.dbname == "template1"
+                )
         finally:
             db.release_lock(maint, key)
     if report.created:

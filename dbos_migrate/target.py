@@ -190,8 +190,6 @@ def _legacy_url(config: Config, environ: Mapping[str, str]) -> PgUrl:
     return synthesized(user, password, host, port, params)
 
 
-
-
 def resolve_instance(
     config: Config | None,
     db_url: str | None,
@@ -203,7 +201,9 @@ def resolve_instance(
         return parse_url(db_url, what="--db-url"), "--db-url"
     cloud = environ.get("DBOS__CLOUD", "").lower() == "true"
     if cloud and environ.get("DBOS_DATABASE_URL"):
-        return parse_url(environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"), "DBOS_DATABASE_URL (DBOS__CLOUD)"
+        return parse_url(
+            environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"
+        ), "DBOS_DATABASE_URL (DBOS__CLOUD)"
     if config is not None and config.database_url is not None:
         url = config.database_url.require(config.file, "the target database (database_url)")
         where = f"database_url ({config.file}:{config.database_url.line})"
@@ -236,7 +236,9 @@ def resolve_app_database(config: Config | None, cli_name: str | None, instance: 
     if app_name is not None:
         name, source = app_name
         derived = derive_app_db_name(name)
-        return check_app_db_name(derived, f"name {name!r} ({source})"), f"derived from name {name!r} ({source})"
+        return check_app_db_name(
+            derived, f"name {name!r} ({source})"
+        ), f"derived from name {name!r} ({source})"
     raise UsageError(
         "no app database name: none given and none can be derived",
         "set database.app_db_name or name in the config, or pass --app-db-name",
@@ -261,7 +263,11 @@ def resolve_system(
     database.sys_db_name or `<app_db>_dbos_sys`. A non-PostgreSQL URL (DBOS 2.x+ takes SQLite)
     is only handed to the commands, as written."""
     text, source = None, None
-    if config is not None and config.system_database_url is not None and not config.system_database_url.missing:
+    if (
+        config is not None
+        and config.system_database_url is not None
+        and not config.system_database_url.missing
+    ):
         text = config.system_database_url.value
         source = f"system_database_url ({config.file}:{config.system_database_url.line})"
     elif environ.get("DBOS_SYSTEM_DATABASE_URL"):
@@ -273,8 +279,14 @@ def resolve_system(
         if not url.database:
             raise UsageError(f"{source} names no database", "write the system database name in its path")
         _check_system_name(url.database, source)
-        return SystemDatabase(source, Endpoint(url, effective(url, environ, ignore_password=_cloud_masked(url))))
-    if config is not None and config.database.sys_db_name is not None and not config.database.sys_db_name.missing:
+        return SystemDatabase(
+            source, Endpoint(url, effective(url, environ, ignore_password=_cloud_masked(url)))
+        )
+    if (
+        config is not None
+        and config.database.sys_db_name is not None
+        and not config.database.sys_db_name.missing
+    ):
         name = config.database.sys_db_name.value
         _check_system_name(name, "database.sys_db_name")
         return SystemDatabase("database.sys_db_name", instance.at(name))
@@ -285,7 +297,11 @@ def _check_system_name(name: str, source: str) -> None:
     if name in RESERVED_DATABASES or name.startswith(SCRATCH_PREFIX):
         raise UsageError(
             f"the system database {name!r} from {source} is not usable: "
-            + ("every PostgreSQL instance has it" if name in RESERVED_DATABASES else "the rehearsal's scratch prefix"),
+            + (
+                "every PostgreSQL instance has it"
+                if name in RESERVED_DATABASES
+                else "the rehearsal's scratch prefix"
+            ),
             "name the app's own system database, e.g. <app>_dbos_sys",
         )
 
@@ -365,7 +381,10 @@ def pg_vars(eff: Effective, dbname: str) -> dict[str, str]:
 def connection_vars(target: Target) -> dict[str, str]:
     """DBOS_DATABASE_URL, DBOS_SYSTEM_DATABASE_URL and PG* for the app database, from the
     effective connection (docs/behaviour.md, "The environment each command gets")."""
-    out = {"DBOS_DATABASE_URL": target.app_url.text, "DBOS_SYSTEM_DATABASE_URL": target.system.url_text(mask=False)}
+    out = {
+        "DBOS_DATABASE_URL": target.app_url.text,
+        "DBOS_SYSTEM_DATABASE_URL": target.system.url_text(mask=False),
+    }
     out.update(pg_vars(target.instance.eff, target.app_database))
     return out
 

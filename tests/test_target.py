@@ -9,16 +9,13 @@ import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from dbos_migrate import config
 from dbos_migrate.config import Config
-from dbos_migrate.errors import ConfigError, UsageError
 from dbos_migrate.conninfo import effective
+from dbos_migrate.errors import ConfigError, UsageError
 from dbos_migrate.target import (
     Target,
     command_env,

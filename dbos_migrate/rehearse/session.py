@@ -195,7 +195,8 @@ def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
     with db.closing(src):
         take_lock(run, src, key, target.app_database, deadline)  # a concurrent `up` is not copied half-way
         try:
-            dst = db.connect(scratch_target.app, run.scrub, app_name=app_name, where="opening the scratch database"
+            dst = db.connect(
+                scratch_target.app, run.scrub, app_name=app_name, where="opening the scratch database"
             )
             with db.closing(dst):
                 rehearsal.copy_method = _copy_schema(run, src, dst, rehearsal, deadline)

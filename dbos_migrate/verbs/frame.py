@@ -125,7 +125,9 @@ def local_server(environ: Mapping[str, str]) -> tuple[PgUrl, str] | None:
     server = running_server(environ)
     if server is None:
         return None
-    return parse_url(server.url, what="the local server's URL"), f"the local server from `dbos-migrate postgres start` (port {server.port})"
+    return parse_url(
+        server.url, what="the local server's URL"
+    ), f"the local server from `dbos-migrate postgres start` (port {server.port})"
 
 
 def config_secrets(cfg: Config | None, target: Target) -> list[str | None]:

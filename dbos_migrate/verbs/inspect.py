@@ -43,8 +43,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
         app_name = db.application_name("status")
         start = ctx.clock()
         try:
-            conn = db.connect(target.app, scrub, app_name=app_name, where="connecting to the app database"
-            )
+            conn = db.connect(target.app, scrub, app_name=app_name, where="connecting to the app database")
             report.exists = True
         except db.DatabaseMissing:
             report.exists = False

@@ -46,7 +46,11 @@ def _up(run: Run, interrupts: Interrupts) -> None:
         _dry_run(run, create=not run.options.no_create)
         return
     if run.target.production:
-        run.emit(Notice(f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"))
+        run.emit(
+            Notice(
+                f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"
+            )
+        )
     if not commands:
         run.emit(Notice("database.migrate lists no commands: only the app database is ensured"))
     execute(run, commands, "up", interrupts, create=not run.options.no_create)
@@ -123,7 +127,8 @@ def _dry_run(run: Run, *, create: bool) -> None:
         run.emit(Notice(f"dry run: app database {name!r} does not exist and would be created"))
     else:
         raise DatabaseError(
-            f"app database {name!r} does not exist" + (" (--no-create)" if going_up else ": nothing to roll back"),
+            f"app database {name!r} does not exist"
+            + (" (--no-create)" if going_up else ": nothing to roll back"),
         )
     for i, shown in enumerate(run.report.planned, 1):
         run.emit(Notice(f"  would run [{i}/{len(run.report.planned)}] {shown}"))
@@ -145,7 +150,9 @@ def _before_anything(run: Run, conn: psycopg.Connection[Any]) -> None:
         )
 
 
-def open_app_database(run: Run, verb: str, create: bool, lock_deadline: float) -> tuple[psycopg.Connection[Any], bool]:
+def open_app_database(
+    run: Run, verb: str, create: bool, lock_deadline: float
+) -> tuple[psycopg.Connection[Any], bool]:
     """Connect to the app database, creating it under the creation lock when missing.
 
     Returns the connection and whether the migration lock is already held on it.
@@ -186,7 +193,9 @@ def open_app_database(run: Run, verb: str, create: bool, lock_deadline: float) -
         take_lock(run, maint, key, maint.info.dbname, lock_deadline)
         created = False
         if not db.database_exists(maint, target.app_database):
-            created = db.create_database(maint, target.app_database, scrub, template0=maint.info.dbname == "template1")
+            created = db.create_database(
+                maint, target.app_database, scrub, template0=maint.info.dbname == "template1"
+            )
         run.report.created = created
         conn = db.connect(target.app, scrub, app_name=app_name, where=f"connecting to {shown}")
         # Take the app database lock before giving up the creation lock: no gap to race into.
@@ -232,7 +241,9 @@ def execute(
             try:
                 db.verify_lock(conn, key, run.scrub, during=f"command {result.index}")
             except db.LockLost:
-                history.amend_last("the migration lock was lost while this command ran; another run may have overlapped")
+                history.amend_last(
+                    "the migration lock was lost while this command ran; another run may have overlapped"
+                )
                 raise
 
         try:
@@ -243,7 +254,9 @@ def execute(
             if opts.app_role:
                 schemas = db.grant_app_role(conn, run.target.app_database, opts.app_role, run.scrub)
                 run.emit(
-                    Notice(f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}")
+                    Notice(
+                        f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
+                    )
                 )
         finally:
             history.flush()
