@@ -8,6 +8,8 @@
   with SSL; each is stopped and its directory deleted afterwards, whatever happened.
 * `app_db` (function): a unique app database name, dropped afterwards with its `_dbos_sys`.
 * `reachable_tmp` (function): a temp dir that the server's unprivileged user can traverse.
+* `dbos_py` (session): the bin dir of a venv holding the real `dbos` 3.4.0 from the package
+  index (not a copy of its code). Skips when the index cannot be reached; fails under CI=true.
 
 Helpers such as `run_cli` live in pgharness.py (`from pgharness import run_cli`).
 """
@@ -24,11 +26,13 @@ from typing import Any
 import pytest
 from pgharness import (
     ClusterFactory,
+    VenvUnavailable,
     PgInstance,
     check_connect,
     drop_database,
     find_instance,
     in_ci,
+    make_venv,
     reachable_tmpdir,
     start_cluster,
 )
@@ -111,3 +115,19 @@ def app_db(pg_url: str) -> Iterator[str]:
             drop_database(pg_url, db)
         except Exception as exc:
             warnings.warn(f"could not drop test database {db}: {exc}", stacklevel=1)
+
+
+#: The DBOS Python release the compatibility tests measure against.
+DBOS_PY_VERSION = "3.4.0"
+
+
+@pytest.fixture(scope="session")
+def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a venv with the real `dbos` package (and psycopg for the test apps)."""
+    path = tmp_path_factory.mktemp("dbos-py") / "venv"
+    try:
+        return make_venv(path, [f"dbos=={DBOS_PY_VERSION}", "psycopg[binary]"])
+    except VenvUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"the real dbos package is needed under CI=true: {exc}", pytrace=False)
+        pytest.skip(f"the package index cannot be reached: {exc}")

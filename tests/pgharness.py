@@ -313,6 +313,39 @@ __all__: Sequence[str] = [
     "run_cli",
     "ssl_cert_or_skip",
     "start_cluster",
+    "VenvUnavailable",
+    "make_venv",
     "with_dbname",
     "with_user",
 ]
+
+
+# ---------------------------------------------------------------------------- venvs of real packages
+
+
+class VenvUnavailable(Exception):
+    """The package index could not be reached (or pip failed) while building a venv."""
+
+
+def make_venv(path: Path, packages: Sequence[str], *, timeout: float = 600.0) -> Path:
+    """A fresh venv at `path` with `packages` installed from the index; returns its bin dir.
+
+    pip's cache lives inside `path` (nothing is written elsewhere). Raises VenvUnavailable
+    with pip's last lines when the install fails, e.g. because the index cannot be reached.
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, timeout=120)
+    bindir = path / "bin"
+    env = dict(os.environ, PIP_CACHE_DIR=str(path / ".pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(
+        [str(bindir / "python"), "-m", "pip", "install", "-q", *packages],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        raise VenvUnavailable(f"pip install {' '.join(packages)} failed: {tail}")
+    return bindir
