@@ -315,6 +315,7 @@ __all__: Sequence[str] = [
     "start_cluster",
     "VenvUnavailable",
     "make_venv",
+    "start_standby",
     "with_dbname",
     "with_user",
 ]
@@ -349,3 +350,31 @@ def make_venv(path: Path, packages: Sequence[str], *, timeout: float = 600.0) ->
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
         raise VenvUnavailable(f"pip install {' '.join(packages)} failed: {tail}")
     return bindir
+
+
+def start_standby(primary: Cluster, base: Path) -> Cluster:
+    """A hot standby of `primary` (pg_basebackup -R), started on a free port in `base/standby`.
+    The primary must admit replication (extra_hba `host replication all 127.0.0.1/32 ...`).
+    The caller must `remove()` it."""
+    from dbos_migrate.localpg import fs
+
+    entry = primary.service_user()
+    holder = base / "standby-parent"
+    holder.mkdir(mode=0o700)
+    if entry is not None:
+        os.chown(holder, entry.pw_uid, entry.pw_gid)
+    datadir = holder / "data"
+    env = dict(os.environ, PGPASSWORD=primary.password)
+    result = subprocess.run(
+        [str(primary.binaries.tool("pg_basebackup")), "-h", "127.0.0.1", "-p", str(primary.port), "-U",
+         primary.superuser, "-D", str(datadir), "-R", "-X", "stream", "-w"],
+        env=env, capture_output=True, text=True, timeout=120, check=False, cwd="/",
+        **fs.run_as_kwargs(entry),
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise LocalPostgresError(f"pg_basebackup failed: {result.stderr.strip()}")
+    standby = Cluster(datadir, free_port(), password=primary.password, binaries=primary.binaries,
+                      confdir=base / "standby.conf", log_file=base / "standby.log",
+                      extra_conf={"hot_standby": True, **FAST_CONF})  # fmt: skip
+    standby.start()
+    return standby

@@ -1,0 +1,215 @@
+"""The holes a hostile review found, each proven closed against real PostgreSQL and the real CLI
+(docs/security.md, docs/reliability.md). Every test here failed on dbos-migrate 0.1.0."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import history_rows, one_json, query, write_config
+from pgharness import (
+    ClusterFactory,
+    cli_command,
+    cli_env,
+    run_cli,
+    start_standby,
+    with_user,
+)
+
+DEADLINE = 60.0
+
+
+def wait_for(path: Path, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"timed out waiting for {path}"
+        time.sleep(0.02)
+
+
+def background(
+    args: list[object], tmp: Path, name: str, env: dict[str, str | None] | None = None
+) -> subprocess.Popen[bytes]:
+    out = (tmp / f"{name}.out").open("wb")
+    return subprocess.Popen([*cli_command(), *map(str, args)], stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT, env=cli_env(env))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the lock's session
+
+
+def test_idle_session_timeout_cannot_end_the_lock_session(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """With idle_session_timeout = 1s on the deploy role, the first run's lock session used to
+    be killed while its command ran, and a second run started on top of it."""
+    role = f"deployer_{app_db}"
+    query(pg_url, f"CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'deploy-pw'")
+    query(pg_url, f"ALTER ROLE \"{role}\" SET idle_session_timeout = '1s'")
+    url = with_user(pg_url, role, "deploy-pw")
+    marks = tmp_path / "marks"
+    a = write_config(
+        tmp_path / "a",
+        app_db_name=app_db,
+        migrate=[f"echo a-start >> {marks}; sleep 3; echo a-end >> {marks}"],
+    )
+    b = write_config(tmp_path / "b", app_db_name=app_db, migrate=[f"echo b-start >> {marks}"])
+    try:
+        first = background(["up", "-c", a, "-D", url, "--system-db", "skip"], tmp_path, "a")
+        deadline = time.monotonic() + DEADLINE
+        while "a-start" not in (marks.read_text() if marks.exists() else ""):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.02)
+        time.sleep(1.5)  # longer than idle_session_timeout: the point of the test, not a wait for a result
+        second = run_cli("up", "-c", b, "-D", url, "--system-db", "skip", "--lock-timeout", "60")
+        assert first.wait(DEADLINE) == 0, (tmp_path / "a.out").read_text()
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert marks.read_text().split() == ["a-start", "a-end", "b-start"]  # never overlapped
+    finally:
+        for db in (app_db,):
+            query(pg_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        query(pg_url, f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_lock_lost_while_a_command_ran_is_exit_3_and_recorded(
+    tmp_path: Path, own_cluster: ClusterFactory
+) -> None:
+    """A server restart during the only command used to end in `succeeded`, exit 0."""
+    cluster = own_cluster()
+    url = cluster.url(dbname="postgres")
+    go, started = tmp_path / "go", tmp_path / "started"
+    cfg = write_config(tmp_path, app_db_name="restart_app",
+                       migrate=[f"touch {started}; while [ ! -e {go} ]; do sleep 0.05; done"])  # fmt: skip
+    run = background(["up", "-c", cfg, "-D", url, "-o", "json", "--system-db", "skip"], tmp_path, "run")
+    wait_for(started)
+    cluster.restart()
+    go.touch()
+    assert run.wait(DEADLINE) == 3
+    doc = one_json(_json_of(tmp_path / "run.out"))
+    assert doc["error"]["code"] == "lock_lost"
+    assert "another run may have overlapped" in doc["error"]["message"]
+    (row,) = history_rows(url, "restart_app")
+    assert row["status"] == "succeeded" and "another run may have overlapped" in (row["note"] or "")
+
+
+def _json_of(path: Path) -> str:
+    """The JSON document in a file that also holds the commands' output (stderr merged)."""
+    text = path.read_text()
+    return text[text.index("{\n") :]
+
+
+# ---------------------------------------------------------------------------- the production guard
+
+
+@pytest.mark.parametrize(
+    ("db_url", "env"),
+    [
+        ("postgresql://u:pw@localhost:6545/postgres?hostaddr=192.0.2.2", {}),
+        ("postgresql://u:pw@:6545/postgres", {"PGHOST": "192.0.2.2"}),
+        ("postgresql://u:pw@localhost:6545/postgres", {"PGHOSTADDR": "192.0.2.2"}),
+    ],
+)
+def test_a_remote_address_behind_localhost_is_production(
+    tmp_path: Path, db_url: str, env: dict[str, str]
+) -> None:
+    cfg = write_config(tmp_path, app_db_name="guarded", rollback=[f"touch {tmp_path / 'ran'}"])
+    result = run_cli("down", "-c", cfg, "-D", db_url, env={**env, "PGCONNECT_TIMEOUT": "2"})
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "192.0.2.2" in result.stdout + result.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+# ---------------------------------------------------------------------------- hostile or broken servers and outputs
+
+
+def test_a_hot_standby_is_refused_before_anything(
+    tmp_path: Path, own_cluster: ClusterFactory, reachable_tmp: Path
+) -> None:
+    primary = own_cluster(extra_hba=["host replication all 127.0.0.1/32 scram-sha-256"])
+    standby = start_standby(primary, reachable_tmp)
+    try:
+        cfg = write_config(tmp_path, app_db_name="on_standby", migrate=[f"touch {tmp_path / 'ran'}"])
+        result = run_cli("up", "-c", cfg, "-D", standby.url(dbname="postgres"))
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert "read-only standby" in result.stderr
+        assert not (tmp_path / "ran").exists()
+        with psycopg.connect(primary.url(dbname="postgres")) as conn:  # nothing was created upstream either
+            assert conn.execute("SELECT 1 FROM pg_database WHERE datname = 'on_standby'").fetchone() is None
+    finally:
+        standby.remove()
+
+
+PEAK_RSS = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sparse 3 GB file", "/dev/zero"])
+def test_a_huge_or_endless_config_is_refused_before_it_is_read(tmp_path: Path, kind: str) -> None:
+    path = Path("/dev/zero")
+    if kind.startswith("sparse"):
+        path = tmp_path / "dbos-config.yaml"
+        with path.open("wb") as fh:
+            fh.truncate(3 * 1024**3)
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *cli_command(), "validate", "-c", str(path)],
+                         capture_output=True, text=True, timeout=180, env=cli_env())  # fmt: skip
+    code, rss_kb = map(int, out.stdout.split())
+    assert code == 2
+    assert rss_kb < 200 * 1024  # read no more than the limit, never the whole file
+
+
+def test_a_closed_stdout_never_aborts_the_migration(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """`dbos-migrate up | head -1`: the pipe closes early; the run must finish and be recorded."""
+    done = tmp_path / "done"
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["seq 1 200000", f"touch {done}"])
+    proc = subprocess.Popen([*cli_command(), "up", "-c", str(cfg), "-D", pg_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env())  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does
+    assert proc.wait(DEADLINE) == 0
+    assert done.exists()
+    assert [r["status"] for r in history_rows(pg_url, app_db)] == ["succeeded", "succeeded"]
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
+def test_a_variable_in_a_command_is_never_spliced_into_shell_code(
+    tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    hostile = 'main"; touch injected; echo "'
+    cfg = write_config(
+        tmp_path, app_db_name=app_db, migrate=['echo "deploying ${GIT_REF}"', 'echo "${UNSET_OK:-fallback}"']
+    )
+    result = run_cli("up", "-c", cfg, "-D", pg_url, env={"GIT_REF": hostile})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "injected").exists()
+    assert f"deploying {hostile}" in result.stdout and "fallback" in result.stdout
+
+
+def test_a_docker_secret_is_substituted_shell_quoted_and_scrubbed(
+    tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text("'; touch pwned; echo 'Sekr3t\n")
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo token=${DOCKER_SECRET:token}"])
+    result = run_cli("up", "-c", cfg, "-D", pg_url, env={"DBOS_MIGRATE_SECRETS_DIR": str(secrets)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert "token=***" in result.stdout and "Sekr3t" not in result.stdout + result.stderr
+    assert all("Sekr3t" not in json.dumps(r, default=str) for r in history_rows(pg_url, app_db))
+
+
+def test_shell_behaviour_of_unset_variables_is_checked_before_anything_runs(
+    tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    cfg = write_config(
+        tmp_path, app_db_name=app_db, migrate=[f"touch {tmp_path / 'first'}", "echo ${NOT_SET_HERE}"]
+    )
+    result = run_cli("up", "-c", cfg, "-D", pg_url, env={"NOT_SET_HERE": None})
+    assert result.returncode == 2 and "${NOT_SET_HERE}" in result.stderr
+    assert not (tmp_path / "first").exists()
