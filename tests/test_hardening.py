@@ -42,27 +42,43 @@ def background(
 # ---------------------------------------------------------------------------- the lock's session
 
 
+def wait_until_idle_longer_than_timeout_or_gone(pg_url: str, app_db: str) -> None:
+    """Until the lock holder's session has sat idle past idle_session_timeout (1 s), or is gone."""
+    from dbos_migrate.database import LOCK_CLASS, lock_key
+
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        rows = query(
+            pg_url,
+            """SELECT extract(epoch FROM now() - a.state_change) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted""",
+            (LOCK_CLASS, lock_key(app_db)),
+        )
+        if not rows or float(rows[0][0]) > 1.5:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the lock holder neither outlived idle_session_timeout nor went away")
+
+
 def test_idle_session_timeout_cannot_end_the_lock_session(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """With idle_session_timeout = 1s on the deploy role, the first run's lock session used to
     be killed while its command ran, and a second run started on top of it."""
     role = f"deployer_{app_db}"
-    query(pg_url, f"CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'deploy-pw'")
-    query(pg_url, f"ALTER ROLE \"{role}\" SET idle_session_timeout = '1s'")
-    url = with_user(pg_url, role, "deploy-pw")
     marks = tmp_path / "marks"
     a = write_config(
-        tmp_path / "a",
-        app_db_name=app_db,
-        migrate=[f"echo a-start >> {marks}; sleep 3; echo a-end >> {marks}"],
+        tmp_path / "a", app_db_name=app_db, migrate=[f"echo a-start >> {marks}; sleep 3; echo a-end >> {marks}"]
     )
     b = write_config(tmp_path / "b", app_db_name=app_db, migrate=[f"echo b-start >> {marks}"])
     try:
+        query(pg_url, f"CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'deploy-pw'")
+        query(pg_url, f"ALTER ROLE \"{role}\" SET idle_session_timeout = '1s'")
+        url = with_user(pg_url, role, "deploy-pw")
         first = background(["up", "-c", a, "-D", url, "--system-db", "skip"], tmp_path, "a")
         deadline = time.monotonic() + DEADLINE
         while "a-start" not in (marks.read_text() if marks.exists() else ""):
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.02)
-        time.sleep(1.5)  # longer than idle_session_timeout: the point of the test, not a wait for a result
+        wait_until_idle_longer_than_timeout_or_gone(pg_url, app_db)
         second = run_cli("up", "-c", b, "-D", url, "--system-db", "skip", "--lock-timeout", "60")
         assert first.wait(DEADLINE) == 0, (tmp_path / "a.out").read_text()
         assert second.returncode == 0, second.stdout + second.stderr
