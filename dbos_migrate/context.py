@@ -207,16 +207,16 @@ def _terminal_prompt() -> Ask:
     """Read one answer from the terminal; `secret` turns echo off (the password prompt)."""
 
     def ask(prompt: str, secret: bool) -> str | None:
-        sys.stderr.write(prompt)
-        sys.stderr.flush()
         if secret:
             import getpass
 
-            try:
-                return getpass.getpass("", stream=sys.stderr)
+            try:  # getpass writes the prompt only once echo is off: nothing typed is ever shown
+                return getpass.getpass(prompt, stream=sys.stderr)
             except (EOFError, KeyboardInterrupt):
                 sys.stderr.write("\n")
                 return None
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
         line = sys.stdin.readline()
         return line.rstrip("\n") if line else None
 

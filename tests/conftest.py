@@ -8,6 +8,7 @@
   with SSL; each is stopped and its directory deleted afterwards, whatever happened.
 * `app_db` (function): a unique app database name, dropped afterwards with its `_dbos_sys`.
 * `reachable_tmp` (function): a temp dir that the server's unprivileged user can traverse.
+* `sqlalchemy20` (session): the bin dir of a venv with alembic on SQLAlchemy 2.0 and psycopg 3.
 * `dbos_py` (session): the bin dir of a venv holding the real `dbos` 3.4.0 from the package
   index (not a copy of its code). Skips when the index cannot be reached; fails under CI=true.
 
@@ -130,4 +131,17 @@ def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except VenvUnavailable as exc:
         if in_ci():
             pytest.fail(f"the real dbos package is needed under CI=true: {exc}", pytrace=False)
+        pytest.skip(f"the package index cannot be reached: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sqlalchemy20(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a venv with alembic on SQLAlchemy 2.0 (not 2.1) and psycopg 3 only: a URL that
+    lost its `+psycopg` would make SQLAlchemy 2.0 import psycopg2 and fail."""
+    path = tmp_path_factory.mktemp("sqlalchemy20") / "venv"
+    try:
+        return make_venv(path, ["sqlalchemy>=2.0,<2.1", "alembic", "psycopg[binary]"])
+    except VenvUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"SQLAlchemy 2.0 is needed under CI=true: {exc}", pytrace=False)
         pytest.skip(f"the package index cannot be reached: {exc}")

@@ -313,6 +313,7 @@ __all__: Sequence[str] = [
     "mask_url",
     "reachable_tmpdir",
     "run_cli",
+    "run_on_tty",
     "ssl_cert_or_skip",
     "start_cluster",
     "start_standby",
@@ -378,3 +379,49 @@ def start_standby(primary: Cluster, base: Path) -> Cluster:
                       extra_conf={"hot_standby": True, **FAST_CONF})  # fmt: skip
     standby.start()
     return standby
+
+
+def run_on_tty(
+    args: Sequence[object], *, prompt: bytes, answer: str, env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None, timeout: float = 120.0,
+) -> tuple[int, str]:
+    """`dbos-migrate ARGS` on a pseudo-terminal that is its controlling terminal (so /dev/tty
+    works, as for a person at a shell); types `answer` once `prompt` shows. Returns (code, all
+    output). Waits on the prompt, not on time."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    slave_name = os.ttyname(slave)
+
+    def become_terminal_owner() -> None:  # setsid, then opening the tty makes it controlling
+        os.setsid()
+        fd = os.open(slave_name, os.O_RDWR)
+        os.close(fd)
+
+    proc = subprocess.Popen([*cli_command(), *map(str, args)], stdin=slave, stdout=slave, stderr=slave,
+                            env=cli_env(env), cwd=cwd, preexec_fn=become_terminal_owner)  # fmt: skip
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other side closed
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and prompt in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+        elif proc.poll() is not None:
+            break
+        assert time.monotonic() < deadline, seen.decode(errors="replace")
+    code = proc.wait(timeout=timeout)
+    os.close(master)
+    return code, seen.decode(errors="replace")
