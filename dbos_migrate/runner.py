@@ -25,7 +25,7 @@ from types import FrameType
 from dbos_migrate.context import ByteWriter
 from dbos_migrate.errors import Interrupted
 from dbos_migrate.model import CommandResult
-from dbos_migrate.scrub import Scrubber, StreamScrubber
+from dbos_migrate.scrub import PipeFeeder, Scrubber
 
 DEFAULT_GRACE = 5.0
 SHELL = "/bin/sh"
@@ -164,10 +164,9 @@ def run_command(
         stop_signal: int | None = None
         kill_at: float | None = None
         assert proc.stdout is not None and proc.stderr is not None
-        streams: dict[int, tuple[ByteWriter, StreamScrubber]] = {
-            proc.stdout.fileno(): (out, scrub.stream()),
-            proc.stderr.fileno(): (err, scrub.stream()),
-        }
+        # One scrubber for both pipes, so a password split between them is caught too.
+        feeders = scrub.streams(out, err)
+        streams: dict[int, PipeFeeder] = {proc.stdout.fileno(): feeders[0], proc.stderr.fileno(): feeders[1]}
         sel = selectors.DefaultSelector()
         for fd in streams:
             os.set_blocking(fd, False)
@@ -213,9 +212,8 @@ def run_command(
                     _pump(fd, streams, open_fds, sel, final=True)
         sel.close()
         code = proc.wait()
-        for stream, scrubber in streams.values():
-            stream.write(scrubber.flush())
-            stream.flush()
+        for feeder in feeders:
+            feeder.flush()
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
@@ -257,12 +255,12 @@ class CommandInterrupted(Exception):
 
 def _pump(
     fd: int,
-    streams: dict[int, tuple[ByteWriter, StreamScrubber]],
+    streams: dict[int, PipeFeeder],
     open_fds: set[int],
     sel: selectors.BaseSelector,
     final: bool = False,
 ) -> None:
-    stream, scrubber = streams[fd]
+    feeder = streams[fd]
     while True:
         try:
             chunk = os.read(fd, 65536)
@@ -275,7 +273,6 @@ def _pump(
             sel.unregister(fd)
             open_fds.discard(fd)
             return
-        stream.write(scrubber.feed(chunk))
-        stream.flush()
+        feeder.feed(chunk)  # writes (and flushes) what is safe, to whichever pipe's sink
         if not final:
             return
