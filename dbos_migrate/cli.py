@@ -1,14 +1,16 @@
-"""The command line: typer argument parsing and rendering, nothing else.
+"""The command line: typer argument parsing, nothing else (docs/architecture.md).
 
-Each command builds `migrate.Options`, picks a reporter for --output, calls a verb and
-exits with the code of the error kind it returned. Heavy modules are imported inside the
-commands so that `--help`, `--version` and `validate` stay fast.
+Each command turns its options into `verbs.Options`, picks the reporter of its --output
+mode, calls a verb, and exits with the code of the error the verb returned. Every option
+can also come from an environment variable `DBOS_MIGRATE_<OPTION>` (flags win), and every
+command takes `--env-file`. Heavy modules are imported inside the commands so that
+`--help` and `validate` never load the database driver.
 """
 
-import os
 import sys
+from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -19,23 +21,30 @@ if TYPE_CHECKING:
     from dbos_migrate.context import Context
 
 INTERNAL_ERROR = 70
+ENV_PREFIX = "DBOS_MIGRATE_"
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="dbos-migrate",
-    help="Run the deploy-time `dbos migrate` step of a DBOS app: validate dbos-config.yaml, "
-    "create the app database if missing, and run its migrations under a lock.",
+    help="Run the deploy-time `dbos migrate` step of a DBOS app: validate dbos-config.yaml, create the "
+    "app and system databases if missing, and run its migrations under a lock. Every option can also "
+    f"be set as {ENV_PREFIX}<OPTION> in the environment (flags win).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 postgres_app = typer.Typer(
     help="Run a local development PostgreSQL (user postgres, password dbos).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-app.add_typer(postgres_app, name="postgres")
+app.add_typer(
+    postgres_app,
+    name="postgres",
+    short_help="Run a local development PostgreSQL (user postgres, password dbos).",
+)
 
 
 class Output(str, Enum):
@@ -49,107 +58,106 @@ class SystemDbMode(str, Enum):
     skip = "skip"
 
 
-ConfigOpt = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional on 3.10
-    typer.Option(
-        "-c",
-        "--config",
-        metavar="PATH",
-        help="Path to dbos-config.yaml [default: ./dbos-config.yaml]",
-        show_default=False,
-    ),
+def option(*decls: str, **kwargs: Any) -> Any:
+    """A typer option that also reads DBOS_MIGRATE_<LONG_NAME> from the environment."""
+    long = next(d for d in decls if d.startswith("--"))
+    kwargs.setdefault("envvar", ENV_PREFIX + long[2:].upper().replace("-", "_"))
+    return typer.Option(*decls, **kwargs)
+
+
+def command(name: str | None = None, *, parent: typer.Typer = app, **kwargs: Any) -> Callable[[F], F]:
+    """@app.command with the docstring's first line as the full, uncut summary in --help."""
+
+    def register(fn: F) -> F:
+        kwargs.setdefault("short_help", (fn.__doc__ or "").strip().splitlines()[0])
+        parent.command(name, **kwargs)(fn)
+        return fn
+
+    return register
+
+
+Str = Optional[str]  # noqa: UP045 - typer needs Optional on 3.10
+ConfigOpt = Annotated[Str, option("-c", "--config", metavar="PATH", show_default=False,
+                                  help="Path to dbos-config.yaml [default: ./dbos-config.yaml]")]  # fmt: skip
+DbUrlOpt = Annotated[Str, option("-D", "--db-url", metavar="URL", show_default=False,
+                                 help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.")]  # fmt: skip
+AppDbOpt = Annotated[Str, option("--app-db-name", metavar="NAME", show_default=False,
+                                 help="App database name (overrides the config).")]  # fmt: skip
+EnvFileOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    option("--env-file", metavar="PATH", show_default=False,
+           help="Load variables from this dotenv file first (repeatable; never overrides the environment)."),
+]  # fmt: skip
+OutputOpt = Annotated[Output, option("--output", "-o", help="text for people, json for scripts and CI.")]
+QuietOpt = Annotated[
+    bool, option("-q", "--quiet", help="Only errors, warnings and the commands' own output.")
 ]
-DbUrlOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(
-        "-D",
-        "--db-url",
-        metavar="URL",
-        help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.",
-        show_default=False,
-    ),
-]
-AppDbOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(
-        "--app-db-name", metavar="NAME", help="App database name (overrides the config).", show_default=False
-    ),
-]
-OutputOpt = Annotated[
-    Output, typer.Option("--output", "-o", help="text for people, json for scripts and CI.")
-]
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only errors and warnings.")]
-VerboseOpt = Annotated[
-    bool, typer.Option("-v", "--verbose", help="More detail; tracebacks for internal errors.")
-]
-ProductionOpt = Annotated[bool, typer.Option("--production", help="Treat the target as production.")]
-MaintOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(
-        "--maintenance-db",
-        metavar="NAME",
-        help="Database to connect to when creating the app database [default: postgres, then template1]",
-        show_default=False,
-    ),
-]
-LockTimeoutOpt = Annotated[
-    float,
-    typer.Option(
-        "--lock-timeout", metavar="SECONDS", min=0, help="Seconds to wait for the migration lock (exit 4)."
-    ),
-]
+VerboseOpt = Annotated[bool, option("-v", "--verbose", help="More detail; tracebacks for internal errors.")]
+ProductionOpt = Annotated[bool, option("--production", help="Treat the target as production.")]
+MaintOpt = Annotated[Str, option("--maintenance-db", metavar="NAME", show_default=False,
+                                 help="Database to connect to when creating one [default: postgres, then template1]")]  # fmt: skip
+LockTimeoutOpt = Annotated[float, option("--lock-timeout", metavar="SECONDS", min=0,
+                                         help="Seconds to wait for the migration lock (exit 4).")]  # fmt: skip
 CommandTimeoutOpt = Annotated[
     Optional[float],  # noqa: UP045
-    typer.Option(
-        "--command-timeout",
-        metavar="SECONDS",
-        min=0,
-        help="Stop a command running longer than this many seconds (exit 124).",
-        show_default=False,
-    ),
-]
-WaitOpt = Annotated[
-    float,
-    typer.Option(
-        "--wait",
-        metavar="SECONDS",
-        min=0,
-        help="Seconds to keep retrying while the server is not accepting connections.",
-    ),
-]
-RehearseUrlOpt = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(
-        "--rehearse-url", metavar="URL", show_default=False,
-        help="Instance to rehearse on [default: the target instance]",
-    ),
+    option("--command-timeout", metavar="SECONDS", min=0, show_default=False,
+           help="Stop a command running longer than this many seconds (exit 124)."),
 ]  # fmt: skip
-KillAfterOpt = Annotated[
-    float,
-    typer.Option(
-        "--kill-after", metavar="SECONDS", min=0,
-        help="When a command is stopped (signal, --command-timeout), send KILL this long after TERM.",
-    ),
-]  # fmt: skip
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
-NoHistoryOpt = Annotated[
-    bool, typer.Option("--no-history", help="Do not record runs in dbos_migrate.history.")
+KillAfterOpt = Annotated[float, option("--kill-after", metavar="SECONDS", min=0,
+                                       help="When a command is stopped (signal, timeout), KILL this long after TERM.")]  # fmt: skip
+WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
+                                  help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
+RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,
+                                       help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
+DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
+NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
+NoCreateOpt = Annotated[
+    bool, option("--no-create", help="Fail if the app database is missing instead of creating it.")
 ]
+AppRoleOpt = Annotated[Str, option("--app-role", metavar="ROLE", show_default=False,
+                                   help="Grant this existing role what the app needs at run time, on both databases.")]  # fmt: skip
+SystemDbOpt = Annotated[
+    SystemDbMode,
+    option("--system-db", help="auto: create the DBOS system database if missing and migrate its schema with the "
+           "app's DBOS toolchain; create: only create it; skip: leave it alone."),
+]  # fmt: skip
+FailOnBreakingOpt = Annotated[bool, option("--fail-on-breaking",
+                                           help="Rehearse first; refuse (exit 6) if a change would break running workflows.")]  # fmt: skip
+AllowBreakingOpt = Annotated[bool, option("--allow-breaking",
+                                          help="With --fail-on-breaking: go on anyway, and record that in history.")]  # fmt: skip
+
+
+ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_default=False,
+                                   help="Confirm a production rollback by naming the app database.")]  # fmt: skip
+RehearseOpt = Annotated[bool, option("--rehearse",
+                                     help="Run the migrations on a scratch copy of the schema and classify the changes.")]  # fmt: skip
+RunOpt = Annotated[Str, option("--run", metavar="RUN_ID", show_default=False,
+                               help="Show every command of one run (ids as `history` prints them).")]  # fmt: skip
+
+
+PathsArg = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Argument(metavar="[PATH]...", show_default=False,
+                   help="Config files to check (pre-commit passes them) [default: the -c file]"),
+]  # fmt: skip
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"dbos-migrate {__version__}")
+        sys.stdout.write(f"dbos-migrate {__version__}\n")
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
+    typer_ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    env_file: EnvFileOpt = None,
 ) -> None:
     """dbos-migrate."""
+    _load_env_files(typer_ctx, env_file)
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -157,13 +165,20 @@ def _root(
 
 def _ctx(typer_ctx: typer.Context) -> "Context":
     """The Context main() built, found on the root of typer's context chain."""
-    obj = typer_ctx.find_root().obj
-    if obj is None:  # called through typer's own runner (tests): build it here
+    root = typer_ctx.find_root()
+    if root.obj is None:  # called through typer's own runner: build it here
         from dbos_migrate.context import Context
 
-        obj = Context.from_process()
-        typer_ctx.find_root().obj = obj
-    return obj  # type: ignore[no-any-return]
+        root.obj = Context.from_process()
+    return root.obj  # type: ignore[no-any-return]
+
+
+def _load_env_files(typer_ctx: typer.Context, paths: list[str] | None) -> None:
+    if paths:
+        from dbos_migrate import envfile
+
+        ctx = _ctx(typer_ctx)
+        ctx.environ = envfile.load(paths, ctx.environ)
 
 
 def _run(
@@ -173,8 +188,8 @@ def _run(
     from dbos_migrate.report import reporting
     from dbos_migrate.verbs import Options
 
-    ctx = _ctx(typer_ctx)
-    sink, run_ctx = reporting(ctx, json=output is Output.json, quiet=quiet, verbose=verbose)
+    _load_env_files(typer_ctx, kwargs.pop("env_file", None))
+    sink, run_ctx = reporting(_ctx(typer_ctx), json=output is Output.json, quiet=quiet, verbose=verbose)
     extra = kwargs.pop("verb_kwargs", {})
     result = verb(run_ctx, Options(**kwargs), sink, **extra)
     if result.error is not None:
@@ -184,45 +199,43 @@ def _run(
 # ---------------------------------------------------------------------------- commands
 
 
-@app.command()
+@command()
 def validate(
     typer_ctx: typer.Context,
+    paths: PathsArg = None,
     config: ConfigOpt = None,
-    cloud: Annotated[bool, typer.Option("--cloud", help="Also check the DBOS Cloud rules.")] = False,
+    cloud: Annotated[bool, option("--cloud", help="Also check the DBOS Cloud rules.")] = False,
+    env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate dbos-config.yaml against the schema (exit 0 valid, 2 invalid)."""
+    """Check dbos-config.yaml without touching a database (exit 0 valid, 2 invalid)."""
     from dbos_migrate import verbs
     from dbos_migrate.events import Finished
     from dbos_migrate.report import reporting
 
+    _load_env_files(typer_ctx, env_file)
     ctx = _ctx(typer_ctx)
     sink, _ = reporting(ctx, json=output is Output.json, quiet=quiet)
-    result = verbs.validate(config, cloud=cloud, environ=ctx.environ)
-    sink(Finished(result))
-    raise typer.Exit(0 if result.ok else 2)
+    files: list[str | None] = list(paths) if paths else [config]
+    results = [verbs.validate(path, cloud=cloud, environ=ctx.environ) for path in files]
+    if output is Output.json and len(results) > 1:
+        results = [verbs.merge_validations(results)]  # stdout stays one document
+    for result in results:
+        sink(Finished(result))
+    raise typer.Exit(0 if all(r.ok for r in results) else 2)
 
 
-@app.command()
+@command()
 def up(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
     dry_run: DryRunOpt = False,
-    no_create: Annotated[
-        bool, typer.Option("--no-create", help="Fail if the app database is missing instead of creating it.")
-    ] = False,
-    app_role: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--app-role",
-            metavar="ROLE",
-            help="Grant this existing role runtime privileges on the app database.",
-            show_default=False,
-        ),
-    ] = None,
+    no_create: NoCreateOpt = False,
+    app_role: AppRoleOpt = None,
+    system_db: SystemDbOpt = SystemDbMode.auto,
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
@@ -230,28 +243,10 @@ def up(
     maintenance_db: MaintOpt = None,
     no_history: NoHistoryOpt = False,
     production: ProductionOpt = False,
-    fail_on_breaking: Annotated[
-        bool,
-        typer.Option(
-            "--fail-on-breaking",
-            help="Rehearse first; refuse (exit 6) if a change would break running workflows.",
-        ),
-    ] = False,
-    allow_breaking: Annotated[
-        bool,
-        typer.Option(
-            "--allow-breaking", help="With --fail-on-breaking: go on anyway, and record that in history."
-        ),
-    ] = False,
+    fail_on_breaking: FailOnBreakingOpt = False,
+    allow_breaking: AllowBreakingOpt = False,
     rehearse_url: RehearseUrlOpt = None,
-    system_db: Annotated[
-        SystemDbMode,
-        typer.Option(
-            "--system-db",
-            help="auto: create the DBOS system database if missing and migrate its schema with the app's DBOS "
-            "toolchain; create: only create it; skip: leave it alone.",
-        ),
-    ] = SystemDbMode.auto,
+    env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -267,7 +262,7 @@ def up(
         verb = gated_up
         verb_kwargs = {"allow_breaking": allow_breaking, "rehearse_url": rehearse_url}
     _run(
-        typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs,
+        typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
@@ -275,22 +270,14 @@ def up(
     )  # fmt: skip
 
 
-@app.command()
+@command()
 def down(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Skip the production confirmation.")] = False,
-    confirm: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(
-            "--confirm",
-            metavar="APP_DB_NAME",
-            help="Confirm a production rollback by naming the app database.",
-            show_default=False,
-        ),
-    ] = None,
+    yes: Annotated[bool, option("--yes", "-y", help="Skip the production confirmation.")] = False,
+    confirm: ConfirmOpt = None,
     production: ProductionOpt = False,
     dry_run: DryRunOpt = False,
     wait: WaitOpt = 0.0,
@@ -298,6 +285,7 @@ def down(
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
     no_history: NoHistoryOpt = False,
+    env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -306,32 +294,28 @@ def down(
     from dbos_migrate import verbs
 
     _run(
-        typer_ctx, verbs.down, output, quiet, verbose,
+        typer_ctx, verbs.down, output, quiet, verbose, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, no_history=no_history,
     )  # fmt: skip
 
 
-app.command("migrate", help="Same as `up` (the word DBOS users type).")(up)
-app.command("rollback", help="Same as `down` (the word DBOS users type).")(down)
+command("migrate", short_help="Same as `up`: the word DBOS users type.")(up)
+command("rollback", short_help="Same as `down`: the word DBOS users type.")(down)
 
 
-@app.command()
+@command()
 def plan(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
-    rehearse: Annotated[
-        bool,
-        typer.Option(
-            "--rehearse", help="Run the migrations on a scratch copy of the schema and classify the changes."
-        ),
-    ] = False,
+    rehearse: RehearseOpt = False,
     rehearse_url: RehearseUrlOpt = None,
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
+    env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -346,122 +330,123 @@ def plan(
 
         verb = rehearse_plan
         verb_kwargs = {"rehearse_url": rehearse_url}
-    _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, config=config, db_url=db_url,
-         app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
+    _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
+         db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
          grace=kill_after)  # fmt: skip
 
 
-@app.command()
+@command()
 def status(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
     production: ProductionOpt = False,
+    env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
 ) -> None:
-    """Report the target, the server, the app database, the lock holder and recent runs."""
+    """Report the target, the server, both databases, the lock holder and recent runs."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.status, output, quiet, False, config=config, db_url=db_url, app_db_name=app_db_name,
-         production=production)  # fmt: skip
+    _run(typer_ctx, verbs.status, output, quiet, False, env_file=env_file, config=config, db_url=db_url,
+         app_db_name=app_db_name, production=production)  # fmt: skip
 
 
-@app.command()
+@command()
 def history(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", metavar="N", min=1, help="How many rows.")] = 20,
-    run: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--run", metavar="RUN_ID", help="Show every command of one run.", show_default=False),
-    ] = None,
+    limit: Annotated[int, option("--limit", "-n", metavar="N", min=1, help="How many rows.")] = 20,
+    run: RunOpt = None,
+    env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
 ) -> None:
-    """List recent runs from dbos_migrate.history, newest first."""
+    """List recent runs from dbos_migrate.history, newest first, with their run ids."""
     from dbos_migrate import verbs
 
     _run(typer_ctx, verbs.history, output, False, False, verb_kwargs={"limit": limit, "run_id": run},
-         config=config, db_url=db_url, app_db_name=app_db_name)  # fmt: skip
+         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name)  # fmt: skip
 
 
-@app.command()
+@command()
 def url(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
     show_password: Annotated[
-        bool, typer.Option("--show-password", help="Print the password instead of ***.")
+        bool, option("--show-password", help="Print the password instead of ***.")
     ] = False,
+    env_file: EnvFileOpt = None,
 ) -> None:
-    """Print the app database URL (password masked unless --show-password)."""
+    """Print the app database URL, like `dbos-cloud db url` (password masked unless asked)."""
     from dbos_migrate import verbs
 
+    _load_env_files(typer_ctx, env_file)
     ctx = _ctx(typer_ctx)
     options = verbs.Options(config=config, db_url=db_url, app_db_name=app_db_name)
     ctx.stdout.write(verbs.url(ctx, options, show_password=show_password) + "\n")
 
 
+# ---------------------------------------------------------------------------- the local server
+
 PortOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option(
-        "--port", "-p", metavar="PORT", min=1, max=65535, show_default=False,
-        help="TCP port on 127.0.0.1 [default: $PGPORT, else the server start recorded, else 5432]",
-    ),
+    option("--port", "-p", metavar="PORT", min=1, max=65535, show_default=False,
+           help="TCP port on 127.0.0.1 [default: $PGPORT, else the server start recorded, else 5432]"),
 ]  # fmt: skip
 
 
-def _local(action: str, port: int | None) -> Any:
+def _local(typer_ctx: typer.Context, action: str, port: int | None) -> Any:
     """Run a localpg action on `port`, else $PGPORT, else None: the server `postgres start`
     recorded, or the default port (its errors exit 3)."""
     from dbos_migrate import localpg
 
     if port is None:
-        env_port = os.environ.get("PGPORT", "")
+        env_port = _ctx(typer_ctx).environ.get("PGPORT", "")
         port = int(env_port) if env_port.isdigit() and 0 < int(env_port) < 65536 else None
     return getattr(localpg, action)(port)
 
 
-@postgres_app.command("start")
-def postgres_start(port: PortOpt = None) -> None:
+@command("start", parent=postgres_app)
+def postgres_start(typer_ctx: typer.Context, port: PortOpt = None) -> None:
     """Start the local development PostgreSQL (or find it running) and print its URL."""
-    server = _local("start", port)
+    out = _ctx(typer_ctx).stdout
+    server = _local(typer_ctx, "start", port)
     if server.moved_from is not None:
-        typer.echo(
-            f"Port {server.moved_from} is taken by a server dbos-migrate did not start; "
-            f"using port {server.port} instead.\n"
-        )
-    typer.echo(server.describe())
+        out.write(f"Port {server.moved_from} is taken by a server dbos-migrate did not start; "
+                  f"using port {server.port} instead.\n\n")  # fmt: skip
+    out.write(server.describe() + "\n")
     if not server.changed:
-        typer.echo("  (it was already running)")
+        out.write("  (it was already running)\n")
     if server.port == 5432:
-        typer.echo("\nuser postgres, password dbos: the default target works, e.g. `dbos-migrate up`")
+        out.write("\nuser postgres, password dbos: the default target works, e.g. `dbos-migrate up`\n")
     else:
-        typer.echo(
-            "\nuser postgres, password dbos. Point your app and dbos-migrate at it with:\n"
-            f"  export DBOS_DATABASE_URL={server.url}/postgres"
-        )
+        out.write("\nuser postgres, password dbos. dbos-migrate finds it by itself; point your app at it with:\n"
+                  f"  export DBOS_DATABASE_URL={server.url}/postgres\n")  # fmt: skip
 
 
-@postgres_app.command("stop")
-def postgres_stop(port: PortOpt = None) -> None:
+@command("stop", parent=postgres_app)
+def postgres_stop(typer_ctx: typer.Context, port: PortOpt = None) -> None:
     """Stop the local development PostgreSQL."""
-    server = _local("stop", port)
+    out = _ctx(typer_ctx).stdout
+    server = _local(typer_ctx, "stop", port)
     if server.foreign:
-        typer.echo(server.describe())
+        out.write(server.describe() + "\n")
         return
-    typer.echo(f"PostgreSQL on port {server.port}: " + ("stopped" if server.changed else "was not running"))
+    out.write(
+        f"PostgreSQL on port {server.port}: " + ("stopped" if server.changed else "was not running") + "\n"
+    )
 
 
-@postgres_app.command("status")
-def postgres_status(port: PortOpt = None) -> None:
+@command("status", parent=postgres_app)
+def postgres_status(typer_ctx: typer.Context, port: PortOpt = None) -> None:
     """Say whether the local development PostgreSQL is running (exit 0) or not (exit 1)."""
-    server = _local("status", port)
-    typer.echo(server.describe())
+    server = _local(typer_ctx, "status", port)
+    _ctx(typer_ctx).stdout.write(server.describe() + "\n")
     raise typer.Exit(0 if server.running else 1)
 
 
@@ -473,6 +458,34 @@ def _usage_error_base() -> type[Exception]:
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+def wants_json(args: list[str], environ: dict[str, str] | Any) -> bool:
+    """Whether -o/--output json was asked for, read from the raw arguments: only used when the
+    arguments themselves could not be parsed, so that even then stdout is one JSON document."""
+    for i, arg in enumerate(args):
+        if arg in ("-o", "--output") and i + 1 < len(args):
+            return args[i + 1] == "json"
+        if arg.startswith("--output="):
+            return arg.partition("=")[2] == "json"
+        if arg.startswith("-o") and not arg.startswith("--") and len(arg) > 2:
+            return arg[2:] == "json"
+    return bool(environ.get(ENV_PREFIX + "OUTPUT") == "json")
+
+
+def _usage_failed(exc: Exception, args: list[str], ctx: "Context") -> int:
+    """A usage error (bad option, bad value): click's message on stderr, and in JSON mode the
+    same as one document on stdout."""
+    exc.show(file=ctx.stderr)  # type: ignore[attr-defined]
+    code: int = exc.exit_code  # type: ignore[attr-defined]
+    if wants_json(args, ctx.environ):
+        from dbos_migrate.errors import UsageError
+        from dbos_migrate.report.json import document, print_json, usage_result
+
+        verb = next((a for a in args if not a.startswith("-")), None)
+        error = UsageError(exc.format_message(), f"see dbos-migrate {verb or ''} --help".replace("  ", " "))  # type: ignore[attr-defined]
+        print_json(document(usage_result(verb, error)), ctx.stdout)
+    return code
+
+
 def _interrupt(signum: int, frame: object) -> None:
     from dbos_migrate.errors import Interrupted
 
@@ -482,8 +495,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one clear message and the right exit code, whatever happens.
 
-    typer (in standalone mode) handles usage errors (exit 2) and --help; our own error
-    kinds and any internal bug are turned into a message here, never a raw traceback.
+    Usage errors exit 2 (as one JSON document too with -o json); our own error kinds and
+    any internal bug become a message here, never a raw traceback.
     """
     import signal
 
@@ -510,8 +523,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except Exception as exc:  # an internal bug: never a raw traceback unless asked
         if isinstance(exc, _usage_error_base()):
-            exc.show(file=ctx.stderr)  # type: ignore[attr-defined]
-            code = exc.exit_code  # type: ignore[attr-defined]
+            code = _usage_failed(exc, args, ctx)
         elif isinstance(exc, typer.Abort):
             ctx.stderr.write("Aborted!\n")
             code = 1

@@ -515,6 +515,11 @@ def _too_big(file: str) -> ConfigError:
     )
 
 
+def by_position(problems: list[Problem]) -> list[Problem]:
+    """Problems in the order a person reads the file: by line, then column."""
+    return sorted(problems, key=lambda p: (p.line, p.column))
+
+
 def _offset_line_col(raw: bytes, offset: int) -> tuple[int, int]:
     before = raw[:offset]
     return before.count(b"\n") + 1, offset - (before.rfind(b"\n") + 1) + 1
@@ -542,7 +547,7 @@ def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str 
     problems = yaml_problems + _schema_problems(tree, value, file, set(subst.missing) | yaml_paths)
     warnings.extend(_deprecations(tree, value, file))
     if problems:
-        raise ConfigError(problems, warnings)
+        raise ConfigError(by_position(problems), by_position(warnings))
     return _build(tree, value, path, subst, tuple(warnings), file)
 
 

@@ -31,7 +31,7 @@ from dbos_migrate.conninfo import (
     parse_url,
     synthesized,
 )
-from dbos_migrate.errors import Problem, UsageError
+from dbos_migrate.errors import ConfigError, Problem, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -207,7 +207,7 @@ def resolve_instance(
     if config is not None and config.database_url is not None:
         url = config.database_url.require(config.file, "the target database (database_url)")
         where = f"database_url ({config.file}:{config.database_url.line})"
-        return parse_url(url, what="database_url in the config"), where
+        return _located(config, config.database_url, lambda: parse_url(url, what="database_url")), where
     legacy_env = any(environ.get(k) for k in ("DBOS_DBHOST", "DBOS_DBPORT", "DBOS_DBUSER", "DBOS_DBPASSWORD"))
     if config is not None and (config.database.has_legacy_connection or legacy_env):
         return _legacy_url(config, environ), "database.hostname/port/username/password (legacy fields)"
@@ -218,6 +218,16 @@ def resolve_instance(
         if found is not None:
             return found
     return default_url(environ)
+
+
+def _located(config: Config, text: Text, parse: Callable[[], PgUrl]) -> PgUrl:
+    """A URL from the config; a problem with it is reported at its place in the file."""
+    try:
+        return parse()
+    except UsageError as exc:
+        raise ConfigError(
+            [Problem(config.file, text.line, text.column, text.path, exc.message, exc.hint)]
+        ) from None
 
 
 # ---------------------------------------------------------------------------- the databases
@@ -275,7 +285,12 @@ def resolve_system(
     if text is not None and source is not None:
         if not text.strip().lower().startswith(("postgres://", "postgresql://", "postgres+", "postgresql+")):
             return SystemDatabase(source, other=text.strip())
-        url = parse_url(text, what=source.split(" ")[0])
+        what = source.split(" ")[0]
+        url = (
+            _located(config, config.system_database_url, lambda: parse_url(text, what=what))
+            if config is not None and config.system_database_url is not None and what == "system_database_url"
+            else parse_url(text, what=what)
+        )
         if not url.database:
             raise UsageError(f"{source} names no database", "write the system database name in its path")
         _check_system_name(url.database, source)

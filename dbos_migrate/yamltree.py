@@ -153,9 +153,7 @@ def parse(text: str) -> YamlTree:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            tree.errors.append((line, col, (), f"invalid YAML: {_yaml_reason(exc)}"))
+            tree.errors.append(_syntax_error(exc, text))
             return tree
         except RecursionError:
             tree.errors.append((1, 1, (), "invalid YAML: nesting is too deep"))
@@ -192,6 +190,33 @@ def parse(text: str) -> YamlTree:
         return tree
     finally:
         loader.dispose()
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, Path, str]:
+    """A syntax error where a person will look for it, in words that say what to fix.
+
+    An unterminated quote or bracket is reported where it opened (the parser only notices
+    at the end of the file); a tab in indentation is named as such.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    reason = _yaml_reason(exc)
+    at_end = exc.problem_mark is not None and exc.problem_mark.index >= len(text.rstrip())
+    if ("end of stream" in (exc.problem or "") or at_end) and exc.context_mark is not None:
+        mark = exc.context_mark
+        what = (exc.context or "").replace("while scanning ", "").replace(
+            "while parsing ", ""
+        ) or "a construct"
+        reason = f"{what} that starts here is never closed (a missing quote or bracket?)"
+    elif exc.problem_mark is not None and "cannot start any token" in (exc.problem or ""):
+        lines = text.splitlines()
+        row = lines[exc.problem_mark.line] if exc.problem_mark.line < len(lines) else ""
+        if (
+            row[: exc.problem_mark.column + 1].strip(" ") in ("\t", "")
+            and "\t" in row[: exc.problem_mark.column + 1]
+        ):
+            reason = "a tab in the indentation: YAML indents with spaces only"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return line, col, (), f"invalid YAML: {reason}"
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:

@@ -71,6 +71,22 @@ def document(result: Result) -> dict[str, Any]:
     return doc
 
 
+def usage_result(verb: str | None, error: MigrateError) -> Result:
+    """The empty result of `verb` carrying a usage error: for a document when the arguments
+    themselves could not be parsed."""
+    result: Result
+    if verb == "validate":
+        result = Validation("dbos-config.yaml")
+    elif verb == "status":
+        result = StatusReport()
+    elif verb == "history":
+        result = HistoryReport()
+    else:
+        result = RunReport({"migrate": "up", "rollback": "down"}.get(verb or "", verb or "dbos-migrate"))
+    result.error = error
+    return result
+
+
 def print_json(doc: Mapping[str, Any], out: TextWriter) -> None:
     out.write(json.dumps(doc, indent=2, default=str) + "\n")
     out.flush()

@@ -33,14 +33,35 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
             replace(p, message=p.message + " (used when the URL names no database)") for p in problems
         ]
         problems = []
+    problems += _url_problems(cfg)
     if cloud:
         from dbos_migrate.cloud import cloud_problems
 
         problems += cloud_problems(cfg)
     if problems:
-        result.errors = problems
-        result.error = ConfigError(problems, result.warnings)
+        result.errors = config_mod.by_position(problems)
+        result.error = ConfigError(result.errors, result.warnings)
     return result
+
+
+def _url_problems(cfg: Config) -> list[Problem]:
+    """database_url and system_database_url read as `up` would read them, located in the file.
+
+    A SQLite system_database_url is left to the app; an unset ${VAR} is already a warning."""
+    from dbos_migrate.conninfo import url_problem
+
+    problems = []
+    for text, what in ((cfg.database_url, "database_url"), (cfg.system_database_url, "system_database_url")):
+        if text is None or text.missing or not text.value.strip():
+            continue
+        if what == "system_database_url" and not text.value.strip().lower().startswith("postgres"):
+            continue
+        problem = url_problem(text.value.strip(), what=what)
+        if problem is not None:
+            problems.append(
+                Problem(cfg.file, text.line, text.column, text.path, problem.message, problem.hint)
+            )
+    return problems
 
 
 def _app_db_name_problems(cfg: Config) -> list[Problem]:
@@ -56,3 +77,13 @@ def _app_db_name_problems(cfg: Config) -> list[Problem]:
     except UsageError as exc:
         return [Problem(cfg.file, source.line, source.column, source.path, exc.message, exc.hint)]
     return []
+
+
+def merge_validations(results: list[Validation]) -> Validation:
+    """Several files' validations as one (for one JSON document): every problem, each naming its file."""
+    merged = Validation(", ".join(r.config_path for r in results))
+    for r in results:
+        merged.errors += r.errors
+        merged.warnings += r.warnings
+        merged.error = merged.error or r.error
+    return merged
