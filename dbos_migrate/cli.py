@@ -128,7 +128,8 @@ KillAfterOpt = Annotated[
     float,
     typer.Option(
         "--kill-after", metavar="SECONDS", min=0,
-        help="When a command is stopped (signal, --command-timeout), send KILL this long after TERM.",
+        help="When a command is stopped (signal, --command-timeout) or leaves processes running, "
+             "send KILL this long after TERM to what is left.",
     ),
 ]  # fmt: skip
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
