@@ -104,7 +104,8 @@ CommandTimeoutOpt = Annotated[
            help="Stop a command running longer than this many seconds (exit 124)."),
 ]  # fmt: skip
 KillAfterOpt = Annotated[float, option("--kill-after", metavar="SECONDS", min=0,
-                                       help="When a command is stopped (signal, timeout), KILL this long after TERM.")]  # fmt: skip
+                                       help="When a command is stopped (signal, timeout) or leaves processes "
+                                       "running, KILL what is left this long after TERM.")]  # fmt: skip
 WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
                                   help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
 RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,

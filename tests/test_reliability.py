@@ -1,4 +1,4 @@
-"""The reliability guarantees (SPEC §4, §7, §8, §11, §12), each proven against the real CLI.
+"""The reliability guarantees of docs/reliability.md, each proven against the real CLI.
 
 Every test here can fail without the behaviour it names: no test sleeps and then asserts.
 They wait on conditions instead (a marker file a command writes, a process gone from /proc,
@@ -56,35 +56,45 @@ def alive(pid: int) -> bool:
     return st is not None and st[0] not in ("Z", "X")
 
 
-def _all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
-    out = []
-    for pid in _all_pids():
-        st = _stat(pid)
-        if st is not None and st[2] == pgid and st[0] not in ("Z", "X"):
-            out.append(pid)
-    return out
+def children(pid: int) -> list[int]:
+    """The children of `pid`, from its threads' /proc children lists (a targeted read)."""
+    found: list[int] = []
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                found.extend(int(p) for p in (task / "children").read_text().split())
+    return found
 
 
 def descendants(root: int) -> set[int]:
-    """Live descendants of `root` (not `root` itself)."""
-    children: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        st = _stat(pid)
-        if st is not None and st[0] not in ("Z", "X"):
-            children.setdefault(st[1], []).append(pid)
+    """Live descendants of `root` (not `root` itself), walked down from `root` through the
+    children lists: only processes the test started and theirs are ever read."""
     found: set[int] = set()
-    todo = [root]
+    todo = children(root)
     while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
+        pid = todo.pop()
+        if pid not in found and alive(pid):
+            found.add(pid)
+            todo.extend(children(pid))
     return found
+
+
+def group_empty(pgid: int) -> bool:
+    """No process at all (zombies included) is left in process group `pgid`. Only for groups
+    whose members dbos-migrate reaps itself: a member orphaned to a PID 1 that never reaps
+    would stay a zombie and keep the group non-empty."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def known_pids(directory: Path) -> list[int]:
+    """The pids the commands recorded in *.pid files in `directory`."""
+    return [read_pid(path) for path in sorted(directory.glob("*.pid"))]
 
 
 def cmdline(pid: int) -> str:
@@ -205,15 +215,24 @@ def sessions_of(instance_url: str, pid: int) -> list[tuple[object, ...]]:
     )
 
 
-# A command that records its shell's pid (the leader of the command's process group) and a
-# background grandchild's pid, signals that it is running, and then would run for minutes.
-LONG = "sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; touch started; sleep 301"
+# A command that records its shell's pid (the leader of the command's process group) and its
+# two children's pids (one in the background, one in the foreground), signals that it is
+# running, and then would run for minutes.
+LONG = "sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; sleep 301 & echo $! > fg.pid; touch started; wait"
 
 
-def assert_command_group_gone(directory: Path) -> None:
-    shell, grandchild = read_pid(directory / "sh.pid"), read_pid(directory / "bg.pid")
-    wait_until(lambda: not alive(shell) and not alive(grandchild) and not group_members(shell),
-               "the command's whole process group to be gone")  # fmt: skip
+def assert_command_group_gone(directory: Path, *, reaped: bool = False) -> None:
+    """The command's shell, its children and whatever they started are gone. With `reaped`
+    (dbos-migrate lived to end the command itself), the process group must be empty the
+    moment the CLI has exited; otherwise (dbos-migrate was SIGKILLed, and its orphans may be
+    left as zombies by a PID 1 that never reaps) every process the command recorded, and
+    every descendant of theirs, must die."""
+    shell, pids = read_pid(directory / "sh.pid"), known_pids(directory)
+    if reaped:
+        assert group_empty(shell), [p for p in pids if alive(p)]
+        return
+    wait_until(lambda: not any(alive(p) or descendants(p) for p in pids),
+               "the command's processes and their descendants to be gone")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- 1. signals
@@ -234,7 +253,7 @@ def test_signal_stops_the_command_group_records_interrupted_and_frees_the_lock(
 
     os.kill(run.pid, signum)
     assert run.wait() == code, run.output()
-    assert_command_group_gone(tmp_path)
+    assert_command_group_gone(tmp_path, reaped=True)
     assert not (tmp_path / "second-ran").exists(), "no command may start after an interrupt"
     rows = history_rows(pg_url, app_db)
     assert [(r["command_index"], r["status"]) for r in rows] == [(1, "interrupted")]
@@ -266,8 +285,7 @@ def test_second_signal_kills_a_command_that_survives_term_at_once(
     run.wait_for(lambda: (tmp_path / "got-term").exists(), "the command group to get SIGTERM")
     os.kill(run.pid, signal.SIGINT)
     assert run.wait() == 130, run.output()
-    shell = read_pid(tmp_path / "sh.pid")
-    wait_until(lambda: not group_members(shell), "the command's process group to be gone")
+    assert group_empty(read_pid(tmp_path / "sh.pid")), "the command's process group should be gone"
     assert [r["status"] for r in history_rows(pg_url, app_db)] == ["interrupted"]
 
 
@@ -281,7 +299,7 @@ def test_command_ignoring_term_is_killed_after_the_grace_period(
     run.wait_for(lambda: (tmp_path / "started").exists(), "the command to start")
     os.kill(run.pid, signal.SIGTERM)
     assert run.wait() == 143, run.output()
-    assert_command_group_gone(tmp_path)
+    assert_command_group_gone(tmp_path, reaped=True)
     doc = one_json(run.stdout)
     assert doc["commands"][0]["status"] == "interrupted" and doc["commands"][0]["signal"] == signal.SIGKILL
     assert [r["status"] for r in history_rows(pg_url, app_db)] == ["interrupted"]
@@ -545,8 +563,8 @@ def test_commands_get_credentials_only_through_their_environment(
 
 def test_refused_guard_runs_nothing_and_records_nothing(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """A production rollback without confirmation: exit 5, no command, no history row, and
-    (SPEC §6) no connection: the first test of test_down.py shows it with a host that does
-    not even resolve."""
+    (docs/reliability.md, section 7) no connection: the first test of test_down.py shows it
+    with a host that does not even resolve."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=["touch ran"])
     assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
     before = history_rows(pg_url, app_db)
