@@ -276,9 +276,9 @@ def test_unset_database_url_variable_in_cloud(tmp_path: Path) -> None:
 
 
 def test_bad_url_in_config_names_the_source(tmp_path: Path) -> None:
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(ConfigError) as info:
         target(cfg(tmp_path, "name: a\ndatabase_url: mysql://u:pw@h/db\n"))
-    assert "database_url in the config" in info.value.message
+    assert "dbos-config.yaml:2:15: database_url:" in info.value.message
     assert "pw" not in info.value.message.replace("PostgreSQL", "")
 
 
