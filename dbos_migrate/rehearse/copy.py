@@ -211,6 +211,16 @@ def _catalog_statements(src: Conn) -> Iterator[tuple[str, str]]:
     """(label, DDL) in dependency order, as far as one pass can tell."""
     user = user_schemas("n")
     q = "quote_ident(n.nspname) || '.' || quote_ident"
+    yield from _schema_statements(src, user, q)
+    yield from _type_statements(src, user, q)
+    yield from _sequence_and_function_statements(src, user, q)
+    yield from _table_statements(src, user, q)
+    yield from _ownership_and_constraint_statements(src, user, q)
+    yield from _index_view_and_trigger_statements(src, user, q)
+
+
+def _schema_statements(src: Conn, user: str, q: str) -> Iterator[tuple[str, str]]:
+    """Schemas, then the extensions installed in them."""
     for (name,) in src.execute(
         f"SELECT quote_ident(n.nspname) FROM pg_catalog.pg_namespace n WHERE {user} "
         f"AND {not_extension_member('pg_namespace', 'n.oid')} ORDER BY n.oid"
@@ -221,6 +231,10 @@ def _catalog_statements(src: Conn) -> Iterator[tuple[str, str]]:
         "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY e.oid"
     ).fetchall():
         yield f"extension {ext}", f"CREATE EXTENSION IF NOT EXISTS {ext} WITH SCHEMA {schema}"
+
+
+def _type_statements(src: Conn, user: str, q: str) -> Iterator[tuple[str, str]]:
+    """Enums, domains and composite types."""
     for name, labels in src.execute(
         f"""SELECT {q}(t.typname), ARRAY(SELECT quote_literal(e.enumlabel) FROM pg_catalog.pg_enum e
                                           WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)
@@ -250,6 +264,10 @@ def _catalog_statements(src: Conn) -> Iterator[tuple[str, str]]:
              WHERE t.typtype = 'c' AND {user} AND {not_extension_member("pg_type", "t.oid")} ORDER BY t.oid"""
     ).fetchall():
         yield f"type {name}", f"CREATE TYPE {name} AS ({', '.join(attrs)})"
+
+
+def _sequence_and_function_statements(src: Conn, user: str, q: str) -> Iterator[tuple[str, str]]:
+    """Free-standing sequences, then functions and procedures."""
     for name, typ, start, inc, lo, hi, cache, cycle in src.execute(
         f"""SELECT {q}(c.relname), pg_catalog.format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
                    s.seqmin, s.seqmax, s.seqcache, s.seqcycle
@@ -275,7 +293,10 @@ def _catalog_statements(src: Conn) -> Iterator[tuple[str, str]]:
              ORDER BY p.oid"""
     ).fetchall():
         yield f"function {name}", definition
-    yield from _table_statements(src, user, q)
+
+
+def _ownership_and_constraint_statements(src: Conn, user: str, q: str) -> Iterator[tuple[str, str]]:
+    """Sequence ownership, then every table constraint (NOT VALID kept)."""
     for seq, table, column in src.execute(
         f"""SELECT {q}(s.relname), quote_ident(tn.nspname) || '.' || quote_ident(t.relname), quote_ident(a.attname)
               FROM pg_catalog.pg_depend d
@@ -297,6 +318,10 @@ def _catalog_statements(src: Conn) -> Iterator[tuple[str, str]]:
              ORDER BY position(con.contype IN 'puxcf'), con.oid"""
     ).fetchall():
         yield f"constraint {name} on {table}", f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}"
+
+
+def _index_view_and_trigger_statements(src: Conn, user: str, q: str) -> Iterator[tuple[str, str]]:
+    """Indexes, views and materialized views (their indexes after them), triggers."""
     late: list[tuple[str, str]] = []
     for name, definition, relkind in src.execute(
         f"""SELECT {q}(ic.relname), pg_catalog.pg_get_indexdef(i.indexrelid), c.relkind::text
