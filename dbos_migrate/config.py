@@ -114,12 +114,6 @@ class Config:
         """The file as the user named it, so every later problem names it the same way."""
         return self.display or str(self.path)
 
-    @property
-    def env_map(self) -> dict[str, str]:
-        """The env: block as read at load time (against the process environment); commands
-        get it resolved against their run's target instead (target.command_env)."""
-        return {k: t.value for k, t in self.env}
-
     def command(self, item: Text, what: str, env: Mapping[str, str]) -> str:
         """A migrate/rollback command as the shell gets it (docs/behaviour.md, "Variables in
         commands"): ${VAR} and ${VAR:-default} are left to the shell, which finds the variables

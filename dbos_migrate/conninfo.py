@@ -168,13 +168,6 @@ class PgUrl:
         params = (*((k, v) for k, v in self.params if k != "password"), ("password", password))
         return PgUrl(text, self.scheme, params, self.extra)
 
-    def with_user(self, user: str, password: str | None = None) -> PgUrl:
-        """The URL with this userinfo instead of its own (both percent-encoded)."""
-        sp = self.spans
-        auth = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
-        start, end = (sp.userinfo[0], sp.userinfo[1] + 1) if sp.userinfo else (sp.scheme_end, sp.scheme_end)
-        return parse_url(self.text[:start] + auth + self.text[end:])
-
     def without_secrets(self) -> PgUrl:
         """The URL with no password in the userinfo or the query: safe on a command line."""
         sp = self.spans

@@ -1,7 +1,7 @@
 """The outside world of a run: environment, streams, terminal and clock, in one object.
 
 The CLI builds one `Context` from the real process (`Context.from_process`); tests build
-one from in-memory streams (`Context.in_memory`). Verbs, the runner and the reporters
+one from in-memory streams (tests/inmemory.py). Verbs, the runner and the reporters
 receive it and never reach for `sys.stdout`, `os.environ` or the terminal themselves
 (docs/architecture.md).
 
@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO, Protocol, TextIO
 
@@ -126,7 +126,6 @@ class Context:
     ask: Ask | None = None
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = utc_now
-    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_process(cls) -> Context:
@@ -141,43 +140,6 @@ class Context:
             stderr_isatty=_is_tty(sys.stderr),
             ask=_terminal_prompt() if _is_tty(sys.stdin) else None,
         )
-
-    @classmethod
-    def in_memory(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        *,
-        answers: list[str] | None = None,
-        tty: bool = False,
-    ) -> Context:
-        """For tests: StringIO/BytesIO streams; `answers` are what a person would type."""
-        out, err = io.StringIO(), io.StringIO()
-        out_b, err_b = io.BytesIO(), io.BytesIO()
-        ask: Ask | None = None
-        if answers is not None:
-            queue = list(answers)
-
-            def ask(prompt: str, secret: bool) -> str | None:
-                return queue.pop(0) if queue else None
-
-        ctx = cls(
-            environ=dict(environ or {}),
-            stdout=GuardedText(out),
-            stderr=GuardedText(err),
-            out_bytes=GuardedBytes(out_b),
-            err_bytes=GuardedBytes(err_b),
-            stdout_isatty=tty,
-            stderr_isatty=tty,
-            ask=ask,
-        )
-        ctx._extra.update(out=out, err=err, out_b=out_b, err_b=err_b)
-        return ctx
-
-    def captured(self) -> tuple[str, str]:
-        """For tests built with in_memory: (stdout, stderr) so far, command output included."""
-        out = self._extra["out"].getvalue() + self._extra["out_b"].getvalue().decode("utf-8", "replace")
-        err = self._extra["err"].getvalue() + self._extra["err_b"].getvalue().decode("utf-8", "replace")
-        return out, err
 
     def color(self, stream: str = "stdout") -> bool:
         """Colour on this stream: NO_COLOR wins, then FORCE_COLOR, then whether it is a terminal."""

@@ -52,9 +52,14 @@ def with_dbname(url: str, dbname: str) -> str:
 
 def with_user(url: str, user: str, password: str | None = None) -> str:
     """The instance URL with other credentials."""
-    from dbos_migrate.conninfo import parse_url
+    from urllib.parse import quote
 
-    return parse_url(url).with_user(user, password).text
+    from dbos_migrate.conninfo import split
+
+    sp = split(url)
+    start, end = (sp.userinfo[0], sp.userinfo[1] + 1) if sp.userinfo else (sp.scheme_end, sp.scheme_end)
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
+    return url[:start] + auth + url[end:]
 
 
 def reachable_tmpdir(prefix: str = "dbos-migrate-test-") -> Path:

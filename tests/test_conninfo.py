@@ -194,11 +194,10 @@ def test_secret_query_params_masked_and_removed(param: str) -> None:
     assert bare.text == "postgresql://u@h/db?sslmode=require"
 
 
-def test_with_password_and_with_user() -> None:
+def test_with_password() -> None:
     u = parse_url("postgresql://dbosadmin:***@db.example.com:5432/postgres")
     assert u.with_password("p@ss/w").text == "postgresql://dbosadmin:p%40ss%2Fw@db.example.com:5432/postgres"
     assert parse_url("postgresql://h/db").with_password("x").text == "postgresql://:x@h/db"
-    assert parse_url("postgresql://a:b@h/db").with_user("c", "d e").text == "postgresql://c:d%20e@h/db"
 
 
 def test_synthesized_urls_encode_everything() -> None:

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 from helpers import write_config
+from inmemory import InMemoryContext
 
 from dbos_migrate import verbs
-from dbos_migrate.context import Context
 from dbos_migrate.errors import GuardRefused
 from dbos_migrate.events import (
     CommandFinished,
@@ -25,8 +25,8 @@ from dbos_migrate.events import (
 from dbos_migrate.model import HistoryReport, RunReport, StatusReport
 
 
-def context(answers: list[str] | None = None) -> Context:
-    return Context.in_memory({"PATH": os.environ["PATH"]}, answers=answers)
+def context(answers: list[str] | None = None) -> InMemoryContext:
+    return InMemoryContext({"PATH": os.environ["PATH"]}, answers=answers)
 
 
 def test_up_emits_the_run_in_order_and_prints_nothing_itself(tmp_path: Path, pg_url: str, app_db: str) -> None:
