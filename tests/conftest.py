@@ -9,6 +9,7 @@
 * `app_db` (function): a unique app database name, dropped afterwards with its `_dbos_sys`.
 * `reachable_tmp` (function): a temp dir that the server's unprivileged user can traverse.
 * `sqlalchemy20` (session): the bin dir of a venv with alembic on SQLAlchemy 2.0 and psycopg 3.
+* `dbos_ts` (session): a directory whose node_modules holds the real @dbos-inc/dbos-sdk 4.x.
 * `dbos_py` (session): the bin dir of a venv holding the real `dbos` 3.4.0 from the package
   index (not a copy of its code). Skips when the index cannot be reached; fails under CI=true.
 
@@ -17,6 +18,7 @@ Helpers such as `run_cli` live in pgharness.py (`from pgharness import run_cli`)
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 import warnings
@@ -145,3 +147,31 @@ def sqlalchemy20(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if in_ci():
             pytest.fail(f"SQLAlchemy 2.0 is needed under CI=true: {exc}", pytrace=False)
         pytest.skip(f"the package index cannot be reached: {exc}")
+
+
+#: The TypeScript SDK line the compatibility tests measure against (`dbos schema` exists from 3.x).
+DBOS_TS_REQUIREMENT = "@dbos-inc/dbos-sdk@4"
+
+
+@pytest.fixture(scope="session")
+def dbos_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory whose node_modules holds the real TypeScript SDK from the npm registry."""
+    import shutil
+    import subprocess
+
+    npm = shutil.which("npm")
+    if npm is None:
+        if in_ci():
+            pytest.fail("npm is needed for the TypeScript compatibility tests under CI=true", pytrace=False)
+        pytest.skip("npm is not installed")
+    root = tmp_path_factory.mktemp("dbos-ts")
+    (root / "package.json").write_text('{"name": "ts-shop", "version": "1.0.0", "private": true}\n')
+    env = dict(os.environ, npm_config_cache=str(root / ".npm-cache"), npm_config_update_notifier="false")
+    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", DBOS_TS_REQUIREMENT],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    if result.returncode != 0:
+        if in_ci():
+            pytest.fail(f"npm install {DBOS_TS_REQUIREMENT} failed: {result.stderr[-800:]}", pytrace=False)
+        pytest.skip(f"the npm registry cannot be reached: {result.stderr[-300:]}")
+    shutil.rmtree(root / ".npm-cache", ignore_errors=True)
+    return root

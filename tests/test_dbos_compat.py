@@ -9,15 +9,19 @@ workflow whose step writes to an app table.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from helpers import one_json, write_config
+from helpers import one_json, query, write_config
 from pgharness import ClusterFactory, run_cli, with_dbname, with_user
 
-APP = '''
+from dbos_migrate.conninfo import parse_url
+
+APP = """
 import os, uuid
 import psycopg
 from dbos import DBOS, DBOSConfig, SetWorkflowID
@@ -38,7 +42,7 @@ with SetWorkflowID(str(uuid.uuid4())):
     handle = DBOS.start_workflow(checkout, "first order")
 print("RESULT", handle.get_result(), handle.get_status().status)
 DBOS.destroy()
-'''
+"""
 
 
 def run_app(dbos_py: Path, tmp_path: Path, sys_url: str, app_url: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +96,7 @@ def test_a_real_dbos_app_runs_as_a_runtime_role_after_up(
 # ---------------------------------------------------------------------------- the URL as the user wrote it
 
 ALEMBIC_INI = "[alembic]\nscript_location = %(here)s/migrations\n"
-REVISION = '''
+REVISION = """
 from alembic import op
 revision = "0001"
 down_revision = None
@@ -100,13 +104,13 @@ def upgrade() -> None:
     op.execute("CREATE TABLE widgets (id serial PRIMARY KEY)")
 def downgrade() -> None:
     op.execute("DROP TABLE widgets")
-'''
+"""
 #: The two ways users commonly hand the URL to alembic in migrations/env.py.
 ENV_PY = {
     "escaped": 'config.set_main_option("sqlalchemy.url", os.environ["DBOS_DATABASE_URL"].replace("%", "%%"))',
     "plain": 'config.set_main_option("sqlalchemy.url", os.environ["DBOS_DATABASE_URL"])',
 }
-ENV_PY_BODY = '''
+ENV_PY_BODY = """
 import os
 from alembic import context
 from sqlalchemy import engine_from_config, pool
@@ -117,7 +121,7 @@ with engine.connect() as connection:
     context.configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -148,3 +152,59 @@ def test_alembic_on_sqlalchemy_20_gets_the_url_as_written(
     assert password not in result.stdout + result.stderr and quote(password, safe="") not in result.stdout
     with psycopg.connect(cluster.url(dbname="widgets")) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+
+
+# ---------------------------------------------------------------------------- TypeScript, side by side
+
+
+def dbos_schema(url: str, role: str) -> tuple[str | None, list[str], list[tuple[str, str]]]:
+    """(schema version, tables of the dbos schema, (table, role) grants to non-superusers)."""
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SELECT max(version)::text FROM dbos.dbos_migrations").fetchone()
+        tables = [
+            r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'dbos' ORDER BY 1")
+        ]
+        grants = conn.execute(
+            """SELECT table_name, grantee FROM information_schema.role_table_grants
+                WHERE table_schema = 'dbos' AND grantee = %s AND privilege_type = 'UPDATE' ORDER BY 1""",
+            (role,),
+        ).fetchall()
+    return (version[0] if version else None), tables, [(t, g) for t, g in grants]
+
+
+def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
+    pg_url: str, dbos_ts: Path, tmp_path: Path
+) -> None:
+    """`npx dbos migrate` + `npx dbos schema -r` (the SDK's own) and `dbos-migrate up --app-role`
+    on one instance, for two apps: the same DBOS schema version, tables and runtime-role grants.
+    On the machine's server (the SDK needs the uuid-ossp extension), with unique names."""
+    tag = uuid.uuid4().hex[:8]
+    role, ref, ours_name = f"rt_{tag}", f"ts_ref_{tag}", f"ts_shop_{tag}"
+    query(pg_url, f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+    app = tmp_path / "app"
+    shutil.copytree(dbos_ts, app, symlinks=True)
+    host = parse_url(pg_url)
+    pg_env = {"PGHOST": host.param("host") or "localhost", "PGPORT": host.param("port") or "5432",
+              "PGUSER": host.user or "postgres", "PGSSLMODE": "disable"}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))} | pg_env
+    try:
+        (app / "dbos-config.yaml").write_text(
+            f"name: {ref}\nlanguage: node\ndatabase:\n  migrate: ['true']\n"
+        )
+        for argv in (["migrate"], ["schema", with_dbname(pg_url, f"{ref}_dbos_sys"), "-r", role]):
+            done = subprocess.run([str(app / "node_modules" / ".bin" / "dbos"), *argv], cwd=app, env=env,
+                                  capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+        (app / "dbos-config.yaml").write_text(
+            f"name: {ours_name}\nlanguage: node\ndatabase:\n  migrate: ['true']\n"
+        )
+        result = run_cli("up", "-c", app / "dbos-config.yaml", "-D", pg_url, "--app-role", role, "-o", "json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert one_json(result.stdout)["system_database"]["toolchain"].startswith("@dbos-inc/dbos-sdk 4.")
+        ours = dbos_schema(with_dbname(pg_url, f"{ours_name}_dbos_sys"), role)
+        theirs = dbos_schema(with_dbname(pg_url, f"{ref}_dbos_sys"), role)
+        assert ours == theirs and ours[0] is not None and ours[2]  # same version, tables and grants
+    finally:
+        for db in (ref, f"{ref}_dbos_sys", ours_name, f"{ours_name}_dbos_sys"):
+            query(pg_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        query(pg_url, f'DROP ROLE IF EXISTS "{role}"')
