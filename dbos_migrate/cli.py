@@ -131,6 +131,27 @@ KillAfterOpt = Annotated[
         help="When a command is stopped (signal, --command-timeout), send KILL this long after TERM.",
     ),
 ]  # fmt: skip
+NoDataChecksOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-data-checks",
+        help="With the rehearsal: do not ask the app database's rows whether a change fails on them.",
+    ),
+]
+DataCheckTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--data-check-timeout", metavar="SECONDS", min=0.001,
+        help="With the rehearsal: stop each data or workflow check after this long (it is then unknown).",
+    ),
+]  # fmt: skip
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="With the rehearsal: fail (exit 6) on any breaking change, even with no unfinished workflows.",
+    ),
+]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[
     bool, typer.Option("--no-history", help="Do not record runs in dbos_migrate.history.")
@@ -244,6 +265,9 @@ def up(
         ),
     ] = False,
     rehearse_url: RehearseUrlOpt = None,
+    no_data_checks: NoDataChecksOpt = False,
+    data_check_timeout: DataCheckTimeoutOpt = 5.0,
+    strict: StrictOpt = False,
     system_db: Annotated[
         SystemDbMode,
         typer.Option(
@@ -271,7 +295,8 @@ def up(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
-        system_db=system_db.value,
+        system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+        strict=strict,
     )  # fmt: skip
 
 
@@ -330,6 +355,9 @@ def plan(
         ),
     ] = False,
     rehearse_url: RehearseUrlOpt = None,
+    no_data_checks: NoDataChecksOpt = False,
+    data_check_timeout: DataCheckTimeoutOpt = 5.0,
+    strict: StrictOpt = False,
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
     output: OutputOpt = Output.text,
@@ -348,7 +376,8 @@ def plan(
         verb_kwargs = {"rehearse_url": rehearse_url}
     _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, config=config, db_url=db_url,
          app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
-         grace=kill_after)  # fmt: skip
+         grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+         strict=strict)  # fmt: skip
 
 
 @app.command()
