@@ -31,8 +31,9 @@ DEFAULT_SAMPLE = "64MB"
 DEFAULT_LARGE = "128MB"
 DEFAULT_TIMEOUT = 5.0
 
-#: Rough throughput on a mid-range server (measured by bench/rehearse_checks.py), for the
-#: duration estimate of a locked rewrite, scan or index build: bytes per second.
+#: Rough throughput for the duration estimate of a locked rewrite, scan or index build, in
+#: bytes per second: below what bench/rehearse_checks.py --calibrate measured with the table
+#: in cache (docs/rehearsal.md, "Data checks").
 RATES = {"rewrite": 60 * 1024**2, "scan": 400 * 1024**2, "index build": 80 * 1024**2}
 
 

@@ -30,10 +30,10 @@ def settings(run: Run) -> datachecks.Settings:
 
 
 def plan_checks(run: Run, scratch_target: Target, before: Snapshot, after: Snapshot,
-                rehearsal: Rehearsal) -> list[Check]:  # fmt: skip
+                rehearsal: Rehearsal, limits: datachecks.Settings) -> list[Check]:  # fmt: skip
     """The data checks the changes need, planned while the scratch database still exists."""
     report = datachecks.DataChecks(run.options.data_checks, database=run.target.app_database,
-                                   settings=settings(run))  # fmt: skip
+                                   settings=limits)  # fmt: skip
     rehearsal.data_checks = report
     if not run.options.data_checks:
         report.skipped = "--no-data-checks"
@@ -69,6 +69,8 @@ def run_checks(run: Run, rehearsal: Rehearsal, checks: list[Check]) -> None:
     else:
         with db.closing(conn):
             rehearsal.findings = datachecks.run_checks(conn, checks, report.settings, run.scrub)
+    for finding in rehearsal.findings:  # names and messages read from the database
+        finding.detail = run.scrub.text(finding.detail)
     report.checks = len(checks)
     report.elapsed_ms = int((time.monotonic() - start) * 1000)
 

@@ -52,9 +52,18 @@ class Rehearsal:
     data_checks: DataChecks | None = None
     workflows: WorkflowReport | None = None
     verdict: Verdict | None = None
+    _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
+    _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
 
     def findings_of(self, index: int) -> list[Finding]:
-        return [f for f in self.findings if f.change == index]
+        """The findings of change `index`, in order (grouped once: renderers ask for every change)."""
+        key = (id(self.findings), len(self.findings))
+        if self._grouped_key != key:
+            self._grouped = {}
+            for finding in self.findings:
+                self._grouped.setdefault(finding.change, []).append(finding)
+            self._grouped_key = key
+        return self._grouped.get(index, [])
 
     @property
     def breaking(self) -> list[Change]:
@@ -105,6 +114,7 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
         rehearsal.copy_method = "skipped: database.migrate lists no commands"
         run.emit(Notice("rehearsal: database.migrate lists no commands, so there is nothing to rehearse"))
         return rehearsal
+    limits = live.settings(run)  # a bad $DBOS_MIGRATE_LARGE_TABLE stops the run before anything starts
     app_name = db.application_name("rehearse")
     other = instance if rehearse_url else None
     maint = maintenance_connection(run, app_name, instance=other, prefer=other.url.database if other else None,
@@ -123,7 +133,7 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
             _run(run, commands, scratch_target, interrupts, rehearsal, record)
             after = _snapshot(run, scratch_target)
             rehearsal.changes = diff(before, after)
-            checks = live.plan_checks(run, scratch_target, before, after, rehearsal)
+            checks = live.plan_checks(run, scratch_target, before, after, rehearsal, limits)
         finally:
             rehearsal.dropped = _drop(run, maint, other, name, app_name)
     finally:

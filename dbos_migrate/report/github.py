@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: Rows of the step summary's findings table at most (the summary file takes 1 MiB).
 SUMMARY_ROWS = 200
+#: Annotations from one rehearsal at most (GitHub shows only a few per step anyway).
+ANNOTATIONS = 50
 
 
 def in_github_actions(environ: Mapping[str, str]) -> bool:
@@ -120,6 +122,7 @@ def rehearsal_annotations(report: RunReport, out: TextWriter) -> None:
     refused = (
         report.verb == "up" and rehearsal.verdict is not None and rehearsal.verdict.refuse and not report.ok
     )
+    notes: list[tuple[str, str, str]] = []
     for index, change in enumerate(rehearsal.changes):
         if change.severity != SAFE:
             level = "error" if refused and change.severity == BREAKING else "warning"
@@ -127,13 +130,18 @@ def rehearsal_annotations(report: RunReport, out: TextWriter) -> None:
             fact = workflow_fact(change, rehearsal.workflows)
             if fact:
                 message += f". Workflows: {fact}"
-            _annotate(out, level, f"{change.rule} {change.spec.name}", message)
+            notes.append((level, f"{change.rule} {change.spec.name}", message))
         for f in rehearsal.findings_of(index):
             if f.severity != SAFE:
                 level = "error" if refused and f.severity == BREAKING else "warning"
-                _annotate(
-                    out, level, f"{f.rule} {f.spec.name}", f"{f.object}: {f.detail}. Hint: {f.spec.hint}"
+                notes.append(
+                    (level, f"{f.rule} {f.spec.name}", f"{f.object}: {f.detail}. Hint: {f.spec.hint}")
                 )
+    for level, title, message in notes[:ANNOTATIONS]:
+        _annotate(out, level, title, message)
+    if len(notes) > ANNOTATIONS:
+        more = f"{len(notes) - ANNOTATIONS} more finding(s): see the step summary or -o json"
+        _annotate(out, "notice", "dbos-migrate rehearsal", more)
 
 
 def _annotate(out: TextWriter, level: str, title: str, message: str) -> None:
