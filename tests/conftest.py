@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from pgharness import (
     ClusterFactory,
-    VenvUnavailable,
     PgInstance,
+    VenvUnavailable,
     check_connect,
     drop_database,
     find_instance,

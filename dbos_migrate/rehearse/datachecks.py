@@ -20,7 +20,7 @@ from psycopg import sql
 
 from dbos_migrate.rehearse import readonly
 from dbos_migrate.rehearse.dataplan import Check, Rel, RowCheck, SizeCheck
-from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, RULES, SAFE, UNKNOWN, Rule
+from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, UNKNOWN, Ruled
 from dbos_migrate.rehearse.units import human_bytes, human_count, human_seconds, parse_size
 from dbos_migrate.scrub import Scrubber
 
@@ -51,7 +51,7 @@ class Settings:
 
 
 @dataclass
-class Finding:
+class Finding(Ruled):
     """What the app database's rows say about one change (`change` indexes Rehearsal.changes)."""
 
     change: int
@@ -71,19 +71,9 @@ class Finding:
     elapsed_ms: int | None = None
     reason: str | None = None
 
-    @property
-    def spec(self) -> Rule:
-        return RULES[self.rule]
-
-    @property
-    def severity(self) -> str:
-        return self.spec.severity
-
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rule": self.rule,
-            "name": self.spec.name,
-            "severity": self.severity,
+            **self.rule_dict(),
             "check": self.check,
             "status": self.status,
             "object": self.object,

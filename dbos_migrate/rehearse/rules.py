@@ -162,15 +162,10 @@ RULES: dict[str, Rule] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Change:
-    """One classified difference between the catalogs before and after the commands."""
+class Ruled:
+    """What a change and a data finding share: a rule id, and through it name, severity, hint."""
 
     rule: str
-    object: str
-    detail: str
-    group: str  # what the text output groups by: "table public.orders", "type public.mood", ...
-    table: str | None = None
 
     @property
     def spec(self) -> Rule:
@@ -180,11 +175,23 @@ class Change:
     def severity(self) -> str:
         return self.spec.severity
 
+    def rule_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "name": self.spec.name, "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class Change(Ruled):
+    """One classified difference between the catalogs before and after the commands."""
+
+    rule: str
+    object: str
+    detail: str
+    group: str  # what the text output groups by: "table public.orders", "type public.mood", ...
+    table: str | None = None
+
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rule": self.rule,
-            "name": self.spec.name,
-            "severity": self.severity,
+            **self.rule_dict(),
             "object": self.object,
             "table": self.table,
             "detail": self.detail,
