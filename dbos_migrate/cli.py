@@ -112,6 +112,12 @@ RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_def
                                        help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
 DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
+NoDataChecksOpt = Annotated[bool, option("--no-data-checks",
+                                         help="With the rehearsal: do not ask the app database's rows whether a change fails on them.")]  # fmt: skip
+DataCheckTimeoutOpt = Annotated[float, option("--data-check-timeout", metavar="SECONDS", min=0.001,
+                                              help="With the rehearsal: stop each data or workflow check after this long (it is then unknown).")]  # fmt: skip
+StrictOpt = Annotated[bool, option("--strict",
+                                   help="With the rehearsal: fail (exit 6) on any breaking change, even with no unfinished workflows.")]  # fmt: skip
 NoCreateOpt = Annotated[
     bool, option("--no-create", help="Fail if the app database is missing instead of creating it.")
 ]
@@ -248,6 +254,9 @@ def up(
     allow_breaking: AllowBreakingOpt = False,
     rehearse_url: RehearseUrlOpt = None,
     env_file: EnvFileOpt = None,
+    no_data_checks: NoDataChecksOpt = False,
+    data_check_timeout: DataCheckTimeoutOpt = 5.0,
+    strict: StrictOpt = False,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -267,7 +276,8 @@ def up(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
-        system_db=system_db.value,
+        system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+        strict=strict,
     )  # fmt: skip
 
 
@@ -314,6 +324,9 @@ def plan(
     app_db_name: AppDbOpt = None,
     rehearse: RehearseOpt = False,
     rehearse_url: RehearseUrlOpt = None,
+    no_data_checks: NoDataChecksOpt = False,
+    data_check_timeout: DataCheckTimeoutOpt = 5.0,
+    strict: StrictOpt = False,
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
     env_file: EnvFileOpt = None,
@@ -333,7 +346,8 @@ def plan(
         verb_kwargs = {"rehearse_url": rehearse_url}
     _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
          db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
-         grace=kill_after)  # fmt: skip
+         grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+         strict=strict)  # fmt: skip
 
 
 @command()

@@ -277,10 +277,12 @@ def test_non_breaking_rule_passes_the_gate_and_applies(
 
 
 def test_every_rule_has_a_case() -> None:
+    """Every catalog rule has a case here; the data rules (DATA0xx) have theirs in test_rehearse_data.py."""
     covered = {c.split("-")[0] for c in BREAKING_CASES} | {c.split("-")[0] for c in SAFE_CASES}
-    assert covered == set(rules.RULES)
+    assert covered == {r for r in rules.RULES if not r.startswith("DATA")}
     for rule in rules.RULES.values():
-        assert rule.id.startswith({"breaking": "BRK", "lock-heavy": "LCK", "safe": "SAFE"}[rule.severity])
+        if not rule.id.startswith("DATA"):
+            assert rule.id.startswith({"breaking": "BRK", "lock-heavy": "LCK", "safe": "SAFE"}[rule.severity])
 
 
 # ---------------------------------------------------------------------------- gate, output

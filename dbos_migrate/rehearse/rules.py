@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 BREAKING = "breaking"
 LOCK_HEAVY = "lock-heavy"
 SAFE = "safe"
-SEVERITY_RANK = {BREAKING: 0, LOCK_HEAVY: 1, SAFE: 2}
+#: Only data checks have it: the check could not tell (timed out, no privilege, a sample).
+UNKNOWN = "unknown"
+SEVERITY_RANK = {BREAKING: 0, LOCK_HEAVY: 1, UNKNOWN: 2, SAFE: 3}
 
 
 @dataclass(frozen=True)
@@ -112,19 +114,58 @@ RULES: dict[str, Rule] = {
         Rule("SAFE010", "default-changed", SAFE, "a column's default was added or changed", "safe"),
         Rule("SAFE011", "renamed-index-or-constraint", SAFE, "an index or constraint was renamed",
              "safe, unless code names it (INSERT ... ON CONFLICT ON CONSTRAINT name)"),
+        # Data checks: what the real app database's rows say about a change (docs/rehearsal.md).
+        Rule("DATA001", "nulls-block-not-null", BREAKING,
+             "rows hold NULL in a column that becomes NOT NULL: SET NOT NULL will fail",
+             "backfill the NULLs first (in batches), or add CHECK (col IS NOT NULL) NOT VALID, fix the rows, "
+             "VALIDATE CONSTRAINT, and only then SET NOT NULL"),
+        Rule("DATA002", "rows-block-not-null-column", BREAKING,
+             "a NOT NULL column without a default is added to a table that has rows: ADD COLUMN will fail",
+             "add the column with a DEFAULT (or nullable), backfill, and add NOT NULL in a later deploy"),
+        Rule("DATA003", "duplicates-block-unique", BREAKING,
+             "rows hold duplicate keys (or NULL in a primary key) for a new unique index or constraint",
+             "remove the duplicates first; then CREATE UNIQUE INDEX CONCURRENTLY and ADD CONSTRAINT ... "
+             "USING INDEX"),
+        Rule("DATA004", "rows-violate-check", BREAKING, "rows violate a new CHECK constraint",
+             "fix the rows first, or ADD CONSTRAINT ... NOT VALID (new rows are checked), fix the old rows, "
+             "then VALIDATE CONSTRAINT"),
+        Rule("DATA005", "rows-violate-foreign-key", BREAKING,
+             "rows reference keys that the referenced table does not have (new FOREIGN KEY)",
+             "fix or delete the orphan rows first, or ADD CONSTRAINT ... NOT VALID, fix them, then "
+             "VALIDATE CONSTRAINT"),
+        Rule("DATA006", "values-do-not-fit", BREAKING,
+             "values do not fit a narrowed type (shorter varchar/char, less numeric precision, smaller integer)",
+             "shorten or move the values first, or keep the wider type; a narrowing ALTER TYPE also rewrites "
+             "the table"),
+        Rule("DATA007", "enum-value-in-use", BREAKING, "rows hold an enum value the migration removes",
+             "move the rows to another value (and stop writing it) first; remove the value in a later deploy"),
+        Rule("DATA008", "large-table-locked", LOCK_HEAVY,
+             "a large table is rewritten or scanned under a lock that blocks writes",
+             "writes wait for the whole rewrite or scan: add a new column and backfill in batches, use NOT "
+             "VALID then VALIDATE CONSTRAINT, or plan a maintenance window"),
+        Rule("DATA009", "large-index-build", LOCK_HEAVY,
+             "an index is built without CONCURRENTLY on a large table",
+             "CREATE INDEX blocks writes for the whole build: use CREATE INDEX CONCURRENTLY outside a "
+             "transaction"),
+        Rule("DATA010", "data-check-unknown", UNKNOWN,
+             "a data check could not finish (timed out, permission denied, locked, an object the migration "
+             "creates)",
+             "check by hand, or raise --data-check-timeout / grant SELECT to the role and rehearse again"),
+        Rule("DATA011", "none-in-sample", UNKNOWN,
+             "no violating row in a sample of a large table; the rest was not examined",
+             "the full table may still hold violating rows: check by hand before relying on it"),
+        Rule("DATA012", "no-violating-rows", SAFE, "every row was checked and none violates the change",
+             "rows written between the check and the deploy can still violate it"),
+        Rule("DATA013", "table-size", SAFE, "the table the change locks is below the large-table threshold",
+             "—"),
     )
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Change:
-    """One classified difference between the catalogs before and after the commands."""
+class Ruled:
+    """What a change and a data finding share: a rule id, and through it name, severity, hint."""
 
     rule: str
-    object: str
-    detail: str
-    group: str  # what the text output groups by: "table public.orders", "type public.mood", ...
-    table: str | None = None
 
     @property
     def spec(self) -> Rule:
@@ -134,11 +175,23 @@ class Change:
     def severity(self) -> str:
         return self.spec.severity
 
+    def rule_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "name": self.spec.name, "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class Change(Ruled):
+    """One classified difference between the catalogs before and after the commands."""
+
+    rule: str
+    object: str
+    detail: str
+    group: str  # what the text output groups by: "table public.orders", "type public.mood", ...
+    table: str | None = None
+
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rule": self.rule,
-            "name": self.spec.name,
-            "severity": self.severity,
+            **self.rule_dict(),
             "object": self.object,
             "table": self.table,
             "detail": self.detail,
@@ -146,7 +199,17 @@ class Change:
         }
 
 
-def breaking_summary(changes: Iterable[Change], limit: int = 5) -> str:
+class Named(Protocol):
+    """A change or a data finding: anything with a rule and an object."""
+
+    @property
+    def rule(self) -> str: ...
+
+    @property
+    def object(self) -> str: ...
+
+
+def breaking_summary(changes: Iterable[Named], limit: int = 5) -> str:
     items = [f"{c.rule} {c.object}" for c in changes]
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more

@@ -18,10 +18,14 @@ from dbos_migrate.conninfo import effective
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_line
 from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
-from dbos_migrate.rehearse import copy, scratch
+from dbos_migrate.rehearse import copy, live, scratch
 from dbos_migrate.rehearse.catalog import Conn, Snapshot, snapshot
+from dbos_migrate.rehearse.datachecks import DataChecks, Finding
+from dbos_migrate.rehearse.dataplan import Check
 from dbos_migrate.rehearse.diff import diff
+from dbos_migrate.rehearse.gate import Verdict
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
+from dbos_migrate.rehearse.workflows import WorkflowReport
 from dbos_migrate.target import Endpoint, SystemDatabase, Target, parse_url, pg_vars
 from dbos_migrate.verbs.frame import Run, maintenance_connection, run_commands, take_lock
 
@@ -44,6 +48,22 @@ class Rehearsal:
     changes: list[Change] = field(default_factory=list)
     created: bool = False
     dropped: bool = False
+    findings: list[Finding] = field(default_factory=list)  # in the order of the changes they concern
+    data_checks: DataChecks | None = None
+    workflows: WorkflowReport | None = None
+    verdict: Verdict | None = None
+    _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
+    _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
+
+    def findings_of(self, index: int) -> list[Finding]:
+        """The findings of change `index`, in order (grouped once: renderers ask for every change)."""
+        key = (id(self.findings), len(self.findings))
+        if self._grouped_key != key:
+            self._grouped = {}
+            for finding in self.findings:
+                self._grouped.setdefault(finding.change, []).append(finding)
+            self._grouped_key = key
+        return self._grouped.get(index, [])
 
     @property
     def breaking(self) -> list[Change]:
@@ -67,6 +87,9 @@ class Rehearsal:
             "summary": self.counts(),
             "created": self.created,
             "dropped": self.dropped,
+            "data_checks": self.data_checks.as_dict(self.findings) if self.data_checks else None,
+            "workflows": self.workflows.as_dict() if self.workflows else None,
+            "verdict": self.verdict.as_dict() if self.verdict else None,
         }
 
 
@@ -91,10 +114,12 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
         rehearsal.copy_method = "skipped: database.migrate lists no commands"
         run.emit(Notice("rehearsal: database.migrate lists no commands, so there is nothing to rehearse"))
         return rehearsal
+    limits = live.settings(run)  # a bad $DBOS_MIGRATE_LARGE_TABLE stops the run before anything starts
     app_name = db.application_name("rehearse")
     other = instance if rehearse_url else None
     maint = maintenance_connection(run, app_name, instance=other, prefer=other.url.database if other else None,
                                    purpose="for the rehearsal")  # fmt: skip
+    checks: list[Check] = []
     try:
         _check_server(maint)
         _prepare(run, maint, name, rehearsal)
@@ -108,11 +133,15 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
             _run(run, commands, scratch_target, interrupts, rehearsal, record)
             after = _snapshot(run, scratch_target)
             rehearsal.changes = diff(before, after)
+            checks = live.plan_checks(run, scratch_target, before, after, rehearsal, limits)
         finally:
             rehearsal.dropped = _drop(run, maint, other, name, app_name)
     finally:
         with contextlib.suppress(psycopg.Error):
             maint.close()
+    # What the empty copy cannot tell, asked of the real databases, read-only (docs/rehearsal.md).
+    live.run_checks(run, rehearsal, checks)
+    live.read_workflows(run, rehearsal)
     return rehearsal
 
 

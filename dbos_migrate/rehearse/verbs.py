@@ -9,7 +9,8 @@ from dbos_migrate.context import Context
 from dbos_migrate.errors import BreakingChange
 from dbos_migrate.events import Event, Finished, Notice, RehearsalDone, Resolved, Sink
 from dbos_migrate.model import RunReport
-from dbos_migrate.rehearse.rules import breaking_summary
+from dbos_migrate.rehearse.gate import decide
+from dbos_migrate.rehearse.rules import BREAKING, Named, breaking_summary
 from dbos_migrate.rehearse.session import Rehearsal, rehearse
 from dbos_migrate.verbs.frame import Run, run_steps
 from dbos_migrate.verbs.migrate import up
@@ -22,13 +23,18 @@ if TYPE_CHECKING:
 def plan(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None = None) -> RunReport:
     """`plan --rehearse`: report what the migrations would change, and how risky each change is.
 
-    Breaking changes do not fail `plan` (it reports; `up --fail-on-breaking` is the gate); a
-    failing command does (exit 1), as it would fail the deploy.
+    Breaking changes do not fail `plan` (it reports, with the verdict the gate would reach;
+    `up --fail-on-breaking` is the gate), unless `--strict` (exit 6); a failing command does
+    (exit 1), as it would fail the deploy.
     """
 
     def body(run: Run, interrupts: Interrupts) -> None:
         rehearsal = rehearse(run, interrupts, rehearse_url, record=True)
+        rehearsal.verdict = decide(rehearsal, strict=options.strict)
         run.emit(RehearsalDone(rehearsal, gate=False))
+        if options.strict and rehearsal.verdict.refuse:
+            raise BreakingChange(f"--strict: {rehearsal.verdict.message}",
+                                 "make the change in expand/contract steps (see each hint)")  # fmt: skip
 
     return run_steps("plan", ctx, options, emit, body)
 
@@ -41,8 +47,10 @@ def gated_up(
     allow_breaking: bool = False,
     rehearse_url: str | None = None,
 ) -> RunReport:
-    """`up --fail-on-breaking`: rehearse first; on a breaking change run nothing and exit 6,
-    unless `allow_breaking`, in which case `up` runs and its history rows say so."""
+    """`up --fail-on-breaking`: rehearse first; when the gate refuses (gate.decide: rows that
+    fail a change, or a breaking change that meets unfinished workflows of another version,
+    or whose workflows are unknown, or any breaking change with --strict) run nothing and
+    exit 6, unless `allow_breaking`, in which case `up` runs and its history rows say so."""
     shown: set[str] = set()
 
     def first(event: Event) -> None:
@@ -54,16 +62,17 @@ def gated_up(
 
     def body(run: Run, interrupts: Interrupts) -> None:
         rehearsal = rehearse(run, interrupts, rehearse_url, record=False)
+        rehearsal.verdict = decide(rehearsal, strict=options.strict)
         found.append(rehearsal)
         run.emit(RehearsalDone(rehearsal, gate=not allow_breaking))
 
     report = run_steps("up", ctx, options, first, body, finish=False)
     rehearsal = found[0] if found else None
-    breaking = rehearsal.breaking if rehearsal is not None else []
-    if report.error is None and breaking and not allow_breaking:
+    verdict = rehearsal.verdict if rehearsal is not None else None
+    refused = verdict is not None and verdict.refuse
+    if report.error is None and verdict is not None and refused and not allow_breaking:
         report.error = BreakingChange(
-            f"refusing to migrate {report.where.app_database}: the rehearsal found {len(breaking)} breaking "
-            f"change(s): {breaking_summary(breaking)}; nothing was run",
+            f"refusing to migrate {report.where.app_database}: {verdict.message}; nothing was run",
             "make the change in expand/contract steps (see each hint), or pass --allow-breaking to run it "
             "anyway (recorded in history)",
         )
@@ -71,7 +80,8 @@ def gated_up(
         emit(Finished(report))
         return report
     note = options.note
-    if breaking:
+    breaking: list[Named] = [*rehearsal.breaking, *(f for f in rehearsal.findings if f.severity == BREAKING)]
+    if breaking and refused:
         note = "; ".join(x for x in (note, f"allow-breaking: {breaking_summary(breaking, 20)}") if x)[:2000]
         emit(
             Notice(

@@ -10,6 +10,7 @@ from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
 from dbos_migrate.events import Event, Finished, GuardWarning, Result
 from dbos_migrate.model import HistoryReport, RunReport, StatusReport, Validation
+from dbos_migrate.report.rehearsal import change_json
 
 
 def error_json(error: MigrateError | None) -> dict[str, Any] | None:
@@ -52,7 +53,8 @@ def document(result: Result) -> dict[str, Any]:
             doc["system_database"] = result.system_database.as_dict()
         if result.rehearsal is not None:
             doc["rehearsal"] = result.rehearsal.as_dict()
-            doc["changes"] = [c.as_dict() for c in result.rehearsal.changes]
+            rehearsal = result.rehearsal
+            doc["changes"] = [change_json(rehearsal, i, c) for i, c in enumerate(rehearsal.changes)]
     elif isinstance(result, StatusReport):
         doc.update(
             exists=result.exists,

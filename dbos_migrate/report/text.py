@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from dbos_migrate.context import ByteWriter, Context, TextWriter
 from dbos_migrate.errors import MigrateError
@@ -21,8 +22,12 @@ from dbos_migrate.events import (
     WaitingForServer,
 )
 from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, Validation
-from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change, breaking_summary
+from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, breaking_summary
+from dbos_migrate.report.rehearsal import data_line, verdict_line, workflow_fact, workflows_line
 from dbos_migrate.report.style import LiveLine, LiveStream, Style
+
+if TYPE_CHECKING:
+    from dbos_migrate.rehearse.session import Rehearsal
 
 SEED_WARNINGS = (
     "Manual schema changes on a production database are risky: be careful, and have a backup.",
@@ -138,11 +143,18 @@ class TextReporter:
         self.line(f"  production  {prod}  {s.dim('(' + (r.production_reason or '') + ')')}")
 
     def _rehearsal_done(self, event: RehearsalDone) -> None:
-        self.info(render_changes(event.rehearsal.changes))
-        breaking = event.rehearsal.breaking
+        rehearsal = event.rehearsal
+        self.info(render_changes(rehearsal))
+        for line in (workflows_line(rehearsal.workflows), data_line(rehearsal)):
+            if line:
+                self.info(line)
+        breaking = rehearsal.breaking
         if breaking and not event.gate:
             self.line(self.style.yellow("warning: ") + f"rehearsal found {len(breaking)} breaking change(s): "
                       + breaking_summary(breaking))  # fmt: skip
+        verdict = verdict_line(rehearsal, event.gate)
+        if verdict and not (event.gate and rehearsal.verdict and rehearsal.verdict.refuse):
+            self.info(verdict)  # a refusal is the run's error, shown once at the end
 
     def _command_finished(self, event: CommandFinished) -> None:
         s = self.style
@@ -272,8 +284,10 @@ def render_history(report: HistoryReport, out: TextWriter, s: Style) -> None:
     out.flush()
 
 
-def render_changes(changes: list[Change]) -> str:
-    """The rehearsal's diff: grouped by table (or type, view, function), worst first in each group."""
+def render_changes(rehearsal: Rehearsal) -> str:
+    """The rehearsal's diff: grouped by table (or type, view, function), worst first in each group,
+    each change followed by what the app database's rows and the running workflows say about it."""
+    changes = rehearsal.changes
     if not changes:
         return "rehearsal: the migrations change no schema object"
     counts = {sev: sum(1 for c in changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)}
@@ -282,11 +296,21 @@ def render_changes(changes: list[Change]) -> str:
         f"{counts[LOCK_HEAVY]} lock-heavy, {counts[SAFE]} safe"
     ]
     group = None
-    for change in changes:
+    pad = " " * 15
+    for index, change in enumerate(changes):
         if change.group != group:
             group = change.group
             lines.append(f"  {group}")
         lines.append(f"    {change.severity:<10} {change.rule} {change.spec.name}: {change.detail}")
         if change.severity != SAFE:
-            lines.append(f"               hint: {change.spec.hint}")
+            lines.append(f"{pad}hint: {change.spec.hint}")
+        for finding in rehearsal.findings_of(index):
+            lines.append(
+                f"{pad}data: {finding.severity} {finding.rule} {finding.spec.name}: {finding.detail}"
+            )
+            if finding.severity in (BREAKING, LOCK_HEAVY):
+                lines.append(f"{pad}      hint: {finding.spec.hint}")
+        fact = workflow_fact(change, rehearsal.workflows)
+        if fact:
+            lines.append(f"{pad}workflows: {fact}")
     return "\n".join(lines)

@@ -28,3 +28,6 @@ class Options:
     note: str | None = None
     grace: float = DEFAULT_GRACE
     system_db: str = "auto"  # auto, create, skip
+    data_checks: bool = True  # plan --rehearse / up --fail-on-breaking: ask the app database's rows
+    data_check_timeout: float = 5.0  # seconds, each data or workflow check
+    strict: bool = False  # refuse any breaking change, even with no unfinished workflow

@@ -1,0 +1,79 @@
+"""The gate's verdict on a rehearsal: what `up --fail-on-breaking` does, and what `plan
+--rehearse` says it would do (docs/rehearsal.md, "The gate").
+
+- Rows of the app database that make a change fail (a breaking DATA finding): refuse; the
+  deploy would fail whatever runs.
+- A breaking change with `--strict`: refuse.
+- A breaking change and unfinished workflows of another application version: refuse.
+- A breaking change and the workflows unknown (no readable system database): refuse; a
+  rehearsal never assumes that nothing runs.
+- A breaking change and no unfinished workflow of another version: pass, and say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dbos_migrate.rehearse.rules import BREAKING, breaking_summary
+from dbos_migrate.rehearse.units import human_age
+
+if TYPE_CHECKING:
+    from dbos_migrate.rehearse.session import Rehearsal
+
+
+@dataclass
+class Verdict:
+    """JSON's `rehearsal.verdict`: refuse or pass, and why, in one line."""
+
+    refuse: bool
+    message: str
+    strict: bool = False
+    reasons: list[str] = field(default_factory=list)  # data, strict, workflows, workflows-unknown
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "refuse": self.refuse,
+            "message": self.message,
+            "strict": self.strict,
+            "reasons": list(self.reasons),
+        }
+
+
+def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
+    breaking = rehearsal.breaking
+    failing = [f for f in rehearsal.findings if f.severity == BREAKING]
+    parts: list[str] = []
+    reasons: list[str] = []
+    if failing:
+        parts.append(
+            f"rows of the app database make {len(failing)} change(s) fail: {breaking_summary(failing)}"
+        )
+        reasons.append("data")
+    if breaking:
+        summary = f"{len(breaking)} breaking change(s) ({breaking_summary(breaking)})"
+        wf = rehearsal.workflows
+        others = wf.others() if wf is not None else []
+        if strict:
+            parts.append(f"{summary}, and --strict refuses any breaking change")
+            reasons.append("strict")
+        elif wf is None or wf.status == "unknown":
+            why = wf.reason if wf is not None and wf.reason else "the system database was not read"
+            parts.append(f"{summary}, and whether workflows of the previous version are still running is "
+                         f"unknown: {why}")  # fmt: skip
+            reasons.append("workflows-unknown")
+        elif others:
+            count = sum(v.count for v in others)
+            versions = ", ".join(f"{v.version or '(none)'}: {v.count}" for v in others[:5])
+            ages = [v.oldest_age_s for v in others if v.oldest_age_s is not None]
+            oldest = f", oldest started {human_age(max(ages))} ago" if ages else ""
+            parts.append(f"{summary} meet {count} unfinished workflow(s) of another application version "
+                         f"({versions}{oldest})")  # fmt: skip
+            reasons.append("workflows")
+    if parts:
+        return Verdict(True, "; ".join(parts), strict, reasons)
+    if breaking:
+        return Verdict(False, f"{len(breaking)} breaking change(s) ({breaking_summary(breaking)}), but no "
+                       "unfinished workflow of another application version is in the system database, so none "
+                       "can break (pass --strict to refuse any breaking change)", strict)  # fmt: skip
+    return Verdict(False, "no breaking change", strict)
