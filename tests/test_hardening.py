@@ -1,5 +1,6 @@
 """The holes a hostile review found, each proven closed against real PostgreSQL and the real CLI
-(docs/security.md, docs/reliability.md). Every test here failed on dbos-migrate 0.1.0."""
+(docs/security.md, docs/reliability.md). Every test here failed on dbos-migrate 0.1.0, except
+the unset-variable check, which guards that 0.1.0's behaviour survived leaving `${VAR}` to the shell."""
 
 from __future__ import annotations
 
@@ -229,3 +230,78 @@ def test_shell_behaviour_of_unset_variables_is_checked_before_anything_runs(
     result = run_cli("up", "-c", cfg, "-D", pg_url, env={"NOT_SET_HERE": None})
     assert result.returncode == 2 and "${NOT_SET_HERE}" in result.stderr
     assert not (tmp_path / "first").exists()
+
+
+# ---------------------------------------------------------------------------- text that could drive a terminal
+
+CONTROL = "\x1b]0;pwned\x07\x1b[2J\u202eevil"
+
+
+class HostileServer:
+    """A socket that speaks just enough of PostgreSQL's protocol to answer every connection
+    with an error whose text is `message`: what a hostile or compromised server can send."""
+
+    def __init__(self, message: str) -> None:
+        import socket
+        import threading
+
+        self.message = message
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import struct
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                while True:
+                    head = conn.recv(8)
+                    if len(head) < 8:
+                        break
+                    length, code = struct.unpack("!ii", head)
+                    if length == 8 and code in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+                        conn.sendall(b"N")
+                        continue
+                    conn.recv(length - 8)
+                    fields = b"SFATAL\0VFATAL\0C28000\0M" + self.message.encode() + b"\0\0"
+                    conn.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
+                    break
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_hostile_server_message_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    server = HostileServer(f"no such role{CONTROL}")
+    try:
+        cfg = write_config(tmp_path, app_db_name="hostile_text", migrate=[f"touch {tmp_path / 'ran'}"])
+        url = f"postgresql://someone@127.0.0.1:{server.port}/postgres?sslmode=disable"
+        result = run_cli("up", "-c", cfg, "-D", url, "--system-db", "skip")
+    finally:
+        server.close()
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "no such role" in result.stderr
+    assert "\\x1b]0;pwned\\x07" in result.stderr  # shown, escaped
+    for char in ("\x1b", "\x07", "\u202e"):
+        assert char not in result.stdout + result.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_hostile_history_row_cannot_drive_the_terminal(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """Anyone who can write to the app database can write its history table."""
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    assert run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
+    query(pg_url, "UPDATE dbos_migrate.history SET command = %s, note = %s, os_user = %s", (CONTROL,) * 3, app_db)
+    ((run_id,),) = query(pg_url, "SELECT run_id::text FROM dbos_migrate.history", (), app_db)
+    for args in (["history"], ["history", "--run", run_id], ["status"]):
+        result = run_cli(*args, "-c", cfg, "-D", pg_url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for char in ("\x1b", "\x07", "\u202e"):
+            assert char not in result.stdout + result.stderr, args
+    assert "\\x1b]0;pwned" in run_cli("history", "-c", cfg, "-D", pg_url).stdout

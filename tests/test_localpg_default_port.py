@@ -128,6 +128,11 @@ def test_running_server_reads_the_given_environment(home: Path, reachable_tmp: P
     assert localpg.running_server({"DBOS_MIGRATE_HOME": str(reachable_tmp / "elsewhere")}) is None
     server = localpg.running_server({"DBOS_MIGRATE_HOME": str(home)})
     assert server is not None and server.port == port
+    # A record others could have written must not pick our target (docs/security.md).
+    records = home / "postgres"
+    records.chmod(records.stat().st_mode | 0o002)
+    assert localpg.running_server({"DBOS_MIGRATE_HOME": str(home)}) is None
+    records.chmod(records.stat().st_mode & ~0o002)
     # Killed behind our back: the record says running, the server does not run.
     cluster = localpg.Cluster(home / "postgres" / str(port) / "data", port)
     cluster.kill()

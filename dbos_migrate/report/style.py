@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from dbos_migrate.context import ByteWriter, TextWriter
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+# C0 controls but newline and tab, DEL, C1 controls, and the bidirectional overrides that
+# make a terminal show text other than what it is (docs/security.md, "A hostile server").
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+T = TypeVar("T")
+
+
+def printable(text: str) -> str:
+    """`text` with every character that could drive a terminal shown as an escape (`\\x1b`)."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def printable_fields(value: T) -> T:
+    """`value` (an event, a report, a string, tuples and lists of them) with `printable()`
+    applied to every string inside. Strings from a server, a history table or a config are
+    rendered through this, never raw."""
+    item: Any = value
+    if type(item) is str:
+        item = printable(item) if _UNPRINTABLE.search(item) else item
+    elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+        changes = {
+            f.name: printable_fields(getattr(item, f.name)) for f in dataclasses.fields(item) if f.init
+        }
+        item = dataclasses.replace(item, **changes)
+    elif type(item) in (tuple, list):
+        item = type(item)(printable_fields(x) for x in item)
+    result: T = item
+    return result
 
 
 class Style:

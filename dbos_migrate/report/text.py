@@ -24,7 +24,7 @@ from dbos_migrate.events import (
 from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, Validation
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, breaking_summary
 from dbos_migrate.report.rehearsal import data_line, verdict_line, workflow_fact, workflows_line
-from dbos_migrate.report.style import LiveLine, LiveStream, Style
+from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.session import Rehearsal
@@ -38,9 +38,9 @@ SEED_WARNINGS = (
 
 
 def render_error(error: MigrateError, err: TextWriter, style: Style) -> None:
-    err.write(style.red("error: ") + error.message + "\n")
+    err.write(style.red("error: ") + printable(error.message) + "\n")
     if error.hint:
-        err.write(style.dim("  hint: " + error.hint.replace("\n", "\n  ")) + "\n")
+        err.write(style.dim("  hint: " + printable(error.hint).replace("\n", "\n  ")) + "\n")
     err.flush()
 
 
@@ -93,6 +93,7 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
+        event = printable_fields(event)
         s = self.style
         if isinstance(event, Resolved):
             self._resolved(event)
