@@ -43,8 +43,8 @@ def test_up_and_down_share_the_lock(tmp_path: Path, pg_url: str, app_db: str) ->
     mark = tmp_path / "mark"
     mark.mkdir()
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[CRITICAL], rollback=[CRITICAL])
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
-    env: dict[str, str | None] = {"MARK_DIR": str(mark)}
+    env: dict[str, str | None] = {"MARK_DIR": str(mark)}  # without it the command would write at /
+    assert run_cli("up", "-c", cfg, "-D", pg_url, env=env).returncode == 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = [
             pool.submit(run_cli, verb, "-c", cfg, "-D", pg_url, env=env, timeout=300) for verb in ["up", "down"] * 4

@@ -445,8 +445,10 @@ def test_interrupt_drops_the_scratch(tmp_path: Path, pg_url: str, app_db: str) -
 
 
 def test_killed_run_leaves_a_scratch_that_the_next_rehearsal_removes(
-    tmp_path: Path, pg_url: str, app_db: str
+    tmp_path: Path, app_db: str, own_cluster: ClusterFactory
 ) -> None:
+    # An instance of its own: any rehearsal on a shared instance may rightly remove the leftover.
+    pg_url = own_cluster().url(dbname="postgres")
     make_app(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["touch started && sleep 30"])
     proc = subprocess.Popen(
@@ -472,10 +474,11 @@ def test_killed_run_leaves_a_scratch_that_the_next_rehearsal_removes(
     assert scratch_databases(pg_url, app_db) == []
 
 
-def test_leftover_rules(tmp_path: Path, pg_url: str, app_db: str) -> None:
+def test_leftover_rules(tmp_path: Path, app_db: str, own_cluster: ClusterFactory) -> None:
     """Only exact scratch names that carry the scratch mark are candidates; a held rehearsal
     lock always protects; a database with a session is kept until it is LEFTOVER_AGE old.
     A user's database that merely has a scratch-shaped name (no mark) is never dropped."""
+    pg_url = own_cluster().url(dbname="postgres")  # its leftovers are fair game to any rehearsal on the instance
     now = datetime.now(timezone.utc)
     old = (now - scratch.LEFTOVER_AGE - timedelta(minutes=5)).strftime("%Y%m%d%H%M%S")
     fresh = now.strftime("%Y%m%d%H%M%S")
