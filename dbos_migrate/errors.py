@@ -1,4 +1,4 @@
-"""The error kinds of dbos-migrate, one per row of the exit-code table (SPEC §12).
+"""The error kinds of dbos-migrate, one per exit code (README and docs/behaviour.md, "Exit codes").
 
 Every failure a user can cause ends as one of these. Each carries its exit code and,
 where it helps, a hint that says what to do next. The CLI turns them into one message

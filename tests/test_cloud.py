@@ -1,4 +1,4 @@
-"""SPEC §2, last bullet: the DBOS Cloud rules that `validate --cloud` adds."""
+"""The DBOS Cloud rules that `validate --cloud` adds."""
 
 from __future__ import annotations
 

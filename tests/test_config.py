@@ -1,4 +1,4 @@
-"""SPEC §2: loading dbos-config.yaml. Pure: no database, no network.
+"""Loading dbos-config.yaml (docs/behaviour.md, "The config file"). Pure: no database, no network.
 
 Every test asserts on a specific message, path, line or value, so a regression in the
 loader's wording or positions fails here rather than in a user's CI.
@@ -116,7 +116,7 @@ def test_duplicate_nested_key_is_an_error(tmp_path: Path) -> None:
 
 
 def test_duplicate_key_does_not_hide_other_problems(tmp_path: Path) -> None:
-    """§2: every problem at once, so a duplicate key must not stop the schema check."""
+    """Every problem at once, so a duplicate key must not stop the schema check."""
     found = problems(tmp_path, "name: a\nname: b\ndatabse:\n  migrate: [x]\n")
     paths = {p.path for p in found}
     assert paths == {"name", "databse"}, [p.render() for p in found]

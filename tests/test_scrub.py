@@ -1,4 +1,4 @@
-"""SPEC §11: passwords never appear in what dbos-migrate prints, including streamed output.
+"""Passwords never appear in what dbos-migrate prints, including streamed output.
 
 A command may print the password through any tool's escaping (tests/spellings.py), split
 across reads, or split between stdout and stderr; docs/security.md describes what is caught.

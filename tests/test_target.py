@@ -58,7 +58,7 @@ database:
 CLOUD_ENV = {"DBOS__CLOUD": "true", "DBOS_DATABASE_URL": "postgresql://clouduser:cloudpw@cloud-host:5003/postgres"}
 
 
-# ---------------------------------------------------------------------------- §3 precedence
+# ---------------------------------------------------------------------------- instance precedence
 
 
 def test_db_url_beats_everything(tmp_path: Path) -> None:
@@ -343,7 +343,7 @@ def test_sys_db_name_with_unset_variable_falls_back(tmp_path: Path) -> None:
     assert t.system.name == "my_app_dbos_sys"
 
 
-# ---------------------------------------------------------------------------- §2 app database precedence
+# ---------------------------------------------------------------------------- app database precedence
 
 
 def test_app_db_cli_beats_everything(tmp_path: Path) -> None:
@@ -405,7 +405,7 @@ def test_invalid_app_db_name_names_its_source(
     assert info.value.hint is not None and "database.app_db_name" in info.value.hint
 
 
-# ---------------------------------------------------------------------------- §6 production detection
+# ---------------------------------------------------------------------------- production detection
 
 
 @pytest.mark.parametrize(
@@ -464,7 +464,7 @@ def test_resolve_reports_production(tmp_path: Path) -> None:
     assert sock.production_reason == "every host is local"
 
 
-# ---------------------------------------------------------------------------- §7 command environment
+# ---------------------------------------------------------------------------- command environment
 
 
 def env_for(t: Target, base: Mapping[str, str], config_env: Mapping[str, str] | None = None) -> dict[str, str]:
