@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 from dbos_migrate.errors import CommandFailed, CommandTimeout, DatabaseError, Interrupted
 from dbos_migrate.events import Notice
 from dbos_migrate.model import SystemDatabase as SystemReport
-from dbos_migrate.target import Endpoint, pg_vars
+from dbos_migrate.target import Endpoint, Target, pg_vars
 
 if TYPE_CHECKING:
     import psycopg
 
     from dbos_migrate.runner import Interrupts
+    from dbos_migrate.scrub import Scrubber
     from dbos_migrate.verbs.frame import Run
 
 DEFAULT_SCHEMA = "dbos"
@@ -171,6 +172,36 @@ def toolchain_env(base: Mapping[str, str], endpoint: Endpoint) -> dict[str, str]
     env = {k: v for k, v in base.items() if not k.startswith("PG")}
     env.update(pg_vars(endpoint.eff, endpoint.url.database or ""))
     return env
+
+
+# ---------------------------------------------------------------------------- looking, read-only
+
+
+def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) -> SystemReport:
+    """What `status` and `plan` show of the system database: whether it exists and its DBOS
+    schema version. Read-only; a failure to look is reported in `action`, never raised."""
+    from dbos_migrate import database as db
+
+    system = target.system
+    report = SystemReport(url=system.url_text(mask=True), kind="postgresql", source=system.source)
+    if system.endpoint is None:
+        report.kind, report.action = "other", "left to the app"
+        return report
+    try:
+        conn = db.connect(system.endpoint, scrub, app_name=app_name, where="looking at the system database")
+    except db.DatabaseMissing:
+        report.exists = False
+        return report
+    except DatabaseError as exc:
+        report.action = f"unknown: {exc.message}"
+        return report
+    with db.closing(conn):
+        report.exists = True
+        try:
+            report.schema_version = db.system_schema_version(conn, schema or DEFAULT_SCHEMA)
+        except DatabaseError as exc:
+            report.action = f"unknown: {exc.message}"
+    return report
 
 
 # ---------------------------------------------------------------------------- provisioning

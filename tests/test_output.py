@@ -85,6 +85,30 @@ def test_status_reports_everything(tmp_path: Path, pg_url: str, app_db: str) -> 
     assert doc["reachable"] is False
 
 
+def test_status_and_plan_show_the_system_database(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """Whether the system database exists and its DBOS schema version, read-only."""
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    sysdb = f"{app_db}_dbos_sys"
+    plan = one_json(run_cli("plan", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    check(plan, "run")
+    assert plan["system_database"]["exists"] is False and plan["system_database"]["url"].endswith(sysdb)
+    assert "would be created" in run_cli("plan", "-c", cfg, "-D", pg_url).stdout
+    status = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    check(status, "status")
+    assert status["system_database"]["exists"] is False
+
+    assert run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "create").returncode == 0
+    with psycopg.connect(with_dbname(pg_url, sysdb), autocommit=True) as conn:  # as a DBOS 3.4 app leaves it
+        conn.execute("CREATE SCHEMA dbos; CREATE TABLE dbos.dbos_migrations (version bigint NOT NULL)")
+        conn.execute("INSERT INTO dbos.dbos_migrations VALUES (125)")
+    status = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    check(status, "status")
+    assert (status["system_database"]["exists"], status["system_database"]["schema_version"]) == (True, "125")
+    text = run_cli("status", "-c", cfg, "-D", pg_url).stdout
+    assert re.search(rf"system db\s+\S+/{sysdb}: exists, DBOS schema version 125", text), text
+    assert f"/{sysdb} exists, DBOS schema version 125" in run_cli("plan", "-c", cfg, "-D", pg_url).stdout
+
+
 def test_history_lists_newest_first_and_highlights_failures(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true", "exit 2"])
     assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 1

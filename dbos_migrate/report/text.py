@@ -21,7 +21,7 @@ from dbos_migrate.events import (
     WaitingForLock,
     WaitingForServer,
 )
-from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, Validation
+from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, SystemDatabase, Validation
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, breaking_summary
 from dbos_migrate.report.rehearsal import data_line, verdict_line, workflow_fact, workflows_line
 from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields
@@ -246,6 +246,9 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
         return
     exists = {True: "yes", False: s.yellow("no (up will create it)"), None: "unknown"}[report.exists]
     out.write(f"  exists          {exists}\n")
+    system = report.system_database
+    if system is not None:
+        out.write(f"  system db       {system_line(system, s)}  {s.dim('(' + system.source + ')')}\n")
     holder = report.lock_holder
     if holder:
         since = holder.since.isoformat() if holder.since else "unknown"
@@ -259,6 +262,17 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
     out.write(f"  recent runs     {len(runs) if runs else 'none'}\n")
     history_rows(runs, out, s)
     out.flush()
+
+
+def system_line(system: SystemDatabase, s: Style) -> str:
+    """The system database in one phrase, for `status`."""
+    if system.kind != "postgresql":
+        return f"{system.url}: not PostgreSQL, left to the app"
+    if system.exists is None:
+        return f"{system.url}: {system.action}"
+    if not system.exists:
+        return f"{system.url}: " + s.yellow("missing (up creates it)")
+    return f"{system.url}: exists, DBOS schema version {system.schema_version or 'none yet'}"
 
 
 def history_rows(rows: list[HistoryRow], out: TextWriter, s: Style) -> None:

@@ -59,6 +59,9 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
                 report.recent_runs = db.read_history(conn, 10)
+        from dbos_migrate.sysdb import inspect
+
+        report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)
     except DatabaseError as exc:
         report.unreachable_reason = exc.message
         report.error = exc

@@ -130,9 +130,31 @@ def _dry_run(run: Run, *, create: bool) -> None:
             f"app database {name!r} does not exist"
             + (" (--no-create)" if going_up else ": nothing to roll back"),
         )
+    if going_up:
+        _dry_run_system_database(run)
     for i, shown in enumerate(run.report.planned, 1):
         run.emit(Notice(f"  would run [{i}/{len(run.report.planned)}] {shown}"))
     run.emit(Notice(f"dry run: {len(run.report.planned)} command(s) would run; nothing was changed"))
+
+
+def _dry_run_system_database(run: Run) -> None:
+    """What `up` would do to the system database, from a read-only look at it."""
+    from dbos_migrate import database as db
+    from dbos_migrate.sysdb import inspect
+
+    seen = inspect(run.target, run.scrub, db.application_name("dry-run"), run.config.system_schema)
+    run.report.system_database = seen
+    if seen.kind != "postgresql":
+        text = f"system database {seen.url} is not PostgreSQL: left to the app"
+    elif run.options.system_db == "skip":
+        text = f"system database {seen.url}: left alone (--system-db skip)"
+    elif seen.exists is False:
+        text = f"system database {seen.url} does not exist and would be created"
+    elif seen.exists:
+        text = f"system database {seen.url} exists, DBOS schema version {seen.schema_version or 'none yet'}"
+    else:
+        text = f"system database {seen.url}: {seen.action}"
+    run.emit(Notice(f"dry run: {text}"))
 
 
 def _before_anything(run: Run, conn: psycopg.Connection[Any]) -> None:
