@@ -183,18 +183,7 @@ class PgUrl:
 
     def masked(self) -> str:
         """The URL as written, with the password and secret parameters shown as ***."""
-        sp = self.spans
-        text = self.text
-        if sp.query is not None:
-            q0, q1 = sp.query
-            pairs = []
-            for kv in text[q0:q1].split("&"):
-                key, eq, _ = kv.partition("=")
-                pairs.append(f"{key}={MASK}" if eq and unquote(key) in SECRET_PARAMS else kv)
-            text = text[:q0] + "&".join(pairs) + text[q1:]
-        if sp.password is not None:
-            text = text[: sp.password[0]] + MASK + text[sp.password[1] :]
-        return text
+        return masked_text(self.text)
 
     def libpq_text(self) -> str:
         """The URL as libpq accepts it: plain `postgresql://` scheme, driver-only parameters dropped."""
@@ -330,14 +319,33 @@ def _short(value: str) -> str:
     return value if len(value) <= 12 else value[:12] + "..."
 
 
-def synthesized(
+def masked_text(text: str) -> str:
+    """A URL's text with the password and secret parameters shown as ***. Pure: no parse by
+    libpq, so the light modules (the local server's) can mask without loading the driver."""
+    sp = split(text)
+    if sp.query is not None:
+        q0, q1 = sp.query
+        pairs = []
+        for kv in text[q0:q1].split("&"):
+            key, eq, _ = kv.partition("=")
+            pairs.append(f"{key}={MASK}" if eq and unquote(key) in SECRET_PARAMS else kv)
+        text = text[:q0] + "&".join(pairs) + text[q1:]
+    if sp.password is not None:
+        text = text[: sp.password[0]] + MASK + text[sp.password[1] :]
+    return text
+
+
+def compose(
     user: str | None,
     password: str | None,
     host: str | None,
-    port: str | None,
+    port: str | int | None,
     params: Iterable[tuple[str, str]] = (),
-) -> PgUrl:
-    """A URL we build ourselves (the DBOS default, the legacy config fields), all parts encoded."""
+    *,
+    dbname: str | None = None,
+) -> str:
+    """The text of a URL we build ourselves, every part percent-encoded so that any password
+    or name survives the trip. Pure (no libpq parse): `synthesized` returns it parsed."""
     auth = ""
     if user is not None or password is not None:
         auth = (
@@ -354,9 +362,22 @@ def synthesized(
     if port:
         hostpart += f":{port}"
     text = f"postgresql://{auth}{hostpart}"
+    if dbname:
+        text += "/" + quote(dbname, safe="")
     if query:
         text += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='/')}" for k, v in query)
-    return parse_url(text, what="database URL")
+    return text
+
+
+def synthesized(
+    user: str | None,
+    password: str | None,
+    host: str | None,
+    port: str | None,
+    params: Iterable[tuple[str, str]] = (),
+) -> PgUrl:
+    """A URL we build ourselves (the DBOS default, the legacy config fields), all parts encoded."""
+    return parse_url(compose(user, password, host, port, params), what="database URL")
 
 
 # ---------------------------------------------------------------------------- the effective connection

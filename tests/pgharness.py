@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port, make_url, mask_url
+from dbos_migrate.conninfo import compose, masked_text
+from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,7 +174,7 @@ class PgInstance:
     cluster: Cluster | None = None
 
     def __repr__(self) -> str:
-        return f"PgInstance(url={mask_url(self.url)!r}, source={self.source!r})"
+        return f"PgInstance(url={masked_text(self.url)!r}, source={self.source!r})"
 
 
 def check_connect(url: str, timeout: int = 10) -> None:
@@ -204,13 +205,7 @@ def find_instance() -> tuple[PgInstance | None, list[str]]:
             "postgres:16", username="postgres", password=PASSWORD, dbname="postgres", driver=None
         )
         container.start()
-        url = make_url(
-            "postgres",
-            PASSWORD,
-            container.get_container_host_ip(),
-            int(container.get_exposed_port(5432)),
-            None,
-        )
+        url = compose("postgres", PASSWORD, container.get_container_host_ip(), int(container.get_exposed_port(5432)))
         return PgInstance(url, "testcontainers", close=container.stop), reasons
     reasons.append("no Docker engine answers")
 
@@ -313,9 +308,7 @@ __all__: Sequence[str] = [
     "free_port",
     "in_ci",
     "make_self_signed_cert",
-    "make_url",
     "make_venv",
-    "mask_url",
     "reachable_tmpdir",
     "run_cli",
     "run_on_tty",

@@ -289,3 +289,24 @@ def test_effective_reads_only_the_mapping_it_is_given() -> None:
     os.environ.setdefault("PGHOST_UNUSED", "x")
     eff = effective(parse_url("postgresql://u@h/db"), {})
     assert {k for k, _ in eff.params} == {"user", "host", "dbname"}
+
+
+def test_masked_text_hides_the_password_without_a_parse() -> None:
+    from dbos_migrate.conninfo import compose, masked_text
+
+    assert masked_text("postgresql://postgres:dbos@localhost:5432") == "postgresql://postgres:***@localhost:5432"
+    url = compose("postgres", "p@ss:w/o%r#d?&=x", "localhost", 5432, dbname="db")
+    assert "p@ss" not in url
+    assert masked_text(url) == "postgresql://postgres:***@localhost:5432/db"
+    assert masked_text("postgresql://localhost/db") == "postgresql://localhost/db"
+    assert masked_text("postgresql://h/db?sslpassword=s3cret&sslmode=require") == "postgresql://h/db?sslpassword=***&sslmode=require"
+
+
+def test_compose_round_trips_any_password_and_name() -> None:
+    import psycopg
+
+    from dbos_migrate.conninfo import compose
+
+    password = 'Xy7$p@ss:w/o%r#d?&=x"q\\z'
+    info = psycopg.conninfo.conninfo_to_dict(compose("us@r", password, "localhost", 6543, dbname="d/b"))
+    assert (info["user"], info["password"], info["dbname"], info["port"]) == ("us@r", password, "d/b", "6543")

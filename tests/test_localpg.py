@@ -52,23 +52,6 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
-def test_mask_url_hides_password() -> None:
-    assert (
-        localpg.mask_url("postgresql://postgres:dbos@localhost:5432")
-        == "postgresql://postgres:***@localhost:5432"
-    )
-    url = localpg.make_url("postgres", PASSWORD, "localhost", 5432, "db")
-    assert PASSWORD not in url
-    assert localpg.mask_url(url) == "postgresql://postgres:***@localhost:5432/db"
-    assert localpg.mask_url("postgresql://localhost/db") == "postgresql://localhost/db"
-
-
-def test_make_url_round_trips_any_password() -> None:
-    url = localpg.make_url("us@r", PASSWORD, "localhost", 6543, "d/b")
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    assert (info["user"], info["password"], info["dbname"], info["port"]) == ("us@r", PASSWORD, "d/b", "6543")
-
-
 def test_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert localpg.default_home({"DBOS_MIGRATE_HOME": str(tmp_path)}) == tmp_path
     xdg = tmp_path / "xdg"

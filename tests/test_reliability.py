@@ -31,10 +31,11 @@ from pgharness import (
     cli_env,
     free_port,
     make_self_signed_cert,
-    make_url,
     run_cli,
     with_dbname,
 )
+
+from dbos_migrate.conninfo import compose
 
 DEADLINE = 60.0  # seconds: a bound for conditions that normally hold within a second
 
@@ -520,7 +521,7 @@ def test_password_never_printed_or_recorded(tmp_path: Path, own_cluster: Cluster
 def test_wrong_password_is_exit_3_and_not_echoed(tmp_path: Path, own_cluster: ClusterFactory) -> None:
     cluster = own_cluster()
     wrong = "wr0ng@:/%#?&=pass"
-    url = make_url("postgres", wrong, "localhost", cluster.port)
+    url = compose("postgres", wrong, "localhost", cluster.port)
     cfg = write_config(tmp_path, app_db_name="wrong_pw_app", migrate=["touch ran"])
     for output in ("text", "json"):
         for verb in ("up", "status", "history"):

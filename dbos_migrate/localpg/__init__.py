@@ -34,8 +34,6 @@ from dbos_migrate.localpg.base import (
     LocalPostgresError,
     LocalServer,
     free_port,
-    make_url,
-    mask_url,
 )
 from dbos_migrate.localpg.homedir import ROOT_FALLBACK_HOME, default_home, running_server
 
@@ -75,8 +73,6 @@ __all__ = [
     "docker_available",
     "find_binaries",
     "free_port",
-    "make_url",
-    "mask_url",
     "running_server",
     "start",
     "status",

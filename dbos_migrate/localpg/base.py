@@ -13,8 +13,8 @@ import os
 import time
 import typing
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
+from dbos_migrate.conninfo import compose, masked_text
 from dbos_migrate.errors import DatabaseError
 
 DEFAULT_PORT = 5432
@@ -61,7 +61,7 @@ class LocalServer:
 
     @property
     def masked_url(self) -> str:
-        return mask_url(self.url)
+        return masked_text(self.url)
 
     def describe(self) -> str:
         """Human-readable lines for the CLI."""
@@ -106,7 +106,7 @@ class Backend(abc.ABC):
 
 def server_url(port: int) -> str:
     """The development server's URL: `postgresql://postgres:dbos@localhost:<port>`."""
-    return make_url(DEFAULT_USER, DEFAULT_PASSWORD, "localhost", port, None)
+    return compose(DEFAULT_USER, DEFAULT_PASSWORD, "localhost", port)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -150,26 +150,6 @@ def require_free(port: int) -> None:
             f"port {port} on 127.0.0.1 is already in use by another process",
             hint="pick another port (--port)",
         )
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, for anything printed or logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo = parts.netloc.rsplit("@", 1)[0]
-    user = userinfo.split(":", 1)[0]
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def make_url(user: str, password: str | None, host: str, port: int, dbname: str | None = None) -> str:
-    """A libpq URL with every component percent-encoded, so any password survives the trip."""
-    auth = quote(user, safe="")
-    if password is not None:
-        auth += ":" + quote(password, safe="")
-    path = "/" + quote(dbname, safe="") if dbname else ""
-    return f"postgresql://{auth}@{host}:{port}{path}"
 
 
 def pid_alive(pid: int) -> bool:

@@ -21,13 +21,13 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dbos_migrate.conninfo import compose
 from dbos_migrate.localpg import fs, keeper
 from dbos_migrate.localpg.base import (
     DEFAULT_PASSWORD,
     DEFAULT_USER,
     LocalPostgresError,
     child_env,
-    make_url,
     pid_alive,
     require_free,
     wait_until,
@@ -176,7 +176,7 @@ class Cluster:
         no database (libpq then uses the user's name: `postgres`)."""
         user = self.superuser if user is None else user
         password = self.password if password is None and user == self.superuser else password
-        return make_url(user, password, host, self.port, dbname)
+        return compose(user, password, host, self.port, dbname=dbname)
 
     def settings(self) -> dict[str, object]:
         """What the server is started with (`postgres -c key=value`): no secret, `ps` shows it."""
