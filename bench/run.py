@@ -789,7 +789,11 @@ def build_targets(results: Mapping[str, CaseResult], trials: Sequence[Concurrenc
         _ratio_target("up / dbos migrate 3.4.0", results, "up", "dbos", 0.40),
         _ratio_target("up / floor (psycopg connect)", results, "up", "floor", 1.60),
         _ratio_target("up with typer<0.29 / floor (psycopg connect)", results, "up_typer028", "floor", 1.60),
+        _ratio_target("up with typer<0.29 / dbos migrate 3.4.0", results, "up_typer028", "dbos", 0.40),
         _ratio_target("validate / import yaml, jsonschema", results, "validate", "imports", 1.50),
+        _ratio_target(
+            "validate with typer<0.29 / import yaml, jsonschema", results, "validate_typer028", "imports", 1.50
+        ),
         Target("peak RSS of up", _peak_mb(results["up"]), 60.0, "MB"),
         Target("lock hand-over, median gap between commands", handover, 100.0, "ms", note),
     ]
@@ -932,6 +936,13 @@ def make_cases(
             floor_env,
         ),
         Case("validate", "dbos-migrate validate", (dm, "validate"), noop_dir, env),
+        Case(
+            "validate_typer028",
+            "dbos-migrate validate, typer<0.29",
+            (str(typer028.bin("dbos-migrate")), "validate"),
+            noop_dir,
+            env,
+        ),
         Case(
             "imports",
             "python -c 'import yaml, jsonschema'",
