@@ -79,9 +79,12 @@ def test_down_with_the_masked_cloud_url_takes_the_password_from_libpq_sources(
     else:
         (home / ".pg_service.conf").write_text(f"[shop]\npassword={PASSWORD}\n")
         env["PGSERVICE"] = "shop"
-    cfg = write_config(tmp_path, app_db_name="shop", migrate=["true"], rollback=[f"touch {tmp_path / 'rolled-back'}"])
+    # The command prints the password it was given: known only from that source, it is still scrubbed.
+    echo = 'echo "pw=$PGPASSWORD url=$DBOS_DATABASE_URL"'
+    cfg = write_config(tmp_path, app_db_name="shop", migrate=[echo], rollback=[f"touch {tmp_path / 'rolled-back'}"])
     up = run_cli("up", "-c", cfg, "-D", masked_cloud_url(cluster.port), "--system-db", "skip", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
+    assert "pw=***" in up.stdout and quote(PASSWORD, safe="") not in up.stdout + up.stderr
     down = run_cli("rollback", "-c", cfg, "-D", masked_cloud_url(cluster.port), "-o", "json", env=env)
     assert down.returncode == 0, down.stdout + down.stderr
     assert (tmp_path / "rolled-back").exists()
