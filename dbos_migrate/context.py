@@ -44,7 +44,21 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class GuardedText(io.TextIOBase):
+class _Guarded:
+    """What the two guarded streams share: after the first failed write or flush, `broken`
+    is set and every later call is dropped silently."""
+
+    broken: bool
+
+    def _attempt(self, call: Callable[[], object]) -> None:
+        if not self.broken:
+            try:
+                call()
+            except (OSError, ValueError):
+                self.broken = True
+
+
+class GuardedText(_Guarded, io.TextIOBase):
     """A text stream whose write and flush never raise; `broken` tells whether one failed."""
 
     def __init__(self, raw: TextIO) -> None:
@@ -52,28 +66,17 @@ class GuardedText(io.TextIOBase):
         self.broken = False
 
     def write(self, text: str) -> int:
-        if not self.broken:
-            try:
-                self.raw.write(text)
-            except (OSError, ValueError):
-                self.broken = True
+        self._attempt(lambda: self.raw.write(text))
         return len(text)
 
     def flush(self) -> None:
-        if not self.broken:
-            try:
-                self.raw.flush()
-            except (OSError, ValueError):
-                self.broken = True
+        self._attempt(self.raw.flush)
 
     def isatty(self) -> bool:
-        try:
-            return bool(self.raw.isatty())
-        except (OSError, ValueError):
-            return False
+        return _is_tty(self.raw)
 
 
-class GuardedBytes(io.RawIOBase):
+class GuardedBytes(_Guarded, io.RawIOBase):
     """The binary twin of GuardedText, for the commands' streamed output."""
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -84,20 +87,12 @@ class GuardedBytes(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        size = len(data)
-        if not self.broken and size:
-            try:
-                self.raw.write(data)
-            except (OSError, ValueError):
-                self.broken = True
-        return size
+        if len(data):
+            self._attempt(lambda: self.raw.write(data))
+        return len(data)
 
     def flush(self) -> None:
-        if not self.broken:
-            try:
-                self.raw.flush()
-            except (OSError, ValueError):
-                self.broken = True
+        self._attempt(self.raw.flush)
 
 
 def _is_tty(stream: Any) -> bool:

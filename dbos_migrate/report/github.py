@@ -11,8 +11,6 @@ from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.events import Event, Finished
 from dbos_migrate.model import RunReport, Validation
-from dbos_migrate.rehearse.rules import BREAKING, SAFE
-from dbos_migrate.report.rehearsal import data_line, verdict_line, workflow_fact, workflows_line
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.session import Rehearsal
@@ -83,6 +81,9 @@ def cell(text: str) -> str:
 
 def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
     """The rehearsal's findings as a table: each change with its data and workflow facts beside it."""
+    from dbos_migrate.rehearse.rules import BREAKING, SAFE
+    from dbos_migrate.report.rehearsal import data_line, verdict_line, workflow_fact, workflows_line
+
     changes = rehearsal.changes
     counts = rehearsal.counts()
     lines = ["", f"#### Rehearsal: {len(changes)} change(s): {counts['breaking']} breaking, "
@@ -116,6 +117,9 @@ def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
 def rehearsal_annotations(report: RunReport, out: TextWriter) -> None:
     """One annotation per breaking or lock-heavy change and per finding that is not safe, in the
     order of the changes; errors when the gate refused the run, warnings otherwise."""
+    from dbos_migrate.rehearse.rules import BREAKING, SAFE
+    from dbos_migrate.report.rehearsal import workflow_fact
+
     rehearsal = report.rehearsal
     if rehearsal is None:
         return

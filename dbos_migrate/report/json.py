@@ -10,7 +10,6 @@ from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
 from dbos_migrate.events import Event, Finished, GuardWarning, Result
 from dbos_migrate.model import HistoryReport, RunReport, StatusReport, Validation
-from dbos_migrate.report.rehearsal import change_json
 
 
 def error_json(error: MigrateError | None) -> dict[str, Any] | None:
@@ -49,11 +48,11 @@ def document(result: Result) -> dict[str, Any]:
             planned_commands=list(result.planned),
             history_written=result.history_written,
         )
-        if result.system_database is not None:
-            doc["system_database"] = result.system_database.as_dict()
         if result.rehearsal is not None:
-            doc["rehearsal"] = result.rehearsal.as_dict()
+            from dbos_migrate.report.rehearsal import change_json
+
             rehearsal = result.rehearsal
+            doc["rehearsal"] = rehearsal.as_dict()
             doc["changes"] = [change_json(rehearsal, i, c) for i, c in enumerate(rehearsal.changes)]
     elif isinstance(result, StatusReport):
         doc.update(
@@ -65,10 +64,11 @@ def document(result: Result) -> dict[str, Any]:
             lock_holder=result.lock_holder.as_dict() if result.lock_holder else None,
             recent_runs=[r.as_dict() for r in result.recent_runs],
         )
-        if result.system_database is not None:
-            doc["system_database"] = result.system_database.as_dict()
     elif isinstance(result, HistoryReport):
         doc.update(exists=result.exists, run_id=result.run_id, runs=[r.as_dict() for r in result.runs])
+    system = getattr(result, "system_database", None)  # up, plan and status
+    if system is not None:
+        doc["system_database"] = system.as_dict()
     doc["error"] = error_json(result.error)
     return doc
 

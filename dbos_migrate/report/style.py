@@ -32,12 +32,19 @@ def printable_fields(value: T) -> T:
     if type(item) is str:
         item = printable(item) if _UNPRINTABLE.search(item) else item
     elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-        changes = {
-            f.name: printable_fields(getattr(item, f.name)) for f in dataclasses.fields(item) if f.init
-        }
-        item = dataclasses.replace(item, **changes)
+        changes = {}
+        for f in dataclasses.fields(item):
+            if f.init:
+                before = getattr(item, f.name)
+                after = printable_fields(before)
+                if after is not before:
+                    changes[f.name] = after
+        if changes:  # nothing to escape, the common case: no copy
+            item = dataclasses.replace(item, **changes)
     elif type(item) in (tuple, list):
-        item = type(item)(printable_fields(x) for x in item)
+        cleaned = [printable_fields(x) for x in item]
+        if any(a is not b for a, b in zip(cleaned, item, strict=True)):
+            item = type(item)(cleaned)
     result: T = item
     return result
 

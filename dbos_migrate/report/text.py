@@ -22,8 +22,6 @@ from dbos_migrate.events import (
     WaitingForServer,
 )
 from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, SystemDatabase, Validation
-from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, breaking_summary
-from dbos_migrate.report.rehearsal import data_line, verdict_line, workflow_fact, workflows_line
 from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields
 
 if TYPE_CHECKING:
@@ -144,6 +142,9 @@ class TextReporter:
         self.line(f"  production  {prod}  {s.dim('(' + (r.production_reason or '') + ')')}")
 
     def _rehearsal_done(self, event: RehearsalDone) -> None:
+        from dbos_migrate.rehearse.rules import breaking_summary
+        from dbos_migrate.report.rehearsal import data_line, verdict_line, workflows_line
+
         rehearsal = event.rehearsal
         self.info(render_changes(rehearsal))
         for line in (workflows_line(rehearsal.workflows), data_line(rehearsal)):
@@ -302,6 +303,9 @@ def render_history(report: HistoryReport, out: TextWriter, s: Style) -> None:
 def render_changes(rehearsal: Rehearsal) -> str:
     """The rehearsal's diff: grouped by table (or type, view, function), worst first in each group,
     each change followed by what the app database's rows and the running workflows say about it."""
+    from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE
+    from dbos_migrate.report.rehearsal import workflow_fact
+
     changes = rehearsal.changes
     if not changes:
         return "rehearsal: the migrations change no schema object"
