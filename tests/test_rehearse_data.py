@@ -180,7 +180,8 @@ def test_large_table_is_sampled_and_its_lock_estimated(tmp_path: Path, pg_url: s
 def reader_role(pg_url: str, app_db: str) -> Iterator[str]:
     """A login role with SELECT on nothing but customers (created for the test, dropped after)."""
     role = f"t_{uuid.uuid4().hex[:10]}_ro"
-    query(pg_url, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)).as_string(None))
+    # A password: the harness's own cluster (no server given) requires one.
+    query(pg_url, sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'reader-pw'").format(sql.Identifier(role)).as_string(None))
     try:
         yield role
     finally:
@@ -195,7 +196,7 @@ def test_role_without_select_gets_unknown(tmp_path: Path, pg_url: str, app_db: s
           dbname=app_db)  # fmt: skip
     step = "ALTER TABLE orders ALTER COLUMN total SET NOT NULL; CREATE UNIQUE INDEX ce ON customers (email)"
     cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", with_user(pg_url, reader_role), "--rehearse-url", pg_url,
+    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", with_user(pg_url, reader_role, "reader-pw"), "--rehearse-url", pg_url,
                      "-o", "json", env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))

@@ -263,9 +263,9 @@ def test_unreadable_system_database_is_unknown(pg_url: str, scratch_db: str) -> 
     role = f"t_{uuid.uuid4().hex[:10]}_wf"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA dbos; CREATE TABLE dbos.workflow_status ({STATUS_014})".encode())
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'reader-pw'").format(sql.Identifier(role)))
     try:
-        with psycopg.connect(with_user(url, role), autocommit=True) as conn:
+        with psycopg.connect(with_user(url, role, "reader-pw"), autocommit=True) as conn:
             report = workflows.unknown("", None, "dbos", {})
             workflows.inspect(conn, report, 5, Scrubber([]))
         assert report.status == "unknown" and report.reason is not None
