@@ -543,10 +543,13 @@ def main(argv: list[str] | None = None) -> None:
             ctx.stderr.write("Aborted!\n")
             code = 1
         else:
-            if verbose:
+            if verbose:  # the traceback, with any password it quotes masked
                 import traceback
 
-                traceback.print_exc()
+                from dbos_migrate.scrub import Scrubber
+
+                known = (ctx.environ.get(k) for k in ("PGPASSWORD", "DBOS_DBPASSWORD"))
+                ctx.stderr.write(Scrubber(known).text(traceback.format_exc()))
             ctx.stderr.write(
                 f"internal error: {type(exc).__name__}; rerun with -v for a traceback and report it as a bug\n"
             )

@@ -176,3 +176,28 @@ def test_history_shows_run_ids_and_one_run(tmp_path: Path, pg_url: str, app_db: 
     assert [r["command_index"] for r in one["runs"]] == [1, 2] and {r["run_id"] for r in one["runs"]} == {first_run}
     missing = run_cli("history", "-c", cfg, "-D", pg_url, "--run", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode == 2
+
+
+# ---------------------------------------------------------------------------- internal errors
+
+
+def test_an_internal_error_is_exit_70_and_its_traceback_masks_passwords(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug is one line (exit 70); -v adds the traceback, whose text may quote a URL."""
+    from dbos_migrate import cli, verbs
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("cannot read postgresql://deploy:hunter2-pw@db.example.com/app (from-env-pw)")
+
+    monkeypatch.setattr(verbs, "up", broken)
+    monkeypatch.setenv("PGPASSWORD", "from-env-pw")
+    for args, traceback in ((["up", "-D", "postgresql://x@127.0.0.1:1/x"], False),
+                            (["up", "-v", "-D", "postgresql://x@127.0.0.1:1/x"], True)):  # fmt: skip
+        with pytest.raises(SystemExit) as exited:
+            cli.main(args)
+        err = capsys.readouterr().err
+        assert exited.value.code == 70 and "internal error: ValueError" in err
+        assert ("Traceback" in err) is traceback
+        assert ("deploy:***@db.example.com" in err) is traceback  # the message itself is shown masked
+        assert "hunter2-pw" not in err and "from-env-pw" not in err
