@@ -8,6 +8,7 @@ workflow whose step writes to an app table.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -178,6 +179,8 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
     """`npx dbos migrate` + `npx dbos schema -r` (the SDK's own) and `dbos-migrate up --app-role`
     on one instance, for two apps: the same DBOS schema version, tables and runtime-role grants.
     On the machine's server (the SDK needs the uuid-ossp extension), with unique names."""
+    if not query(pg_url, "SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp'"):
+        pytest.skip("the TypeScript SDK needs the uuid-ossp extension, which this server lacks")
     tag = uuid.uuid4().hex[:8]
     role, ref, ours_name = f"rt_{tag}", f"ts_ref_{tag}", f"ts_shop_{tag}"
     query(pg_url, f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
@@ -188,8 +191,11 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
               "PGUSER": host.user or "postgres", "PGSSLMODE": "disable"}  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))} | pg_env
     try:
+        # The URL in full: the SDK's default would use the password `dbos`, and the harness's
+        # own cluster (when no server is given) has another one.
+        ref_sys = json.dumps(with_dbname(pg_url, f"{ref}_dbos_sys"))
         (app / "dbos-config.yaml").write_text(
-            f"name: {ref}\nlanguage: node\ndatabase:\n  migrate: ['true']\n"
+            f"name: {ref}\nlanguage: node\nsystem_database_url: {ref_sys}\ndatabase:\n  migrate: ['true']\n"
         )
         for argv in (["migrate"], ["schema", with_dbname(pg_url, f"{ref}_dbos_sys"), "-r", role]):
             done = subprocess.run([str(app / "node_modules" / ".bin" / "dbos"), *argv], cwd=app, env=env,
