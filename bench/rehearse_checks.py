@@ -172,7 +172,13 @@ class Writer:
 
 
 def scenario(name: str, server_url: str, step: str, app_db: str, rounds: int, writer: bool) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:  # nothing left behind
+        return _scenario(Path(tmp), name, server_url, step, app_db, rounds, writer)
+
+
+def _scenario(
+    workdir: Path, name: str, server_url: str, step: str, app_db: str, rounds: int, writer: bool
+) -> dict[str, Any]:
     (workdir / "step.sql").write_text(step)
     (workdir / "dbos-config.yaml").write_text(f"name: bench\ndatabase:\n  app_db_name: {app_db}\n  migrate:\n"
                                               f"    - {json.dumps(MIGRATE)}\n")  # fmt: skip
