@@ -18,11 +18,13 @@ Helpers such as `run_cli` live in pgharness.py (`from pgharness import run_cli`)
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,25 @@ def app_db(pg_url: str) -> Iterator[str]:
             warnings.warn(f"could not drop test database {db}: {exc}", stacklevel=1)
 
 
+@contextmanager
+def shared_by_workers(factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A directory of this run that the xdist workers share: the first to ask builds it, the
+    others wait on a lock and reuse it. Yields (path, ready); when not ready the caller builds
+    it, and it becomes ready only if the build returned without raising."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this run's directory, above every worker's own
+    path = base / f"shared-{name}"
+    with open(base / f"shared-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ready = (path / ".ready").exists()
+        if not ready:
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+        yield path, ready
+        (path / ".ready").touch()
+
+
 #: The DBOS Python release the compatibility tests measure against.
 DBOS_PY_VERSION = "3.4.0"
 
@@ -127,9 +148,10 @@ DBOS_PY_VERSION = "3.4.0"
 @pytest.fixture(scope="session")
 def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a venv with the real `dbos` package (and psycopg for the test apps)."""
-    path = tmp_path_factory.mktemp("dbos-py") / "venv"
     try:
-        return make_venv(path, [f"dbos=={DBOS_PY_VERSION}", "psycopg[binary]"])
+        with shared_by_workers(tmp_path_factory, "dbos-py") as (path, ready):
+            packages = [f"dbos=={DBOS_PY_VERSION}", "psycopg[binary]"]
+            return path / "venv" / "bin" if ready else make_venv(path / "venv", packages)
     except VenvUnavailable as exc:
         if in_ci():
             pytest.fail(f"the real dbos package is needed under CI=true: {exc}", pytrace=False)
@@ -140,9 +162,10 @@ def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sqlalchemy20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a venv with alembic on SQLAlchemy 2.0 (not 2.1) and psycopg 3 only: a URL that
     lost its `+psycopg` would make SQLAlchemy 2.0 import psycopg2 and fail."""
-    path = tmp_path_factory.mktemp("sqlalchemy20") / "venv"
     try:
-        return make_venv(path, ["sqlalchemy>=2.0,<2.1", "alembic", "psycopg[binary]"])
+        with shared_by_workers(tmp_path_factory, "sqlalchemy20") as (path, ready):
+            packages = ["sqlalchemy>=2.0,<2.1", "alembic", "psycopg[binary]"]
+            return path / "venv" / "bin" if ready else make_venv(path / "venv", packages)
     except VenvUnavailable as exc:
         if in_ci():
             pytest.fail(f"SQLAlchemy 2.0 is needed under CI=true: {exc}", pytrace=False)
@@ -156,15 +179,20 @@ DBOS_TS_REQUIREMENT = "@dbos-inc/dbos-sdk@4"
 @pytest.fixture(scope="session")
 def dbos_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory whose node_modules holds the real TypeScript SDK from the npm registry."""
-    import shutil
-    import subprocess
-
     npm = shutil.which("npm")
     if npm is None:
         if in_ci():
             pytest.fail("npm is needed for the TypeScript compatibility tests under CI=true", pytrace=False)
         pytest.skip("npm is not installed")
-    root = tmp_path_factory.mktemp("dbos-ts")
+    with shared_by_workers(tmp_path_factory, "dbos-ts") as (root, ready):
+        if not ready:
+            _npm_install(npm, root)
+    return root
+
+
+def _npm_install(npm: str, root: Path) -> None:
+    import subprocess
+
     (root / "package.json").write_text('{"name": "ts-shop", "version": "1.0.0", "private": true}\n')
     env = dict(os.environ, npm_config_cache=str(root / ".npm-cache"), npm_config_update_notifier="false")
     result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", DBOS_TS_REQUIREMENT],
@@ -174,4 +202,3 @@ def dbos_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(f"npm install {DBOS_TS_REQUIREMENT} failed: {result.stderr[-800:]}", pytrace=False)
         pytest.skip(f"the npm registry cannot be reached: {result.stderr[-300:]}")
     shutil.rmtree(root / ".npm-cache", ignore_errors=True)
-    return root
