@@ -145,31 +145,31 @@ def shared_by_workers(factory: pytest.TempPathFactory, name: str) -> Iterator[tu
 DBOS_PY_VERSION = "3.4.0"
 
 
-@pytest.fixture(scope="session")
-def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """bin/ of a venv with the real `dbos` package (and psycopg for the test apps)."""
+def shared_venv(factory: pytest.TempPathFactory, name: str, packages: list[str], what: str) -> Path:
+    """bin/ of a venv with `packages`, built once per run (shared_by_workers). Skips when the
+    package index cannot be reached; under CI=true that fails, naming `what` is needed."""
     try:
-        with shared_by_workers(tmp_path_factory, "dbos-py") as (path, ready):
-            packages = [f"dbos=={DBOS_PY_VERSION}", "psycopg[binary]"]
+        with shared_by_workers(factory, name) as (path, ready):
             return path / "venv" / "bin" if ready else make_venv(path / "venv", packages)
     except VenvUnavailable as exc:
         if in_ci():
-            pytest.fail(f"the real dbos package is needed under CI=true: {exc}", pytrace=False)
+            pytest.fail(f"{what} is needed under CI=true: {exc}", pytrace=False)
         pytest.skip(f"the package index cannot be reached: {exc}")
+
+
+@pytest.fixture(scope="session")
+def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a venv with the real `dbos` package (and psycopg for the test apps)."""
+    packages = [f"dbos=={DBOS_PY_VERSION}", "psycopg[binary]"]
+    return shared_venv(tmp_path_factory, "dbos-py", packages, "the real dbos package")
 
 
 @pytest.fixture(scope="session")
 def sqlalchemy20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a venv with alembic on SQLAlchemy 2.0 (not 2.1) and psycopg 3 only: a URL that
     lost its `+psycopg` would make SQLAlchemy 2.0 import psycopg2 and fail."""
-    try:
-        with shared_by_workers(tmp_path_factory, "sqlalchemy20") as (path, ready):
-            packages = ["sqlalchemy>=2.0,<2.1", "alembic", "psycopg[binary]"]
-            return path / "venv" / "bin" if ready else make_venv(path / "venv", packages)
-    except VenvUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"SQLAlchemy 2.0 is needed under CI=true: {exc}", pytrace=False)
-        pytest.skip(f"the package index cannot be reached: {exc}")
+    packages = ["sqlalchemy>=2.0,<2.1", "alembic", "psycopg[binary]"]
+    return shared_venv(tmp_path_factory, "sqlalchemy20", packages, "SQLAlchemy 2.0")
 
 
 #: The TypeScript SDK line the compatibility tests measure against (`dbos schema` exists from 3.x).
