@@ -182,7 +182,7 @@ def _ctx(typer_ctx: typer.Context) -> "Context":
 
 def _load_env_files(typer_ctx: typer.Context, paths: list[str] | None) -> None:
     if paths:
-        from dbos_migrate import envfile
+        from dbos_migrate.settings import envfile
 
         ctx = _ctx(typer_ctx)
         ctx.environ = envfile.load(paths, ctx.environ)
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
             if verbose:  # the traceback, with any password it quotes masked
                 import traceback
 
-                from dbos_migrate.scrub import Scrubber
+                from dbos_migrate.engine.scrub import Scrubber
 
                 known = (ctx.environ.get(k) for k in ("PGPASSWORD", "DBOS_DBPASSWORD"))
                 ctx.stderr.write(Scrubber(known).text(traceback.format_exc()))

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dbos_migrate.conninfo import compose, masked_text
 from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port
+from dbos_migrate.settings.conninfo import compose, masked_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def in_ci() -> bool:
 
 def with_dbname(url: str, dbname: str) -> str:
     """The instance URL pointed at another database (the dbname is percent-encoded)."""
-    from dbos_migrate.conninfo import parse_url
+    from dbos_migrate.settings.conninfo import parse_url
 
     return parse_url(url).with_database(dbname).text
 
@@ -55,7 +55,7 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
     """The instance URL with other credentials."""
     from urllib.parse import quote
 
-    from dbos_migrate.conninfo import split
+    from dbos_migrate.settings.conninfo import split
 
     sp = split(url)
     start, end = (sp.userinfo[0], sp.userinfo[1] + 1) if sp.userinfo else (sp.scheme_end, sp.scheme_end)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dbos_migrate import config
-from dbos_migrate.cloud import cloud_problems
-from dbos_migrate.config import Config
 from dbos_migrate.errors import Problem
+from dbos_migrate.settings import config
+from dbos_migrate.settings.cloud import cloud_problems
+from dbos_migrate.settings.config import Config
 
 
 def cfg(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:

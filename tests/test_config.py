@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from dbos_migrate import config
-from dbos_migrate.config import Config, Text, check_app_db_name, derive_app_db_name
 from dbos_migrate.errors import ConfigError, Problem, UsageError
+from dbos_migrate.settings import config
+from dbos_migrate.settings.config import Config, Text, check_app_db_name, derive_app_db_name
 
 FILE = "dbos-config.yaml"
 RENDERED = re.compile(r"^(?P<file>[^\n]+?):(?P<line>\d+):(?P<col>\d+): (?:(?P<path>[^:\n]+): )?(?P<msg>.+)$")

@@ -12,7 +12,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from dbos_migrate.conninfo import (
+from dbos_migrate.errors import UsageError
+from dbos_migrate.settings.conninfo import (
     effective,
     nonlocal_endpoint,
     parse_url,
@@ -20,7 +21,6 @@ from dbos_migrate.conninfo import (
     synthesized,
     url_problem,
 )
-from dbos_migrate.errors import UsageError
 
 #: What a URL can carry: any character but NUL (libpq refuses %00) and lone surrogates (not UTF-8).
 CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
@@ -292,7 +292,7 @@ def test_effective_reads_only_the_mapping_it_is_given() -> None:
 
 
 def test_masked_text_hides_the_password_without_a_parse() -> None:
-    from dbos_migrate.conninfo import compose, masked_text
+    from dbos_migrate.settings.conninfo import compose, masked_text
 
     assert masked_text("postgresql://postgres:dbos@localhost:5432") == "postgresql://postgres:***@localhost:5432"
     url = compose("postgres", "p@ss:w/o%r#d?&=x", "localhost", 5432, dbname="db")
@@ -305,7 +305,7 @@ def test_masked_text_hides_the_password_without_a_parse() -> None:
 def test_compose_round_trips_any_password_and_name() -> None:
     import psycopg
 
-    from dbos_migrate.conninfo import compose
+    from dbos_migrate.settings.conninfo import compose
 
     password = 'Xy7$p@ss:w/o%r#d?&=x"q\\z'
     info = psycopg.conninfo.conninfo_to_dict(compose("us@r", password, "localhost", 6543, dbname="d/b"))

@@ -20,7 +20,7 @@ import pytest
 from helpers import one_json, query, write_config
 from pgharness import ClusterFactory, run_cli, with_dbname, with_user
 
-from dbos_migrate.conninfo import parse_url
+from dbos_migrate.settings.conninfo import parse_url
 
 APP = """
 import os, uuid

@@ -11,10 +11,10 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from dbos_migrate import config
-from dbos_migrate.config import Config
 from dbos_migrate.errors import ConfigError, UsageError
-from dbos_migrate.target import PgUrl, parse_url, resolve
+from dbos_migrate.settings import config
+from dbos_migrate.settings.config import Config
+from dbos_migrate.settings.target import PgUrl, parse_url, resolve
 
 FILE = Path("/nonexistent/dbos-config.yaml")
 ENV: dict[str, str] = {}

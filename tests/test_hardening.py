@@ -45,7 +45,7 @@ def background(
 
 def wait_until_idle_longer_than_timeout_or_gone(pg_url: str, app_db: str) -> None:
     """Until the lock holder's session has sat idle past idle_session_timeout (1 s), or is gone."""
-    from dbos_migrate.database import LOCK_CLASS, lock_key
+    from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:

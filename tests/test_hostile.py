@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pgharness import run_cli
 
-from dbos_migrate.config import APP_DB_NAME
 from dbos_migrate.errors import UsageError
-from dbos_migrate.target import parse_url, resolve_app_database
+from dbos_migrate.settings.config import APP_DB_NAME
+from dbos_migrate.settings.target import parse_url, resolve_app_database
 
 ATTACKS = [
     'x"; DROP DATABASE postgres; --',

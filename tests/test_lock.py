@@ -56,7 +56,7 @@ def test_up_and_down_share_the_lock(tmp_path: Path, pg_url: str, app_db: str) ->
 
 def test_dead_holder_releases_the_lock_at_once(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """A holder whose session ends (here: terminated, as a killed process's would) frees the lock."""
-    from dbos_migrate.database import LOCK_CLASS, lock_key
+    from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
@@ -73,7 +73,7 @@ def test_dead_holder_releases_the_lock_at_once(tmp_path: Path, pg_url: str, app_
 
 def test_release_notifies_waiters(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """Waiters LISTEN on the lock's channel; the holder's release NOTIFYs them (hand-over in one round trip)."""
-    from dbos_migrate.database import lock_key
+    from dbos_migrate.engine.database import lock_key
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0

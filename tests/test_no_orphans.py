@@ -25,7 +25,7 @@ from helpers import history_rows, one_json, write_config
 from pgharness import run_cli, with_dbname
 from test_reliability import Running, alive, background_clis, read_pid
 
-from dbos_migrate.database import LOCK_CLASS, lock_key
+from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux)")
 

@@ -61,7 +61,7 @@ def test_error_before_connecting_is_still_one_document(tmp_path: Path) -> None:
 
 
 def test_status_reports_everything(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    from dbos_migrate.database import LOCK_CLASS, lock_key
+    from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     missing = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)

@@ -25,6 +25,6 @@ def test_wheel_contains_the_schemas() -> None:
 
 
 def test_schema_is_loaded_and_is_the_source() -> None:
-    from dbos_migrate.config import schema
+    from dbos_migrate.settings.config import schema
 
     assert schema() == json.loads((REPO / "schemas" / "dbos-config.schema.json").read_text("utf-8"))

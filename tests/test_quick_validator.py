@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from dbos_migrate import config
+from dbos_migrate.settings import config
 
 SCHEMA = config.schema()
 VALIDATOR = Draft202012Validator(SCHEMA)

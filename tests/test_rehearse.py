@@ -645,8 +645,8 @@ def test_copy_is_faithful(method: str, pg_url: str, app_db: str) -> None:
                 dump = schema_copy.find_pg_dump(src.info.server_version // 10000, os.environ)
                 if dump is None:
                     pytest.skip("no pg_dump for this server")
-                from dbos_migrate.scrub import Scrubber
-                from dbos_migrate.target import parse_url
+                from dbos_migrate.engine.scrub import Scrubber
+                from dbos_migrate.settings.target import parse_url
 
                 url = parse_url(with_dbname(pg_url, app_db))
                 env = dict(os.environ, PGPASSWORD=url.password or "")

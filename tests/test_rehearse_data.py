@@ -24,9 +24,9 @@ from pgharness import run_cli, with_dbname, with_user
 from psycopg import sql
 from test_rehearse import CONCURRENT_MIGRATE, app_config, make_app, rules_of, valid_output
 
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.rehearse import datachecks, dataplan, readonly, rules, units
 from dbos_migrate.rehearse.catalog import Snapshot
-from dbos_migrate.scrub import Scrubber
 
 DIRTY = """
 CREATE TYPE state AS ENUM ('new', 'paid', 'shipped');

@@ -23,8 +23,8 @@ from pgharness import drop_database, run_cli, with_dbname, with_user
 from psycopg import sql
 from test_rehearse import app_config, make_app, valid_output
 
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.rehearse import rules, workflows
-from dbos_migrate.scrub import Scrubber
 
 APP = """
 import os, sys, threading

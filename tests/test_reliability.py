@@ -35,7 +35,7 @@ from pgharness import (
     with_dbname,
 )
 
-from dbos_migrate.conninfo import compose
+from dbos_migrate.settings.conninfo import compose
 
 DEADLINE = 60.0  # seconds: a bound for conditions that normally hold within a second
 
@@ -310,7 +310,7 @@ def test_signal_while_waiting_for_the_lock_runs_nothing(
     tmp_path: Path, pg_url: str, app_db: str, background: Callable[..., Running]
 ) -> None:
     """Outside a command a signal ends the run at once: here, while it waits for the lock."""
-    from dbos_migrate.database import LOCK_CLASS, lock_key
+    from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
     query(pg_url, f'CREATE DATABASE "{app_db}"')
     holder = psycopg.connect(with_dbname(pg_url, app_db), autocommit=True, application_name="other-deploy")

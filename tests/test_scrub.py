@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pgharness import ClusterFactory, run_cli
 from spellings import SPELLINGS
 
-from dbos_migrate.scrub import MASK, Scrubber, _char_regex, _Secret, _spellings
+from dbos_migrate.engine.scrub import MASK, Scrubber, _char_regex, _Secret, _spellings
 
 NASTY = "p@ss:w/rd%#?&=+ x"
 # The hostile review's password: every character some escaper rewrites.

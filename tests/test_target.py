@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from dbos_migrate import config
-from dbos_migrate.config import Config
-from dbos_migrate.conninfo import effective
 from dbos_migrate.errors import ConfigError, UsageError
-from dbos_migrate.target import (
+from dbos_migrate.settings import config
+from dbos_migrate.settings.config import Config
+from dbos_migrate.settings.conninfo import effective
+from dbos_migrate.settings.target import (
     Target,
     command_env,
     is_production,

@@ -176,7 +176,7 @@ def test_role_without_createdb_exits_3_naming_createdb(tmp_path: Path, pg_url: s
 
 
 def test_lock_timeout_exits_4_naming_the_holder(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    from dbos_migrate.database import LOCK_CLASS, lock_key
+    from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
     query(pg_url, f'CREATE DATABASE "{app_db}"')
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["touch ran"])
@@ -274,7 +274,7 @@ def test_url_command(tmp_path: Path, app_db: str) -> None:
     assert masked.returncode == 0
     assert masked.stdout.strip() == f"postgresql://admin:***@db.example.com:5432/{app_db}?sslmode=require"
     shown = run_cli("url", "-c", cfg, "-D", url, "--show-password")
-    from dbos_migrate.target import parse_url
+    from dbos_migrate.settings.target import parse_url
 
     assert parse_url(shown.stdout.strip()).password == pw
 

@@ -14,8 +14,8 @@ import time
 import typing
 from pathlib import Path
 
-from dbos_migrate.conninfo import compose, masked_text
 from dbos_migrate.errors import DatabaseError
+from dbos_migrate.settings.conninfo import compose, masked_text
 
 DEFAULT_PORT = 5432
 DEFAULT_USER = "postgres"

@@ -21,7 +21,6 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dbos_migrate.conninfo import compose
 from dbos_migrate.localpg import fs, keeper
 from dbos_migrate.localpg.base import (
     DEFAULT_PASSWORD,
@@ -33,6 +32,7 @@ from dbos_migrate.localpg.base import (
     wait_until,
 )
 from dbos_migrate.localpg.binaries import PgBinaries, find_binaries
+from dbos_migrate.settings.conninfo import compose
 
 if typing.TYPE_CHECKING:
     import pwd

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import first_line
 from dbos_migrate.rehearse.catalog import OWN_SCHEMA, Conn, not_extension_member, user_schemas
-from dbos_migrate.scrub import Scrubber
-from dbos_migrate.target import PgUrl
+from dbos_migrate.settings.target import PgUrl
 
 #: Version tables of common migration tools. Their rows are copied into the scratch
 #: database so the tool resumes from the real database's version instead of from zero.

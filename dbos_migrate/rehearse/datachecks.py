@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.rehearse import readonly
 from dbos_migrate.rehearse.dataplan import Check, Rel, RowCheck, SizeCheck
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, UNKNOWN, Ruled
 from dbos_migrate.rehearse.units import human_bytes, human_count, human_seconds, parse_size
-from dbos_migrate.scrub import Scrubber
 
 #: Environment variables that tune the checks (docs/rehearsal.md).
 SAMPLE_ENV = "DBOS_MIGRATE_DATA_CHECK_SAMPLE"

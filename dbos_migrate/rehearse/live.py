@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from dbos_migrate import database as db
+from dbos_migrate.engine import database as db
 from dbos_migrate.errors import DatabaseError
 from dbos_migrate.rehearse import datachecks, workflows
 from dbos_migrate.rehearse.catalog import Snapshot
 from dbos_migrate.rehearse.dataplan import Check, Details, Planner, read_details
-from dbos_migrate.target import Target
+from dbos_migrate.settings.target import Target
 
 if TYPE_CHECKING:
+    from dbos_migrate.engine.frame import Run
     from dbos_migrate.rehearse.session import Rehearsal
-    from dbos_migrate.verbs.frame import Run
 
 
 def settings(run: Run) -> datachecks.Settings:

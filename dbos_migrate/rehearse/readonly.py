@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbos_migrate.scrub import Scrubber
+from dbos_migrate.engine.scrub import Scrubber
 
 Conn = psycopg.Connection[Any]
 

@@ -21,10 +21,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
-from dbos_migrate import database as db
-from dbos_migrate.config import SCRATCH_PREFIX
+from dbos_migrate.engine import database as db
 from dbos_migrate.errors import first_line
 from dbos_migrate.rehearse.catalog import Conn
+from dbos_migrate.settings.config import SCRATCH_PREFIX
 
 #: Only names of this exact shape are ever considered leftovers.
 _SCRATCH_NAME = re.compile(r"\Adbos_rehearse_[a-z0-9_]*_(\d{14})_[0-9a-f]{6}\Z")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from dbos_migrate import database as db
-from dbos_migrate.conninfo import effective
+from dbos_migrate.engine import database as db
+from dbos_migrate.engine.frame import Run, maintenance_connection, run_commands, take_lock
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_line
 from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
@@ -26,11 +26,11 @@ from dbos_migrate.rehearse.diff import diff
 from dbos_migrate.rehearse.gate import Verdict
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
 from dbos_migrate.rehearse.workflows import WorkflowReport
-from dbos_migrate.target import Endpoint, SystemDatabase, Target, parse_url, pg_vars
-from dbos_migrate.verbs.frame import Run, maintenance_connection, run_commands, take_lock
+from dbos_migrate.settings.conninfo import effective
+from dbos_migrate.settings.target import Endpoint, SystemDatabase, Target, parse_url, pg_vars
 
 if TYPE_CHECKING:
-    from dbos_migrate.runner import Interrupts
+    from dbos_migrate.engine.runner import Interrupts
 
 
 @dataclass

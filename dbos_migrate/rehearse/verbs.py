@@ -6,18 +6,18 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dbos_migrate.context import Context
+from dbos_migrate.engine.frame import Run, run_steps
+from dbos_migrate.engine.options import Options
 from dbos_migrate.errors import BreakingChange
 from dbos_migrate.events import Event, Finished, Notice, RehearsalDone, Resolved, Sink
 from dbos_migrate.model import RunReport
 from dbos_migrate.rehearse.gate import decide
 from dbos_migrate.rehearse.rules import BREAKING, Named, breaking_summary
 from dbos_migrate.rehearse.session import Rehearsal, rehearse
-from dbos_migrate.verbs.frame import Run, run_steps
 from dbos_migrate.verbs.migrate import up
-from dbos_migrate.verbs.options import Options
 
 if TYPE_CHECKING:
-    from dbos_migrate.runner import Interrupts
+    from dbos_migrate.engine.runner import Interrupts
 
 
 def plan(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None = None) -> RunReport:

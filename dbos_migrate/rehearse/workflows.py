@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.rehearse import readonly
 from dbos_migrate.rehearse.rules import Change
-from dbos_migrate.scrub import Scrubber
 
 UNFINISHED = ("PENDING", "ENQUEUED", "DELAYED")
 #: The variable DBOS reads its application version from: the version being deployed.

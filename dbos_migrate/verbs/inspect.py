@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from dbos_migrate.config import Config
 from dbos_migrate.context import Context
-from dbos_migrate.errors import DatabaseError, MigrateError, UsageError
-from dbos_migrate.events import Finished, Notice, Resolved, Sink
-from dbos_migrate.model import HistoryReport, Resolution, StatusReport
-from dbos_migrate.scrub import Scrubber
-from dbos_migrate.target import Target
-from dbos_migrate.verbs.frame import (
+from dbos_migrate.engine.frame import (
     Run,
     config_secrets,
     load_config,
@@ -17,7 +11,13 @@ from dbos_migrate.verbs.frame import (
     resolution,
     resolve_target,
 )
-from dbos_migrate.verbs.options import Options
+from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.scrub import Scrubber
+from dbos_migrate.errors import DatabaseError, MigrateError, UsageError
+from dbos_migrate.events import Finished, Notice, Resolved, Sink
+from dbos_migrate.model import HistoryReport, Resolution, StatusReport
+from dbos_migrate.settings.config import Config
+from dbos_migrate.settings.target import Target
 
 
 def _resolve(
@@ -34,7 +34,7 @@ def _resolve(
 
 def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
     """Reachability, version, latency, existence, lock holder and recent runs, read-only."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     report = StatusReport()
     report.where.config_path = options.config
@@ -59,7 +59,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
                 report.recent_runs = db.read_history(conn, 10)
-        from dbos_migrate.sysdb import inspect
+        from dbos_migrate.engine.sysdb import inspect
 
         report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)
     except DatabaseError as exc:
@@ -75,7 +75,7 @@ def history(
     ctx: Context, options: Options, emit: Sink, limit: int = 20, run_id: str | None = None
 ) -> HistoryReport:
     """Recent history rows, newest first; with `run_id`, every row of that one run."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     report = HistoryReport(run_id=run_id)
     try:

@@ -9,18 +9,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from dbos_migrate.config import Config
 from dbos_migrate.context import Context
+from dbos_migrate.engine.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
+from dbos_migrate.engine.options import Options
 from dbos_migrate.errors import DatabaseError, GuardRefused, UsageError
 from dbos_migrate.events import DatabaseReady, GuardWarning, Notice, Sink, WaitingForServer
 from dbos_migrate.model import CommandResult, RunReport
-from dbos_migrate.verbs.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
-from dbos_migrate.verbs.options import Options
+from dbos_migrate.settings.config import Config
 
 if TYPE_CHECKING:
     import psycopg
 
-    from dbos_migrate.runner import Interrupts
+    from dbos_migrate.engine.runner import Interrupts
 
 
 def up(ctx: Context, options: Options, emit: Sink) -> RunReport:
@@ -110,7 +110,7 @@ def guard(run: Run) -> None:
 
 def _dry_run(run: Run, *, create: bool) -> None:
     """Report the plan; connect only to learn whether the app database exists."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     try:
         conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("dry-run"),
@@ -139,8 +139,8 @@ def _dry_run(run: Run, *, create: bool) -> None:
 
 def _dry_run_system_database(run: Run) -> None:
     """What `up` would do to the system database, from a read-only look at it."""
-    from dbos_migrate import database as db
-    from dbos_migrate.sysdb import inspect
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.sysdb import inspect
 
     seen = inspect(run.target, run.scrub, db.application_name("dry-run"), run.config.system_schema)
     run.report.system_database = seen
@@ -160,7 +160,7 @@ def _dry_run_system_database(run: Run) -> None:
 def _before_anything(run: Run, conn: psycopg.Connection[Any]) -> None:
     """Checks that must pass before anything is created: the server accepts writes, and the
     runtime role exists (dbos-migrate grants, it never creates roles)."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     db.refuse_standby(conn, run.report.where.target or "")
     role = run.options.app_role
@@ -179,7 +179,7 @@ def open_app_database(
 
     Returns the connection and whether the migration lock is already held on it.
     """
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     target, scrub, opts = run.target, run.scrub, run.options
     app_name = db.application_name(verb)
@@ -236,7 +236,7 @@ def execute(
 ) -> None:
     """Open (or create) the app database, take the lock, provision the system database (up),
     run the commands with the lock verified before and after each, record history."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     opts = run.options
     lock_deadline = run.ctx.clock() + opts.lock_timeout
@@ -248,7 +248,7 @@ def execute(
             run.emit(DatabaseReady(run.target.app_database, False))
         run.report.exists = True
         if direction == "up":
-            from dbos_migrate.sysdb import provision
+            from dbos_migrate.engine.sysdb import provision
 
             provision(run, interrupts)
         run_id = db.new_run_id()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from dbos_migrate import config as config_mod
-from dbos_migrate.config import Config
 from dbos_migrate.errors import ConfigError, MigrateError, Problem, UsageError
 from dbos_migrate.model import Validation
+from dbos_migrate.settings import config as config_mod
+from dbos_migrate.settings.config import Config
 
 
 def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]) -> Validation:
@@ -35,7 +35,7 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
         problems = []
     problems += _url_problems(cfg)
     if cloud:
-        from dbos_migrate.cloud import cloud_problems
+        from dbos_migrate.settings.cloud import cloud_problems
 
         problems += cloud_problems(cfg)
     if problems:
@@ -48,7 +48,7 @@ def _url_problems(cfg: Config) -> list[Problem]:
     """database_url and system_database_url read as `up` would read them, located in the file.
 
     A SQLite system_database_url is left to the app; an unset ${VAR} is already a warning."""
-    from dbos_migrate.conninfo import url_problem
+    from dbos_migrate.settings.conninfo import url_problem
 
     problems = []
     for text, what in ((cfg.database_url, "database_url"), (cfg.system_database_url, "system_database_url")):
@@ -66,8 +66,8 @@ def _url_problems(cfg: Config) -> list[Problem]:
 
 def _app_db_name_problems(cfg: Config) -> list[Problem]:
     """The app database name `up` would use when the URL names none: caught before a deploy."""
-    from dbos_migrate.conninfo import PgUrl
-    from dbos_migrate.target import resolve_app_database
+    from dbos_migrate.settings.conninfo import PgUrl
+    from dbos_migrate.settings.target import resolve_app_database
 
     source = cfg.database.app_db_name if cfg.database.app_db_name is not None else cfg.name
     if source is None or source.missing:

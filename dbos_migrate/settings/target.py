@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from dbos_migrate.config import (
+from dbos_migrate.errors import ConfigError, Problem, UsageError
+from dbos_migrate.settings.config import (
     RESERVED_DATABASES,
     SCRATCH_PREFIX,
     Config,
@@ -20,7 +21,7 @@ from dbos_migrate.config import (
     derive_app_db_name,
     substitute,
 )
-from dbos_migrate.conninfo import (
+from dbos_migrate.settings.conninfo import (
     MASK,
     SECRET_PARAMS,
     Effective,
@@ -31,7 +32,6 @@ from dbos_migrate.conninfo import (
     parse_url,
     synthesized,
 )
-from dbos_migrate.errors import ConfigError, Problem, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

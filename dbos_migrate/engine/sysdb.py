@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 from dbos_migrate.errors import CommandFailed, CommandTimeout, DatabaseError, Interrupted
 from dbos_migrate.events import Notice
 from dbos_migrate.model import SystemDatabase as SystemReport
-from dbos_migrate.target import Endpoint, Target, pg_vars
+from dbos_migrate.settings.target import Endpoint, Target, pg_vars
 
 if TYPE_CHECKING:
     import psycopg
 
-    from dbos_migrate.runner import Interrupts
-    from dbos_migrate.scrub import Scrubber
-    from dbos_migrate.verbs.frame import Run
+    from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.runner import Interrupts
+    from dbos_migrate.engine.scrub import Scrubber
 
 DEFAULT_SCHEMA = "dbos"
 #: Oldest releases whose CLI migrates a given system database URL (older ones need the app's
@@ -180,7 +180,7 @@ def toolchain_env(base: Mapping[str, str], endpoint: Endpoint) -> dict[str, str]
 def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) -> SystemReport:
     """What `status` and `plan` show of the system database: whether it exists and its DBOS
     schema version. Read-only; a failure to look is reported in `action`, never raised."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     system = target.system
     report = SystemReport(url=system.url_text(mask=True), kind="postgresql", source=system.source)
@@ -209,7 +209,7 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
 
 def provision(run: Run, interrupts: Interrupts) -> None:
     """Create the system database if missing and bring its schema up to date (see module doc)."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     system = run.target.system
     report = SystemReport(url=system.url_text(mask=True), kind="postgresql", source=system.source)
@@ -256,8 +256,8 @@ def provision(run: Run, interrupts: Interrupts) -> None:
 
 def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:
     """Connect to the system database, creating it (under a creation lock) when missing."""
-    from dbos_migrate import database as db
-    from dbos_migrate.verbs.frame import maintenance_connection, take_lock
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.frame import maintenance_connection, take_lock
 
     name: str = endpoint.url.database or ""
     app_name = db.application_name("up")
@@ -292,7 +292,7 @@ def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connect
 
 def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> None:
     """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded."""
-    from dbos_migrate.runner import CommandInterrupted, run_command
+    from dbos_migrate.engine.runner import CommandInterrupted, run_command
 
     shown = run.scrub.text(f"{toolchain.shown}   # {toolchain.name}")
     run.emit(Notice(f"system database: {shown}"))

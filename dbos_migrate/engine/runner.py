@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import FrameType
 
-from dbos_migrate import reaper
 from dbos_migrate.context import ByteWriter
+from dbos_migrate.engine import reaper
+from dbos_migrate.engine.scrub import PipeFeeder, Scrubber
 from dbos_migrate.errors import Interrupted
 from dbos_migrate.model import CommandResult
-from dbos_migrate.scrub import PipeFeeder, Scrubber
 
 DEFAULT_GRACE = 5.0
 SHELL = "/bin/sh"

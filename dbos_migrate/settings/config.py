@@ -17,7 +17,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from dbos_migrate.errors import ConfigError, Problem, UsageError
-from dbos_migrate.yamltree import Path, YamlTree, parse
+from dbos_migrate.settings.yamltree import Path, YamlTree, parse
 
 DEFAULT_CONFIG = "dbos-config.yaml"
 SECRETS_DIR = "/run/secrets"
@@ -144,7 +144,7 @@ def schema_text() -> str:
     try:
         return (resources.files("dbos_migrate") / "schemas" / "dbos-config.schema.json").read_text("utf-8")
     except (FileNotFoundError, NotADirectoryError):
-        source = FsPath(__file__).resolve().parent.parent / "schemas" / "dbos-config.schema.json"
+        source = FsPath(__file__).resolve().parents[2] / "schemas" / "dbos-config.schema.json"
         return source.read_text("utf-8")
 
 

@@ -22,10 +22,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, LockTimeout, UsageError
 from dbos_migrate.model import HistoryRow, LockHolder
-from dbos_migrate.scrub import Scrubber
-from dbos_migrate.target import Endpoint
+from dbos_migrate.settings.target import Endpoint
 
 LOCK_CLASS = 0x44424D47  # "DBMG": the first key of every dbos-migrate advisory lock
 DEFAULT_CONNECT_TIMEOUT = 10

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from dbos_migrate.config import Config, Text
 from dbos_migrate.errors import Problem, UsageError
-from dbos_migrate.target import parse_url
+from dbos_migrate.settings.config import Config, Text
+from dbos_migrate.settings.target import parse_url
 
 RESERVED_USERS = frozenset({"dbosadmin", "dbos", "postgres", "admin"})
 _USER = re.compile(r"[a-z][a-z0-9_]{2,15}\Z")

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dbos_migrate import config as config_mod
-from dbos_migrate.config import Config, Text
 from dbos_migrate.context import Context
+from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import (
     CommandFailed,
     CommandTimeout,
@@ -34,14 +34,14 @@ from dbos_migrate.events import (
     WaitingForLock,
 )
 from dbos_migrate.model import CommandResult, HistoryRow, LockHolder, Resolution, RunReport
-from dbos_migrate.scrub import Scrubber
-from dbos_migrate.target import Endpoint, PgUrl, Target, command_env, parse_url, resolve
-from dbos_migrate.verbs.options import Options
+from dbos_migrate.settings import config as config_mod
+from dbos_migrate.settings.config import Config, Text
+from dbos_migrate.settings.target import Endpoint, PgUrl, Target, command_env, parse_url, resolve
 
 if TYPE_CHECKING:
     import psycopg
 
-    from dbos_migrate.runner import Interrupts
+    from dbos_migrate.engine.runner import Interrupts
 
 
 @dataclass
@@ -179,7 +179,7 @@ def run_steps(
 ) -> RunReport:
     """Run `body` inside the shared frame: signals handled, config and target resolved, every
     failure kept in the report, and (unless `finish` is False) the Finished event sent."""
-    from dbos_migrate.runner import Interrupts
+    from dbos_migrate.engine.runner import Interrupts
 
     report = RunReport(verb, dry_run=options.dry_run)
     try:
@@ -202,7 +202,7 @@ def maintenance_connection(
 ) -> psycopg.Connection[Any]:
     """A connection to a database other than the app's: `--maintenance-db` if given, else
     `prefer` (a rehearsal instance's own database), then `postgres`, then `template1`."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     instance = instance or run.target.instance
     if run.options.maintenance_db:
@@ -225,7 +225,7 @@ def maintenance_connection(
 
 def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, deadline: float) -> None:
     """Take the migration lock for `database` on `conn`, reporting who holds it meanwhile."""
-    from dbos_migrate import database as db
+    from dbos_migrate.engine import database as db
 
     start = run.ctx.clock()
 
@@ -266,7 +266,7 @@ def run_commands(
     `on_result` records each result (report, history) before any failure is raised;
     `label` ("rehearsal ") names the kind of command in headers and messages.
     """
-    from dbos_migrate.runner import CommandInterrupted, run_command
+    from dbos_migrate.engine.runner import CommandInterrupted, run_command
 
     opts = run.options
     total = len(commands)
@@ -342,7 +342,7 @@ class History:
     def _write(self, conn: psycopg.Connection[Any]) -> bool:
         import psycopg
 
-        from dbos_migrate import database as db
+        from dbos_migrate.engine import database as db
 
         try:
             while self.pending:
@@ -367,7 +367,7 @@ class History:
         """Write what is left; after a lost connection, through a fresh one if the server is back."""
         if not self.enabled or not self.pending:
             return
-        from dbos_migrate import database as db
+        from dbos_migrate.engine import database as db
 
         if not self.conn.closed and self._write(self.conn):
             return

@@ -1,0 +1,1 @@
+"""Settings: the config file, the target instance and the connection rules (docs/architecture.md)."""
