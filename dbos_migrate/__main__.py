@@ -1,6 +1,6 @@
 """Allow `python -m dbos_migrate`."""
 
-from dbos_migrate.cli import main
+from dbos_migrate.cli import console
 
 if __name__ == "__main__":
-    main()
+    console()

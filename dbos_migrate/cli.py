@@ -7,6 +7,7 @@ command takes `--env-file`. Heavy modules are imported inside the commands so th
 `--help` and `validate` never load the database driver.
 """
 
+import contextlib
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -149,9 +150,9 @@ PathsArg = Annotated[
 ]  # fmt: skip
 
 
-def _version(value: bool) -> None:
+def _version(typer_ctx: typer.Context, value: bool) -> None:
     if value:
-        sys.stdout.write(f"dbos-migrate {__version__}\n")
+        _ctx(typer_ctx).stdout.write(f"dbos-migrate {__version__}\n")
         raise typer.Exit()
 
 
@@ -267,7 +268,7 @@ def up(
     verb: Any = verbs.up
     verb_kwargs: dict[str, Any] = {}
     if fail_on_breaking:
-        from dbos_migrate.rehearse.verbs import gated_up
+        from dbos_migrate.verbs.rehearsal import gated_up
 
         verb = gated_up
         verb_kwargs = {"allow_breaking": allow_breaking, "rehearse_url": rehearse_url}
@@ -340,7 +341,7 @@ def plan(
     verb: Any = verbs.plan
     verb_kwargs: dict[str, Any] = {}
     if rehearse:
-        from dbos_migrate.rehearse.verbs import plan as rehearse_plan
+        from dbos_migrate.verbs.rehearsal import plan as rehearse_plan
 
         verb = rehearse_plan
         verb_kwargs = {"rehearse_url": rehearse_url}
@@ -507,24 +508,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: one clear message and the right exit code, whatever happens.
+def main(argv: list[str], ctx: "Context") -> int:
+    """Run the command line `argv` in `ctx` and return the exit status (httpie's
+    `main(args, env)`): one clear message and the right code, whatever happens.
 
     Usage errors exit 2 (as one JSON document too with -o json); our own error kinds and
-    any internal bug become a message here, never a raw traceback.
+    any internal bug become a message here, never a raw traceback. Tests call this with an
+    in-memory Context; `console()` calls it with the real process.
     """
-    import signal
-
-    from dbos_migrate.context import Context
-
-    args = sys.argv[1:] if argv is None else argv
+    args = list(argv)
     verbose = "-v" in args or "--verbose" in args
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    ctx = Context.from_process()
     code = 0
     try:
-        returned = app(args=args, prog_name="dbos-migrate", obj=ctx, standalone_mode=False)
+        # click and rich print help and usage to sys.stdout/sys.stderr: point those at the Context.
+        with contextlib.redirect_stdout(ctx.stdout), contextlib.redirect_stderr(ctx.stderr):
+            returned = app(args=args, prog_name="dbos-migrate", obj=ctx, standalone_mode=False)
         code = returned if isinstance(returned, int) else 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -556,5 +554,19 @@ def main(argv: list[str] | None = None) -> None:
             code = INTERNAL_ERROR
     ctx.stdout.flush()
     ctx.stderr.flush()
+    return code
+
+
+def console() -> None:
+    """The `dbos-migrate` console script: the real process's Context, SIGINT and SIGTERM
+    turned into an orderly stop (the command ended, the run recorded), then `main`."""
+    import signal
+
+    from dbos_migrate.context import Context
+
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    ctx = Context.from_process()
+    code = main(sys.argv[1:], ctx)
     ctx.silence_broken_stdout()
     sys.exit(code)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from dbos_migrate.model import (
     CommandResult,
@@ -20,9 +19,6 @@ from dbos_migrate.model import (
     StatusReport,
     Validation,
 )
-
-if TYPE_CHECKING:
-    from dbos_migrate.rehearse.session import Rehearsal
 
 Result = RunReport | StatusReport | HistoryReport | Validation
 
@@ -87,11 +83,9 @@ class CommandFinished:
 
 
 @dataclass(frozen=True)
-class RehearsalDone:
-    """A rehearsal classified its changes; `gate` says whether breaking ones will refuse the run."""
-
-    rehearsal: Rehearsal
-    gate: bool
+class FeatureEvent:
+    """The base of events that a feature above the engine defines for its own renderers (the
+    rehearsal's `RehearsalDone`), so this vocabulary never imports the feature."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +105,7 @@ Event = (
     | GuardWarning
     | CommandStarted
     | CommandFinished
-    | RehearsalDone
+    | FeatureEvent
     | Finished
 )
 Sink = Callable[[Event], None]

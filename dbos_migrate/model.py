@@ -152,7 +152,6 @@ class Resolution:
     target_source: str | None = None
     production: bool | None = None
     production_reason: str | None = None
-    connection: str | None = None  # where connections really go (libpq's effective hosts)
     connection_detail: dict[str, Any] | None = None
     system_database: str | None = None  # masked URL, or the SQLite URL left to the app
     system_database_source: str | None = None

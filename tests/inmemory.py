@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from typing import Any
 
 from dbos_migrate.context import Ask, Context, GuardedBytes, GuardedText
 
@@ -12,7 +13,12 @@ from dbos_migrate.context import Ask, Context, GuardedBytes, GuardedText
 class InMemoryContext(Context):
     """`answers` are what a person would type at the prompts, in order (None: no terminal)."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *, answers: list[str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, answers: list[str] | None = None, **fields: Any
+    ) -> None:
+        if fields:  # dataclasses.replace (the reporter swaps the byte streams): a plain copy
+            super().__init__(environ=dict(environ or {}), **fields)
+            return
         self._out, self._err = io.StringIO(), io.StringIO()
         self._out_b, self._err_b = io.BytesIO(), io.BytesIO()
         ask: Ask | None = None

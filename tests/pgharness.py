@@ -289,6 +289,41 @@ def run_cli(
     )
 
 
+def invoke(
+    *args: object,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | str | None = None,
+    answers: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `dbos-migrate ARGS...` in this process through `cli.main(argv, ctx)` with an in-memory
+    Context (tests/inmemory.py), returning what `run_cli` returns: the exit status and the text
+    of stdout and stderr (the commands' output included).
+
+    The environment is laid over ours as `run_cli` does; click reads its options' variables
+    from `os.environ`, so that is swapped for the call and restored, and so is the working
+    directory. `answers` are what a person types at the prompts (None: no terminal).
+    """
+    from inmemory import InMemoryContext
+
+    from dbos_migrate.cli import main
+
+    overlay = cli_env(env)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    ctx = InMemoryContext(overlay, answers=answers)
+    try:
+        os.environ.clear()
+        os.environ.update(overlay)
+        if cwd is not None:
+            os.chdir(cwd)
+        code = main([str(a) for a in args], ctx)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    out, err = ctx.captured()
+    return subprocess.CompletedProcess([*cli_command(), *(str(a) for a in args)], code, out, err)
+
+
 __all__: Sequence[str] = [
     "ENV_URL",
     "FAST_CONF",
@@ -307,6 +342,7 @@ __all__: Sequence[str] = [
     "find_instance",
     "free_port",
     "in_ci",
+    "invoke",
     "make_self_signed_cert",
     "make_venv",
     "reachable_tmpdir",

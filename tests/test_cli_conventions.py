@@ -4,11 +4,13 @@ environment, --env-file, positions and hints that fit, status that tells the tru
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from helpers import one_json, write_config
-from pgharness import free_port, run_cli
+from inmemory import InMemoryContext
+from pgharness import free_port, invoke
 
 OUTPUT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json"
 
@@ -35,7 +37,7 @@ def valid(doc: dict[str, object]) -> dict[str, object]:
     ],
 )
 def test_option_and_argument_errors_are_one_json_document(args: list[str]) -> None:
-    result = run_cli(*args)
+    result = invoke(*args)
     assert result.returncode == 2
     doc = valid(one_json(result.stdout))
     assert doc["error"]["code"] == "usage"  # type: ignore[index]
@@ -43,7 +45,7 @@ def test_option_and_argument_errors_are_one_json_document(args: list[str]) -> No
 
 
 def test_output_mode_from_the_environment_covers_usage_errors_too() -> None:
-    result = run_cli("up", "--wait", "abc", env={"DBOS_MIGRATE_OUTPUT": "json"})
+    result = invoke("up", "--wait", "abc", env={"DBOS_MIGRATE_OUTPUT": "json"})
     assert result.returncode == 2 and one_json(result.stdout)["ok"] is False
 
 
@@ -54,11 +56,11 @@ def test_every_option_reads_dbos_migrate_variables_and_flags_win(tmp_path: Path,
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     env = {"DBOS_MIGRATE_CONFIG": str(cfg), "DBOS_MIGRATE_DB_URL": pg_url, "DBOS_MIGRATE_OUTPUT": "json",
            "DBOS_MIGRATE_SYSTEM_DB": "skip", "DBOS_MIGRATE_DRY_RUN": "true"}  # fmt: skip
-    doc = one_json(run_cli("up", env=env).stdout)
+    doc = one_json(invoke("up", env=env).stdout)
     assert doc["dry_run"] is True and doc["app_database"] == app_db and doc["target_source"] == "--db-url"
-    flag = run_cli("up", "--app-db-name", "from_flag", env={**env, "DBOS_MIGRATE_APP_DB_NAME": "from_env"})
+    flag = invoke("up", "--app-db-name", "from_flag", env={**env, "DBOS_MIGRATE_APP_DB_NAME": "from_env"})
     assert one_json(flag.stdout)["app_database"] == "from_flag"
-    help_text = run_cli("up", "--help").stdout
+    help_text = invoke("up", "--help").stdout
     for var in ("DBOS_MIGRATE_DB_URL", "DBOS_MIGRATE_LOCK_TIMEOUT", "DBOS_MIGRATE_KILL_AFTER", "DBOS_MIGRATE_ENV_FILE"):
         assert var in help_text
 
@@ -70,11 +72,11 @@ def test_env_files_are_read_first_and_never_override(tmp_path: Path, pg_url: str
     (tmp_path / "second.env").write_text("GREETING=second\nEXTRA=2\n")
     cfg = write_config(tmp_path, app_db_name="${APP_DB}", migrate=['printf "%s|%s|%s" "$GREETING" "$KEEP" "$EXTRA" > seen'])
     for placement in (["--env-file", ".env", "--env-file", "second.env", "up"], ["up", "--env-file", ".env", "--env-file", "second.env"]):
-        result = run_cli(*placement, "-c", cfg, "-D", pg_url, "--system-db", "skip", cwd=tmp_path, env={"KEEP": "from-env", "APP_DB": None})
+        result = invoke(*placement, "-c", cfg, "-D", pg_url, "--system-db", "skip", cwd=tmp_path, env={"KEEP": "from-env", "APP_DB": None})
         assert result.returncode == 0, result.stdout + result.stderr
         assert (tmp_path / "seen").read_text() == "hello\nworld|from-env|2"
     (tmp_path / "bad.env").write_text("OK=1\nnot a line\n")
-    bad = run_cli("--env-file", "bad.env", "validate", "-c", cfg, cwd=tmp_path)
+    bad = invoke("--env-file", "bad.env", "validate", "-c", cfg, cwd=tmp_path)
     assert bad.returncode == 2 and "bad.env:2" in bad.stderr
 
 
@@ -82,7 +84,7 @@ def test_env_files_are_read_first_and_never_override(tmp_path: Path, pg_url: str
 
 
 def test_top_level_help_shows_every_summary_whole() -> None:
-    text = run_cli("--help").stdout
+    text = invoke("--help").stdout
     assert "..." not in text.split("Commands:", 1)[1]
     assert "Create the app and system databases if missing, then run" in text and "database.migrate in order." in text
 
@@ -95,10 +97,10 @@ def test_yaml_problems_are_where_a_person_looks(tmp_path: Path) -> None:
     }
     for name, (text, where, what) in cases.items():
         (tmp_path / name).write_text(text)
-        result = run_cli("validate", "-c", tmp_path / name)
+        result = invoke("validate", "-c", tmp_path / name)
         assert result.returncode == 2 and where in result.stderr and what in result.stderr, result.stderr
     (tmp_path / "order.yaml").write_text("language: cobol\nname: app\ndatabse: {}\nzzz: 1\n")
-    lines = [ln for ln in run_cli("validate", "-c", tmp_path / "order.yaml").stderr.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in invoke("validate", "-c", tmp_path / "order.yaml").stderr.splitlines() if ln.startswith("error:")]
     positions = [tuple(int(n) for n in ln.split(":")[2:4]) for ln in lines]
     assert positions == sorted(positions) and len(positions) == 3
 
@@ -114,17 +116,17 @@ def test_yaml_problems_are_where_a_person_looks(tmp_path: Path) -> None:
 def test_validate_checks_the_urls_with_their_position(tmp_path: Path, url: str, where: str, says: str) -> None:
     cfg = tmp_path / "dbos-config.yaml"
     cfg.write_text(f"name: app\ndatabase_url: {url}\n")
-    result = run_cli("validate", "-c", cfg)
+    result = invoke("validate", "-c", cfg)
     assert result.returncode == 2 and where in result.stderr and says in result.stderr
     assert "p@ss" not in result.stderr
-    up = run_cli("up", "-c", cfg)  # up says the same, at the same place
+    up = invoke("up", "-c", cfg)  # up says the same, at the same place
     assert up.returncode == 2 and where in up.stderr
 
 
 def test_a_missing_config_names_the_path_and_only_suggests_c_when_not_given(tmp_path: Path) -> None:
-    default = run_cli("validate", cwd=tmp_path)
+    default = invoke("validate", cwd=tmp_path)
     assert default.returncode == 2 and str(tmp_path) in default.stderr and "-c/--config" in default.stderr
-    given = run_cli("validate", "-c", "nope/dbos-config.yaml", cwd=tmp_path)
+    given = invoke("validate", "-c", "nope/dbos-config.yaml", cwd=tmp_path)
     assert given.returncode == 2 and str(tmp_path / "nope" / "dbos-config.yaml") in given.stderr
     assert "pass -c" not in given.stderr
 
@@ -134,15 +136,15 @@ def test_several_files_like_pre_commit_passes_them(tmp_path: Path) -> None:
     bad = tmp_path / "bad" / "dbos-config.yaml"
     bad.parent.mkdir()
     bad.write_text("name: x\ndatabse: {}\n")
-    result = run_cli("validate", good, bad)
+    result = invoke("validate", good, bad)
     assert result.returncode == 2 and "bad/dbos-config.yaml:2:1" in result.stderr and "good" in result.stdout
-    doc = valid(one_json(run_cli("validate", "-o", "json", good, bad).stdout))
+    doc = valid(one_json(invoke("validate", "-o", "json", good, bad).stdout))
     assert doc["valid"] is False and len(doc["errors"]) == 1  # type: ignore[arg-type]
 
 
 def test_the_target_source_names_what_was_used(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
-    result = run_cli("up", "-c", cfg, "--dry-run", "-o", "json",
+    result = invoke("up", "-c", cfg, "--dry-run", "-o", "json",
                      env={"PGPORT": str(free_port()), "PGHOST": "127.0.0.1", "DBOS_DATABASE_URL": None,
                           "DBOS_MIGRATE_HOME": str(tmp_path / "home")})  # fmt: skip
     source = one_json(result.stdout)["target_source"]
@@ -155,26 +157,26 @@ def test_the_target_source_names_what_was_used(tmp_path: Path) -> None:
 def test_status_on_an_unreachable_server_is_exit_3_and_says_it_once(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
     url = f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres"
-    text = run_cli("status", "-c", cfg, "-D", url, env={"NO_COLOR": "1"})
+    text = invoke("status", "-c", cfg, "-D", url, env={"NO_COLOR": "1"})
     assert text.returncode == 3
     assert (text.stdout + text.stderr).count("error:") == 1 and "error:" in text.stderr
-    quiet = run_cli("status", "-c", cfg, "-D", url, "-q")
+    quiet = invoke("status", "-c", cfg, "-D", url, "-q")
     assert quiet.returncode == 3 and quiet.stdout == "" and "error:" in quiet.stderr
-    doc = one_json(run_cli("status", "-c", cfg, "-D", url, "-o", "json").stdout)
+    doc = one_json(invoke("status", "-c", cfg, "-D", url, "-o", "json").stdout)
     assert doc["reachable"] is False and doc["error"]["exit_code"] == 3
 
 
 def test_history_shows_run_ids_and_one_run(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true", "echo second"])
-    assert run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
-    assert run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
-    runs = one_json(run_cli("history", "-c", cfg, "-D", pg_url, "-o", "json").stdout)["runs"]
+    assert invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
+    assert invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
+    runs = one_json(invoke("history", "-c", cfg, "-D", pg_url, "-o", "json").stdout)["runs"]
     first_run = runs[-1]["run_id"]
-    text = run_cli("history", "-c", cfg, "-D", pg_url).stdout
+    text = invoke("history", "-c", cfg, "-D", pg_url).stdout
     assert first_run[:8] in text
-    one = one_json(run_cli("history", "-c", cfg, "-D", pg_url, "--run", first_run, "-o", "json").stdout)
+    one = one_json(invoke("history", "-c", cfg, "-D", pg_url, "--run", first_run, "-o", "json").stdout)
     assert [r["command_index"] for r in one["runs"]] == [1, 2] and {r["run_id"] for r in one["runs"]} == {first_run}
-    missing = run_cli("history", "-c", cfg, "-D", pg_url, "--run", "00000000-0000-0000-0000-000000000000")
+    missing = invoke("history", "-c", cfg, "-D", pg_url, "--run", "00000000-0000-0000-0000-000000000000")
     assert missing.returncode == 2
 
 
@@ -194,10 +196,10 @@ def test_an_internal_error_is_exit_70_and_its_traceback_masks_passwords(
     monkeypatch.setenv("PGPASSWORD", "from-env-pw")
     for args, traceback in ((["up", "-D", "postgresql://x@127.0.0.1:1/x"], False),
                             (["up", "-v", "-D", "postgresql://x@127.0.0.1:1/x"], True)):  # fmt: skip
-        with pytest.raises(SystemExit) as exited:
-            cli.main(args)
-        err = capsys.readouterr().err
-        assert exited.value.code == 70 and "internal error: ValueError" in err
+        ctx = InMemoryContext(os.environ)
+        code = cli.main(args, ctx)
+        err = ctx.captured()[1]
+        assert code == 70 and "internal error: ValueError" in err
         assert ("Traceback" in err) is traceback
         assert ("deploy:***@db.example.com" in err) is traceback  # the message itself is shown masked
         assert "hunter2-pw" not in err and "from-env-pw" not in err

@@ -16,7 +16,7 @@ from dbos_migrate.settings.config import Config
 def cfg(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Config:
     path = tmp_path / "dbos-config.yaml"
     path.write_text(text, encoding="utf-8")
-    return config.load(path, {"DBOS_MIGRATE_NO_CACHE": "1", **(env or {})})
+    return config.load(path, dict(env or {}))
 
 
 def check(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> list[Problem]:
@@ -175,7 +175,7 @@ def test_every_cloud_problem_at_once(tmp_path: Path) -> None:
 def test_cloud_problems_name_the_file_like_schema_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "dbos-config.yaml").write_text("name: X\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    c = config.load("dbos-config.yaml", {"DBOS_MIGRATE_NO_CACHE": "1"})
+    c = config.load("dbos-config.yaml", {})
     (p,) = cloud_problems(c)
     assert p.file == "dbos-config.yaml"
 

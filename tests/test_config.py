@@ -794,7 +794,7 @@ def test_directory_is_a_usage_error(tmp_path: Path) -> None:
 def test_default_path_is_dbos_config_yaml_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, "name: here\n")
     monkeypatch.chdir(tmp_path)
-    cfg = config.load(None, {"DBOS_MIGRATE_NO_CACHE": "1"})
+    cfg = config.load(None, {})
     assert cfg.name is not None and cfg.name.value == "here"
     assert cfg.directory == tmp_path
 
@@ -893,10 +893,10 @@ def test_env_map_is_a_copy(tmp_path: Path) -> None:
 
 
 def test_from_text_without_a_file(tmp_path: Path) -> None:
-    cfg = config.from_text("name: a\n", tmp_path / "virtual.yaml", {"DBOS_MIGRATE_NO_CACHE": "1"}, display="virtual.yaml")
+    cfg = config.from_text("name: a\n", tmp_path / "virtual.yaml", {}, display="virtual.yaml")
     assert cfg.path == tmp_path / "virtual.yaml"
     with pytest.raises(ConfigError) as info:
-        config.from_text("databse: {}\n", tmp_path / "virtual.yaml", {"DBOS_MIGRATE_NO_CACHE": "1"}, display="virtual.yaml")
+        config.from_text("databse: {}\n", tmp_path / "virtual.yaml", {}, display="virtual.yaml")
     assert info.value.problems[0].file == "virtual.yaml"
 
 
@@ -904,7 +904,7 @@ def test_display_name_is_used_consistently(tmp_path: Path, monkeypatch: pytest.M
     """Problems found later (Text.require) name the file the way the user gave it."""
     write(tmp_path, "database_url: ${NOPE}\n")
     monkeypatch.chdir(tmp_path)
-    cfg = config.load(FILE, {"DBOS_MIGRATE_NO_CACHE": "1"})
+    cfg = config.load(FILE, {})
     assert cfg.file == FILE
     assert cfg.database_url is not None
     with pytest.raises(ConfigError) as info:
@@ -940,7 +940,6 @@ def test_loader_does_not_read_process_environment_when_given_a_mapping(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ONLY_IN_PROCESS", "from-process")
-    monkeypatch.setenv("DBOS_MIGRATE_NO_CACHE", "1")
     cfg = load(tmp_path, "name: ${ONLY_IN_PROCESS:-default}\n", {})
     assert cfg.name is not None and cfg.name.value == "default"
     cfg2 = config.load(write(tmp_path, "name: ${ONLY_IN_PROCESS}\n"))

@@ -38,9 +38,17 @@ def _refused(url: str) -> bool:
     return False
 
 
-def _all_gone(pids: dict[int, str]) -> bool:
-    """Whether every one of these processes (of one cluster) has exited (zombies count as gone)."""
-    return not [pid for pid in pids if pid_alive(pid)]
+def _all_gone(pids: dict[int, str], within: float = 30.0) -> bool:
+    """Whether every one of these processes (of one cluster) has exited (zombies count as gone).
+
+    The keeper (the postmaster's parent) exits on its own once the postmaster is gone, a moment
+    after `stop` returns: wait for that condition, bounded, rather than sample it once."""
+    deadline = time.monotonic() + within
+    while [pid for pid in pids if pid_alive(pid)]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # ---------------------------------------------------------------- pure helpers

@@ -13,9 +13,9 @@ from helpers import write_config
 PROBE = """
 import sys
 sys.argv = ["dbos-migrate", *{args!r}]
-from dbos_migrate.cli import main
+from dbos_migrate.cli import console
 try:
-    main()
+    console()
 except SystemExit:
     pass
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"psycopg", "jsonschema", "yaml", "rich", "pydantic"}})

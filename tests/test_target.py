@@ -129,7 +129,6 @@ def test_legacy_fields(tmp_path: Path) -> None:
         "legacy-pw",
     )
     assert t.instance.param("connect_timeout") == "3"
-    assert t.connect_timeout == 3
     assert t.app_database == "legacy_app"
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dbos_migrate import __version__, config
+from dbos_migrate import __version__
+from dbos_migrate.settings import config
 
 CLI = Path(sys.executable).parent / "dbos-migrate"
 CONFIGS = sorted((Path(__file__).parent / "configs").glob("*.yaml"))
@@ -24,7 +25,6 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS" and not k.startswith("DBOS")}
     environ["NO_COLOR"] = "1"
-    environ["DBOS_MIGRATE_NO_CACHE"] = "1"
     environ.update(env or {})
     proc = subprocess.run(
         [str(CLI), *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout, check=False
@@ -302,7 +302,6 @@ def test_real_config_loads_with_commands(path: Path, tmp_path: Path) -> None:
     secrets.mkdir()
     (secrets / "db_password").write_text("s3cret\n", encoding="utf-8")
     env = {
-        "DBOS_MIGRATE_NO_CACHE": "1",
         "DBOS_MIGRATE_SECRETS_DIR": str(secrets),
         "PGPASSWORD": "pw",
         "CURRENT_BANK": "bank_a",

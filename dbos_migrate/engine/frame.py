@@ -149,7 +149,6 @@ def resolution(ctx: Context, options: Options, cfg: Config, target: Target) -> R
         target_source=target.source,
         production=target.production,
         production_reason=target.production_reason,
-        connection=target.instance.eff.describe(),
         connection_detail=target.instance.eff.as_dict(),
         system_database=target.system.url_text(mask=True),
         system_database_source=target.system.source,

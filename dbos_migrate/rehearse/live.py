@@ -22,7 +22,7 @@ from dbos_migrate.settings.target import Target
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
-    from dbos_migrate.rehearse.session import Rehearsal
+    from dbos_migrate.rehearse.result import Rehearsal
 
 
 def settings(run: Run) -> datachecks.Settings:

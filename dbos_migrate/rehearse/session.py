@@ -8,8 +8,8 @@ is dropped before this returns (docs/rehearsal.md).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -20,77 +20,14 @@ from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
 from dbos_migrate.rehearse import copy, live, scratch
 from dbos_migrate.rehearse.catalog import Conn, Snapshot, snapshot
-from dbos_migrate.rehearse.datachecks import DataChecks, Finding
 from dbos_migrate.rehearse.dataplan import Check
 from dbos_migrate.rehearse.diff import diff
-from dbos_migrate.rehearse.gate import Verdict
-from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
-from dbos_migrate.rehearse.workflows import WorkflowReport
+from dbos_migrate.rehearse.result import Rehearsal
 from dbos_migrate.settings.conninfo import effective
 from dbos_migrate.settings.target import Endpoint, SystemDatabase, Target, parse_url, pg_vars
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
-
-
-@dataclass
-class Rehearsal:
-    """What one rehearsal did: JSON's `rehearsal` object (the changes go in `changes[]`)."""
-
-    scratch_database: str
-    instance: str
-    copy_method: str = "not started"
-    version_tables: list[str] = field(default_factory=list)
-    copy_warnings: list[str] = field(default_factory=list)
-    leftovers_removed: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    commands: list[CommandResult] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    created: bool = False
-    dropped: bool = False
-    findings: list[Finding] = field(default_factory=list)  # in the order of the changes they concern
-    data_checks: DataChecks | None = None
-    workflows: WorkflowReport | None = None
-    verdict: Verdict | None = None
-    _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
-    _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
-
-    def findings_of(self, index: int) -> list[Finding]:
-        """The findings of change `index`, in order (grouped once: renderers ask for every change)."""
-        key = (id(self.findings), len(self.findings))
-        if self._grouped_key != key:
-            self._grouped = {}
-            for finding in self.findings:
-                self._grouped.setdefault(finding.change, []).append(finding)
-            self._grouped_key = key
-        return self._grouped.get(index, [])
-
-    @property
-    def breaking(self) -> list[Change]:
-        return [c for c in self.changes if c.severity == BREAKING]
-
-    def counts(self) -> dict[str, int]:
-        return {
-            sev: sum(1 for c in self.changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "scratch_database": self.scratch_database,
-            "instance": self.instance,
-            "copy_method": self.copy_method,
-            "version_tables": list(self.version_tables),
-            "copy_warnings": list(self.copy_warnings),
-            "leftovers_removed": list(self.leftovers_removed),
-            "warnings": list(self.warnings),
-            "commands": [c.as_dict() for c in self.commands],
-            "summary": self.counts(),
-            "created": self.created,
-            "dropped": self.dropped,
-            "data_checks": self.data_checks.as_dict(self.findings) if self.data_checks else None,
-            "workflows": self.workflows.as_dict() if self.workflows else None,
-            "verdict": self.verdict.as_dict() if self.verdict else None,
-        }
 
 
 def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, record: bool) -> Rehearsal:

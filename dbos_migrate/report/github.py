@@ -13,7 +13,7 @@ from dbos_migrate.events import Event, Finished
 from dbos_migrate.model import RunReport, Validation
 
 if TYPE_CHECKING:
-    from dbos_migrate.rehearse.session import Rehearsal
+    from dbos_migrate.rehearse.result import Rehearsal
 
 #: Rows of the step summary's findings table at most (the summary file takes 1 MiB).
 SUMMARY_ROWS = 200

@@ -9,7 +9,7 @@ from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, UNKNOWN, Cha
 from dbos_migrate.rehearse.units import human_age
 
 if TYPE_CHECKING:
-    from dbos_migrate.rehearse.session import Rehearsal
+    from dbos_migrate.rehearse.result import Rehearsal
     from dbos_migrate.rehearse.workflows import Tie, WorkflowReport
 
 

@@ -12,11 +12,11 @@ from dbos_migrate.events import (
     CommandStarted,
     DatabaseReady,
     Event,
+    FeatureEvent,
     Finished,
     GuardWarning,
     LockAcquired,
     Notice,
-    RehearsalDone,
     Resolved,
     WaitingForLock,
     WaitingForServer,
@@ -25,7 +25,7 @@ from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusRepor
 from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields
 
 if TYPE_CHECKING:
-    from dbos_migrate.rehearse.session import Rehearsal
+    from dbos_migrate.rehearse.result import Rehearsal, RehearsalDone
 
 SEED_WARNINGS = (
     "Manual schema changes on a production database are risky: be careful, and have a backup.",
@@ -124,8 +124,8 @@ class TextReporter:
                 self.live.begin(f"[{event.index}/{event.total}]")
         elif isinstance(event, CommandFinished):
             self._command_finished(event)
-        elif isinstance(event, RehearsalDone):
-            self._rehearsal_done(event)
+        elif isinstance(event, FeatureEvent):
+            self._feature(event)
         elif isinstance(event, Finished):
             self._finished(event)
 
@@ -140,6 +140,13 @@ class TextReporter:
         self.line(f"  database    {r.app_database}  {s.dim('(' + (r.app_database_source or '') + ')')}")
         prod = s.red("yes") if r.production else "no"
         self.line(f"  production  {prod}  {s.dim('(' + (r.production_reason or '') + ')')}")
+
+    def _feature(self, event: FeatureEvent) -> None:
+        # Imported only when a rehearsal is rendered: a plain `up` loads no rehearsal module.
+        from dbos_migrate.rehearse.result import RehearsalDone
+
+        if isinstance(event, RehearsalDone):
+            self._rehearsal_done(event)
 
     def _rehearsal_done(self, event: RehearsalDone) -> None:
         from dbos_migrate.rehearse.rules import breaking_summary

@@ -122,12 +122,6 @@ class Target:
     def app_url(self) -> PgUrl:
         return self.app.url
 
-    @property
-    def connect_timeout(self) -> int | None:
-        """The effective connect_timeout in seconds, when a usable one is given."""
-        value = self.instance.param("connect_timeout")
-        return int(value) if value and value.isascii() and value.isdigit() else None
-
     def with_password(self, password: str) -> Target:
         """The target once a person typed the password that `***` stood for."""
         eff = replace(self.instance.eff, password=password, password_source="typed at the prompt",

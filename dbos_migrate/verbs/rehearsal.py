@@ -9,11 +9,12 @@ from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import Run, run_steps
 from dbos_migrate.engine.options import Options
 from dbos_migrate.errors import BreakingChange
-from dbos_migrate.events import Event, Finished, Notice, RehearsalDone, Resolved, Sink
+from dbos_migrate.events import Event, Finished, Notice, Resolved, Sink
 from dbos_migrate.model import RunReport
 from dbos_migrate.rehearse.gate import decide
+from dbos_migrate.rehearse.result import Rehearsal, RehearsalDone
 from dbos_migrate.rehearse.rules import BREAKING, Named, breaking_summary
-from dbos_migrate.rehearse.session import Rehearsal, rehearse
+from dbos_migrate.rehearse.session import rehearse
 from dbos_migrate.verbs.migrate import up
 
 if TYPE_CHECKING:

@@ -1,0 +1,100 @@
+"""What one rehearsal found: the records that the rehearsal fills in, the gate judges and the
+renderers show (JSON's `rehearsal` object, docs/rehearsal.md). Kept apart from the code that
+runs a rehearsal so the gate and report/ read them without importing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbos_migrate.events import FeatureEvent
+from dbos_migrate.model import CommandResult
+from dbos_migrate.rehearse.datachecks import DataChecks, Finding
+from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
+from dbos_migrate.rehearse.workflows import WorkflowReport
+
+
+@dataclass
+class Verdict:
+    """JSON's `rehearsal.verdict`: refuse or pass, and why, in one line."""
+
+    refuse: bool
+    message: str
+    strict: bool = False
+    reasons: list[str] = field(default_factory=list)  # data, strict, workflows, workflows-unknown
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "refuse": self.refuse,
+            "message": self.message,
+            "strict": self.strict,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass
+class Rehearsal:
+    """What one rehearsal did: JSON's `rehearsal` object (the changes go in `changes[]`)."""
+
+    scratch_database: str
+    instance: str
+    copy_method: str = "not started"
+    version_tables: list[str] = field(default_factory=list)
+    copy_warnings: list[str] = field(default_factory=list)
+    leftovers_removed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    commands: list[CommandResult] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    created: bool = False
+    dropped: bool = False
+    findings: list[Finding] = field(default_factory=list)  # in the order of the changes they concern
+    data_checks: DataChecks | None = None
+    workflows: WorkflowReport | None = None
+    verdict: Verdict | None = None
+    _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
+    _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
+
+    def findings_of(self, index: int) -> list[Finding]:
+        """The findings of change `index`, in order (grouped once: renderers ask for every change)."""
+        key = (id(self.findings), len(self.findings))
+        if self._grouped_key != key:
+            self._grouped = {}
+            for finding in self.findings:
+                self._grouped.setdefault(finding.change, []).append(finding)
+            self._grouped_key = key
+        return self._grouped.get(index, [])
+
+    @property
+    def breaking(self) -> list[Change]:
+        return [c for c in self.changes if c.severity == BREAKING]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            sev: sum(1 for c in self.changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scratch_database": self.scratch_database,
+            "instance": self.instance,
+            "copy_method": self.copy_method,
+            "version_tables": list(self.version_tables),
+            "copy_warnings": list(self.copy_warnings),
+            "leftovers_removed": list(self.leftovers_removed),
+            "warnings": list(self.warnings),
+            "commands": [c.as_dict() for c in self.commands],
+            "summary": self.counts(),
+            "created": self.created,
+            "dropped": self.dropped,
+            "data_checks": self.data_checks.as_dict(self.findings) if self.data_checks else None,
+            "workflows": self.workflows.as_dict() if self.workflows else None,
+            "verdict": self.verdict.as_dict() if self.verdict else None,
+        }
+
+
+@dataclass(frozen=True)
+class RehearsalDone(FeatureEvent):
+    """A rehearsal classified its changes; `gate` says whether breaking ones will refuse the run."""
+
+    rehearsal: Rehearsal
+    gate: bool

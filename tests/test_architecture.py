@@ -1,0 +1,122 @@
+"""The floors of docs/architecture.md, checked on the source: every import, function-local and
+type-only ones included, points to a lower floor (or stays in its own room), and no module
+imports itself back through others."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dbos_migrate"
+
+#: docs/architecture.md, "The floors": a room may import only rooms on lower floors. The
+#: vocabulary modules at the package root share floor 0 (they may import one another; the
+#: module check below keeps them acyclic). Rooms on one floor never import each other.
+FLOORS: dict[str, int] = {
+    "dbos_migrate": 0,  # the package itself (__version__)
+    "context": 0,
+    "errors": 0,
+    "model": 0,
+    "events": 0,
+    "settings": 1,
+    "localpg": 2,
+    "engine": 3,
+    "rehearse": 4,
+    "verbs": 5,
+    "report": 5,
+    "cli": 6,
+    "__main__": 7,
+}
+
+
+def _modules() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every module of ours that `name` imports, anywhere in its body."""
+    out: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            subs = [f"{base}.{alias.name}" for alias in node.names]
+            # `from pkg import submodule` imports the submodule; the package counts only when
+            # a name that is not a submodule is taken from it.
+            targets = [s for s in subs if s in modules] + ([base] if any(s not in modules for s in subs) else [])
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_every_room_has_a_floor() -> None:
+    rooms = {_room(m) for m in _modules()}
+    assert rooms <= set(FLOORS), f"rooms without a floor in docs/architecture.md: {rooms - set(FLOORS)}"
+
+
+def test_imports_point_down() -> None:
+    wrong = []
+    for module, targets in _graph().items():
+        here = _room(module)
+        for target in targets:
+            there = _room(target)
+            if there != here and not FLOORS[there] < FLOORS[here] and not (FLOORS[here] == FLOORS[there] == 0):
+                wrong.append(f"{module} -> {target} ({here} is floor {FLOORS[here]}, {there} is {FLOORS[there]})")
+    assert not wrong, "imports against the floors:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_check_sees_function_local_and_type_only_imports(tmp_path: Path) -> None:
+    """The walker must count imports inside functions and under TYPE_CHECKING."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from dbos_migrate.rehearse.result import Rehearsal\n"
+        "def f():\n    from dbos_migrate.engine import database as db\n"
+    )
+    found = _imports("dbos_migrate.events", source, _modules())
+    assert found == {"dbos_migrate.rehearse.result", "dbos_migrate.engine.database"}
