@@ -51,7 +51,7 @@ import psycopg
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
-from run import postgres_server, with_database  # noqa: E402
+from common import postgres_server, with_database  # noqa: E402
 
 CLI = [sys.executable, "-m", "dbos_migrate"]
 MIGRATE = "psql -X -q -v ON_ERROR_STOP=1 -1 -f step.sql"
@@ -145,7 +145,9 @@ class Writer:
                 begin = time.monotonic()
                 try:
                     conn.execute("UPDATE big SET pad = pad WHERE id = %s", (k * 7919 % 1000 + 1,))
-                    conn.execute("INSERT INTO big (a, b, c, pad) VALUES (1, 1, %s, 'w')", (f"w{uuid.uuid4().hex}",))
+                    conn.execute(
+                        "INSERT INTO big (a, b, c, pad) VALUES (1, 1, %s, 'w')", (f"w{uuid.uuid4().hex}",)
+                    )
                 except psycopg.Error as exc:
                     self.errors.append(str(exc).splitlines()[0])
                 self.latencies.append(time.monotonic() - begin)
@@ -186,7 +188,7 @@ def _scenario(
     writes: list[dict[str, Any]] = []
     doc: dict[str, Any] = {}
     for r in range(rounds):
-        for mode in (("with", "without") if r % 2 == 0 else ("without", "with")):
+        for mode in ("with", "without") if r % 2 == 0 else ("without", "with"):
             if writer:  # in both modes, so that both share the cores with it alike
                 with Writer(with_database(server_url, app_db)) as w:
                     wall, out = plan(workdir, server_url, app_db, mode == "with")
