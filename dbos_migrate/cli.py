@@ -84,9 +84,40 @@ DbUrlOpt = Annotated[Str, option("-D", "--db-url", metavar="URL", show_default=F
                                  help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.")]  # fmt: skip
 AppDbOpt = Annotated[Str, option("--app-db-name", metavar="NAME", show_default=False,
                                  help="App database name (overrides the config).")]  # fmt: skip
+
+
+def _env_files(typer_ctx: typer.Context, paths: Optional[list[str]]) -> list[str]:  # noqa: UP045
+    """--env-file is eager: its variables join the Context's environment, and those of the
+    options (DBOS_MIGRATE_*) become option defaults, before any other option is read."""
+    if not paths:
+        return []
+    from dbos_migrate.settings import envfile
+
+    ctx = _ctx(typer_ctx)
+    try:
+        added = envfile.added(paths, ctx.environ)
+    except MigrateError as exc:
+        raise typer.BadParameter(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+    ctx.environ = {**ctx.environ, **added}
+    typer_ctx.default_map = _option_defaults(typer_ctx.command, added, typer_ctx.default_map)
+    return paths
+
+
+def _option_defaults(command: Any, variables: dict[str, str], into: Any) -> dict[str, Any]:
+    """click's default_map for `command` and the commands below it: each option whose
+    variable is in `variables` (and not already set by an earlier file) gets its value."""
+    out: dict[str, Any] = dict(into or {})
+    for param in command.params:
+        if isinstance(param.envvar, str) and param.envvar in variables and param.name != "env_file":
+            out.setdefault(param.name, variables[param.envvar])
+    for name, sub in getattr(command, "commands", {}).items():
+        out[name] = _option_defaults(sub, variables, out.get(name))
+    return out
+
+
 EnvFileOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
-    option("--env-file", metavar="PATH", show_default=False,
+    option("--env-file", metavar="PATH", show_default=False, is_eager=True, callback=_env_files,
            help="Load variables from this dotenv file first (repeatable; never overrides the environment)."),
 ]  # fmt: skip
 OutputOpt = Annotated[Output, option("--output", "-o", help="text for people, json for scripts and CI.")]
@@ -145,8 +176,11 @@ RunOpt = Annotated[Str, option("--run", metavar="RUN_ID", show_default=False,
 
 PathsArg = Annotated[
     Optional[list[str]],  # noqa: UP045
-    typer.Argument(metavar="[PATH]...", show_default=False,
-                   help="Config files to check (pre-commit passes them) [default: the -c file]"),
+    # Hidden from the Arguments table, whose rendering differs between typer versions
+    # (`<list[str]>`); the command's help says what PATH is. Newer typers write the usage
+    # line's `[PATH]...` themselves, older ones print the metavar as it is.
+    typer.Argument(metavar="PATH" if hasattr(typer.core.TyperArgument, "_usage_display_name") else "[PATH]...",
+                   show_default=False, hidden=True),
 ]  # fmt: skip
 
 
@@ -165,7 +199,6 @@ def _root(
     env_file: EnvFileOpt = None,
 ) -> None:
     """dbos-migrate."""
-    _load_env_files(typer_ctx, env_file)
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -181,14 +214,6 @@ def _ctx(typer_ctx: typer.Context) -> "Context":
     return root.obj  # type: ignore[no-any-return]
 
 
-def _load_env_files(typer_ctx: typer.Context, paths: list[str] | None) -> None:
-    if paths:
-        from dbos_migrate.settings import envfile
-
-        ctx = _ctx(typer_ctx)
-        ctx.environ = envfile.load(paths, ctx.environ)
-
-
 def _run(
     typer_ctx: typer.Context, verb: Any, output: Output, quiet: bool, verbose: bool, **kwargs: Any
 ) -> None:
@@ -196,7 +221,7 @@ def _run(
     from dbos_migrate.report import reporting
     from dbos_migrate.verbs import Options
 
-    _load_env_files(typer_ctx, kwargs.pop("env_file", None))
+    kwargs.pop("env_file", None)  # read by its eager callback, _env_files
     sink, run_ctx = reporting(_ctx(typer_ctx), json=output is Output.json, quiet=quiet, verbose=verbose)
     extra = kwargs.pop("verb_kwargs", {})
     result = verb(run_ctx, Options(**kwargs), sink, **extra)
@@ -217,12 +242,14 @@ def validate(
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
 ) -> None:
-    """Check dbos-config.yaml without touching a database (exit 0 valid, 2 invalid)."""
+    """Check dbos-config.yaml without touching a database (exit 0 valid, 2 invalid).
+
+    PATH...: the config files to check, as pre-commit passes them [default: the -c file].
+    """
     from dbos_migrate import verbs
     from dbos_migrate.events import Finished
     from dbos_migrate.report import reporting
 
-    _load_env_files(typer_ctx, env_file)
     ctx = _ctx(typer_ctx)
     sink, _ = reporting(ctx, json=output is Output.json, quiet=quiet)
     files: list[str | None] = list(paths) if paths else [config]
@@ -401,7 +428,6 @@ def url(
     """Print the app database URL, like `dbos-cloud db url` (password masked unless asked)."""
     from dbos_migrate import verbs
 
-    _load_env_files(typer_ctx, env_file)
     ctx = _ctx(typer_ctx)
     options = verbs.Options(config=config, db_url=db_url, app_db_name=app_db_name)
     ctx.stdout.write(verbs.url(ctx, options, show_password=show_password) + "\n")
@@ -488,17 +514,22 @@ def wants_json(args: list[str], environ: dict[str, str] | Any) -> bool:
 
 
 def _usage_failed(exc: Exception, args: list[str], ctx: "Context") -> int:
-    """A usage error (bad option, bad value): click's message on stderr, and in JSON mode the
-    same as one document on stdout."""
+    """A usage error (bad option, bad value): the message on stderr, in words of our own
+    (report/usage.py), and in JSON mode the same as one document on stdout, naming the
+    command click was parsing."""
+    from dbos_migrate.report import usage
+
+    message = usage.reworded(exc)
+    if message is not None:
+        exc.format_message = lambda: message  # type: ignore[attr-defined]
     exc.show(file=ctx.stderr)  # type: ignore[attr-defined]
     code: int = exc.exit_code  # type: ignore[attr-defined]
     if wants_json(args, ctx.environ):
         from dbos_migrate.errors import UsageError
         from dbos_migrate.report.json import document, print_json, usage_result
 
-        verb = next((a for a in args if not a.startswith("-")), None)
-        error = UsageError(exc.format_message(), f"see dbos-migrate {verb or ''} --help".replace("  ", " "))  # type: ignore[attr-defined]
-        print_json(document(usage_result(verb, error)), ctx.stdout)
+        error = UsageError(exc.format_message(), usage.help_hint(exc))  # type: ignore[attr-defined]
+        print_json(document(usage_result(usage.command_name(exc), error)), ctx.stdout)
     return code
 
 

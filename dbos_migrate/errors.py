@@ -49,9 +49,11 @@ class Problem:
     path: str
     message: str
     hint: str | None = None
+    #: About the file as a whole (it is missing, unreadable): rendered without a position.
+    whole_file: bool = False
 
     def render(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        where = self.file if self.whole_file else f"{self.file}:{self.line}:{self.column}"
         text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
         if self.hint:
             text += f"\n    hint: {self.hint}"
@@ -73,9 +75,14 @@ class ConfigError(UsageError):
 
     code = "config"
 
-    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
+    def __init__(
+        self, problems: list[Problem], warnings: list[Problem] | None = None, partial: object = None
+    ) -> None:
         self.problems = problems
         self.warnings = warnings or []
+        #: The settings.config.Config built despite the problems, when the document allowed it,
+        #: so that `validate` can report the checks made on a Config in the same run.
+        self.partial = partial
         count = len(problems)
         summary = "\n".join(p.render() for p in problems)
         super().__init__(f"{summary}\n{count} problem{'s' if count != 1 else ''} in the config")

@@ -239,19 +239,24 @@ def provision(run: Run, interrupts: Interrupts) -> None:
                 )
         else:
             report.action = "created" if report.created else "exists"
-            run.emit(Notice(
-                f"system database {endpoint.url.database}: no DBOS toolchain to migrate its schema ({why}); "
-                "the app creates it at its first launch",
-                "warning" if run.options.system_db == "auto" else "info",
-            ))  # fmt: skip
             if run.options.app_role:
                 db.grant_system_database(
                     conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub
                 )
         report.schema_version = db.system_schema_version(conn, schema)
+    # Said once, at info level (docs/behaviour.md, step 5): with no toolchain the app makes or
+    # updates its DBOS tables itself at its first launch, which is how DBOS apps always work.
+    left_to_app = (
+        ""
+        if toolchain is not None
+        else (
+            f"; the app {'creates' if report.schema_version is None else 'updates'} its DBOS tables at its "
+            f"first launch (not done now: {why})"
+        )
+    )
     run.emit(Notice(f"system database {endpoint.url.database}: {report.action}"
                     + (f" by {report.toolchain}" if report.toolchain else "")
-                    + f", DBOS schema version {report.schema_version or 'none yet'}"))  # fmt: skip
+                    + f", DBOS schema version {report.schema_version or 'none yet'}" + left_to_app))  # fmt: skip
 
 
 def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:

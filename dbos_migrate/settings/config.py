@@ -7,6 +7,7 @@ substituted value: a secret that came from the environment cannot leak through t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -541,7 +542,12 @@ def from_text(text: str, path: FsPath, environ: Mapping[str, str], display: str 
     problems = yaml_problems + _schema_problems(tree, value, file, set(subst.missing) | yaml_paths)
     warnings.extend(_deprecations(tree, value, file))
     if problems:
-        raise ConfigError(by_position(problems), by_position(warnings))
+        partial = None
+        if isinstance(value, dict):
+            # Best effort, so that validate reports the name and URL problems in the same run.
+            with contextlib.suppress(TypeError, AttributeError, ValueError, KeyError):
+                partial = _build(tree, value, path, subst, tuple(warnings), file)
+        raise ConfigError(by_position(problems), by_position(warnings), partial)
     return _build(tree, value, path, subst, tuple(warnings), file)
 
 

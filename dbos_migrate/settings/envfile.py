@@ -4,6 +4,11 @@ Like dbmate's `--env-file`: `KEY=VALUE` lines, an optional `export ` prefix, `#`
 'single-quoted' values taken literally, "double-quoted" values with \\n \\t \\" \\\\ escapes.
 Nothing is interpolated. A variable already set in the environment is never overridden,
 and later files do not override earlier ones. No value is ever shown in a message.
+
+Every variable the tool reads is honoured: the config's `${...}`, the target's
+(`DBOS_DATABASE_URL`, `DBOS_SYSTEM_DATABASE_URL`, `PG*`, `DBOS_DB*`, `DBOS__CLOUD`), the
+commands' environment, and the `DBOS_MIGRATE_<OPTION>` variables of the options, which the
+CLI turns into option defaults (docs/behaviour.md, "Options, environment and env files").
 """
 
 from __future__ import annotations
@@ -56,17 +61,30 @@ def _value(raw: str, file: str, number: int) -> str:
 
 def load(paths: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` with the files' variables added where it has none (first file wins)."""
-    out = dict(environ)
+    return {**environ, **added(paths, environ)}
+
+
+def added(paths: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables the files add to `environ`: those it does not have (first file wins).
+    UsageError, naming the file (and line) but no value, when one cannot be read."""
+    out: dict[str, str] = {}
     for path in paths:
         try:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read(MAX_BYTES + 1)
         except FileNotFoundError:
-            raise UsageError(f"--env-file {path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--env-file {path}: cannot read it ({type(exc).__name__})") from None
+            raise UsageError(f"{path}: no such file", "check the path given to --env-file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{path}: a directory, not a file", "give --env-file a dotenv file") from None
+        except PermissionError:
+            raise UsageError(f"{path}: permission denied", "the file must be readable by this user") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
         if len(text) > MAX_BYTES:
-            raise UsageError(f"--env-file {path}: larger than {MAX_BYTES} bytes")
+            raise UsageError(f"{path}: larger than {MAX_BYTES} bytes")
         for key, value in parse(text, path):
-            out.setdefault(key, value)
+            if key not in environ:
+                out.setdefault(key, value)
     return out

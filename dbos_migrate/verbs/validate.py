@@ -20,17 +20,29 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
         cfg = config_mod.load(path, environ)
     except ConfigError as exc:
         result.errors, result.warnings, result.error = list(exc.problems), list(exc.warnings), exc
+        if isinstance(exc.partial, Config):  # every problem in one run, not the schema's first
+            _add_config_checks(result, exc.partial, cloud=cloud, skip={p.path for p in exc.problems})
         return result
     except MigrateError as exc:
-        result.errors = [Problem(path, 1, 1, "", exc.message, exc.hint)]
+        message = exc.message.removeprefix(f"{path}: ")  # the file is named once, by the problem
+        result.errors = [Problem(path, 1, 1, "", message, exc.hint, whole_file=True)]
         result.error = exc
         return result
     result.warnings = list(cfg.warnings)
+    _add_config_checks(result, cfg, cloud=cloud, skip=set())
+    return result
+
+
+def _add_config_checks(result: Validation, cfg: Config, *, cloud: bool, skip: set[str]) -> None:
+    """The checks made on a loaded Config: the app database name, the URLs, the Cloud rules.
+    Problems at a path in `skip` (already reported by the schema) are left out."""
     problems = _app_db_name_problems(cfg)
     if problems and cfg.database.app_db_name is None:
         # A name derived from `name` is only used when the URL names no database: warn.
         result.warnings += [
-            replace(p, message=p.message + " (used when the URL names no database)") for p in problems
+            replace(p, message=p.message + " (used when the URL names no database)")
+            for p in problems
+            if p.path not in skip
         ]
         problems = []
     problems += _url_problems(cfg)
@@ -38,10 +50,10 @@ def validate(config_path: str | None, *, cloud: bool, environ: Mapping[str, str]
         from dbos_migrate.settings.cloud import cloud_problems
 
         problems += cloud_problems(cfg)
+    problems = [p for p in problems if p.path not in skip]
     if problems:
-        result.errors = config_mod.by_position(problems)
+        result.errors = config_mod.by_position([*result.errors, *problems])
         result.error = ConfigError(result.errors, result.warnings)
-    return result
 
 
 def _url_problems(cfg: Config) -> list[Problem]:
