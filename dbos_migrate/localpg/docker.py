@@ -81,6 +81,15 @@ class DockerBackend(Backend):
 
     name = BACKEND_DOCKER
 
+    def __init__(self, major: int | None = None) -> None:
+        self.major = major
+
+    def images(self) -> tuple[str, ...]:
+        """The images to try, in order: DOCKER_IMAGES, or the same two of another major."""
+        if self.major is None:
+            return DOCKER_IMAGES
+        return (f"pgvector/pgvector:pg{self.major}", f"postgres:{self.major}")
+
     def status(self, port: int) -> LocalServer | None:
         name = container_name(port)
         result = _docker(["inspect", "--format", "{{.State.Running}}", name], timeout=15)
@@ -128,7 +137,7 @@ class DockerBackend(Backend):
         """Create and start the container from the first image that works."""
         env = {**os.environ, "POSTGRES_PASSWORD": DEFAULT_PASSWORD}
         errors = []
-        for image in DOCKER_IMAGES:
+        for image in self.images():
             args = [
                 "run",
                 "-d",

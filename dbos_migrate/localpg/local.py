@@ -16,6 +16,7 @@ from dbos_migrate.localpg import fs, homedir
 from dbos_migrate.localpg.base import (
     BACKEND_SYSTEM,
     Backend,
+    LocalPostgresError,
     LocalServer,
     require_free,
     server_url,
@@ -109,7 +110,13 @@ class LocalBackend(Backend):
         with locked(homedir.port_dir(self.home, port)):
             if not cluster.is_running():
                 return self._state(port, changed=False)
-            dev_cluster(self.home, port, self._binaries_for(cluster)).stop(timeout=timeout)
+            try:
+                binaries: PgBinaries | None = self._binaries_for(cluster)
+            except LocalPostgresError:
+                # The binaries that started it are gone (another install of the tool, a removed
+                # venv) and none of its major are left: Cluster.stop signals the postmaster.
+                binaries = None
+            dev_cluster(self.home, port, binaries).stop(timeout=timeout)
         return self._state(port, changed=True)
 
     def start(self, port: int, timeout: float) -> LocalServer:

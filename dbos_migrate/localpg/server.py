@@ -45,12 +45,42 @@ def _local_backend(home: Path, port: int) -> LocalBackend | None:
     return WheelBackend(home) if source == BACKEND_PACKAGE else SystemBackend(home)
 
 
-def _new_local_backend(home: Path, port: int) -> LocalBackend:
-    """For a new cluster: the backend of the preferred binaries the server's user can run
-    (raises LocalPostgresError with what to install when there are none)."""
-    binaries = dev_cluster(home, port).binaries
+def _new_local_backend(home: Path, port: int, major: int | None = None) -> LocalBackend:
+    """For a new cluster: the backend of the preferred binaries (of PostgreSQL `major`, if
+    given) the server's user can run (raises LocalPostgresError with what to install when
+    there are none)."""
+    cluster = dev_cluster(home, port)
+    if major is None:
+        binaries = cluster.binaries
+    else:
+        from dbos_migrate.localpg.binaries import candidate_binaries, find_binaries
+
+        found = candidate_binaries()
+        if not any(b.major == major for b in found):
+            seen = ", ".join(f"PostgreSQL {b.version} in {b.bindir}" for b in found) or "none"
+            raise LocalPostgresError(
+                f"no PostgreSQL {major} server binaries on this machine (found: {seen})",
+                hint=f"install them (e.g. apt-get install postgresql-{major}), point DBOS_MIGRATE_PG_BINDIR "
+                "at their bin directory, or start Docker (its image has the major asked for)",
+            )
+        binaries = find_binaries(major=major, run_as=cluster.service_user())
     cls = WheelBackend if binaries.source == BACKEND_PACKAGE else SystemBackend
     return cls(home, binaries)
+
+
+def _check_major(home: Path, port: int, major: int | None) -> None:
+    """A cluster already set up on `port` keeps its major version: asking for another one is
+    an error that says how to get it, never a silent switch (its data needs its major)."""
+    cluster = dev_cluster(home, port)
+    have = cluster.data_major()
+    if major is None or have is None or have == major:
+        return
+    raise LocalPostgresError(
+        f"the server on port {port} was set up with PostgreSQL {have}, not {major}; "
+        f"its data directory {cluster.datadir} needs PostgreSQL {have}",
+        hint=f"use another port for PostgreSQL {major} (--port), or stop this one and remove "
+        f"{cluster.datadir.parent} to start afresh",
+    )
 
 
 def _ours_running(home: Path, port: int) -> bool:
@@ -81,12 +111,16 @@ def _default_port(home: Path) -> tuple[int, int | None]:
     return free_port(), DEFAULT_PORT
 
 
-def _start_on(home: Path, port: int, backend: BackendChoice, timeout: float) -> LocalServer:
+def _start_on(
+    home: Path, port: int, backend: BackendChoice, timeout: float, major: int | None = None
+) -> LocalServer:
     local = _local_backend(home, port)
     if backend == "docker" or (backend == "auto" and local is None and docker_available()):
-        return DockerBackend().start(port, timeout)
+        return DockerBackend(major).start(port, timeout)
     if local is None:
-        local = _new_local_backend(home, port)
+        local = _new_local_backend(home, port, major)
+    else:
+        _check_major(home, port, major)
     return local.start(port, timeout)
 
 
@@ -96,6 +130,7 @@ def start(
     *,
     backend: BackendChoice = "auto",
     timeout: float = 60.0,
+    major: int | None = None,
 ) -> LocalServer:
     """Start the development server unless it runs already; return once it accepts
     connections. Its URL is `postgresql://postgres:dbos@localhost:<port>`.
@@ -103,7 +138,9 @@ def start(
     `port` None: the recorded server if it runs, else the default port or, when another server
     holds it, another one (the result's `moved_from` says so). An explicit port that is taken
     is an error. backend "auto": a local cluster already set up on the port is reused;
-    otherwise Docker if an engine answers, else local binaries. The result is recorded.
+    otherwise Docker if an engine answers, else local binaries. `major` asks for that
+    PostgreSQL major version (None: the preferred binaries' own; Docker's image is 16). The
+    result is recorded.
     """
     home_path = _home(home)
     if backend == "docker" and not docker_available():
@@ -119,7 +156,7 @@ def start(
                 port = current.port
             else:
                 port, moved_from = _default_port(home_path)
-        server = _start_on(home_path, port, backend, timeout)
+        server = _start_on(home_path, port, backend, timeout, major)
         homedir.write_record(home_path, server)
     return dataclasses.replace(server, moved_from=moved_from)
 
