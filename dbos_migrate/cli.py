@@ -97,10 +97,17 @@ def _env_files(typer_ctx: typer.Context, paths: Optional[list[str]]) -> list[str
     try:
         added = envfile.added(paths, ctx.environ)
     except MigrateError as exc:
-        raise typer.BadParameter(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+        error = typer.BadParameter(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+        if typer_ctx.parent is None:  # before the command: raised by _root, once click knows which
+            typer_ctx.meta[_ENV_FILE_ERROR] = error
+            return []
+        raise error from None
     ctx.environ = {**ctx.environ, **added}
     typer_ctx.default_map = _option_defaults(typer_ctx.command, added, typer_ctx.default_map)
     return paths
+
+
+_ENV_FILE_ERROR = "dbos_migrate.env_file_error"
 
 
 def _option_defaults(command: Any, variables: dict[str, str], into: Any) -> dict[str, Any]:
@@ -199,6 +206,11 @@ def _root(
     env_file: EnvFileOpt = None,
 ) -> None:
     """dbos-migrate."""
+    error = typer_ctx.meta.pop(_ENV_FILE_ERROR, None)
+    if error is not None:  # now the usage error names the command (report/usage.py)
+        error.ctx = typer_ctx
+        error.param = next(p for p in typer_ctx.command.params if p.name == "env_file")
+        raise error
 
 
 # ---------------------------------------------------------------------------- plumbing

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from inmemory import InMemoryContext
+from inmemory import run_in_process
 
 from dbos_migrate import localpg
-from dbos_migrate.cli import run
 from dbos_migrate.localpg import LocalPostgresError
 from dbos_migrate.localpg.wheel import WheelBackend
 
@@ -49,9 +48,8 @@ def _other_major() -> int:
 
 def test_pg_version_picks_the_major_and_start_says_which_runs(home: Path) -> None:
     major, port = _other_major(), localpg.free_port()
-    ctx = InMemoryContext({"DBOS_MIGRATE_HOME": str(home), "PATH": "/usr/bin:/bin"})
-    code = run(["postgres", "start", "-p", str(port), "--pg-version", str(major)], ctx)
-    out, err = ctx.captured()
+    environ = {"DBOS_MIGRATE_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    code, out, err = run_in_process(["postgres", "start", "-p", str(port), "--pg-version", str(major)], environ)
     assert code == 0, out + err
     assert f"PostgreSQL {major}." in out  # the version that runs, e.g. "PostgreSQL 15.20"
     if major != 16:  # and how to match DBOS Cloud's
@@ -101,9 +99,8 @@ def test_a_recorded_server_stops_once_its_binaries_are_gone(
     if any(b.major == major for b in localpg.candidate_binaries()):
         pytest.skip(f"the machine has other PostgreSQL {major} binaries")
 
-    ctx = InMemoryContext({"DBOS_MIGRATE_HOME": str(home), "PATH": "/usr/bin:/bin"})
-    code = run(["postgres", "stop", "-p", str(port)], ctx)
-    out, err = ctx.captured()
+    environ = {"DBOS_MIGRATE_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    code, out, err = run_in_process(["postgres", "stop", "-p", str(port)], environ)
     assert code == 0, out + err
     assert f"PostgreSQL on port {port}: stopped" in out
     assert _refused(started.url) and not localpg.status(port, home).running

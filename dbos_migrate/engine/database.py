@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import math
 import os
 import random
 import re
@@ -290,7 +291,9 @@ def acquire_lock(
             holder = lock_holder(conn, key, database)
             who = holder.describe() if holder else "a session that has since ended"
             raise LockTimeout(
-                f"could not take the migration lock for {database!r} within {timeout:g}s; held by {who}",
+                # The time left of --lock-timeout, to a tenth of a second: "2s", not "1.92006s".
+                f"could not take the migration lock for {database!r} within {math.ceil(timeout * 10) / 10:g}s; "
+                f"held by {who}",
                 "wait for that run to finish, raise --lock-timeout, or end the holder's session "
                 "(SELECT pg_terminate_backend(pid)) if it is stuck",
             )

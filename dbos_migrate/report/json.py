@@ -31,6 +31,8 @@ def document(result: Result) -> dict[str, Any]:
     """The JSON document for any verb's result."""
     if isinstance(result, Validation):
         return {
+            "ok": result.ok,
+            "command": "validate",
             "valid": result.ok,
             "config": result.config_path,
             "errors": [p.as_dict() for p in result.errors],

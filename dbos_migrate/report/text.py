@@ -176,11 +176,9 @@ class TextReporter:
         if res.ok:
             self.info(s.green(head + f"ok in {res.duration_s:.2f}s"))
         else:
-            self.line(
-                s.red(
-                    head + f"{res.status.replace('_', ' ')}: {res.describe_end()} after {res.duration_s:.2f}s"
-                )
-            )
+            status, end = res.status.replace("_", " "), res.describe_end()
+            said = status if end == status else f"{status}: {end}"  # never "timed out: timed out"
+            self.line(s.red(head + f"{said} after {res.duration_s:.2f}s"))
 
     def _finished(self, event: Finished) -> None:
         result = event.result

@@ -26,6 +26,9 @@ def command_name(exc: Any) -> str:
     "postgres start"), or the program's name for an error in its own options."""
     ctx = getattr(exc, "ctx", None)
     path = str(getattr(ctx, "command_path", "") or PROGRAM)
+    below = getattr(ctx, "invoked_subcommand", None)  # raised by a group's own callback
+    if below:
+        path += f" {below}"
     return path.split(" ", 1)[1] if " " in path else PROGRAM
 
 
