@@ -125,7 +125,8 @@ def _option_defaults(command: Any, variables: dict[str, str], into: Any) -> dict
 EnvFileOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     option("--env-file", metavar="PATH", show_default=False, is_eager=True, callback=_env_files,
-           help="Load variables from this dotenv file first (repeatable; never overrides the environment)."),
+           help="Load variables, DBOS_MIGRATE_* options included, from this dotenv file first "
+           "(repeatable; never overrides the environment or a flag)."),
 ]  # fmt: skip
 OutputOpt = Annotated[Output, option("--output", "-o", help="text for people, json for scripts and CI.")]
 QuietOpt = Annotated[
