@@ -409,6 +409,25 @@ def status(
          app_db_name=app_db_name, production=production)  # fmt: skip
 
 
+@command("wait")
+def wait_command(
+    typer_ctx: typer.Context,
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    wait: WaitOpt = 60.0,
+    env_file: EnvFileOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Wait until the target accepts connections (exit 0), at most --wait seconds (else exit 3)."""
+    from dbos_migrate import verbs
+
+    _run(typer_ctx, verbs.wait, output, quiet, verbose, env_file=env_file, config=config, db_url=db_url,
+         app_db_name=app_db_name, wait=wait)  # fmt: skip
+
+
 @command()
 def history(
     typer_ctx: typer.Context,

@@ -81,8 +81,8 @@ def usage_result(verb: str | None, error: MigrateError) -> Result:
     result: Result
     if verb == "validate":
         result = Validation("dbos-config.yaml")
-    elif verb == "status":
-        result = StatusReport()
+    elif verb in ("status", "wait"):
+        result = StatusReport(verb=verb)
     elif verb == "history":
         result = HistoryReport()
     else:

@@ -231,9 +231,16 @@ def render_validation(
 
 
 def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool = False) -> None:
-    """The status page; an error before anything was resolved is left to render_error."""
+    """The status page (one line for `wait`); an error before anything was resolved is left
+    to render_error."""
     r = report.where
     if r.app_database is None or quiet:
+        return
+    if report.verb == "wait":
+        if report.reachable:
+            version = f"PostgreSQL {report.server_version}, " if report.server_version else ""
+            out.write(f"{r.target} accepts connections ({version}after {report.latency_ms} ms)\n")
+            out.flush()
         return
     out.write(s.bold("dbos-migrate status") + "\n")
     out.write(f"  config          {r.config_path}\n")

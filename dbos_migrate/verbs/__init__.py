@@ -4,8 +4,19 @@ They emit events (events.py) and never print; report/ renders what they emit.
 """
 
 from dbos_migrate.engine.options import Options
-from dbos_migrate.verbs.inspect import history, status, url
+from dbos_migrate.verbs.inspect import history, status, url, wait
 from dbos_migrate.verbs.migrate import down, plan, up
 from dbos_migrate.verbs.validate import merge_validations, validate
 
-__all__ = ["Options", "down", "history", "merge_validations", "plan", "status", "up", "url", "validate"]
+__all__ = [
+    "Options",
+    "down",
+    "history",
+    "merge_validations",
+    "plan",
+    "status",
+    "up",
+    "url",
+    "validate",
+    "wait",
+]

@@ -1,4 +1,4 @@
-"""`status`, `history` and `url`: read-only looks at the target, returned as typed results."""
+"""`status`, `wait`, `history` and `url`: read-only looks at the target, returned as typed results."""
 
 from __future__ import annotations
 
@@ -62,6 +62,41 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
         from dbos_migrate.engine.sysdb import inspect
 
         report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)
+    except DatabaseError as exc:
+        report.unreachable_reason = exc.message
+        report.error = exc
+    except MigrateError as exc:
+        report.error = exc
+    emit(Finished(report))
+    return report
+
+
+def wait(ctx: Context, options: Options, emit: Sink) -> StatusReport:
+    """`wait`: until the target server accepts connections, like dbmate's `wait`, retrying
+    with the backoff of `--wait` for at most `options.wait` seconds (docs/behaviour.md).
+    A missing app database counts as accepting: `up` creates it. Read-only."""
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.events import WaitingForServer
+
+    report = StatusReport(verb="wait")
+    report.where.config_path = options.config
+    try:
+        _, target, scrub, report.where = _resolve(ctx, options, emit, "wait")
+        start = ctx.clock()
+        try:
+            conn = db.connect_waiting(
+                target.app, scrub, dbname=None, app_name=db.application_name("wait"), wait=options.wait,
+                on_retry=lambda left, reason: emit(WaitingForServer(left, reason)),
+                where=f"waiting for {target.app_url.masked()}",
+            )  # fmt: skip
+        except db.DatabaseMissing:
+            report.exists = False
+        else:
+            with db.closing(conn):
+                report.exists = True
+                report.server_version = db.server_version(conn)
+        report.reachable = True
+        report.latency_ms = round((ctx.clock() - start) * 1000, 1)
     except DatabaseError as exc:
         report.unreachable_reason = exc.message
         report.error = exc
