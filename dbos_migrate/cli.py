@@ -254,6 +254,7 @@ def validate(
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Check dbos-config.yaml without touching a database (exit 0 valid, 2 invalid).
 
@@ -264,7 +265,7 @@ def validate(
     from dbos_migrate.report import reporting
 
     ctx = _ctx(typer_ctx)
-    sink, _ = reporting(ctx, json=output is Output.json, quiet=quiet)
+    sink, _ = reporting(ctx, json=output is Output.json, quiet=quiet, verbose=verbose)
     files: list[str | None] = list(paths) if paths else [config]
     results = [verbs.validate(path, cloud=cloud, environ=ctx.environ) for path in files]
     if output is Output.json and len(results) > 1:
@@ -401,11 +402,12 @@ def status(
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Report the target, the server, both databases, the lock holder and recent runs."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.status, output, quiet, False, env_file=env_file, config=config, db_url=db_url,
+    _run(typer_ctx, verbs.status, output, quiet, verbose, env_file=env_file, config=config, db_url=db_url,
          app_db_name=app_db_name, production=production)  # fmt: skip
 
 
@@ -438,11 +440,13 @@ def history(
     run: RunOpt = None,
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List recent runs from dbos_migrate.history, newest first, with their run ids."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.history, output, False, False, verb_kwargs={"limit": limit, "run_id": run},
+    _run(typer_ctx, verbs.history, output, quiet, verbose, verb_kwargs={"limit": limit, "run_id": run},
          env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name)  # fmt: skip
 
 
@@ -456,13 +460,26 @@ def url(
         bool, option("--show-password", help="Print the password instead of ***.")
     ] = False,
     env_file: EnvFileOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,  # the URL is the output: -q changes nothing
+    verbose: VerboseOpt = False,
 ) -> None:
     """Print the app database URL, like `dbos-cloud db url` (password masked unless asked)."""
     from dbos_migrate import verbs
 
     ctx = _ctx(typer_ctx)
     options = verbs.Options(config=config, db_url=db_url, app_db_name=app_db_name)
-    ctx.stdout.write(verbs.url(ctx, options, show_password=show_password) + "\n")
+    if output is Output.text:
+        ctx.stdout.write(verbs.url(ctx, options, show_password=show_password) + "\n")
+        return
+    from dbos_migrate.report.json import print_json, url_document
+
+    try:
+        found = verbs.url(ctx, options, show_password=show_password)
+    except MigrateError as exc:
+        print_json(url_document(None, exc), ctx.stdout)
+        raise typer.Exit(exc.exit_code) from None
+    print_json(url_document(found, None), ctx.stdout)
 
 
 # ---------------------------------------------------------------------------- the local server
@@ -495,16 +512,53 @@ def _local(typer_ctx: typer.Context, action: str, port: int | None, **kwargs: An
     return getattr(localpg, action)(port, localpg.default_home(environ), **kwargs)
 
 
+def _postgres(
+    typer_ctx: typer.Context, action: str, output: Output, port: int | None, **kwargs: Any
+) -> Any | None:
+    """`_local`, and with -o json its one document (an error included); None when printed."""
+    if output is Output.text:
+        return _local(typer_ctx, action, port, **kwargs)
+    from dbos_migrate.report.json import local_server_document, print_json
+
+    out = _ctx(typer_ctx).stdout
+    try:
+        server = _local(typer_ctx, action, port, **kwargs)
+    except MigrateError as exc:
+        print_json(local_server_document(action, None, exc), out)
+        raise typer.Exit(exc.exit_code) from None
+    print_json(local_server_document(action, server, None), out)
+    if action == "status" and not server.running:
+        raise typer.Exit(1)
+    return None
+
+
 @command("start", parent=postgres_app)
-def postgres_start(typer_ctx: typer.Context, port: PortOpt = None, pg_version: PgVersionOpt = None) -> None:
+def postgres_start(
+    typer_ctx: typer.Context,
+    port: PortOpt = None,
+    pg_version: PgVersionOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: Annotated[
+        bool, option("-q", "--quiet", help="Only errors, and the line to paste when the port is not 5432.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Start the local development PostgreSQL (or find it running) and print its URL."""
     from dbos_migrate.localpg.base import version_note
 
     out = _ctx(typer_ctx).stdout
-    server = _local(typer_ctx, "start", port, major=pg_version)
+    server = _postgres(typer_ctx, "start", output, port, major=pg_version)
+    if server is None:
+        return
+    if quiet:
+        if server.port != 5432:
+            out.write(f"export DBOS_DATABASE_URL={server.url}/postgres\n")
+        return
     if server.moved_from is not None:
-        out.write(f"Port {server.moved_from} is taken by a server dbos-migrate did not start; "
-                  f"using port {server.port} instead.\n\n")  # fmt: skip
+        out.write(
+            f"Port {server.moved_from} is taken by a server dbos-migrate did not start; "
+            f"using port {server.port} instead.\n\n"
+        )
     out.write(server.describe() + "\n")
     if not server.changed:
         out.write("  (it was already running)\n")
@@ -519,10 +573,18 @@ def postgres_start(typer_ctx: typer.Context, port: PortOpt = None, pg_version: P
 
 
 @command("stop", parent=postgres_app)
-def postgres_stop(typer_ctx: typer.Context, port: PortOpt = None) -> None:
+def postgres_stop(
+    typer_ctx: typer.Context,
+    port: PortOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Stop the local development PostgreSQL."""
     out = _ctx(typer_ctx).stdout
-    server = _local(typer_ctx, "stop", port)
+    server = _postgres(typer_ctx, "stop", output, port)
+    if server is None or quiet:
+        return
     if server.foreign:
         out.write(server.describe() + "\n")
         return
@@ -532,10 +594,19 @@ def postgres_stop(typer_ctx: typer.Context, port: PortOpt = None) -> None:
 
 
 @command("status", parent=postgres_app)
-def postgres_status(typer_ctx: typer.Context, port: PortOpt = None) -> None:
+def postgres_status(
+    typer_ctx: typer.Context,
+    port: PortOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
     """Say whether the local development PostgreSQL is running (exit 0) or not (exit 1)."""
-    server = _local(typer_ctx, "status", port)
-    _ctx(typer_ctx).stdout.write(server.describe() + "\n")
+    server = _postgres(typer_ctx, "status", output, port)
+    if server is None:
+        return
+    if not quiet:
+        _ctx(typer_ctx).stdout.write(server.describe() + "\n")
     raise typer.Exit(0 if server.running else 1)
 
 

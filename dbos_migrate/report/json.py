@@ -91,6 +91,31 @@ def usage_result(verb: str | None, error: MigrateError) -> Result:
     return result
 
 
+def url_document(url: str | None, error: MigrateError | None) -> dict[str, Any]:
+    """`url -o json`: the app database URL (masked unless --show-password)."""
+    return {"ok": error is None, "command": "url", "url": url, "error": error_json(error)}
+
+
+def _path(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def local_server_document(action: str, server: Any, error: MigrateError | None) -> dict[str, Any]:
+    """`postgres start|stop|status -o json`: what localpg found or did (a LocalServer, or
+    None after an error). The URL is masked: the password is the public `dbos`, but a
+    document is kept in logs."""
+    doc: dict[str, Any] = {"ok": error is None, "command": f"postgres {action}"}
+    if server is not None:
+        doc.update(
+            port=server.port, running=server.running, changed=server.changed, backend=server.backend,
+            version=server.version, url=server.masked_url, data_dir=_path(server.datadir),
+            log=_path(server.log_file), container=server.container, moved_from=server.moved_from,
+            foreign=server.foreign,
+        )  # fmt: skip
+    doc["error"] = error_json(error)
+    return doc
+
+
 def print_json(doc: Mapping[str, Any], out: TextWriter) -> None:
     out.write(json.dumps(doc, indent=2, default=str) + "\n")
     out.flush()
