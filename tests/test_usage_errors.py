@@ -5,7 +5,6 @@ that names the command click was parsing (report/usage.py). In-process, through 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,7 @@ import psycopg
 import pytest
 import typer
 from helpers import write_config
-from inmemory import run_in_process
-from pgharness import with_dbname
+from pgharness import invoke, with_dbname
 
 from dbos_migrate.cli import app
 
@@ -24,7 +22,8 @@ OUTPUT_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "output.sch
 
 def cli(*args: object, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
     """`dbos-migrate ARGS` in this process: (exit code, stdout, stderr)."""
-    return run_in_process([str(a) for a in args], {**os.environ, **(environ or {})})
+    result = invoke(*args, env=environ)
+    return result.returncode, result.stdout, result.stderr
 
 
 def schema_errors(doc: Any) -> list[str]:
@@ -117,9 +116,8 @@ def test_a_value_from_the_environment_names_its_variable(monkeypatch: pytest.Mon
     assert "Invalid value for '--wait' (from the environment variable DBOS_MIGRATE_WAIT): 'soon' is not a number" in err
 
 
-def test_validate_help_shows_plain_metavars(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, _ = cli("validate", "--help")
-    out = capsys.readouterr().out  # click writes help to the process's stdout
+def test_validate_help_shows_plain_metavars() -> None:
+    code, out, _ = cli("validate", "--help")
     assert code == 0 and "Usage: dbos-migrate validate [OPTIONS] [PATH]...\n" in out
     assert "[[PATH]" not in out and "<list[str]>" not in out and "PATH...: the config files to check" in out
 
