@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.ownership import unsafe_to_read
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import first_line
 from dbos_migrate.rehearse.catalog import OWN_SCHEMA, Conn, not_extension_member, user_schemas
@@ -444,6 +445,10 @@ def copy_version_tables(src: Conn, dst: Conn) -> tuple[list[str], list[str]]:
                 (oid,),
             ).fetchall()
         ]
+        why = unsafe_to_read(src, schema, name, names, kinds="rp")
+        if why is not None:  # reading it could run code its owner wrote (docs/security.md)
+            problems.append(f"{label}: rows not copied: {why}")
+            continue
         ident = sql.Identifier(schema, name)
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
         try:

@@ -89,7 +89,7 @@ def read_workflows(run: Run, rehearsal: Rehearsal) -> None:
     shown = system.endpoint.masked()
     try:
         conn = db.connect(system.endpoint, run.scrub, app_name=db.application_name("rehearse workflows"),
-                          where="connecting to the system database")  # fmt: skip
+                          where="connecting to the system database", read_only=True)  # fmt: skip
     except db.DatabaseMissing:
         rehearsal.workflows = workflows.unknown(f"the system database {system.name} does not exist",
                                                 shown, schema, environ)  # fmt: skip
