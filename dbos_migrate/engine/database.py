@@ -31,7 +31,6 @@ from dbos_migrate.settings.target import Endpoint
 LOCK_CLASS = 0x44424D47  # "DBMG": the first key of every dbos-migrate advisory lock
 DEFAULT_CONNECT_TIMEOUT = 10
 _MISSING_DB = re.compile(r'database "[^"]*" does not exist')
-HISTORY_TABLE = "dbos_migrate.history"
 
 
 class DatabaseMissing(DatabaseError):
@@ -403,8 +402,8 @@ HISTORY_COLUMNS = (
     ("note", "text"),
 )
 
-HISTORY_DDL = """
-CREATE TABLE IF NOT EXISTS dbos_migrate.history (
+_HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.history (
     id            bigserial PRIMARY KEY,
     run_id        uuid NOT NULL,
     direction     text NOT NULL CHECK (direction IN ('up', 'down')),
@@ -420,14 +419,30 @@ CREATE TABLE IF NOT EXISTS dbos_migrate.history (
     instance      text NOT NULL,
     note          text
 );
-CREATE INDEX IF NOT EXISTS history_started_at ON dbos_migrate.history (started_at DESC);
+CREATE INDEX IF NOT EXISTS history_started_at ON {s}.history (started_at DESC);
 """
 
-_INSERT = f"""
-INSERT INTO {HISTORY_TABLE} (run_id, direction, command_index, command, started_at, finished_at,
+_INSERT = """
+INSERT INTO {s}.history (run_id, direction, command_index, command, started_at, finished_at,
     exit_code, status, tool_version, host, os_user, instance, note)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def check_history_schema(name: str) -> str:
+    """The `--history-schema` name, or a UsageError: a plain identifier, not a system schema."""
+    if not _SCHEMA_NAME.fullmatch(name) or name.lower().startswith("pg_") or name == "information_schema":
+        raise UsageError(
+            f"--history-schema {name!r}: not a usable schema name",
+            "use letters, digits and _ (at most 63), not starting with pg_",
+        )
+    return name
+
+
+def _history(schema: str, text: str) -> sql.Composed:
+    return sql.SQL(text).format(s=sql.Identifier(schema))
 
 
 def new_run_id() -> str:
@@ -442,26 +457,26 @@ def who() -> tuple[str, str]:
     return socket.gethostname(), user
 
 
-def check_history(conn: psycopg.Connection[Any]) -> bool:
+def check_history(conn: psycopg.Connection[Any], schema: str = HISTORY_SCHEMA) -> bool:
     """Whether the history table exists; raises ownership.PlantedObject (exit 3) when it, its
     schema or its sequence is not what the tool made (docs/security.md)."""
-    return verify_owned_table(conn, HISTORY_SCHEMA, "history", HISTORY_COLUMNS)
+    return verify_owned_table(conn, schema, "history", HISTORY_COLUMNS)
 
 
-def _ensure_history(conn: psycopg.Connection[Any]) -> None:
+def _ensure_history(conn: psycopg.Connection[Any], schema: str) -> None:
     """Create the schema and table where missing, verifying each before it is used."""
-    if check_history(conn):
+    if check_history(conn, schema):
         return
-    if not verify_schema(conn, HISTORY_SCHEMA):
-        conn.execute("CREATE SCHEMA IF NOT EXISTS dbos_migrate")
-        if not verify_schema(conn, HISTORY_SCHEMA):
-            raise DatabaseError("schema dbos_migrate disappeared while it was being created")
-    conn.execute(HISTORY_DDL)
-    if not check_history(conn):
-        raise DatabaseError(f"{HISTORY_TABLE} disappeared while it was being created")
+    if not verify_schema(conn, schema):
+        conn.execute(_history(schema, "CREATE SCHEMA IF NOT EXISTS {s}"))
+        if not verify_schema(conn, schema):
+            raise DatabaseError(f"schema {schema} disappeared while it was being created")
+    conn.execute(_history(schema, _HISTORY_DDL))
+    if not check_history(conn, schema):
+        raise DatabaseError(f"{schema}.history disappeared while it was being created")
 
 
-def write_history(conn: psycopg.Connection[Any], row: HistoryRow) -> None:
+def write_history(conn: psycopg.Connection[Any], row: HistoryRow, schema: str = HISTORY_SCHEMA) -> None:
     """Insert one row; create the schema and table on first use.
 
     One transaction: the table is locked (ROW EXCLUSIVE, what the INSERT takes anyway, so that
@@ -473,13 +488,15 @@ def write_history(conn: psycopg.Connection[Any], row: HistoryRow) -> None:
         row.exit_code, row.status, row.tool_version, host, user, row.instance, row.note,
     )  # fmt: skip
     with conn.transaction():
-        if check_history(conn):
-            conn.execute(f"LOCK TABLE {HISTORY_TABLE} IN ROW EXCLUSIVE MODE")
-        _ensure_history(conn)
-        conn.execute(_INSERT, params)
+        if check_history(conn, schema):
+            conn.execute(_history(schema, "LOCK TABLE {s}.history IN ROW EXCLUSIVE MODE"))
+        _ensure_history(conn, schema)
+        conn.execute(_history(schema, _INSERT), params)
 
 
-def read_history(conn: psycopg.Connection[Any], limit: int, *, run_id: str | None = None) -> list[HistoryRow]:
+def read_history(
+    conn: psycopg.Connection[Any], limit: int, *, run_id: str | None = None, schema: str = HISTORY_SCHEMA
+) -> list[HistoryRow]:
     """The newest `limit` rows, or every row of one run (oldest command first), read in a READ
     ONLY transaction from a verified table (none: no rows)."""
     where, order, params = "", "started_at DESC, id DESC LIMIT %s", [limit]
@@ -487,14 +504,12 @@ def read_history(conn: psycopg.Connection[Any], limit: int, *, run_id: str | Non
         where, order, params = "WHERE run_id::text = %s", "command_index, id", [run_id]  # type: ignore[list-item]
     with conn.transaction():
         conn.execute("SET TRANSACTION READ ONLY")
-        if not check_history(conn):
+        if not check_history(conn, schema):
             return []
-        rows = conn.execute(
-            f"""SELECT run_id::text, direction, command_index, command, started_at, finished_at, exit_code,
-                       status, instance, note, tool_version, host, os_user
-                  FROM {HISTORY_TABLE} {where} ORDER BY {order}""",
-            params,
-        ).fetchall()
+        query = f"""SELECT run_id::text, direction, command_index, command, started_at, finished_at, exit_code,
+                           status, instance, note, tool_version, host, os_user
+                      FROM {{s}}.history {where} ORDER BY {order}"""
+        rows = conn.execute(_history(schema, query), params).fetchall()
     return [HistoryRow(*r) for r in rows]
 
 
@@ -512,16 +527,24 @@ def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     )
 
 
-def grant_app_role(conn: psycopg.Connection[Any], database: str, role: str, scrub: Scrubber) -> list[str]:
-    """What `dbos migrate -r` grants a runtime role. Returns the schemas covered."""
+def grant_app_role(
+    conn: psycopg.Connection[Any],
+    database: str,
+    role: str,
+    scrub: Scrubber,
+    history_schema: str = HISTORY_SCHEMA,
+) -> list[str]:
+    """What `dbos migrate -r` grants a runtime role (never on the history schema). Returns the
+    schemas covered."""
     r = sql.Identifier(role)
     schemas = [
         row[0]
         for row in conn.execute(
             """SELECT nspname FROM pg_catalog.pg_namespace
-                WHERE nspname NOT IN ('information_schema', 'dbos_migrate')
-                  AND nspname NOT LIKE 'pg\\_%'
-                ORDER BY nspname"""
+                WHERE nspname NOT IN ('information_schema', 'dbos_migrate', %s)
+                  AND nspname NOT LIKE 'pg\\_%%'
+                ORDER BY nspname""",
+            (history_schema,),
         ).fetchall()
     ]
     try:

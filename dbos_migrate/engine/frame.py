@@ -338,7 +338,7 @@ class History:
             return
         from dbos_migrate.engine import database as db
 
-        db.check_history(self.conn)
+        db.check_history(self.conn, db.check_history_schema(self.run.options.history_schema))
 
     def record(self, result: CommandResult, note: str | None = None) -> None:
         if not self.enabled:
@@ -376,7 +376,7 @@ class History:
 
         try:
             while self.pending:
-                db.write_history(conn, self.pending[0])
+                db.write_history(conn, self.pending[0], self.run.options.history_schema)
                 self.pending.pop(0)
             self.run.report.history_written = True
             return True
@@ -385,7 +385,8 @@ class History:
             self.pending.clear()
             self.run.emit(
                 Notice(
-                    "history not recorded: the role may not create schema dbos_migrate (use --no-history to silence)",
+                    f"history not recorded: the role may not create schema {self.run.options.history_schema} "
+                    "(use --no-history to silence)",
                     "warning",
                 )
             )

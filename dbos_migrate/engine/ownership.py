@@ -46,7 +46,7 @@ from dbos_migrate.errors import DatabaseError
 
 FIX = (
     "drop it as a role you trust after looking at what it holds (it was not made by dbos-migrate), "
-    "or run with --no-history"
+    "keep history in a schema of your own with --history-schema NAME, or run with --no-history"
 )
 
 

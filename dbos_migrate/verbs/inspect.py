@@ -64,7 +64,9 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.server_version = db.server_version(conn)
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
-                report.recent_runs = db.read_history(conn, 10)
+                report.recent_runs = db.read_history(
+                    conn, 10, schema=db.check_history_schema(options.history_schema)
+                )
         from dbos_migrate.engine.sysdb import inspect
 
         report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)
@@ -94,7 +96,8 @@ def history(
             raise DatabaseError(f"app database {target.app_database!r} does not exist: no history") from None
         with db.closing(conn):
             report.exists = True
-            report.runs = db.read_history(conn, limit, run_id=run_id)
+            schema = db.check_history_schema(options.history_schema)
+            report.runs = db.read_history(conn, limit, run_id=run_id, schema=schema)
         if run_id is not None and not report.runs:
             raise UsageError(
                 f"no run {run_id!r} in the history of {target.app_database}", "list runs with `history`"

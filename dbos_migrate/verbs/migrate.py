@@ -275,7 +275,9 @@ def execute(
                 before_each=lambda: db.verify_lock(conn, key, run.scrub), on_result=finished, after_each=after,
             )  # fmt: skip
             if opts.app_role:
-                schemas = db.grant_app_role(conn, run.target.app_database, opts.app_role, run.scrub)
+                schemas = db.grant_app_role(
+                    conn, run.target.app_database, opts.app_role, run.scrub, opts.history_schema
+                )
                 run.emit(
                     Notice(
                         f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
