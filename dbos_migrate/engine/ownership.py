@@ -56,15 +56,14 @@ class PlantedObject(DatabaseError):
     code = "untrusted_object"
 
 
-#: The owner test, evaluated by the server: (owner name, acceptable).
-_OWNER = """
-    SELECT o.rolname::text,
-           o.oid = me.oid OR o.rolsuper
-           OR (NOT me.rolsuper AND pg_catalog.pg_has_role(me.oid, o.oid, 'MEMBER'))
-      FROM pg_catalog.pg_roles o,
-           (SELECT r.oid, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pg_catalog.current_user()) me
-     WHERE o.oid = %s
-"""
+def _owner_sql(col: str) -> str:
+    """Two SQL expressions: the name of the role whose oid is `col`, and whether it holds no
+    less power than the connecting role (the owner test, evaluated by the server)."""
+    return f"""(SELECT o.rolname::text FROM pg_catalog.pg_roles o WHERE o.oid = {col}),
+       (SELECT o.oid = me.oid OR o.rolsuper OR (NOT me.rolsuper AND pg_catalog.pg_has_role(me.oid, o.oid, 'MEMBER'))
+          FROM pg_catalog.pg_roles o, pg_catalog.pg_roles me
+         WHERE o.oid = {col} AND me.rolname = pg_catalog.current_user())"""
+
 
 _KINDS = {
     "r": "table",
@@ -79,13 +78,6 @@ _KINDS = {
 }
 
 
-def _owner(conn: psycopg.Connection[Any], owner_oid: int) -> tuple[str, bool]:
-    row = conn.execute(_OWNER, (owner_oid,)).fetchone()
-    if row is None:  # no such role (cannot happen) or no current role row
-        return f"role oid {owner_oid}", False
-    return str(row[0]), bool(row[1])
-
-
 def _refuse(what: str, owner: str, problems: Sequence[str]) -> PlantedObject:
     return PlantedObject(
         f"{what} (owner {owner}) is not one dbos-migrate made: {'; '.join(problems)}; refusing to use it",
@@ -95,9 +87,9 @@ def _refuse(what: str, owner: str, problems: Sequence[str]) -> PlantedObject:
 
 def _schema_owner(conn: psycopg.Connection[Any], schema: str) -> tuple[str, bool] | None:
     row = conn.execute(
-        "SELECT n.nspowner::bigint FROM pg_catalog.pg_namespace n WHERE n.nspname = %s", (schema,)
+        f"SELECT {_owner_sql('n.nspowner')} FROM pg_catalog.pg_namespace n WHERE n.nspname = %s", (schema,)
     ).fetchone()
-    return None if row is None else _owner(conn, int(row[0]))
+    return None if row is None else (str(row[0]), bool(row[1]))
 
 
 def verify_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -111,8 +103,8 @@ def verify_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
     return True
 
 
-_TABLE = """
-SELECT c.oid::bigint, c.relkind::text, c.relowner::bigint, c.relrowsecurity, c.relforcerowsecurity,
+_TABLE = f"""
+SELECT c.oid::bigint, c.relkind::text, {_owner_sql("c.relowner")}, {_owner_sql("n.nspowner")}, c.relrowsecurity, c.relforcerowsecurity,
        c.relispartition,
        ARRAY(SELECT a.attname::text || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
                FROM pg_catalog.pg_attribute a
@@ -133,8 +125,8 @@ SELECT c.oid::bigint, c.relkind::text, c.relowner::bigint, c.relrowsecurity, c.r
 """
 
 #: The table's own sequences: (oid, name, kind, owner) of every sequence owned by a column.
-_SEQUENCES = """
-SELECT s.oid::bigint, s.relname::text, s.relkind::text, s.relowner::bigint
+_SEQUENCES = f"""
+SELECT s.oid::bigint, s.relname::text, {_owner_sql("s.relowner")}
   FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid
  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
    AND d.refobjid = %s AND d.deptype IN ('a', 'i') AND s.relkind = 'S'
@@ -163,22 +155,18 @@ def verify_owned_table(
 ) -> bool:
     """True: `schema.table` exists and is what the tool made; False: no relation of that name
     exists (nor, maybe, the schema). Raises PlantedObject otherwise (module docstring)."""
-    schema_owner = _schema_owner(conn, schema)
-    if schema_owner is None:
-        return False
     row = conn.execute(_TABLE, (schema, table)).fetchone()
     if row is None:
         verify_schema(conn, schema)
         return False
-    (oid, kind, owner_oid, rls, force_rls, partition, columns, odd_columns, triggers, rules, policies,
-     inherits, odd_constraints, odd_indexes) = row  # fmt: skip
-    owner, owner_ok = _owner(conn, int(owner_oid))
+    (oid, kind, owner, owner_ok, schema_owner, schema_ok, rls, force_rls, partition, columns, odd_columns,
+     triggers, rules, policies, inherits, odd_constraints, odd_indexes) = row  # fmt: skip
     what = f"{_KINDS.get(kind, 'relation')} {schema}.{table}"
     problems: list[str] = []
     if not owner_ok:
         problems.append("its owner has less power than the connecting role")
-    if not schema_owner[1]:
-        problems.append(f"its schema {schema} is owned by {schema_owner[0]}, who has less power")
+    if not schema_ok:
+        problems.append(f"its schema {schema} is owned by {schema_owner}, who has less power")
     if kind != "r":
         problems.append(f"it is a {_KINDS.get(kind, kind)}, not a plain table")
     if partition:
@@ -188,6 +176,8 @@ def verify_owned_table(
         problems.append("its columns are not the expected ones")
     if odd_columns:
         problems.append(f"{odd_columns} column(s) of a type outside pg_catalog or generated")
+    if kind == "v":
+        rules -= 1  # a view's own _RETURN rule: it is a view, which is said already
     for count, name in ((triggers, "trigger"), (rules, "rule"), (policies, "row-level policy"),
                         (inherits, "inheritance link"), (odd_constraints, "foreign key, unique or exclusion constraint"),
                         (odd_indexes, "expression or partial index")):  # fmt: skip
@@ -196,8 +186,7 @@ def verify_owned_table(
     if rls or force_rls:
         problems.append("row-level security is enabled on it")
     sequences = conn.execute(_SEQUENCES, (oid,)).fetchall()
-    for _seq_oid, seq_name, _kind, seq_owner in sequences:
-        seq_owner_name, seq_ok = _owner(conn, int(seq_owner))
+    for _seq_oid, seq_name, seq_owner_name, seq_ok in sequences:
         if not seq_ok:
             problems.append(f"its sequence {schema}.{seq_name} is owned by {seq_owner_name}")
     allowed = [int(oid)] + [int(s[0]) for s in sequences]

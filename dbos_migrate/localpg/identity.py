@@ -19,7 +19,7 @@ import stat
 import sys
 from pathlib import Path
 
-from dbos_migrate.localpg.base import BACKEND_DOCKER, LocalServer
+from dbos_migrate.localpg.base import BACKEND_DOCKER, LocalPostgresError, LocalServer
 
 CONTROL_FILE = Path("global") / "pg_control"
 CONNECT_TIMEOUT = 5
@@ -68,7 +68,10 @@ def unproven(server: LocalServer) -> str | None:
 
         if not docker_available():
             return "Docker does not answer, so its container cannot be told from another listener"
-        found = DockerBackend().status(server.port)
+        try:
+            found = DockerBackend().status(server.port)
+        except LocalPostgresError as exc:
+            return exc.message
         if found is None or not found.running:
             return f"dbos-migrate's container for port {server.port} is not running"
         return None

@@ -433,7 +433,9 @@ def copy_version_tables(src: Conn, dst: Conn) -> tuple[list[str], list[str]]:
         if size > VERSION_TABLE_MAX_BYTES:
             problems.append(f"{label}: not copied, {size} bytes is too big for a version table")
             continue
-        target = dst.execute("SELECT to_regclass(%s)", (f"{_quote(schema)}.{_quote(name)}",)).fetchone()
+        target = dst.execute(
+            "SELECT pg_catalog.to_regclass(%s)", (f"{_quote(schema)}.{_quote(name)}",)
+        ).fetchone()
         if not target or target[0] is None:
             problems.append(f"{label}: not copied, the table is missing from the scratch copy")
             continue

@@ -63,7 +63,7 @@ def run_checks(run: Run, rehearsal: Rehearsal, checks: list[Check]) -> None:
     start = time.monotonic()
     try:
         conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("rehearse data checks"),
-                          where="connecting to the app database for the data checks")  # fmt: skip
+                          where="connecting to the app database for the data checks", read_only=True)  # fmt: skip
     except DatabaseError as exc:
         rehearsal.findings = [datachecks.unknown_finding(c, exc.message, None) for c in checks]
     else:
