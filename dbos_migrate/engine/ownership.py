@@ -31,6 +31,11 @@ Public interface (also for other tables of the tool, such as a lock lease table)
         acceptable, False when no relation of that name exists; raises PlantedObject
         naming the object, its owner and the fix otherwise. The schema is verified first.
 
+    unsafe_to_read(conn, schema, table, columns, *, kinds="r") -> str | None
+        For tables other roles own (the DBOS system tables, a migration tool's version
+        table): why reading `columns` could run code they wrote (a view, row-level security,
+        child tables, a column type outside pg_catalog), "missing", or None when it cannot.
+
 Every query here reads `pg_catalog` only and names it; the caller's session has
 `search_path` pinned to `pg_catalog, pg_temp` (database.connect).
 """
