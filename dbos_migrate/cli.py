@@ -152,6 +152,8 @@ RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_def
                                        help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
 DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
+HistorySchemaOpt = Annotated[str, option("--history-schema", metavar="SCHEMA",
+                                         help="Schema of the history table (one you own).")]  # fmt: skip
 NoDataChecksOpt = Annotated[bool, option("--no-data-checks",
                                          help="With the rehearsal: do not ask the app database's rows whether a change fails on them.")]  # fmt: skip
 DataCheckTimeoutOpt = Annotated[float, option("--data-check-timeout", metavar="SECONDS", min=0.001,
@@ -291,6 +293,7 @@ def up(
     kill_after: KillAfterOpt = 5.0,
     maintenance_db: MaintOpt = None,
     no_history: NoHistoryOpt = False,
+    history_schema: HistorySchemaOpt = "dbos_migrate",
     production: ProductionOpt = False,
     fail_on_breaking: FailOnBreakingOpt = False,
     allow_breaking: AllowBreakingOpt = False,
@@ -318,7 +321,7 @@ def up(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
-        system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+        history_schema=history_schema, system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
         strict=strict,
     )  # fmt: skip
 
@@ -338,6 +341,7 @@ def down(
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
     no_history: NoHistoryOpt = False,
+    history_schema: HistorySchemaOpt = "dbos_migrate",
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -350,7 +354,7 @@ def down(
         typer_ctx, verbs.down, output, quiet, verbose, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        grace=kill_after, no_history=no_history,
+        grace=kill_after, no_history=no_history, history_schema=history_schema,
     )  # fmt: skip
 
 
@@ -399,6 +403,7 @@ def status(
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
     production: ProductionOpt = False,
+    history_schema: HistorySchemaOpt = "dbos_migrate",
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -408,7 +413,7 @@ def status(
     from dbos_migrate import verbs
 
     _run(typer_ctx, verbs.status, output, quiet, verbose, env_file=env_file, config=config, db_url=db_url,
-         app_db_name=app_db_name, production=production)  # fmt: skip
+         app_db_name=app_db_name, production=production, history_schema=history_schema)  # fmt: skip
 
 
 @command("wait")
@@ -438,6 +443,7 @@ def history(
     app_db_name: AppDbOpt = None,
     limit: Annotated[int, option("--limit", "-n", metavar="N", min=1, help="How many rows.")] = 20,
     run: RunOpt = None,
+    history_schema: HistorySchemaOpt = "dbos_migrate",
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -447,7 +453,8 @@ def history(
     from dbos_migrate import verbs
 
     _run(typer_ctx, verbs.history, output, quiet, verbose, verb_kwargs={"limit": limit, "run_id": run},
-         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name)  # fmt: skip
+         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name,
+         history_schema=history_schema)  # fmt: skip
 
 
 @command()

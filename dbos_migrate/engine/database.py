@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.ownership import unsafe_to_read, verify_owned_table, verify_schema
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, LockTimeout, UsageError
 from dbos_migrate.model import HistoryRow, LockHolder
@@ -31,7 +32,6 @@ from dbos_migrate.settings.target import Endpoint
 LOCK_CLASS = 0x44424D47  # "DBMG": the first key of every dbos-migrate advisory lock
 DEFAULT_CONNECT_TIMEOUT = 10
 _MISSING_DB = re.compile(r'database "[^"]*" does not exist')
-HISTORY_TABLE = "dbos_migrate.history"
 
 
 class DatabaseMissing(DatabaseError):
@@ -113,6 +113,11 @@ KEEPALIVES = {
 }
 
 
+#: Sent first on every session (docs/security.md).
+PIN_SESSION = "SET search_path = pg_catalog, pg_temp"
+READ_ONLY_SESSION = "; SET default_transaction_read_only = on"
+
+
 def connect(
     endpoint: Endpoint,
     scrub: Scrubber,
@@ -120,19 +125,32 @@ def connect(
     dbname: str | None = None,
     app_name: str = "dbos-migrate",
     where: str = "connecting",
+    read_only: bool = False,
 ) -> psycopg.Connection[Any]:
-    """An autocommit connection with libpq's effective parameters (docs/behaviour.md)."""
+    """An autocommit connection with libpq's effective parameters (docs/behaviour.md).
+
+    Its `search_path` is pinned to `pg_catalog, pg_temp`, whatever the role or database
+    settings say, so no function or operator another role created can stand in for a
+    built-in one; with `read_only`, every transaction of the session is READ ONLY
+    (docs/security.md, "The tool's own objects").
+    """
     kwargs: dict[str, Any] = endpoint.kwargs(dbname)
     kwargs.setdefault("application_name", app_name)
     kwargs.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
     for key, value in KEEPALIVES.items():
         kwargs.setdefault(key, value)
     try:
-        return psycopg.connect(autocommit=True, **kwargs)
+        conn = psycopg.connect(autocommit=True, **kwargs)
     except psycopg.Error as exc:
         raise classify(exc, scrub, where=where) from None
     except (ValueError, TypeError, UnicodeError) as exc:
         raise UsageError(f"{where}: invalid connection parameters: {scrub.text(str(exc))}") from None
+    try:
+        conn.execute(PIN_SESSION + (READ_ONLY_SESSION if read_only else ""))
+    except psycopg.Error as exc:
+        conn.close()
+        raise classify(exc, scrub, where=where) from None
+    return conn
 
 
 def connect_waiting(
@@ -144,13 +162,16 @@ def connect_waiting(
     wait: float,
     on_retry: Callable[[float, str], None],
     where: str,
+    read_only: bool = False,
 ) -> psycopg.Connection[Any]:
     """Connect, retrying transient failures with backoff until `wait` seconds have passed."""
     deadline = time.monotonic() + wait
     delay = 0.1
     while True:
         try:
-            return connect(endpoint, scrub, dbname=dbname, app_name=app_name, where=where)
+            return connect(
+                endpoint, scrub, dbname=dbname, app_name=app_name, where=where, read_only=read_only
+            )
         except DatabaseMissing:
             raise
         except DatabaseError as exc:
@@ -199,7 +220,7 @@ def holds_lock(conn: psycopg.Connection[Any], key: int) -> bool:
 
 
 def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    row = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,)).fetchone()
     return row is not None
 
 
@@ -233,10 +254,10 @@ def lock_key(app_database: str) -> int:
 def lock_holder(conn: psycopg.Connection[Any], key: int, database: str) -> LockHolder | None:
     row = conn.execute(
         """
-        SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
-               coalesce(a.xact_start, a.backend_start), coalesce(a.usename, '')
-          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-          JOIN pg_database d ON d.oid = l.database
+        SELECT a.pid, coalesce(a.application_name, ''), coalesce(pg_catalog.host(a.client_addr), 'local socket'),
+               coalesce(a.xact_start, a.backend_start), coalesce(a.usename::text, '')
+          FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+          JOIN pg_catalog.pg_database d ON d.oid = l.database
          WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s
            AND l.objsubid = 2 AND d.datname = %s
          LIMIT 1
@@ -273,7 +294,7 @@ def acquire_lock(
     last_report = 0.0
     listening = False
     while True:
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, key)).fetchone()
+        row = conn.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, key)).fetchone()
         if on_first_attempt is not None:
             on_first_attempt()
             on_first_attempt = None
@@ -314,7 +335,8 @@ def release_lock(conn: psycopg.Connection[Any], key: int) -> None:
     if not conn.closed:
         with suppress(psycopg.Error):
             conn.execute(
-                "SELECT pg_advisory_unlock(%s, %s), pg_notify(%s, '')", (LOCK_CLASS, key, _channel(key))
+                "SELECT pg_catalog.pg_advisory_unlock(%s, %s), pg_catalog.pg_notify(%s, '')",
+                (LOCK_CLASS, key, _channel(key)),
             )
 
 
@@ -363,9 +385,28 @@ def closing(conn: psycopg.Connection[Any] | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------- history
 
 
-HISTORY_DDL = """
-CREATE SCHEMA IF NOT EXISTS dbos_migrate;
-CREATE TABLE IF NOT EXISTS dbos_migrate.history (
+HISTORY_SCHEMA = "dbos_migrate"
+#: The history table's columns as pg_catalog.format_type prints them, in order: what
+#: ownership.verify_owned_table expects of a table the tool made.
+HISTORY_COLUMNS = (
+    ("id", "bigint"),
+    ("run_id", "uuid"),
+    ("direction", "text"),
+    ("command_index", "integer"),
+    ("command", "text"),
+    ("started_at", "timestamp with time zone"),
+    ("finished_at", "timestamp with time zone"),
+    ("exit_code", "integer"),
+    ("status", "text"),
+    ("tool_version", "text"),
+    ("host", "text"),
+    ("os_user", "text"),
+    ("instance", "text"),
+    ("note", "text"),
+)
+
+_HISTORY_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.history (
     id            bigserial PRIMARY KEY,
     run_id        uuid NOT NULL,
     direction     text NOT NULL CHECK (direction IN ('up', 'down')),
@@ -381,14 +422,30 @@ CREATE TABLE IF NOT EXISTS dbos_migrate.history (
     instance      text NOT NULL,
     note          text
 );
-CREATE INDEX IF NOT EXISTS history_started_at ON dbos_migrate.history (started_at DESC);
+CREATE INDEX IF NOT EXISTS history_started_at ON {s}.history (started_at DESC);
 """
 
-_INSERT = f"""
-INSERT INTO {HISTORY_TABLE} (run_id, direction, command_index, command, started_at, finished_at,
+_INSERT = """
+INSERT INTO {s}.history (run_id, direction, command_index, command, started_at, finished_at,
     exit_code, status, tool_version, host, os_user, instance, note)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def check_history_schema(name: str) -> str:
+    """The `--history-schema` name, or a UsageError: a plain identifier, not a system schema."""
+    if not _SCHEMA_NAME.fullmatch(name) or name.lower().startswith("pg_") or name == "information_schema":
+        raise UsageError(
+            f"--history-schema {name!r}: not a usable schema name",
+            "use letters, digits and _ (at most 63), not starting with pg_",
+        )
+    return name
+
+
+def _history(schema: str, text: str) -> sql.Composed:
+    return sql.SQL(text).format(s=sql.Identifier(schema))
 
 
 def new_run_id() -> str:
@@ -403,34 +460,59 @@ def who() -> tuple[str, str]:
     return socket.gethostname(), user
 
 
-def write_history(conn: psycopg.Connection[Any], row: HistoryRow) -> None:
-    """Insert one row; create the schema and table on first use."""
+def check_history(conn: psycopg.Connection[Any], schema: str = HISTORY_SCHEMA) -> bool:
+    """Whether the history table exists; raises ownership.PlantedObject (exit 3) when it, its
+    schema or its sequence is not what the tool made (docs/security.md)."""
+    return verify_owned_table(conn, schema, "history", HISTORY_COLUMNS)
+
+
+def _ensure_history(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create the schema and table where missing, verifying each before it is used."""
+    if check_history(conn, schema):
+        return
+    if not verify_schema(conn, schema):
+        conn.execute(_history(schema, "CREATE SCHEMA IF NOT EXISTS {s}"))
+        if not verify_schema(conn, schema):
+            raise DatabaseError(f"schema {schema} disappeared while it was being created")
+    conn.execute(_history(schema, _HISTORY_DDL))
+    if not check_history(conn, schema):
+        raise DatabaseError(f"{schema}.history disappeared while it was being created")
+
+
+def write_history(conn: psycopg.Connection[Any], row: HistoryRow, schema: str = HISTORY_SCHEMA) -> None:
+    """Insert one row; create the schema and table on first use.
+
+    One transaction: the table is locked (ROW EXCLUSIVE, what the INSERT takes anyway, so that
+    no trigger, rule or policy can be added meanwhile), verified, then written.
+    """
     host, user = who()
     params = (
         row.run_id, row.direction, row.command_index, row.command, row.started_at, row.finished_at,
         row.exit_code, row.status, row.tool_version, host, user, row.instance, row.note,
     )  # fmt: skip
-    try:
-        conn.execute(_INSERT, params)
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        conn.execute(HISTORY_DDL)
-        conn.execute(_INSERT, params)
+    with conn.transaction():
+        if check_history(conn, schema):
+            conn.execute(_history(schema, "LOCK TABLE {s}.history IN ROW EXCLUSIVE MODE"))
+        _ensure_history(conn, schema)
+        conn.execute(_history(schema, _INSERT), params)
 
 
-def read_history(conn: psycopg.Connection[Any], limit: int, *, run_id: str | None = None) -> list[HistoryRow]:
-    """The newest `limit` rows, or every row of one run (oldest command first)."""
+def read_history(
+    conn: psycopg.Connection[Any], limit: int, *, run_id: str | None = None, schema: str = HISTORY_SCHEMA
+) -> list[HistoryRow]:
+    """The newest `limit` rows, or every row of one run (oldest command first), read in a READ
+    ONLY transaction from a verified table (none: no rows)."""
     where, order, params = "", "started_at DESC, id DESC LIMIT %s", [limit]
     if run_id is not None:
         where, order, params = "WHERE run_id::text = %s", "command_index, id", [run_id]  # type: ignore[list-item]
-    try:
-        rows = conn.execute(
-            f"""SELECT run_id::text, direction, command_index, command, started_at, finished_at, exit_code,
-                       status, instance, note, tool_version, host, os_user
-                  FROM {HISTORY_TABLE} {where} ORDER BY {order}""",
-            params,
-        ).fetchall()
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        return []
+    with conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        if not check_history(conn, schema):
+            return []
+        query = f"""SELECT run_id::text, direction, command_index, command, started_at, finished_at, exit_code,
+                           status, instance, note, tool_version, host, os_user
+                      FROM {{s}}.history {where} ORDER BY {order}"""
+        rows = conn.execute(_history(schema, query), params).fetchall()
     return [HistoryRow(*r) for r in rows]
 
 
@@ -443,19 +525,29 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
 
 
 def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+    )
 
 
-def grant_app_role(conn: psycopg.Connection[Any], database: str, role: str, scrub: Scrubber) -> list[str]:
-    """What `dbos migrate -r` grants a runtime role. Returns the schemas covered."""
+def grant_app_role(
+    conn: psycopg.Connection[Any],
+    database: str,
+    role: str,
+    scrub: Scrubber,
+    history_schema: str = HISTORY_SCHEMA,
+) -> list[str]:
+    """What `dbos migrate -r` grants a runtime role (never on the history schema). Returns the
+    schemas covered."""
     r = sql.Identifier(role)
     schemas = [
         row[0]
         for row in conn.execute(
-            """SELECT nspname FROM pg_namespace
-                WHERE nspname NOT IN ('information_schema', 'dbos_migrate')
-                  AND nspname NOT LIKE 'pg\\_%'
-                ORDER BY nspname"""
+            """SELECT nspname FROM pg_catalog.pg_namespace
+                WHERE nspname NOT IN ('information_schema', 'dbos_migrate', %s)
+                  AND nspname NOT LIKE 'pg\\_%%'
+                ORDER BY nspname""",
+            (history_schema,),
         ).fetchall()
     ]
     try:
@@ -521,19 +613,39 @@ DBOS_ROLE_GRANTS = (
 
 def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | None:
     """The DBOS schema version of a system database: `<schema>.dbos_migrations` (Python 1.x+,
-    TypeScript 3.x+), Alembic's revision (Python 0.x), or knex's count (TypeScript 1.x-2.x)."""
+    TypeScript 3.x+), Alembic's revision (Python 0.x), or knex's count (TypeScript 1.x-2.x).
+
+    Read in a READ ONLY transaction, only from plain tables whose columns have built-in types;
+    a value that is not what DBOS writes is "unknown: ..." with the reason, never an error
+    (docs/security.md, "A hostile system database")."""
     probes = (
-        (sql.SQL("SELECT max(version)::text FROM {}.dbos_migrations").format(sql.Identifier(schema)),
-         f"{schema}.dbos_migrations", "{}"),
-        (sql.SQL("SELECT max(version_num) FROM public.alembic_version"), "public.alembic_version", "alembic {}"),
-        (sql.SQL("SELECT count(*)::text FROM public.knex_migrations"), "public.knex_migrations", "knex {} migrations"),
+        (schema, "dbos_migrations", "version", "SELECT pg_catalog.max({c})::text FROM {t}", r"[0-9]{1,18}", "{}"),
+        ("public", "alembic_version", "version_num", "SELECT pg_catalog.max({c}) FROM {t}", r"[0-9A-Za-z_]{1,64}",
+         "alembic {}"),
+        ("public", "knex_migrations", "id", "SELECT pg_catalog.count(*)::text FROM {t}", r"[0-9]{1,18}",
+         "knex {} migrations"),
     )  # fmt: skip
-    for query, table, shown in probes:
-        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
-        if found and found[0] is not None:
+    for nsp, table, column, query, pattern, shown in probes:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            why = unsafe_to_read(conn, nsp, table, [column])
+            if why == "missing":
+                continue
+            if why is not None:
+                return f"unknown: {why}"
             try:
-                row = conn.execute(query).fetchone()
+                with conn.transaction():
+                    statement = sql.SQL(query).format(c=sql.Identifier(column), t=sql.Identifier(nsp, table))
+                    row = conn.execute(statement).fetchone()
             except psycopg.Error:
                 return "unreadable"
-            return shown.format(row[0]) if row and row[0] is not None else None
+        value = row[0] if row else None
+        if value is None:
+            return None
+        if not re.fullmatch(pattern, str(value)):
+            text = str(value)
+            return f"unknown: {nsp}.{table}.{column} holds {text[:40]!a}" + (
+                f"... ({len(text)} characters)" if len(text) > 40 else ""
+            )
+        return shown.format(value)
     return None

@@ -107,23 +107,36 @@ def load_config(ctx: Context, options: Options) -> Config:
     return config_mod.load(options.config, ctx.environ)
 
 
-def resolve_target(ctx: Context, cfg: Config | None, options: Options) -> Target:
+def resolve_target(
+    ctx: Context, cfg: Config | None, options: Options, notes: list[str] | None = None
+) -> Target:
+    """The target; `notes` receives why a recorded local server was ignored, if it was."""
     return resolve(
         cfg,
         db_url=options.db_url,
         app_db_name=options.app_db_name,
         production=options.production,
         environ=ctx.environ,
-        local_server=local_server,
+        local_server=lambda environ: local_server(environ, notes),
     )
 
 
-def local_server(environ: Mapping[str, str]) -> tuple[PgUrl, str] | None:
-    """The server `dbos-migrate postgres start` left running, if any (docs/local-postgres.md)."""
+def local_server(environ: Mapping[str, str], notes: list[str] | None = None) -> tuple[PgUrl, str] | None:
+    """The server `dbos-migrate postgres start` left running, if any, once proven to be the
+    recorded one; else None, and why in `notes` (docs/local-postgres.md)."""
     from dbos_migrate.localpg import running_server
 
     server = running_server(environ)
     if server is None:
+        return None
+    from dbos_migrate.localpg.identity import unproven
+
+    why = unproven(server)
+    if why is not None:
+        if notes is not None:
+            notes.append(
+                f"the local server recorded by `dbos-migrate postgres start` (port {server.port}) was ignored: {why}"
+            )
         return None
     return parse_url(
         server.url, what="the local server's URL"
@@ -163,7 +176,10 @@ def prepare(ctx: Context, options: Options, report: RunReport, emit: Sink) -> Ru
     report.where.warnings.extend(cfg.warnings)
     for warning in cfg.warnings:
         emit(Notice(warning.render(), "warning"))
-    target = resolve_target(ctx, cfg, options)
+    notes: list[str] = []
+    target = resolve_target(ctx, cfg, options, notes)
+    for note in notes:
+        emit(Notice(note, "warning"))
     report.where = resolution(ctx, options, cfg, target)
     emit(Resolved(report.verb, report.where, report.dry_run))
     secrets = config_secrets(cfg, target)
@@ -197,7 +213,13 @@ def run_steps(
 
 
 def maintenance_connection(
-    run: Run, app_name: str, *, instance: Endpoint | None = None, prefer: str | None = None, purpose: str
+    run: Run,
+    app_name: str,
+    *,
+    instance: Endpoint | None = None,
+    prefer: str | None = None,
+    purpose: str,
+    read_only: bool = False,
 ) -> psycopg.Connection[Any]:
     """A connection to a database other than the app's: `--maintenance-db` if given, else
     `prefer` (a rehearsal instance's own database), then `postgres`, then `template1`."""
@@ -211,7 +233,7 @@ def maintenance_connection(
     last: DatabaseError | None = None
     for name in names:
         try:
-            return db.connect(instance, run.scrub, dbname=name, app_name=app_name,
+            return db.connect(instance, run.scrub, dbname=name, app_name=app_name, read_only=read_only,
                               where=f"connecting to maintenance database {name!r}")  # fmt: skip
         except DatabaseError as exc:
             last = exc
@@ -309,6 +331,15 @@ class History:
         self.pending: list[HistoryRow] = []
         self.enabled = not run.options.no_history
 
+    def verify(self) -> None:
+        """Before any command runs: refuse (exit 3) a history table, schema or sequence the
+        tool did not make (docs/security.md, "The tool's own objects")."""
+        if not self.enabled:
+            return
+        from dbos_migrate.engine import database as db
+
+        db.check_history(self.conn, db.check_history_schema(self.run.options.history_schema))
+
     def record(self, result: CommandResult, note: str | None = None) -> None:
         if not self.enabled:
             return
@@ -345,7 +376,7 @@ class History:
 
         try:
             while self.pending:
-                db.write_history(conn, self.pending[0])
+                db.write_history(conn, self.pending[0], self.run.options.history_schema)
                 self.pending.pop(0)
             self.run.report.history_written = True
             return True
@@ -354,7 +385,8 @@ class History:
             self.pending.clear()
             self.run.emit(
                 Notice(
-                    "history not recorded: the role may not create schema dbos_migrate (use --no-history to silence)",
+                    f"history not recorded: the role may not create schema {self.run.options.history_schema} "
+                    "(use --no-history to silence)",
                     "warning",
                 )
             )

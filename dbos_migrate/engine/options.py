@@ -22,6 +22,7 @@ class Options:
     dry_run: bool = False
     no_create: bool = False
     no_history: bool = False
+    history_schema: str = "dbos_migrate"  # where history lives (docs/security.md, "The tool's own objects")
     app_role: str | None = None
     yes: bool = False
     confirm: str | None = None

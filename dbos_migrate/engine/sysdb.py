@@ -188,7 +188,8 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
         report.kind, report.action = "other", "left to the app"
         return report
     try:
-        conn = db.connect(system.endpoint, scrub, app_name=app_name, where="looking at the system database")
+        conn = db.connect(system.endpoint, scrub, app_name=app_name, where="looking at the system database",
+                          read_only=True)  # fmt: skip
     except db.DatabaseMissing:
         report.exists = False
         return report

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.engine.ownership import unsafe_to_read
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import first_line
 from dbos_migrate.rehearse.catalog import OWN_SCHEMA, Conn, not_extension_member, user_schemas
@@ -432,7 +433,9 @@ def copy_version_tables(src: Conn, dst: Conn) -> tuple[list[str], list[str]]:
         if size > VERSION_TABLE_MAX_BYTES:
             problems.append(f"{label}: not copied, {size} bytes is too big for a version table")
             continue
-        target = dst.execute("SELECT to_regclass(%s)", (f"{_quote(schema)}.{_quote(name)}",)).fetchone()
+        target = dst.execute(
+            "SELECT pg_catalog.to_regclass(%s)", (f"{_quote(schema)}.{_quote(name)}",)
+        ).fetchone()
         if not target or target[0] is None:
             problems.append(f"{label}: not copied, the table is missing from the scratch copy")
             continue
@@ -444,6 +447,10 @@ def copy_version_tables(src: Conn, dst: Conn) -> tuple[list[str], list[str]]:
                 (oid,),
             ).fetchall()
         ]
+        why = unsafe_to_read(src, schema, name, names, kinds="rp")
+        if why is not None:  # reading it could run code its owner wrote (docs/security.md)
+            problems.append(f"{label}: rows not copied: {why}")
+            continue
         ident = sql.Identifier(schema, name)
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in names)
         try:

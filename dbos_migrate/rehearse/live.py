@@ -63,7 +63,7 @@ def run_checks(run: Run, rehearsal: Rehearsal, checks: list[Check]) -> None:
     start = time.monotonic()
     try:
         conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("rehearse data checks"),
-                          where="connecting to the app database for the data checks")  # fmt: skip
+                          where="connecting to the app database for the data checks", read_only=True)  # fmt: skip
     except DatabaseError as exc:
         rehearsal.findings = [datachecks.unknown_finding(c, exc.message, None) for c in checks]
     else:
@@ -89,7 +89,7 @@ def read_workflows(run: Run, rehearsal: Rehearsal) -> None:
     shown = system.endpoint.masked()
     try:
         conn = db.connect(system.endpoint, run.scrub, app_name=db.application_name("rehearse workflows"),
-                          where="connecting to the system database")  # fmt: skip
+                          where="connecting to the system database", read_only=True)  # fmt: skip
     except db.DatabaseMissing:
         rehearsal.workflows = workflows.unknown(f"the system database {system.name} does not exist",
                                                 shown, schema, environ)  # fmt: skip

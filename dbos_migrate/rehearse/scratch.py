@@ -52,7 +52,9 @@ def scratch_lock_key(name: str) -> int:
 
 def hold_scratch_lock(conn: Conn, name: str) -> None:
     """Taken before the database exists and held until it is dropped."""
-    conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (REHEARSE_LOCK_CLASS, scratch_lock_key(name)))
+    conn.execute(
+        "SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", (REHEARSE_LOCK_CLASS, scratch_lock_key(name))
+    )
 
 
 def mark(conn: Conn, name: str) -> None:

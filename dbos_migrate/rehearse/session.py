@@ -151,7 +151,9 @@ def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
     target = run.target
     app_name = db.application_name("rehearse")
     try:
-        src = db.connect(target.app, run.scrub, app_name=app_name, where="reading the app database")
+        src = db.connect(
+            target.app, run.scrub, app_name=app_name, where="reading the app database", read_only=True
+        )
     except db.DatabaseMissing:
         rehearsal.copy_method = "none: the app database does not exist yet (first deploy)"
         run.emit(Notice("rehearsal: the app database does not exist yet: the scratch database starts empty"))

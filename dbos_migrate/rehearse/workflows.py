@@ -101,12 +101,43 @@ def unknown(reason: str, database: str | None, schema: str, environ: Mapping[str
 # ---------------------------------------------------------------------------- reading
 
 
+class Unreadable(Exception):
+    """A table or value of the system database that is not what DBOS writes: a finding."""
+
+
 def inspect(conn: psycopg.Connection[Any], report: WorkflowReport, timeout_s: float, scrub: Scrubber) -> None:
-    """Fill `report` from the connected system database; errors become `unknown`."""
+    """Fill `report` from the connected system database; errors and malformed tables or values
+    become `unknown`, with the reason (docs/security.md, "A hostile system database")."""
+    try:
+        _inspect(conn, report, timeout_s, scrub)
+    except Unreadable as exc:
+        report.status, report.reason = "unknown", scrub.text(str(exc))
+    except (ValueError, TypeError, ArithmeticError) as exc:  # a value no DBOS release writes
+        report.status = "unknown"
+        report.reason = f"the system database holds a malformed value ({type(exc).__name__})"
+
+
+def _safe(
+    conn: psycopg.Connection[Any], schema: str, table: str, columns: list[str], timeout_s: float
+) -> None:
+    """Raise Unreadable when reading `columns` of `table` could run code others wrote."""
+    from dbos_migrate.engine.ownership import unsafe_to_read
+
+    with readonly.bounded(conn, timeout_s):
+        why = unsafe_to_read(conn, schema, table, columns)
+    if why is not None:
+        raise Unreadable(f"the system database's {why}")
+
+
+def _inspect(
+    conn: psycopg.Connection[Any], report: WorkflowReport, timeout_s: float, scrub: Scrubber
+) -> None:
     try:
         tables, columns = _catalog(conn, report.schema, timeout_s)
-        report.schema_version = _version(conn, report.schema, tables, timeout_s)
+        report.schema_version, why = _version(conn, report.schema, tables, timeout_s)
         report.generation = generation(tables, report.schema_version)
+        if why is not None:
+            report.generation += f" ({why})"
         if "workflow_status" not in tables:
             report.status = "unknown"
             report.reason = (f"no {report.schema}.workflow_status table in the system database "
@@ -118,8 +149,11 @@ def inspect(conn: psycopg.Connection[Any], report: WorkflowReport, timeout_s: fl
         if "status" not in status_cols:
             report.status, report.reason = "unknown", "workflow_status has no status column"
             return
+        wanted = ["status", "name", "application_version", "created_at", "workflow_uuid"]
+        _safe(conn, report.schema, "workflow_status", wanted, timeout_s)
         _counts(conn, report, status_cols, timeout_s, scrub)
         if "function_name" in columns.get("operation_outputs", set()) and report.versions:
+            _safe(conn, report.schema, "operation_outputs", ["function_name", "workflow_uuid"], timeout_s)
             _steps(conn, report, status_cols, timeout_s, scrub)
     except psycopg.Error as exc:
         report.status = "unknown"
@@ -148,17 +182,48 @@ def _catalog(
     return tables, columns
 
 
-def _version(conn: psycopg.Connection[Any], schema: str, tables: set[str], timeout_s: float) -> int | None:
+def _version(
+    conn: psycopg.Connection[Any], schema: str, tables: set[str], timeout_s: float
+) -> tuple[int | None, str | None]:
+    """The newest dbos_migrations version, or None and why it is unknown (never a crash: the
+    value is whatever the system database holds)."""
     if "dbos_migrations" not in tables:
-        return None
+        return None, None
     try:
+        _safe(conn, schema, "dbos_migrations", ["version"], timeout_s)
         with readonly.bounded(conn, timeout_s):
             row = conn.execute(
-                sql.SQL("SELECT max(version) FROM {}").format(sql.Identifier(schema, "dbos_migrations"))
+                sql.SQL("SELECT pg_catalog.max({})::text FROM {}").format(
+                    sql.Identifier("version"), sql.Identifier(schema, "dbos_migrations")
+                )
             ).fetchone()
+    except Unreadable as exc:
+        return None, str(exc)
     except psycopg.errors.InsufficientPrivilege:
-        return None
-    return int(row[0]) if row and row[0] is not None else None
+        return None, None
+    except psycopg.Error as exc:
+        return None, f"dbos_migrations.version could not be read: {type(exc).__name__}"
+    value = row[0] if row else None
+    if value is None:
+        return None, None
+    parsed = parse_version(value)
+    if parsed is None:
+        return None, f"dbos_migrations.version holds {shown_value(value)}, not a migration number"
+    return parsed, None
+
+
+def parse_version(value: object) -> int | None:
+    """A migration number as DBOS writes it (a non-negative integer), else None."""
+    text = str(value)
+    return int(text) if re.fullmatch(r"[0-9]{1,18}", text) else None
+
+
+def shown_value(value: object, limit: int = 40) -> str:
+    """A value read from a database, for a reason: escaped (no control character reaches a
+    terminal) and cut to `limit` characters."""
+    text = str(value)
+    cut = ascii(text[:limit])
+    return cut + (f"... ({len(text)} characters)" if len(text) > limit else "")
 
 
 def generation(tables: set[str], version: int | None) -> str:
@@ -211,7 +276,7 @@ def _counts(conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str
         entry = by_version.setdefault(scrub.text(ver), VersionCount(scrub.text(ver), 0))
         entry.count += int(count)
         entry.statuses[status] = int(count)
-        if age_ms is not None:
+        if age_ms is not None and abs(age_ms) < 10**15:  # created_at is epoch milliseconds
             age_s = round(int(age_ms) / 1000, 1)
             entry.oldest_age_s = age_s if entry.oldest_age_s is None else max(entry.oldest_age_s, age_s)
     for ver, wf_name, count in names:

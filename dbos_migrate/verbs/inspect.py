@@ -26,7 +26,10 @@ def _resolve(
     cfg = load_config(ctx, options)
     for warning in cfg.warnings:
         emit(Notice(warning.render(), "warning"))
-    target = resolve_target(ctx, cfg, options)
+    notes: list[str] = []
+    target = resolve_target(ctx, cfg, options, notes)
+    for note in notes:
+        emit(Notice(note, "warning"))
     where = resolution(ctx, options, cfg, target)
     emit(Resolved(verb, where))
     return cfg, target, Scrubber(config_secrets(cfg, target)), where
@@ -43,14 +46,17 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
         app_name = db.application_name("status")
         start = ctx.clock()
         try:
-            conn = db.connect(target.app, scrub, app_name=app_name, where="connecting to the app database")
+            conn = db.connect(target.app, scrub, app_name=app_name, where="connecting to the app database",
+                              read_only=True)  # fmt: skip
             report.exists = True
         except db.DatabaseMissing:
             report.exists = False
             from dbos_migrate.model import RunReport
 
             probe = Run(ctx, options, cfg, target, scrub, RunReport("status"), emit, [])
-            conn = maintenance_connection(probe, app_name, purpose="to look for the app database")
+            conn = maintenance_connection(
+                probe, app_name, purpose="to look for the app database", read_only=True
+            )
         with db.closing(conn):
             conn.execute("SELECT 1")
             report.latency_ms = round((ctx.clock() - start) * 1000, 1)
@@ -58,12 +64,15 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.server_version = db.server_version(conn)
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
-                report.recent_runs = db.read_history(conn, 10)
+                report.recent_runs = db.read_history(
+                    conn, 10, schema=db.check_history_schema(options.history_schema)
+                )
         from dbos_migrate.engine.sysdb import inspect
 
         report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)
     except DatabaseError as exc:
-        report.unreachable_reason = exc.message
+        if not report.reachable:
+            report.unreachable_reason = exc.message
         report.error = exc
     except MigrateError as exc:
         report.error = exc
@@ -117,12 +126,13 @@ def history(
         _, target, scrub, report.where = _resolve(ctx, options, emit, "history")
         try:
             conn = db.connect(target.app, scrub, app_name=db.application_name("history"),
-                              where="connecting to the app database")  # fmt: skip
+                              where="connecting to the app database", read_only=True)  # fmt: skip
         except db.DatabaseMissing:
             raise DatabaseError(f"app database {target.app_database!r} does not exist: no history") from None
         with db.closing(conn):
             report.exists = True
-            report.runs = db.read_history(conn, limit, run_id=run_id)
+            schema = db.check_history_schema(options.history_schema)
+            report.runs = db.read_history(conn, limit, run_id=run_id, schema=schema)
         if run_id is not None and not report.runs:
             raise UsageError(
                 f"no run {run_id!r} in the history of {target.app_database}", "list runs with `history`"

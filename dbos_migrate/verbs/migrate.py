@@ -114,7 +114,7 @@ def _dry_run(run: Run, *, create: bool) -> None:
 
     try:
         conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("dry-run"),
-                          where="checking the app database")  # fmt: skip
+                          where="checking the app database", read_only=True)  # fmt: skip
         conn.close()
         run.report.exists = True
     except db.DatabaseMissing:
@@ -254,6 +254,7 @@ def execute(
         run_id = db.new_run_id()
         run.report.run_id = run_id
         history = History(run, conn, run_id, direction)
+        history.verify()
 
         def finished(result: CommandResult) -> None:
             run.report.commands.append(result)
@@ -274,7 +275,9 @@ def execute(
                 before_each=lambda: db.verify_lock(conn, key, run.scrub), on_result=finished, after_each=after,
             )  # fmt: skip
             if opts.app_role:
-                schemas = db.grant_app_role(conn, run.target.app_database, opts.app_role, run.scrub)
+                schemas = db.grant_app_role(
+                    conn, run.target.app_database, opts.app_role, run.scrub, opts.history_schema
+                )
                 run.emit(
                     Notice(
                         f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
