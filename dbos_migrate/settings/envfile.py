@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from dbos_migrate.errors import UsageError
+from dbos_migrate.settings.regular import NotRegularFile, read_regular
 
 _LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
@@ -59,14 +60,16 @@ def load(paths: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
     out = dict(environ)
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read(MAX_BYTES + 1)
+            data = read_regular(path, MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise UsageError(f"--env-file {path}: larger than {MAX_BYTES} bytes")
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise UsageError(f"--env-file {path}: no such file") from None
+        except NotRegularFile as exc:  # a FIFO would block forever (docs/security.md)
+            raise UsageError(f"--env-file {path}: is {exc.kind}, not a regular file") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--env-file {path}: cannot read it ({type(exc).__name__})") from None
-        if len(text) > MAX_BYTES:
-            raise UsageError(f"--env-file {path}: larger than {MAX_BYTES} bytes")
         for key, value in parse(text, path):
             out.setdefault(key, value)
     return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from dbos_migrate.errors import ConfigError, Problem, UsageError
+from dbos_migrate.settings.booleans import is_true
 from dbos_migrate.settings.config import (
     RESERVED_DATABASES,
     SCRATCH_PREFIX,
@@ -193,7 +194,7 @@ def resolve_instance(
     """The first source present wins. Returns the URL and a name for its source."""
     if db_url:
         return parse_url(db_url, what="--db-url"), "--db-url"
-    cloud = environ.get("DBOS__CLOUD", "").lower() == "true"
+    cloud = is_true(environ.get("DBOS__CLOUD"))
     if cloud and environ.get("DBOS_DATABASE_URL"):
         return parse_url(
             environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"
@@ -322,7 +323,7 @@ def is_production(eff: Effective, environ: Mapping[str, str], forced: bool) -> t
     """Production unless every effective host and hostaddr is local (localhost, loopback, socket)."""
     if forced:
         return True, "--production"
-    if environ.get("DBOS__CLOUD", "").lower() == "true":
+    if is_true(environ.get("DBOS__CLOUD")):
         return True, "DBOS__CLOUD=true"
     remote = nonlocal_endpoint(eff)
     if remote is not None:
