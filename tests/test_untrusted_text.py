@@ -20,7 +20,7 @@ from dbos_migrate.events import Finished, Sink
 from dbos_migrate.model import CommandResult, RunReport, StatusReport, SystemDatabase
 from dbos_migrate.report import Fanout, JsonReporter, TextReporter, in_github_actions
 from dbos_migrate.report.github import GithubReporter, cell, escape
-from dbos_migrate.report.style import FIELD_LIMIT, printable
+from dbos_migrate.report.style import FIELD_LIMIT, printable, printable_fields
 
 # An OSC title, a bell, a screen clear, a right-to-left override, and CR/LF that would start a
 # line of their own in a log: a forged run line and a workflow command.
@@ -163,3 +163,25 @@ def test_validate_echoes_no_line_of_a_file_that_is_not_a_config(tmp_path: Path) 
     shown = verbs.validate(str(typo), cloud=False, environ={})
     assert [p.path for p in shown.errors] == ["databse", "runtime_config"]  # keys are still named
     assert re.search(r"did you mean 'database'", shown.errors[0].hint or "")
+
+
+def test_workflow_names_and_versions_from_a_system_database_are_sanitized() -> None:
+    """Workflow names, statuses and a 100 KB application version, as a hostile system database
+    may hold them: the text and GitHub renderers print them escaped and capped."""
+    from dbos_migrate.rehearse.workflows import VersionCount, WorkflowReport
+    from dbos_migrate.report.rehearsal import workflows_line
+
+    huge = "1." + "v" * 100_000
+    report = WorkflowReport(
+        status="found", database="app_dbos_sys", generation="dbos 2.x", this_version=HOSTILE,
+        versions=[VersionCount(huge, 3, {HOSTILE: 3}, None, [(HOSTILE, 3)])],
+        steps={(huge, HOSTILE): [HOSTILE]},
+    )  # fmt: skip
+    clean = printable_fields(report)
+    line = workflows_line(clean) or ""
+    assert_clean(line)
+    assert "(100002 characters)" in line and len(line) < 4 * FIELD_LIMIT
+    assert all("\n" not in k[1] and "\x1b" not in k[1] for k in clean.steps)
+    assert "\x1b" not in repr(clean.versions[0].statuses) and "\\x1b" in next(iter(clean.versions[0].statuses))
+    assert_clean(escape(workflows_line(report) or ""))
+    assert_clean(cell(workflows_line(report) or ""))

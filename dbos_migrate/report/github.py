@@ -24,9 +24,8 @@ ANNOTATIONS = 50
 
 
 def in_github_actions(environ: Mapping[str, str]) -> bool:
-    from dbos_migrate.settings.booleans import is_true
-
-    return is_true(environ.get("GITHUB_ACTIONS"))
+    # GitHub's own variable, read as GitHub sets it (docs/behaviour.md, "Yes and no").
+    return environ.get("GITHUB_ACTIONS", "").lower() == "true"
 
 
 def escape(text: str, *, prop: bool = False) -> str:

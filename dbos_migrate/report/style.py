@@ -52,7 +52,7 @@ def printable_text(text: str) -> str:
 
 
 def printable_fields(value: T) -> T:
-    """`value` (an event, a report, a string, tuples and lists of them) with `printable()`
+    """`value` (an event, a report, a string, tuples, lists and dicts of them) with `printable()`
     applied to every string inside: each one a single line of at most FIELD_LIMIT characters.
     Strings from a server, a history table or a config are rendered through this, never raw."""
     item: Any = value
@@ -72,6 +72,10 @@ def printable_fields(value: T) -> T:
         cleaned = [printable_fields(x) for x in item]
         if any(a is not b for a, b in zip(cleaned, item, strict=True)):
             item = type(item)(cleaned)
+    elif type(item) is dict:  # keys too: workflow names and statuses read from a database
+        pairs = [(printable_fields(k), printable_fields(v)) for k, v in item.items()]
+        if any(k2 is not k or v2 is not v for (k2, v2), (k, v) in zip(pairs, item.items(), strict=True)):
+            item = dict(pairs)
     result: T = item
     return result
 

@@ -103,7 +103,10 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
-        event = printable_fields(event)
+        if isinstance(event, Notice):  # free text of our own, with lines (a problem and its hint)
+            event = Notice(printable_text(event.text), event.level)
+        else:
+            event = printable_fields(event)
         s = self.style
         if isinstance(event, Resolved):
             self._resolved(event)

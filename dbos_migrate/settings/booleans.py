@@ -1,5 +1,6 @@
-"""The one reading of a yes/no value, for every flag's environment variable and for the
-variables of other tools (docs/behaviour.md, "Yes and no in the environment")."""
+"""The one reading of a yes/no value, for every flag and its DBOS_MIGRATE_* variable
+(docs/behaviour.md, "Yes and no in the environment"). Other tools' variables are read as
+those tools set them: GITHUB_ACTIONS and DBOS__CLOUD are exactly `true`, in any case."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from dbos_migrate.errors import ConfigError, Problem, UsageError
-from dbos_migrate.settings.booleans import is_true
 from dbos_migrate.settings.config import (
     RESERVED_DATABASES,
     SCRATCH_PREFIX,
@@ -194,7 +193,7 @@ def resolve_instance(
     """The first source present wins. Returns the URL and a name for its source."""
     if db_url:
         return parse_url(db_url, what="--db-url"), "--db-url"
-    cloud = is_true(environ.get("DBOS__CLOUD"))
+    cloud = environ.get("DBOS__CLOUD", "").lower() == "true"
     if cloud and environ.get("DBOS_DATABASE_URL"):
         return parse_url(
             environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"
@@ -323,7 +322,7 @@ def is_production(eff: Effective, environ: Mapping[str, str], forced: bool) -> t
     """Production unless every effective host and hostaddr is local (localhost, loopback, socket)."""
     if forced:
         return True, "--production"
-    if is_true(environ.get("DBOS__CLOUD")):
+    if environ.get("DBOS__CLOUD", "").lower() == "true":
         return True, "DBOS__CLOUD=true"
     remote = nonlocal_endpoint(eff)
     if remote is not None:
