@@ -8,6 +8,7 @@ command takes `--env-file`. Heavy modules are imported inside the commands so th
 """
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -214,6 +215,7 @@ def _root(
         error.ctx = typer_ctx
         error.param = next(p for p in typer_ctx.command.params if p.name == "env_file")
         raise error
+    _check_flag_variables(typer_ctx)
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -227,6 +229,31 @@ def _ctx(typer_ctx: typer.Context) -> "Context":
 
         root.obj = Context.from_process()
     return root.obj  # type: ignore[no-any-return]
+
+
+def _check_flag_variables(typer_ctx: typer.Context) -> None:
+    """A flag's variable (DBOS_MIGRATE_YES...) must say yes or no in a documented spelling
+    (settings/booleans.py): `on` or `y` is a usage error, not a silent yes."""
+    from dbos_migrate.settings.booleans import SPELLINGS, parse_bool
+
+    commands = [typer_ctx.command]
+    name = typer_ctx.invoked_subcommand
+    group: Any = typer_ctx.command
+    while name is not None and hasattr(group, "get_command"):
+        group = group.get_command(typer_ctx, name)
+        if group is None:
+            break
+        commands.append(group)
+        sub = getattr(group, "commands", None)  # a group (postgres): check all of its commands
+        commands += list(sub.values()) if sub else []
+        name = None
+    for cmd in commands:
+        for param in getattr(cmd, "params", []):
+            envvar = getattr(param, "envvar", None)
+            if getattr(param, "is_flag", False) and isinstance(envvar, str):
+                value = os.environ.get(envvar)
+                if value and parse_bool(value) is None:
+                    raise typer.BadParameter(f"{envvar}={value!r} is not yes or no: write {SPELLINGS}")
 
 
 def _run(

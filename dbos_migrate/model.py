@@ -232,6 +232,7 @@ class StatusReport:
     server_version: str | None = None
     latency_ms: float | None = None
     exists: bool | None = None
+    standby: bool | None = None  # a read-only hot standby (in recovery): up would refuse
     lock_holder: LockHolder | None = None
     recent_runs: list[HistoryRow] = field(default_factory=list)
     system_database: SystemDatabase | None = None

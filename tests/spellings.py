@@ -84,6 +84,13 @@ SPELLINGS: dict[str, Callable[[str], str]] = {
     "octal_bytes": lambda s: "".join(f"\\{b:03o}" for b in s.encode()),
     "hex_bytes": lambda s: "".join(f"\\x{b:02X}" for b in s.encode()),
     "backslash_every_char": lambda s: "".join("\\" + c for c in s),
+    # SQL: a string literal doubles its single quotes (`quote_literal`, psql's echo of a query),
+    # an identifier and a CSV field their double quotes (`quote_ident`, COPY ... CSV, Excel).
+    "sql_literal": lambda s: s.replace("'", "''"),
+    "csv_quoted": lambda s: s.replace('"', '""'),
+    # JSON of a JSON document (a log line whose message is JSON), ASCII and UTF-8.
+    "json_twice": lambda s: json.dumps(json.dumps(s)[1:-1])[1:-1],
+    "json_twice_utf8": lambda s: json.dumps(json.dumps(s, ensure_ascii=False)[1:-1], ensure_ascii=False)[1:-1],
 }
 
 

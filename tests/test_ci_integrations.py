@@ -30,8 +30,14 @@ class Runner:
         self.path_file.write_text("")
 
     def run_step(
-        self, index: int, inputs: dict[str, str], extra_env: dict[str, str] | None = None
+        self,
+        index: int,
+        inputs: dict[str, str],
+        extra_env: dict[str, str] | None = None,
+        caller_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`caller_env` is the `env:` of the workflow step that uses the action: the action's
+        own step `env:` overrides it, as on GitHub; `extra_env` overrides both."""
         step = self.spec["runs"]["steps"][index]
         assert "${{" not in step["run"], "inputs must reach scripts through env:, never spliced into run:"
         defaults = {name: str(meta.get("default", "")) for name, meta in self.spec["inputs"].items()}
@@ -55,6 +61,7 @@ class Runner:
             GITHUB_STEP_SUMMARY=str(summary), GITHUB_PATH=str(self.path_file), GITHUB_ENV=str(self.tmp / "github_env"),
             GITHUB_OUTPUT=str(self.tmp / "github_output"), RUNNER_TEMP=str(self.tmp / "runner-temp"), RUNNER_OS="Linux",
         )  # fmt: skip
+        env.update(caller_env or {})
         env.update({k: render(str(v)) for k, v in step.get("env", {}).items()})
         env.update(extra_env or {})
         added = [p for p in self.path_file.read_text().splitlines() if p]
@@ -98,6 +105,32 @@ def test_the_github_action_validates_rehearses_and_migrates(tmp_path: Path, pg_u
     hostile = runner.run_step(1, {"command": "validate; touch pwned", "config": "$(touch pwned2)"})
     assert hostile.returncode == 2
     assert not (workspace / "pwned").exists() and not (workspace / "pwned2").exists()
+
+
+def test_the_action_passes_only_a_given_database_url(tmp_path: Path) -> None:
+    """An empty `database-url` input leaves the caller's step-level DBOS_MIGRATE_DB_URL alone
+    (it used to be replaced by ""); a given one wins; the input's copy reaches no process."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    stub = tmp_path / "stub-bin"
+    stub.mkdir()
+    (stub / "dbos-migrate").write_text(
+        '#!/bin/sh\nprintf "url=[%s] input=[%s]\\n" "${DBOS_MIGRATE_DB_URL-unset}" "${INPUT_DATABASE_URL-unset}"\n'
+    )
+    (stub / "dbos-migrate").chmod(0o755)
+    runner = Runner(tmp_path, workspace)
+    runner.path_file.write_text(f"{stub}\n")
+    caller = {"DBOS_MIGRATE_DB_URL": "postgresql://caller@db.example/x"}
+
+    kept = runner.run_step(1, {"command": "validate"}, caller_env=caller)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert kept.stdout == "url=[postgresql://caller@db.example/x] input=[unset]\n"
+
+    given = runner.run_step(1, {"command": "validate", "database-url": "postgresql://input@db/x"}, caller_env=caller)
+    assert given.stdout == "url=[postgresql://input@db/x] input=[unset]\n"
+
+    neither = runner.run_step(1, {"command": "validate"})
+    assert neither.stdout == "url=[unset] input=[unset]\n"
 
 
 def test_the_pre_commit_hook_through_try_repo(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def test_the_target_source_names_what_was_used(tmp_path: Path) -> None:
 
 def test_status_on_an_unreachable_server_is_exit_3_and_says_it_once(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
-    url = f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres"
+    url = f"postgresql://u:unused-pw@127.0.0.1:{free_port()}/postgres"
     text = invoke("status", "-c", cfg, "-D", url, env={"NO_COLOR": "1"})
     assert text.returncode == 3
     assert (text.stdout + text.stderr).count("error:") == 1 and "error:" in text.stderr

@@ -277,11 +277,17 @@ def test_a_remote_endpoint_from_any_source_is_found(tmp_path: Path, url: str, en
 @pytest.mark.parametrize(
     "url",
     ["postgresql://localhost/db", "postgresql://127.0.0.1/db", "postgresql://127.3.2.1/db", "postgresql://[::1]/db",
-     "postgresql:///db", "postgresql:///db?host=/var/run/postgresql", "postgresql://localhost/db?hostaddr=127.0.0.1",
-     "postgresql://LOCALHOST./db"],
+     "postgresql:///db", "postgresql:///db?host=/var/run/postgresql", "postgresql://localhost/db?hostaddr=127.0.0.1"],
 )  # fmt: skip
 def test_local_endpoints(url: str) -> None:
     assert nonlocal_endpoint(effective(parse_url(url), {})) is None
+
+
+@pytest.mark.parametrize("url", ["postgresql://localhost./db", "postgresql://LOCALHOST./db", "postgresql:///db?host=localhost."])
+def test_localhost_with_a_trailing_dot_is_not_local(url: str) -> None:
+    """`localhost.` is an absolute DNS name: a resolver may send it to the network."""
+    remote = nonlocal_endpoint(effective(parse_url(url), {}))
+    assert remote is not None and "localhost." in remote.lower()
 
 
 def test_effective_reads_only_the_mapping_it_is_given() -> None:

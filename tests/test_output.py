@@ -134,8 +134,8 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path, pg_url: str
     assert failed.returncode == 1
     assert "::error title=dbos-migrate command_failed::command 2 failed with exit code 7: exit 7" in failed.stdout
     text = summary.read_text()
-    assert "### dbos-migrate up" in text and "| 2 | `exit 7` | failed | 7 |" in text
-    assert "**Target:** `postgresql://" in text and "**Created:** yes" in text
+    assert "### dbos-migrate up" in text and "| 2 | <code>exit 7</code> | failed | 7 |" in text
+    assert "**Target:** <code>postgresql://" in text and "**Created:** yes" in text
 
 
 def test_no_color_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:

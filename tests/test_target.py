@@ -409,7 +409,7 @@ def test_invalid_app_db_name_names_its_source(
 
 @pytest.mark.parametrize(
     "host",
-    ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "127.1.2.3", "[::1]", "%2Fvar%2Frun%2Fpostgresql", "%2Ftmp", ""],
+    ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "[::1]", "%2Fvar%2Frun%2Fpostgresql", "%2Ftmp", ""],
 )
 def test_local_hosts_are_not_production(host: str) -> None:
     assert is_production(eff(f"postgresql://{host}:5432/db"), {}, False) == (False, "every host is local")
@@ -417,7 +417,7 @@ def test_local_hosts_are_not_production(host: str) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["db.example.com", "10.0.0.5", "192.168.1.10", "0.0.0.0", "[2001:db8::1]", "localhost.example.com", "mylocalhost",
+    ["db.example.com", "10.0.0.5", "192.168.1.10", "0.0.0.0", "[2001:db8::1]", "localhost.example.com", "mylocalhost", "localhost.", "LOCALHOST.",
      "abc.cloud.dbos.dev", "127.0.0.1.nip.io"],
 )  # fmt: skip
 def test_remote_hosts_are_production(host: str) -> None:

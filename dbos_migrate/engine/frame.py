@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.options import Options
-from dbos_migrate.engine.scrub import Scrubber
+from dbos_migrate.engine.scrub import SHORT_SECRET, Scrubber
 from dbos_migrate.errors import (
     CommandFailed,
     CommandTimeout,
@@ -183,7 +183,16 @@ def prepare(ctx: Context, options: Options, report: RunReport, emit: Sink) -> Ru
     report.where = resolution(ctx, options, cfg, target)
     emit(Resolved(report.verb, report.where, report.dry_run))
     secrets = config_secrets(cfg, target)
-    return Run(ctx, options, cfg, target, Scrubber(secrets), report, emit, secrets)
+    scrub = Scrubber(secrets)
+    warn_weak(scrub, emit)
+    return Run(ctx, options, cfg, target, scrub, report, emit, secrets)
+
+
+def warn_weak(scrub: Scrubber, emit: Sink) -> None:
+    """Once per run: a password too short to be masked everywhere (docs/security.md)."""
+    if scrub.weak:
+        emit(Notice(f"a database password is shorter than {SHORT_SECRET} characters: it is weak, and "
+                    "output masks it only where it stands alone; use a longer one", "warning"))  # fmt: skip
 
 
 Body = Callable[[Run, "Interrupts"], None]

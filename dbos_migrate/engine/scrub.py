@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from dbos_migrate.context import ByteWriter
 
 MASK = "***"
+#: A secret shorter than this is masked only as a whole token: not next to a letter, digit
+#: or `_` (ASCII). Masked everywhere, a one-character password would show itself by the
+#: words it mangles (`***ort 5`). docs/security.md, "Short passwords".
+SHORT_SECRET = 4
+_WORD = "[0-9A-Za-z_]"
 _BMASK = MASK.encode()
 # The documented DBOS and PostgreSQL defaults. They are public, and scrubbing them from
 # free text would mangle names such as `dbos_migrate`; they are still masked in URLs.
@@ -44,6 +49,8 @@ _CONTROL_ESCAPES = {
     "\x1b": "eE",
     "\0": "0",
 }
+# Quotes that SQL literals, SQL identifiers and CSV fields write twice.
+_DOUBLED_QUOTES = "'\""
 # The HTML entities that html.escape and other escapers write (HTML 5 named references).
 _NAMED_ENTITIES = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
 # `\` + one of these can begin a longer escape of that same character (`\u0075` is "u"):
@@ -98,6 +105,17 @@ def _width(spelling: _Spelling) -> int:
     return sum(a.hi * len(a.chars[0].encode()) for a in spelling.atoms)
 
 
+def _twice(spelling: _Spelling) -> _Spelling:
+    """A spelling put through JSON's escaping once more: each `\\` doubled, each `"` escaped."""
+    atoms: list[_Atom] = []
+    for atom in spelling.atoms:
+        if atom.chars in ("\\", '"'):
+            atoms += [_Atom("\\"), atom]
+        else:
+            atoms.append(atom)
+    return _Spelling(tuple(atoms))
+
+
 def _spellings(ch: str, nxt: str | None) -> list[_Spelling]:
     """Every common spelling of `ch`, longest first; `nxt` is the next character of the secret.
 
@@ -138,6 +156,11 @@ def _spellings(ch: str, nxt: str | None) -> list[_Spelling]:
     forms += [_Spelling(_lit("\\" + letter)) for letter in _CONTROL_ESCAPES.get(ch, "")]
     if ch in _NAMED_ENTITIES:
         forms.append(_Spelling(_lit("&") + _anycase(_NAMED_ENTITIES[ch]) + _lit(";")))
+    if ch in _DOUBLED_QUOTES:  # an SQL literal ('') or a CSV field or SQL identifier ("")
+        forms.append(_Spelling(_lit(ch + ch)))
+    # A backslash escape escaped once more, as JSON (or repr) of JSON writes it: `\\"`,
+    # `\\\\`, `\\u00e9`, `\\n`.
+    forms += [_twice(f) for f in forms if f.atoms[0].chars == "\\"]
     # Longest first: where two spellings both fit, the match takes in the longer one.
     return sorted(dict.fromkeys(forms), key=_width, reverse=True)
 
@@ -233,13 +256,15 @@ def _backslash_run(length: int, nxt: str | None) -> _Unit:
 
     One alternation per backslash would read a run of backslashes in the output as `\\` or
     `\\\\` per character in every combination: a near miss would be tried ~2^length ways.
-    The run is rather `length` to `2 * length` items, each a backslash or another spelling of
-    one (`\\x5c`, `%5C`, ...), which is tried ~length ways. It admits a few texts that are not
-    quite spellings of the run (more items than `length`), which are masked too.
+    The run is rather `length` to `4 * length` items, each a backslash or another spelling of
+    one (`\\x5c`, `%5C`, ...), which is tried ~length ways: four, as JSON twice writes a
+    backslash; a spelling escaped twice (`\\\\x5c`) is a backslash then a spelling. It admits
+    a few texts that are not quite spellings of the run (more items than `length`), which are
+    masked too.
     """
-    others = [s for s in _spellings("\\", None) if s.atoms not in (_lit("\\"), _lit("\\\\"))]
+    others = [s for s in _spellings("\\", None) if s.atoms[:2] not in (_lit("\\"), _lit("\\\\"))]
     item = "(?:" + _char_regex(others) + "|\\\\)"
-    most = 2 * length
+    most = 4 * length
     regex = f"{item}{{{most}}}"
     if nxt is not None:
         # As for a single backslash (`_spellings`): k items then `\nxt` reads the same as
@@ -264,7 +289,10 @@ class _Secret:
                 self.units.append(_backslash_run(len(piece.group()), nxt))
             else:
                 self.units.append(_char_unit(piece.group(), nxt))
-        self.regex = "".join(u.regex for u in self.units)
+        self.body = "".join(u.regex for u in self.units)
+        # A short secret only where it stands alone (docs/security.md, "Short passwords").
+        short = len(secret) < SHORT_SECRET
+        self.regex = f"(?<!{_WORD})(?:{self.body})(?!{_WORD})" if short else self.body
         self.width = sum(u.width for u in self.units)
         self.first_bytes = {c.encode()[0] for s in _spellings(secret[0], None) for c in s.atoms[0].chars}
 
@@ -291,6 +319,11 @@ class Scrubber:
     @property
     def active(self) -> bool:
         return bool(self._kept)
+
+    @property
+    def weak(self) -> int:
+        """How many secrets are shorter than SHORT_SECRET (masked only as whole tokens)."""
+        return sum(1 for s in self._kept if len(s) < SHORT_SECRET)
 
     @cached_property
     def _secrets(self) -> list[_Secret]:
@@ -349,40 +382,43 @@ class Scrubber:
         sinks = (out, err)
         return PipeFeeder(merge, 0, sinks), PipeFeeder(merge, 1, sinks)
 
-    def _scan(self, buf: bytes, final: bool) -> tuple[list[tuple[int, int]], int]:
+    def _scan(self, buf: bytes, final: bool, before: bytes = b"") -> tuple[list[tuple[int, int]], int]:
         """The matches in `buf` that no later byte can change, and where the undecided rest
-        of `buf` begins (what is held back until more bytes, or the end, decide it)."""
-        starts = buf.translate(self._first_bytes)  # 0 where a match may begin
-        limit = len(buf)
+        of `buf` begins (what is held back until more bytes, or the end, decide it).
+        `before` is the byte that came before `buf`: a short secret's match must see it."""
+        k = len(before)
+        data = before + buf if k else buf
+        starts = data.translate(self._first_bytes)  # 0 where a match may begin
+        limit = len(data)
         if not final:
             # A match starting before `limit` fits in buf (or, with no newline in any secret,
             # ends before the last newline); from there on, hold back only from where the
             # rest of buf could be the beginning of a match.
-            limit = max(len(buf) - self.longest + 1, 0)
+            limit = max(len(data) - self.longest + 1, k)
             if not self.spans_newline:
-                limit = max(limit, buf.rfind(b"\n") + 1)
+                limit = max(limit, data.rfind(b"\n") + 1)
             first = starts.find(0, limit)
-            found = self._partial.search(buf, first) if first != -1 else None
-            limit = found.start() if found is not None else len(buf)
+            found = self._partial.search(data, first) if first != -1 else None
+            limit = found.start() if found is not None else len(data)
         matches: list[tuple[int, int]] = []
-        pos = 0
-        for start, end in self._finditer(buf, starts):
+        pos = k
+        for start, end in self._finditer(data, starts, k):
             if start >= limit:
                 break
-            matches.append((start, end))
+            matches.append((start - k, end - k))
             pos = end
-        return matches, max(limit, pos)
+        return matches, max(limit, pos) - k
 
-    def _finditer(self, buf: bytes, starts: bytes) -> Iterator[tuple[int, int]]:
-        """The spans of pattern.finditer(buf). The regex engine tests every byte against the
-        bytes that may begin a match, at ~200 MB/s; where those bytes are rare, bytes.find
+    def _finditer(self, buf: bytes, starts: bytes, begin: int = 0) -> Iterator[tuple[int, int]]:
+        """The spans of pattern.finditer(buf, begin). The regex engine tests every byte against
+        the bytes that may begin a match, at ~200 MB/s; where those bytes are rare, bytes.find
         skips to each of them and the pattern is tried there only."""
         pattern = self._bpattern
         assert pattern is not None
-        if starts.count(0) * _SPARSE > len(buf):
-            yield from (m.span() for m in pattern.finditer(buf))
+        if starts.count(0, begin) * _SPARSE > len(buf) - begin:
+            yield from (m.span() for m in pattern.finditer(buf, begin))
             return
-        pos = starts.find(0)
+        pos = starts.find(0, begin)
         while pos != -1:
             match = pattern.match(buf, pos)
             if match is None:
@@ -396,11 +432,12 @@ class _View:
     """One reading of the output (one pipe, or both in arrival order): the bytes it has not
     decided yet, and the position of the first of them in that reading."""
 
-    __slots__ = ("held", "start")
+    __slots__ = ("before", "held", "start")
 
     def __init__(self) -> None:
         self.held = b""
         self.start = 0
+        self.before = b""  # the byte before `held`: whether a short secret stands alone
 
 
 class _Merge:
@@ -457,7 +494,7 @@ class _Merge:
         if shared and both is not None:
             offset = both.start - own.start
             spans = self._advance(own, chunk, final=False)
-            both.held, both.start = own.held, own.start + offset
+            both.held, both.start, both.before = own.held, own.start + offset, own.before
             for first, end in spans:
                 self._cover([(first + offset, end + offset)])
         else:
@@ -482,7 +519,9 @@ class _Merge:
 
     def _advance(self, view: _View, chunk: bytes, *, final: bool) -> list[tuple[int, int]]:
         buf = view.held + chunk
-        matches, cut = self._scrub._scan(buf, final)
+        matches, cut = self._scrub._scan(buf, final, view.before)
+        if cut:
+            view.before = buf[cut - 1 : cut]
         spans = [(view.start + first, view.start + end) for first, end in matches]
         view.held, view.start = buf[cut:], view.start + cut
         return spans

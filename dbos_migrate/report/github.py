@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.events import Event, Finished
 from dbos_migrate.model import RunReport, Validation
+from dbos_migrate.report.style import FIELD_LIMIT, TEXT_LIMIT, printable
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.result import Rehearsal
@@ -22,10 +24,15 @@ ANNOTATIONS = 50
 
 
 def in_github_actions(environ: Mapping[str, str]) -> bool:
+    # GitHub's own variable, read as GitHub sets it (docs/behaviour.md, "Yes and no").
     return environ.get("GITHUB_ACTIONS", "").lower() == "true"
 
 
 def escape(text: str, *, prop: bool = False) -> str:
+    """`text` made printable (a property one line of FIELD_LIMIT characters, a message free
+    text of TEXT_LIMIT), then escaped as workflow commands require: %25, %0D, %0A, and in a
+    property %3A and %2C (docs/security.md, "Text that others control")."""
+    text = printable(text) if prop else printable(text, TEXT_LIMIT, lines=True)
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
     if prop:
         text = text.replace(":", "%3A").replace(",", "%2C")
@@ -49,34 +56,49 @@ def write_annotations(error: MigrateError | None, warnings: list[Problem], out: 
 
 
 def summary(report: RunReport) -> str:
-    """The Markdown appended to $GITHUB_STEP_SUMMARY."""
+    """The Markdown appended to $GITHUB_STEP_SUMMARY. Every value from outside is one cell of
+    escaped Markdown (`cell`): no name can add a line, a row, a link or an image."""
     ok = "✅ succeeded" if report.ok else f"❌ failed ({report.error.code if report.error else ''})"
     w = report.where
     lines = [
-        f"### dbos-migrate {report.verb}: {ok}",
+        f"### dbos-migrate {cell(report.verb)}: {ok}",
         "",
-        f"- **Target:** `{w.target}` ({w.target_source})",
-        f"- **App database:** `{w.app_database}` ({w.app_database_source})",
+        f"- **Target:** {code(w.target or '')} ({cell(w.target_source or '')})",
+        f"- **App database:** {code(w.app_database or '')} ({cell(w.app_database_source or '')})",
         f"- **Created:** {'yes' if report.created else 'no'}",
         f"- **Production:** {'yes' if w.production else 'no'}",
     ]
     if report.commands:
         lines += ["", "| # | Command | Status | Exit | Duration |", "|---|---|---|---|---|"]
         for c in report.commands:
-            cmd = c.command.replace("|", "\\|").replace("\n", " ")
-            code = c.exit_code if c.exit_code is not None else "-"
-            lines.append(f"| {c.index} | `{cmd}` | {c.status} | {code} | {c.duration_s:.2f}s |")
+            exit_code = c.exit_code if c.exit_code is not None else "-"
+            lines.append(
+                f"| {c.index} | {code(c.command)} | {cell(c.status)} | {exit_code} | {c.duration_s:.2f}s |"
+            )
     if report.rehearsal is not None:
         lines += rehearsal_summary(report.rehearsal, gate=report.verb == "up")
     if report.error is not None:
-        lines += ["", f"**Error:** {report.error.message}"]
+        lines += ["", f"**Error:** {cell(report.error.message, TEXT_LIMIT)}"]
     return "\n".join(lines) + "\n"
 
 
-def cell(text: str) -> str:
-    """Text for one cell of a Markdown table: no pipe, no line break, no HTML of its own."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    return " ".join(text.split())
+# Characters with a meaning in GitHub's Markdown: each is written backslash-escaped.
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~$])")
+
+
+def cell(text: str, limit: int = FIELD_LIMIT) -> str:
+    """Text for one cell of a Markdown table or list item: printable, one line, no pipe, no
+    markup and no HTML of its own (every Markdown character backslash-escaped, & < > as
+    entities)."""
+    text = " ".join(printable(text, limit).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def code(text: str) -> str:
+    """`text` in a monospace font: a cell in <code>, since a backtick in a name could end a
+    Markdown code span early and the rest would be read as Markdown."""
+    return f"<code>{cell(text)}</code>"
 
 
 def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
@@ -107,7 +129,7 @@ def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
         hint = cell(change.spec.hint) if change.severity != SAFE else ""
         fact = cell(workflow_fact(change, rehearsal.workflows) or "")
         severity = f"**{change.severity}**" if change.severity == BREAKING else change.severity
-        lines.append(f"| {severity} | {change.rule} {change.spec.name} | `{cell(change.object)}` | "
+        lines.append(f"| {severity} | {change.rule} {change.spec.name} | {code(change.object)} | "
                      f"{cell(change.detail)} | {hint} | {data} | {fact} |")  # fmt: skip
     if len(changes) > SUMMARY_ROWS:
         lines.append(f"\n{len(changes) - SUMMARY_ROWS} more change(s): see `-o json`.")
@@ -152,12 +174,27 @@ def _annotate(out: TextWriter, level: str, title: str, message: str) -> None:
     out.write(f"::{level} title={escape(title, prop=True)}::{escape(message)}\n")
 
 
-def append_summary(path: str, text: str) -> None:
-    """Append to the step summary file; never follow a link planted in its place."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.write(text)
+def append_summary(path: str, text: str) -> str | None:
+    """Append to the step summary file. Only a regular file is written: a link planted in its
+    place is never followed and a FIFO never blocks the run (docs/security.md). Returns why
+    nothing was written, or None."""
+    import errno
+
+    from dbos_migrate.settings.regular import NotRegularFile, open_regular
+
+    try:
+        fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW)
+    except NotRegularFile as exc:
+        return f"is {exc.kind}, not a regular file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link, which is never followed"
+        if exc.errno == errno.ENXIO:
+            return "is a FIFO (named pipe), not a regular file"
+        return f"cannot be opened ({exc.strerror})"
+    with contextlib.suppress(OSError), os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(text)
+    return None
 
 
 class GithubReporter:
@@ -176,4 +213,8 @@ class GithubReporter:
         write_annotations(result.error, result.where.warnings if not isinstance(result, Validation) else result.warnings,
                     self.out)  # fmt: skip
         if self.summary_path and isinstance(result, RunReport):
-            append_summary(self.summary_path, summary(result))
+            refused = append_summary(self.summary_path, summary(result))
+            if refused is not None:
+                _annotate(self.out, "warning", "dbos-migrate step summary",
+                          f"GITHUB_STEP_SUMMARY {self.summary_path} {refused}: no summary written")  # fmt: skip
+                self.out.flush()

@@ -63,6 +63,7 @@ def document(result: Result) -> dict[str, Any]:
             unreachable_reason=result.unreachable_reason,
             server_version=result.server_version,
             latency_ms=result.latency_ms,
+            standby=result.standby,
             lock_holder=result.lock_holder.as_dict() if result.lock_holder else None,
             recent_runs=[r.as_dict() for r in result.recent_runs],
         )

@@ -14,23 +14,50 @@ if TYPE_CHECKING:
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 # C0 controls but newline and tab, DEL, C1 controls, and the bidirectional overrides that
-# make a terminal show text other than what it is (docs/security.md, "A hostile server").
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# make a terminal show text other than what it is (docs/security.md, "Text that others
+# control"). A single-line field has its line feeds and tabs escaped too.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+_UNPRINTABLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+#: The most characters of one field that any renderer shows (text, GitHub, step summary):
+#: a longer value shows its beginning and its length (docs/security.md).
+FIELD_LIMIT = 400
+#: The same for free text of several lines (an error message and its hint).
+TEXT_LIMIT = 4000
+_COMMAND_LINE = re.compile(r"^([ \t]*)::", re.M)
 T = TypeVar("T")
 
 
-def printable(text: str) -> str:
-    """`text` with every character that could drive a terminal shown as an escape (`\\x1b`)."""
-    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+def printable(text: str, limit: int | None = FIELD_LIMIT, *, lines: bool = False) -> str:
+    """`text` as one line that cannot drive a terminal or a CI log: every control character,
+    line feed and tab included, and every bidirectional control shown as an escape (`\\x1b`,
+    `\\n`, `\\u202e`), and at most `limit` characters of it, then its length. With `lines`,
+    line feeds and tabs stay (free text of several lines)."""
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    pattern = _UNPRINTABLE if lines else _UNPRINTABLE_LINE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def printable_text(text: str) -> str:
+    """Free text of several lines (an error message, a hint): as printable(), lines kept, and
+    a line that would begin with `::` gets a backslash before it, so that no line of it can be
+    read as a GitHub workflow command (`::warning::`, `::add-mask::`)."""
+    return _COMMAND_LINE.sub("\\1\\\\::", printable(text, TEXT_LIMIT, lines=True))
 
 
 def printable_fields(value: T) -> T:
-    """`value` (an event, a report, a string, tuples and lists of them) with `printable()`
-    applied to every string inside. Strings from a server, a history table or a config are
-    rendered through this, never raw."""
+    """`value` (an event, a report, a string, tuples, lists and dicts of them) with `printable()`
+    applied to every string inside: each one a single line of at most FIELD_LIMIT characters.
+    Strings from a server, a history table or a config are rendered through this, never raw."""
     item: Any = value
     if type(item) is str:
-        item = printable(item) if _UNPRINTABLE.search(item) else item
+        item = printable(item)
     elif dataclasses.is_dataclass(item) and not isinstance(item, type):
         changes = {}
         for f in dataclasses.fields(item):
@@ -45,6 +72,10 @@ def printable_fields(value: T) -> T:
         cleaned = [printable_fields(x) for x in item]
         if any(a is not b for a, b in zip(cleaned, item, strict=True)):
             item = type(item)(cleaned)
+    elif type(item) is dict:  # keys too: workflow names and statuses read from a database
+        pairs = [(printable_fields(k), printable_fields(v)) for k, v in item.items()]
+        if any(k2 is not k or v2 is not v for (k2, v2), (k, v) in zip(pairs, item.items(), strict=True)):
+            item = dict(pairs)
     result: T = item
     return result
 

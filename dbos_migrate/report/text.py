@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dbos_migrate.context import ByteWriter, Context, TextWriter
-from dbos_migrate.errors import MigrateError
+from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.events import (
     CommandFinished,
     CommandStarted,
@@ -22,7 +22,7 @@ from dbos_migrate.events import (
     WaitingForServer,
 )
 from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, SystemDatabase, Validation
-from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields
+from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable_fields, printable_text
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.result import Rehearsal, RehearsalDone
@@ -36,10 +36,22 @@ SEED_WARNINGS = (
 
 
 def render_error(error: MigrateError, err: TextWriter, style: Style) -> None:
-    err.write(style.red("error: ") + printable(error.message) + "\n")
+    err.write(style.red("error: ") + error_text(error) + "\n")
     if error.hint:
-        err.write(style.dim("  hint: " + printable(error.hint).replace("\n", "\n  ")) + "\n")
+        err.write(style.dim("  hint: " + printable_text(error.hint).replace("\n", "\n  ")) + "\n")
     err.flush()
+
+
+def error_text(error: MigrateError) -> str:
+    """The error's message, safe to print: a config error is built again from its problems,
+    each field made printable on its own (a path cannot add a line), any other message is
+    free text (docs/security.md, "Text that others control")."""
+    problems: list[Problem] = getattr(error, "problems", [])
+    if not problems:
+        return printable_text(error.message)
+    count = len(problems)
+    lines = [printable_fields(p).render() for p in problems]
+    return "\n".join([*lines, f"{count} problem{'s' if count != 1 else ''} in the config"])
 
 
 def render_guard(event: GuardWarning, w: TextWriter, s: Style) -> None:
@@ -91,7 +103,10 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
-        event = printable_fields(event)
+        if isinstance(event, Notice):  # free text of our own, with lines (a problem and its hint)
+            event = Notice(printable_text(event.text), event.level)
+        else:
+            event = printable_fields(event)
         s = self.style
         if isinstance(event, Resolved):
             self._resolved(event)
@@ -257,11 +272,17 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
         out.write(f"  server          {s.red('unreachable')} (see the error below)\n")
         out.flush()
         return
-    exists = {True: "yes", False: s.yellow("no (up will create it)"), None: "unknown"}[report.exists]
+    if report.standby:
+        out.write(
+            f"  read-only       {s.yellow('yes: a hot standby (in recovery); up and down refuse here')}\n"
+        )
+    missing = "no (read-only standby: up cannot create it)" if report.standby else "no (up will create it)"
+    exists = {True: "yes", False: s.yellow(missing), None: "unknown"}[report.exists]
     out.write(f"  exists          {exists}\n")
     system = report.system_database
     if system is not None:
-        out.write(f"  system db       {system_line(system, s)}  {s.dim('(' + system.source + ')')}\n")
+        line = system_line(system, s, standby=bool(report.standby))
+        out.write(f"  system db       {line}  {s.dim('(' + system.source + ')')}\n")
     holder = report.lock_holder
     if holder:
         since = holder.since.isoformat() if holder.since else "unknown"
@@ -277,14 +298,16 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
     out.flush()
 
 
-def system_line(system: SystemDatabase, s: Style) -> str:
+def system_line(system: SystemDatabase, s: Style, *, standby: bool = False) -> str:
     """The system database in one phrase, for `status`."""
     if system.kind != "postgresql":
         return f"{system.url}: not PostgreSQL, left to the app"
     if system.exists is None:
         return f"{system.url}: {system.action}"
     if not system.exists:
-        return f"{system.url}: " + s.yellow("missing (up creates it)")
+        return f"{system.url}: " + s.yellow(
+            "missing (read-only standby)" if standby else "missing (up creates it)"
+        )
     return f"{system.url}: exists, DBOS schema version {system.schema_version or 'none yet'}"
 
 

@@ -234,10 +234,20 @@ def _substitute_tree(value: Any, path: Path, env: Mapping[str, str], sdir: str, 
 # ---------------------------------------------------------------------------- validation
 
 
+# What a key name looks like. A key that does not (a line of /etc/shadow read as a key, a
+# token) is never echoed: only its length is (docs/security.md, "Text that others control").
+_KEY_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}\Z")
+
+
+def shown_key(key: str) -> str:
+    """`key` as a problem may show it: itself if it looks like a key name, else its length."""
+    return key if _KEY_LIKE.match(key) else f"<a key of {len(key)} characters, not shown>"
+
+
 def dotted(path: Path) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{shown_key(part)}" if out else shown_key(part))
     return out
 
 
@@ -480,9 +490,11 @@ def load(
 def read_config_bytes(fs_path: FsPath, *, given: bool) -> bytes:
     """The file's bytes, refusing anything larger than MAX_CONFIG_BYTES before reading it
     whole: a 3 GB file or /dev/zero must be a clean exit 2, not a crash (docs/behaviour.md)."""
+    from dbos_migrate.settings.regular import NotRegularFile, open_regular
+
     file = str(fs_path)
     try:
-        with open(fs_path, "rb") as fh:
+        with os.fdopen(open_regular(fs_path), "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > MAX_CONFIG_BYTES:
                 raise _too_big(file)
@@ -497,6 +509,8 @@ def read_config_bytes(fs_path: FsPath, *, given: bool) -> bytes:
         raise UsageError(
             f"{file}: is a directory, not a config file", "pass -c PATH/dbos-config.yaml"
         ) from None
+    except NotRegularFile as exc:  # a FIFO would block forever (docs/security.md)
+        raise UsageError(f"{file}: is {exc.kind}, not a config file", "pass a regular file") from None
     except OSError as exc:
         raise UsageError(f"{file}: cannot read the config file: {exc.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:

@@ -657,7 +657,9 @@ def is_local_host(host: str) -> bool:
 
     if host == "" or host.startswith("/") or host.startswith("@"):
         return True
-    if host.lower() in ("localhost", "localhost."):
+    # Only `localhost` itself: `localhost.` is an absolute DNS name that a resolver may send
+    # to the network (docs/behaviour.md, "Production guard").
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]").split("%", 1)[0]).is_loopback

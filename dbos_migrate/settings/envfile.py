@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from dbos_migrate.errors import UsageError
+from dbos_migrate.settings.regular import NotRegularFile, read_regular
 
 _LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*\Z")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
@@ -70,10 +71,16 @@ def added(paths: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read(MAX_BYTES + 1)
+            data = read_regular(path, MAX_BYTES + 1)
+            if len(data) > MAX_BYTES:
+                raise UsageError(f"--env-file {path}: larger than {MAX_BYTES} bytes")
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise UsageError(f"{path}: no such file", "check the path given to --env-file") from None
+        except NotRegularFile as exc:  # a FIFO would block forever (docs/security.md)
+            raise UsageError(
+                f"{path}: is {exc.kind}, not a regular file", "give --env-file a dotenv file"
+            ) from None
         except IsADirectoryError:
             raise UsageError(f"{path}: a directory, not a file", "give --env-file a dotenv file") from None
         except PermissionError:
@@ -82,8 +89,6 @@ def added(paths: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
             raise UsageError(f"{path}: not UTF-8 text") from None
         except OSError as exc:
             raise UsageError(f"{path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
-        if len(text) > MAX_BYTES:
-            raise UsageError(f"{path}: larger than {MAX_BYTES} bytes")
         for key, value in parse(text, path):
             if key not in environ:
                 out.setdefault(key, value)

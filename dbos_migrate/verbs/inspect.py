@@ -10,6 +10,7 @@ from dbos_migrate.engine.frame import (
     maintenance_connection,
     resolution,
     resolve_target,
+    warn_weak,
 )
 from dbos_migrate.engine.options import Options
 from dbos_migrate.engine.scrub import Scrubber
@@ -32,7 +33,9 @@ def _resolve(
         emit(Notice(note, "warning"))
     where = resolution(ctx, options, cfg, target)
     emit(Resolved(verb, where))
-    return cfg, target, Scrubber(config_secrets(cfg, target)), where
+    scrub = Scrubber(config_secrets(cfg, target))
+    warn_weak(scrub, emit)
+    return cfg, target, scrub, where
 
 
 def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
@@ -62,6 +65,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.latency_ms = round((ctx.clock() - start) * 1000, 1)
             report.reachable = True
             report.server_version = db.server_version(conn)
+            report.standby = db.in_recovery(conn)
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
                 report.recent_runs = db.read_history(

@@ -115,10 +115,12 @@ def _dry_run(run: Run, *, create: bool) -> None:
     try:
         conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("dry-run"),
                           where="checking the app database", read_only=True)  # fmt: skip
-        conn.close()
         run.report.exists = True
     except db.DatabaseMissing:
         run.report.exists = False
+        conn = maintenance_connection(run, db.application_name("dry-run"), purpose="to check the server")
+    with db.closing(conn):  # a standby would refuse the real run: the dry run says so, the same way
+        db.refuse_standby(conn, run.report.where.target or "")
     going_up = run.report.verb in ("up", "plan")
     name = run.target.app_database
     if run.report.exists:
