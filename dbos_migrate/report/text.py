@@ -164,6 +164,19 @@ class TextReporter:
         verdict = verdict_line(rehearsal, event.gate)
         if verdict and not (event.gate and rehearsal.verdict and rehearsal.verdict.refuse):
             self.info(verdict)  # a refusal is the run's error, shown once at the end
+        self._rollback_facts(rehearsal)
+
+    def _rollback_facts(self, rehearsal: Rehearsal) -> None:
+        """The rehearsed rollback (plan) and what it destroys (down): shown even with --quiet."""
+        from dbos_migrate.report.rehearsal import destroys_lines, rollback_lines
+
+        for lines in (rollback_lines(rehearsal), destroys_lines(rehearsal)):
+            if not lines:
+                continue
+            bad = lines[0].startswith(("rollback: does NOT", "rollback: failed", "rollback destroys:"))
+            self.line((self.style.yellow("warning: ") if bad else "") + lines[0])
+            for more in lines[1:]:
+                self.line(more)
 
     def _command_finished(self, event: CommandFinished) -> None:
         s = self.style
