@@ -20,7 +20,7 @@ from dbos_migrate.errors import CommandFailed, CommandTimeout, MigrateError
 from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
 from dbos_migrate.rehearse import readonly
-from dbos_migrate.rehearse.catalog import Snapshot
+from dbos_migrate.rehearse.catalog import Column, Snapshot
 from dbos_migrate.rehearse.copy import VERSION_TABLES
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class RollbackCheck:
     failed_command: str | None = None
     exit_code: int | None = None
     failure: str | None = None  # how the failed command ended, in words
+    elapsed_ms: int = 0  # the whole check: commands, snapshot, comparison
 
     def as_dict(self) -> dict[str, Any]:
         failed = None
@@ -74,6 +75,7 @@ class RollbackCheck:
             "differences": [d.as_dict() for d in self.differences],
             "failed": failed,
             "commands": [c.as_dict() for c in self.commands],
+            "elapsed_ms": self.elapsed_ms,
         }
 
 
@@ -90,6 +92,19 @@ def rehearse_rollback(
     take_snapshot: Callable[[], Snapshot],
 ) -> RollbackCheck:
     """Run `database.rollback` on the scratch database and compare with `before`."""
+    start = run.ctx.clock()
+    check = _rehearse_rollback(run, scratch_target, before, interrupts, take_snapshot)
+    check.elapsed_ms = round((run.ctx.clock() - start) * 1000)
+    return check
+
+
+def _rehearse_rollback(
+    run: Run,
+    scratch_target: Target,
+    before: Snapshot,
+    interrupts: Interrupts,
+    take_snapshot: Callable[[], Snapshot],
+) -> RollbackCheck:
     check = RollbackCheck()
     env = run.command_env(scratch_target)
     commands = run.commands(run.config.database.rollback, "rollback", env)
@@ -137,18 +152,7 @@ def compare(before: Snapshot, after: Snapshot) -> list[Difference]:
         for col in sorted(new.keys() - old.keys()):
             out.append(Difference(f"{name}.{col}", "column", LEFT_OVER, f"{new[col].type}"))
         for col in sorted(old.keys() & new.keys()):
-            was, now = old[col], new[col]
-            parts = [
-                f"{what} {b!r} -> {a!r}" if what != "type" else f"type {b} -> {a}"
-                for what, b, a in (
-                    ("type", was.type, now.type),
-                    ("not null", was.notnull, now.notnull),
-                    ("default", was.default, now.default),
-                    ("identity", was.identity, now.identity),
-                    ("generated", was.generated, now.generated),
-                )  # fmt: skip
-                if b != a
-            ]
+            parts = _column_changes(old[col], new[col])
             if parts:
                 out.append(Difference(f"{name}.{col}", "column", CHANGED, "; ".join(parts)))
     kept = old_tables.keys() & new_tables.keys()
@@ -161,6 +165,19 @@ def compare(before: Snapshot, after: Snapshot) -> list[Difference]:
     out += _by_name("function", {f.key: f"{f.result} {f.body}" for f in before.functions.values()},
                     {f.key: f"{f.result} {f.body}" for f in after.functions.values()})  # fmt: skip
     return out
+
+
+def _column_changes(was: Column, now: Column) -> list[str]:
+    pairs = (
+        ("type", was.type, now.type),
+        ("not null", was.notnull, now.notnull),
+        ("default", was.default, now.default),
+        ("identity", was.identity, now.identity),
+        ("generated", was.generated, now.generated),
+    )
+    return [
+        f"type {b} -> {a}" if what == "type" else f"{what} {b!r} -> {a!r}" for what, b, a in pairs if b != a
+    ]
 
 
 # Constraints and indexes count only on tables present on both sides: a whole table left

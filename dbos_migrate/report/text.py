@@ -287,6 +287,16 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
     runs = report.recent_runs
     out.write(f"  recent runs     {len(runs) if runs else 'none'}\n")
     history_rows(runs, out, s)
+    last = report.last_run
+    if last is not None and last.outcome != "succeeded":
+        when = last.at.isoformat()[:19].replace("T", " ") if last.at else "unknown"
+        code = last.exit_code if last.exit_code is not None else "-"
+        out.write(f"  last run        {s.red(last.outcome)}: {last.direction} {last.run_id[:8]} command "
+                  f"#{last.failed_index} exit {code} at {when}: {last.failed_command}\n")  # fmt: skip
+        out.write(f"  next            {last.next_command}\n")
+        out.write(f"                  {s.dim(last.next_reason or '')}\n")
+    elif last is not None:
+        out.write(f"  last run        {s.green('succeeded')}: {last.direction} {last.run_id[:8]}\n")
     out.flush()
 
 

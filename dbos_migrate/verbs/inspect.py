@@ -18,6 +18,7 @@ from dbos_migrate.events import Finished, Notice, Resolved, Sink
 from dbos_migrate.model import HistoryReport, Resolution, StatusReport
 from dbos_migrate.settings.config import Config
 from dbos_migrate.settings.target import Target
+from dbos_migrate.verbs.recovery import last_run
 
 
 def _resolve(
@@ -59,6 +60,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
                 report.recent_runs = db.read_history(conn, 10)
+                report.last_run = last_run(report.recent_runs, report.where, options)
         from dbos_migrate.engine.sysdb import inspect
 
         report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)
