@@ -19,7 +19,6 @@ from dbos_migrate import verbs
 from dbos_migrate.errors import GuardRefused
 from dbos_migrate.events import Event, GuardWarning
 from dbos_migrate.rehearse.result import RehearsalDone
-from dbos_migrate.verbs.rehearsal import down as rehearsed_down
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json").read_text())
 
@@ -94,7 +93,7 @@ def test_a_rollback_that_fails_on_the_scratch_copy_names_its_command_and_exit_co
     assert rollback["restores"] is False and rollback["failed"]["command"] == failing
     assert rollback["failed"]["exit_code"] == 1
     text = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url)
-    assert f"rollback: failed on the scratch database with exit code 1: {failing} (exit code 1)" in text.stdout
+    assert f"rollback: failed on the scratch database (exit code 1): {failing}" in text.stdout
     assert plan_json(cfg, pg_url, "--strict")[0] == 6
 
 
@@ -122,6 +121,8 @@ def test_down_rehearse_dry_run_counts_what_the_rollback_destroys_and_writes_noth
 
 
 def test_down_rehearse_shows_the_cost_before_the_guard_asks(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    from dbos_migrate.verbs.rehearsal import down as rehearsed_down
+
     make_app(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[DESTRUCTIVE])
     options = verbs.Options(config=str(cfg), db_url=pg_url, production=True)

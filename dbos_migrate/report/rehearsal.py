@@ -121,8 +121,7 @@ def rollback_lines(rehearsal: Rehearsal, limit: int = 20) -> list[str]:
     if check is None:
         return []
     if check.failed_command is not None:
-        return [f"rollback: failed on the scratch database with {check.failure}: {check.failed_command} "
-                f"(exit code {check.exit_code})"]  # fmt: skip
+        return [f"rollback: failed on the scratch database ({check.failure}): {check.failed_command}"]
     if not check.ran:
         return []
     if check.restores:
