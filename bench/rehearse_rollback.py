@@ -33,8 +33,8 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
+from common import postgres_server  # noqa: E402
 from rehearse_checks import database, log  # noqa: E402
-from run import postgres_server  # noqa: E402
 
 CLI = [sys.executable, "-m", "dbos_migrate"]
 MIGRATE = "psql -X -q -v ON_ERROR_STOP=1 -1 -f up.sql"
