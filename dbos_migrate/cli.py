@@ -180,6 +180,9 @@ ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_defa
                                    help="Confirm a production rollback by naming the app database.")]  # fmt: skip
 RehearseOpt = Annotated[bool, option("--rehearse",
                                      help="Run the migrations on a scratch copy of the schema and classify the changes.")]  # fmt: skip
+DownRehearseOpt = Annotated[bool, option("--rehearse",
+                                         help="First rehearse the rollback on a scratch copy of the schema and show "
+                                         "what it would destroy (rows counted read-only).")]  # fmt: skip
 RunOpt = Annotated[Str, option("--run", metavar="RUN_ID", show_default=False,
                                help="Show every command of one run (ids as `history` prints them).")]  # fmt: skip
 
@@ -335,14 +338,7 @@ def down(
     confirm: ConfirmOpt = None,
     production: ProductionOpt = False,
     dry_run: DryRunOpt = False,
-    rehearse: Annotated[
-        bool,
-        option(
-            "--rehearse",
-            help="First rehearse the rollback on a scratch copy of the "
-            "schema and show what it would destroy (rows counted read-only).",
-        ),
-    ] = False,
+    rehearse: DownRehearseOpt = False,
     rehearse_url: RehearseUrlOpt = None,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
     wait: WaitOpt = 0.0,
