@@ -159,6 +159,8 @@ NoDataChecksOpt = Annotated[bool, option("--no-data-checks",
                                          help="With the rehearsal: do not ask the app database's rows whether a change fails on them.")]  # fmt: skip
 DataCheckTimeoutOpt = Annotated[float, option("--data-check-timeout", metavar="SECONDS", min=0.001,
                                               help="With the rehearsal: stop each data or workflow check after this long (it is then unknown).")]  # fmt: skip
+NoRollbackCheckOpt = Annotated[bool, option("--no-rollback-check",
+                                            help="With --rehearse: do not rehearse database.rollback after the migrations.")]  # fmt: skip
 StrictOpt = Annotated[bool, option("--strict",
                                    help="With the rehearsal: fail (exit 6) on any breaking change, even with no unfinished workflows.")]  # fmt: skip
 NoCreateOpt = Annotated[
@@ -181,6 +183,9 @@ ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_defa
                                    help="Confirm a production rollback by naming the app database.")]  # fmt: skip
 RehearseOpt = Annotated[bool, option("--rehearse",
                                      help="Run the migrations on a scratch copy of the schema and classify the changes.")]  # fmt: skip
+DownRehearseOpt = Annotated[bool, option("--rehearse",
+                                         help="First rehearse the rollback on a scratch copy of the schema and show "
+                                         "what it would destroy (rows counted read-only).")]  # fmt: skip
 RunOpt = Annotated[Str, option("--run", metavar="RUN_ID", show_default=False,
                                help="Show every command of one run (ids as `history` prints them).")]  # fmt: skip
 
@@ -363,6 +368,9 @@ def down(
     confirm: ConfirmOpt = None,
     production: ProductionOpt = False,
     dry_run: DryRunOpt = False,
+    rehearse: DownRehearseOpt = False,
+    rehearse_url: RehearseUrlOpt = None,
+    data_check_timeout: DataCheckTimeoutOpt = 5.0,
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
@@ -377,11 +385,18 @@ def down(
     """Run database.rollback in listed order (recovery), behind the production guard."""
     from dbos_migrate import verbs
 
+    verb: Any = verbs.down
+    verb_kwargs: dict[str, Any] = {}
+    if rehearse:
+        from dbos_migrate.verbs.rehearsal import down as rehearsed_down
+
+        verb, verb_kwargs = rehearsed_down, {"rehearse_url": rehearse_url}
     _run(
-        typer_ctx, verbs.down, output, quiet, verbose, env_file=env_file,
+        typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, no_history=no_history, history_schema=history_schema,
+        data_check_timeout=data_check_timeout,
     )  # fmt: skip
 
 
@@ -400,6 +415,7 @@ def plan(
     no_data_checks: NoDataChecksOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
     strict: StrictOpt = False,
+    no_rollback_check: NoRollbackCheckOpt = False,
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
     env_file: EnvFileOpt = None,
@@ -420,7 +436,7 @@ def plan(
     _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
          db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
          grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-         strict=strict)  # fmt: skip
+         strict=strict, rollback_check=not no_rollback_check)  # fmt: skip
 
 
 @command()

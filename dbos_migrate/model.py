@@ -223,6 +223,37 @@ class RunReport:
 
 
 @dataclass
+class LastRun:
+    """The newest run in the history, as `status` shows it: how it ended and, after a failure,
+    the command line to run next (docs/recovery.md)."""
+
+    run_id: str
+    direction: str
+    outcome: str  # succeeded, failed, timed_out, interrupted
+    at: datetime | None
+    failed_index: int | None = None
+    failed_command: str | None = None
+    exit_code: int | None = None
+    next_command: str | None = None  # the target as written, password masked
+    next_reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "direction": self.direction,
+            "outcome": self.outcome,
+            "at": self.at.isoformat() if self.at else None,
+            "failed_command": (
+                {"index": self.failed_index, "command": self.failed_command, "exit_code": self.exit_code}
+                if self.failed_command is not None
+                else None
+            ),
+            "next_command": self.next_command,
+            "next_reason": self.next_reason,
+        }
+
+
+@dataclass
 class StatusReport:
     """What `status` found: reachability, existence, lock holder and recent runs, read-only."""
 
@@ -235,6 +266,7 @@ class StatusReport:
     standby: bool | None = None  # a read-only hot standby (in recovery): up would refuse
     lock_holder: LockHolder | None = None
     recent_runs: list[HistoryRow] = field(default_factory=list)
+    last_run: LastRun | None = None
     system_database: SystemDatabase | None = None
     error: MigrateError | None = None
     verb: str = "status"

@@ -190,15 +190,29 @@ def dbos_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _npm_install(npm: str, root: Path) -> None:
+@pytest.fixture(scope="session")
+def knex_pg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory whose node_modules holds knex and node-postgres from the npm registry."""
+    npm = shutil.which("npm")
+    if npm is None:
+        if in_ci():
+            pytest.fail("npm is needed for the knex tests under CI=true", pytrace=False)
+        pytest.skip("npm is not installed")
+    with shared_by_workers(tmp_path_factory, "knex-pg") as (root, ready):
+        if not ready:
+            _npm_install(npm, root, ("knex", "pg"))
+    return root
+
+
+def _npm_install(npm: str, root: Path, packages: tuple[str, ...] = (DBOS_TS_REQUIREMENT,)) -> None:
     import subprocess
 
     (root / "package.json").write_text('{"name": "ts-shop", "version": "1.0.0", "private": true}\n')
     env = dict(os.environ, npm_config_cache=str(root / ".npm-cache"), npm_config_update_notifier="false")
-    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", DBOS_TS_REQUIREMENT],
+    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *packages],
                             cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     if result.returncode != 0:
         if in_ci():
-            pytest.fail(f"npm install {DBOS_TS_REQUIREMENT} failed: {result.stderr[-800:]}", pytrace=False)
+            pytest.fail(f"npm install {' '.join(packages)} failed: {result.stderr[-800:]}", pytrace=False)
         pytest.skip(f"the npm registry cannot be reached: {result.stderr[-300:]}")
     shutil.rmtree(root / ".npm-cache", ignore_errors=True)

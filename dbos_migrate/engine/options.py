@@ -31,4 +31,5 @@ class Options:
     system_db: str = "auto"  # auto, create, skip
     data_checks: bool = True  # plan --rehearse / up --fail-on-breaking: ask the app database's rows
     data_check_timeout: float = 5.0  # seconds, each data or workflow check
+    rollback_check: bool = True  # plan --rehearse: rehearse database.rollback too
     strict: bool = False  # refuse any breaking change, even with no unfinished workflow

@@ -5,13 +5,16 @@ runs a rehearsal so the gate and report/ read them without importing it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbos_migrate.events import FeatureEvent
 from dbos_migrate.model import CommandResult
 from dbos_migrate.rehearse.datachecks import DataChecks, Finding
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, Change
 from dbos_migrate.rehearse.workflows import WorkflowReport
+
+if TYPE_CHECKING:
+    from dbos_migrate.rehearse.rollback import Loss, RollbackCheck
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Rehearsal:
     data_checks: DataChecks | None = None
     workflows: WorkflowReport | None = None
     verdict: Verdict | None = None
+    rollback: RollbackCheck | None = None  # plan --rehearse: does database.rollback restore? (rollback.py)
+    destroys: list[Loss] | None = None  # down --rehearse: what the rollback would destroy
     _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
     _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
 
@@ -89,6 +94,8 @@ class Rehearsal:
             "data_checks": self.data_checks.as_dict(self.findings) if self.data_checks else None,
             "workflows": self.workflows.as_dict() if self.workflows else None,
             "verdict": self.verdict.as_dict() if self.verdict else None,
+            "rollback": self.rollback.as_dict() if self.rollback else None,
+            "destroys": [loss.as_dict() for loss in self.destroys] if self.destroys is not None else None,
         }
 
 

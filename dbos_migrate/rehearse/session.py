@@ -19,10 +19,12 @@ from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_l
 from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
 from dbos_migrate.rehearse import copy, live, scratch
+from dbos_migrate.rehearse import rollback as undo
 from dbos_migrate.rehearse.catalog import Conn, Snapshot, snapshot
 from dbos_migrate.rehearse.dataplan import Check
 from dbos_migrate.rehearse.diff import diff
 from dbos_migrate.rehearse.result import Rehearsal
+from dbos_migrate.rehearse.rollback import Loss
 from dbos_migrate.settings.conninfo import effective
 from dbos_migrate.settings.target import Endpoint, SystemDatabase, Target, parse_url, pg_vars
 
@@ -30,9 +32,12 @@ if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
 
 
-def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, record: bool) -> Rehearsal:
+def rehearse(
+    run: Run, interrupts: Interrupts, rehearse_url: str | None, *, record: bool, direction: str = "up"
+) -> Rehearsal:
     """Copy, run, diff, drop. `record` puts the rehearsal's command results into the report's
-    own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up)."""
+    own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up).
+    `direction` "down" rehearses database.rollback instead (rehearse/rollback.py)."""
     run.ensure_password()
     instance = run.target.instance
     if rehearse_url:
@@ -43,13 +48,14 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
     # The commands must reach the scratch database and never the real system database.
     scratch_target = replace(run.target, instance=instance, app_database=name,
                              system=SystemDatabase("the scratch database", instance.at(name)))  # fmt: skip
-    commands = run.commands(run.config.database.migrate, "migrate", run.command_env(scratch_target))
+    listed = "migrate" if direction == "up" else "rollback"
+    commands = run.commands(getattr(run.config.database, listed), listed, run.command_env(scratch_target))
     run.report.planned = [shown for _, shown in commands]
     rehearsal = Rehearsal(name, instance.masked())
     run.report.rehearsal = rehearsal
     if not commands:
-        rehearsal.copy_method = "skipped: database.migrate lists no commands"
-        run.emit(Notice("rehearsal: database.migrate lists no commands, so there is nothing to rehearse"))
+        rehearsal.copy_method = f"skipped: database.{listed} lists no commands"
+        run.emit(Notice(f"rehearsal: database.{listed} lists no commands, so there is nothing to rehearse"))
         return rehearsal
     limits = live.settings(run)  # a bad $DBOS_MIGRATE_LARGE_TABLE stops the run before anything starts
     app_name = db.application_name("rehearse")
@@ -57,6 +63,7 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
     maint = maintenance_connection(run, app_name, instance=other, prefer=other.url.database if other else None,
                                    purpose="for the rehearsal")  # fmt: skip
     checks: list[Check] = []
+    losses: list[Loss] = []
     try:
         _check_server(maint)
         _prepare(run, maint, name, rehearsal)
@@ -71,6 +78,12 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
             after = _snapshot(run, scratch_target)
             rehearsal.changes = diff(before, after)
             checks = live.plan_checks(run, scratch_target, before, after, rehearsal, limits)
+            if direction == "up" and undo.wanted(run):
+                rehearsal.rollback = undo.rehearse_rollback(
+                    run, scratch_target, before, interrupts, lambda: _snapshot(run, scratch_target)
+                )
+            if direction == "down":
+                losses = undo.plan_losses(before, rehearsal.changes)
         finally:
             rehearsal.dropped = _drop(run, maint, other, name, app_name)
     finally:
@@ -78,6 +91,8 @@ def rehearse(run: Run, interrupts: Interrupts, rehearse_url: str | None, *, reco
             maint.close()
     # What the empty copy cannot tell, asked of the real databases, read-only (docs/rehearsal.md).
     live.run_checks(run, rehearsal, checks)
+    if direction == "down":
+        rehearsal.destroys = undo.count_losses(run, losses)
     live.read_workflows(run, rehearsal)
     return rehearsal
 

@@ -114,6 +114,7 @@ def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
         if line:
             head, _, rest = line.partition(": ")
             lines.append(f"- **{cell(head)}:** {cell(rest)}")
+    lines += rollback_bullets(rehearsal)
     if not changes:
         return lines
     lines += [
@@ -134,6 +135,19 @@ def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
     if len(changes) > SUMMARY_ROWS:
         lines.append(f"\n{len(changes) - SUMMARY_ROWS} more change(s): see `-o json`.")
     return lines
+
+
+def rollback_bullets(rehearsal: Rehearsal) -> list[str]:
+    """The rehearsed rollback and what it destroys, as bullets (one per difference or loss)."""
+    from dbos_migrate.report.rehearsal import destroys_lines, rollback_lines
+
+    out: list[str] = []
+    for lines in (rollback_lines(rehearsal), destroys_lines(rehearsal)):
+        if lines:
+            head, _, rest = lines[0].partition(": ")
+            out.append(f"- **{cell(head.rstrip(':'))}:** {cell(rest)}")
+            out += [f"  - `{cell(more.strip())}`" for more in lines[1:]]
+    return out
 
 
 def rehearsal_annotations(report: RunReport, out: TextWriter) -> None:

@@ -66,6 +66,7 @@ def document(result: Result) -> dict[str, Any]:
             standby=result.standby,
             lock_holder=result.lock_holder.as_dict() if result.lock_holder else None,
             recent_runs=[r.as_dict() for r in result.recent_runs],
+            last_run=result.last_run.as_dict() if result.last_run else None,
         )
     elif isinstance(result, HistoryReport):
         doc.update(exists=result.exists, run_id=result.run_id, runs=[r.as_dict() for r in result.runs])

@@ -113,3 +113,30 @@ def verdict_line(rehearsal: Rehearsal, gate: bool) -> str | None:
     if verdict.refuse:
         return f"{who}: {'refuses' if gate else 'would refuse'}: {verdict.message}"
     return f"{who}: {'passes' if gate else 'would pass'}: {verdict.message}"
+
+
+def rollback_lines(rehearsal: Rehearsal, limit: int = 20) -> list[str]:
+    """Whether database.rollback restored the schema on the scratch copy (plan --rehearse)."""
+    check = rehearsal.rollback
+    if check is None:
+        return []
+    if check.failed_command is not None:
+        return [f"rollback: failed on the scratch database ({check.failure}): {check.failed_command}"]
+    if not check.ran:
+        return []
+    if check.restores:
+        return ["rollback: restores the schema (database.rollback, rehearsed after the migrations)"]
+    lines = [f"rollback: does NOT restore the schema: {len(check.differences)} difference(s)"]
+    lines += [f"  {d.describe()}" for d in check.differences[:limit]]
+    if len(check.differences) > limit:
+        lines.append(f"  and {len(check.differences) - limit} more")
+    return lines
+
+
+def destroys_lines(rehearsal: Rehearsal) -> list[str]:
+    """What the rollback would destroy in the real app database (down --rehearse)."""
+    if rehearsal.destroys is None:
+        return []
+    if not rehearsal.destroys:
+        return ["rollback destroys: no table or column"]
+    return ["rollback destroys:", *(f"  {loss.describe()}" for loss in rehearsal.destroys)]

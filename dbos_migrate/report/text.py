@@ -179,6 +179,19 @@ class TextReporter:
         verdict = verdict_line(rehearsal, event.gate)
         if verdict and not (event.gate and rehearsal.verdict and rehearsal.verdict.refuse):
             self.info(verdict)  # a refusal is the run's error, shown once at the end
+        self._rollback_facts(rehearsal)
+
+    def _rollback_facts(self, rehearsal: Rehearsal) -> None:
+        """The rehearsed rollback (plan) and what it destroys (down): shown even with --quiet."""
+        from dbos_migrate.report.rehearsal import destroys_lines, rollback_lines
+
+        for lines in (rollback_lines(rehearsal), destroys_lines(rehearsal)):
+            if not lines:
+                continue
+            bad = lines[0].startswith(("rollback: does NOT", "rollback: failed", "rollback destroys:"))
+            self.line((self.style.yellow("warning: ") if bad else "") + lines[0])
+            for more in lines[1:]:
+                self.line(more)
 
     def _command_finished(self, event: CommandFinished) -> None:
         s = self.style
@@ -295,6 +308,16 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
     runs = report.recent_runs
     out.write(f"  recent runs     {len(runs) if runs else 'none'}\n")
     history_rows(runs, out, s)
+    last = report.last_run
+    if last is not None and last.outcome != "succeeded":
+        when = last.at.isoformat()[:19].replace("T", " ") if last.at else "unknown"
+        code = last.exit_code if last.exit_code is not None else "-"
+        out.write(f"  last run        {s.red(last.outcome)}: {last.direction} {last.run_id[:8]} command "
+                  f"#{last.failed_index} exit {code} at {when}: {last.failed_command}\n")  # fmt: skip
+        out.write(f"  next            {last.next_command}\n")
+        out.write(f"                  {s.dim(last.next_reason or '')}\n")
+    elif last is not None:
+        out.write(f"  last run        {s.green('succeeded')}: {last.direction} {last.run_id[:8]}\n")
     out.flush()
 
 

@@ -158,7 +158,11 @@ class PgUrl:
         sp = self.spans
         encoded = quote(password, safe="")
         text = self.text
-        if sp.password is not None:
+        if sp.query is not None and re.search(r"(^|&)password=", text[sp.query[0] : sp.query[1]]):
+            q0, q1 = sp.query  # libpq lets a query password override the userinfo one
+            query = re.sub(r"(^|&)password=[^&]*", lambda m: f"{m.group(1)}password={encoded}", text[q0:q1])
+            text = text[:q0] + query + text[q1:]
+        elif sp.password is not None:
             text = text[: sp.password[0]] + encoded + text[sp.password[1] :]
         elif sp.userinfo is not None:
             text = text[: sp.userinfo[1]] + ":" + encoded + text[sp.userinfo[1] :]

@@ -387,12 +387,26 @@ def pg_vars(eff: Effective, dbname: str) -> dict[str, str]:
     return out
 
 
+def url_for_commands(endpoint: Endpoint) -> str:
+    """The URL as written, carrying the password our own connections use: the one `***`
+    stood for, or the one found in PGPASSWORD, .pgpass or a service file (percent-encoded).
+    A command that reads only the URL (SQLAlchemy, knex) authenticates as we do
+    (docs/behaviour.md, "The environment each command gets")."""
+    password = endpoint.password
+    if password is None or endpoint.url.password == password:
+        return endpoint.url.text
+    return endpoint.url.with_password(password).text
+
+
 def connection_vars(target: Target) -> dict[str, str]:
     """DBOS_DATABASE_URL, DBOS_SYSTEM_DATABASE_URL and PG* for the app database, from the
     effective connection (docs/behaviour.md, "The environment each command gets")."""
+    system = target.system
     out = {
-        "DBOS_DATABASE_URL": target.app_url.text,
-        "DBOS_SYSTEM_DATABASE_URL": target.system.url_text(mask=False),
+        "DBOS_DATABASE_URL": url_for_commands(target.app),
+        "DBOS_SYSTEM_DATABASE_URL": (
+            url_for_commands(system.endpoint) if system.endpoint is not None else system.url_text(mask=False)
+        ),
     }
     out.update(pg_vars(target.instance.eff, target.app_database))
     return out

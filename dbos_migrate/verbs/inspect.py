@@ -19,6 +19,7 @@ from dbos_migrate.events import Finished, Notice, Resolved, Sink
 from dbos_migrate.model import HistoryReport, Resolution, StatusReport
 from dbos_migrate.settings.config import Config
 from dbos_migrate.settings.target import Target
+from dbos_migrate.verbs.recovery import last_run
 
 
 def _resolve(
@@ -71,6 +72,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
                 report.recent_runs = db.read_history(
                     conn, 10, schema=db.check_history_schema(options.history_schema)
                 )
+                report.last_run = last_run(report.recent_runs, report.where, options)
         from dbos_migrate.engine.sysdb import inspect
 
         report.system_database = inspect(target, scrub, app_name, cfg.system_schema if cfg else None)

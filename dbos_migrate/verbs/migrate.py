@@ -56,13 +56,36 @@ def _up(run: Run, interrupts: Interrupts) -> None:
     execute(run, commands, "up", interrupts, create=not run.options.no_create)
 
 
-def _down(run: Run, interrupts: Interrupts) -> None:
+def require_rollback(run: Run) -> None:
     if not run.config.database.rollback:
         raise UsageError(
             f"{run.config.file} declares no rollback commands (database.rollback is missing or empty)",
             "declare them in the order they should run, e.g.\n"
             "      database:\n        rollback:\n          - " + rollback_example(run.config),
         )
+
+
+def require_app_database(run: Run) -> None:
+    """`down` needs an existing app database: connect once to learn that (exit 3 if missing)."""
+    from dbos_migrate.engine import database as db
+
+    run.ensure_password()
+    try:
+        db.connect(run.target.app, run.scrub, app_name=db.application_name("down"),
+                   where="checking the app database").close()  # fmt: skip
+    except db.DatabaseMissing:
+        raise DatabaseError(
+            f"app database {run.target.app_database!r} does not exist: nothing to roll back"
+        ) from None
+
+
+def _down(run: Run, interrupts: Interrupts) -> None:
+    require_rollback(run)
+    down_body(run, interrupts)
+
+
+def down_body(run: Run, interrupts: Interrupts) -> None:
+    """The rollback itself: the commands, the dry run or the guard, then the run under the lock."""
     commands = run.commands(run.config.database.rollback, "rollback", run.command_env())
     run.report.planned = [shown for _, shown in commands]
     if run.options.dry_run:

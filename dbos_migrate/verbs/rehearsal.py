@@ -15,7 +15,7 @@ from dbos_migrate.rehearse.gate import decide
 from dbos_migrate.rehearse.result import Rehearsal, RehearsalDone
 from dbos_migrate.rehearse.rules import BREAKING, Named, breaking_summary
 from dbos_migrate.rehearse.session import rehearse
-from dbos_migrate.verbs.migrate import up
+from dbos_migrate.verbs.migrate import down_body, require_app_database, require_rollback, up
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
@@ -36,8 +36,47 @@ def plan(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None
         if options.strict and rehearsal.verdict.refuse:
             raise BreakingChange(f"--strict: {rehearsal.verdict.message}",
                                  "make the change in expand/contract steps (see each hint)")  # fmt: skip
+        refuse_unrestoring_rollback(rehearsal, strict=options.strict)
 
     return run_steps("plan", ctx, options, emit, body)
+
+
+def refuse_unrestoring_rollback(rehearsal: Rehearsal, *, strict: bool) -> None:
+    """--strict: a rollback that fails or leaves the schema changed refuses (exit 6)."""
+    check = rehearsal.rollback
+    if not strict or check is None or check.restores is not False:
+        return
+    if check.failed_command is not None:
+        what = f"the rollback failed on the scratch database ({check.failure}): {check.failed_command}"
+    else:
+        shown = ", ".join(d.describe() for d in check.differences[:5])
+        more = f" and {len(check.differences) - 5} more" if len(check.differences) > 5 else ""
+        what = f"the rollback does not restore the schema: {shown}{more}"
+    raise BreakingChange(f"--strict: {what}",
+                         "make database.rollback undo every change of database.migrate, "
+                         "or pass --no-rollback-check")  # fmt: skip
+
+
+def down(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None = None) -> RunReport:
+    """`down --rehearse`: rehearse database.rollback on a scratch copy of the real schema, report
+    its changes and what the destructive ones would destroy (rows counted read-only), then,
+    unless --dry-run, roll back for real behind the production guard (docs/recovery.md)."""
+
+    def body(run: Run, interrupts: Interrupts) -> None:
+        require_rollback(run)
+        require_app_database(run)
+        rehearsal = rehearse(run, interrupts, rehearse_url, record=False, direction="down")
+        run.emit(RehearsalDone(rehearsal, gate=False))
+        if options.dry_run:
+            run.emit(
+                Notice(
+                    "dry run: the rollback was rehearsed on a scratch copy; the app database was not written"
+                )
+            )
+            return
+        down_body(run, interrupts)  # the guard asks now, after the cost was shown
+
+    return run_steps("down", ctx, options, emit, body)
 
 
 def gated_up(
@@ -67,7 +106,8 @@ def gated_up(
         found.append(rehearsal)
         run.emit(RehearsalDone(rehearsal, gate=not allow_breaking))
 
-    report = run_steps("up", ctx, options, first, body, finish=False)
+    # The rollback check belongs to plan --rehearse (docs/rehearsal.md): the gate does not wait on it.
+    report = run_steps("up", ctx, replace(options, rollback_check=False), first, body, finish=False)
     rehearsal = found[0] if found else None
     verdict = rehearsal.verdict if rehearsal is not None else None
     refused = verdict is not None and verdict.refuse
