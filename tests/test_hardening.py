@@ -63,27 +63,42 @@ def wait_until_idle_longer_than_timeout_or_gone(pg_url: str, app_db: str) -> Non
 
 def test_idle_session_timeout_cannot_end_the_lock_session(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """With idle_session_timeout = 1s on the deploy role, the first run's lock session used to
-    be killed while its command ran, and a second run started on top of it."""
+    be killed while its command ran, and a second run started on top of it.
+
+    No timing is assumed: the first run's command holds until the test says go, which it
+    does only once the lock session has sat idle past the timeout (or is gone) and the second
+    run has either reported waiting for the lock or started its command (the bug)."""
     role = f"deployer_{app_db}"
-    marks = tmp_path / "marks"
+    marks, go = tmp_path / "marks", tmp_path / "go"
     a = write_config(
-        tmp_path / "a", app_db_name=app_db, migrate=[f"echo a-start >> {marks}; sleep 3; echo a-end >> {marks}"]
+        tmp_path / "a",
+        app_db_name=app_db,
+        migrate=[f"echo a-start >> {marks}; while [ ! -e {go} ]; do sleep 0.02; done; echo a-end >> {marks}"],
     )
     b = write_config(tmp_path / "b", app_db_name=app_db, migrate=[f"echo b-start >> {marks}"])
+
+    def marked() -> list[str]:
+        return marks.read_text().split() if marks.exists() else []
+
     try:
         query(pg_url, f"CREATE ROLE \"{role}\" LOGIN CREATEDB PASSWORD 'deploy-pw'")
         query(pg_url, f"ALTER ROLE \"{role}\" SET idle_session_timeout = '1s'")
         url = with_user(pg_url, role, "deploy-pw")
         first = background(["up", "-c", a, "-D", url, "--system-db", "skip"], tmp_path, "a")
         deadline = time.monotonic() + DEADLINE
-        while "a-start" not in (marks.read_text() if marks.exists() else ""):
-            assert time.monotonic() < deadline and first.poll() is None
+        while "a-start" not in marked():
+            assert time.monotonic() < deadline and first.poll() is None, (tmp_path / "a.out").read_text()
             time.sleep(0.02)
         wait_until_idle_longer_than_timeout_or_gone(pg_url, app_db)
-        second = run_cli("up", "-c", b, "-D", url, "--system-db", "skip", "--lock-timeout", "60")
+        second = background(["up", "-c", b, "-D", url, "--system-db", "skip", "--lock-timeout", "60"], tmp_path, "b")
+        deadline = time.monotonic() + DEADLINE
+        while "waiting for the migration lock" not in (tmp_path / "b.out").read_text() and "b-start" not in marked():
+            assert time.monotonic() < deadline and second.poll() is None, (tmp_path / "b.out").read_text()
+            time.sleep(0.02)
+        go.touch()
         assert first.wait(DEADLINE) == 0, (tmp_path / "a.out").read_text()
-        assert second.returncode == 0, second.stdout + second.stderr
-        assert marks.read_text().split() == ["a-start", "a-end", "b-start"]  # never overlapped
+        assert second.wait(DEADLINE) == 0, (tmp_path / "b.out").read_text()
+        assert marked() == ["a-start", "a-end", "b-start"]  # never overlapped
     finally:
         for db in (app_db,):
             query(pg_url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -28,7 +28,8 @@ from test_reliability import (
 )
 
 # As in test_lock.py: mkdir is atomic, so a second command inside the critical section at the
-# same time records an overlap. The sleep only widens the window an overlap would need.
+# same time records an overlap. The sleep is no synchronisation: it only widens the window a
+# broken lock would need to show an overlap (see test_16_concurrent_runs_of_one_app_on_a_fresh_instance).
 CRITICAL = (
     'mkdir "$MARK_DIR/busy" 2>/dev/null || echo overlap >> "$MARK_DIR/overlaps"; sleep 0.05; '
     'echo ran >> "$MARK_DIR/runs"; rmdir "$MARK_DIR/busy"'
@@ -51,6 +52,12 @@ def _parallel(
 def test_16_concurrent_runs_of_one_app_on_a_fresh_instance(
     tmp_path: Path, own_cluster: ClusterFactory
 ) -> None:
+    """A stress test: its pass does not depend on timing, but catching a broken lock does, and
+    cannot be made not to. An overlap is two commands inside CRITICAL at once; a command that
+    waited for a second entrant would wait for what a correct lock never lets happen, so only
+    a pause can end it: CRITICAL's 0.05 s sleep keeps the window open. A waiter shown waiting
+    while a holder holds is proven deterministically by
+    test_sigkilled_lock_holder_lets_the_next_run_start and test_lock.py's hand-over."""
     cluster = own_cluster()
     url = cluster.url()
     mark = tmp_path / "mark"

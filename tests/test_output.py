@@ -173,31 +173,57 @@ def _render_terminal(raw: str) -> list[str]:
 
 
 def test_spinner_on_a_tty_does_not_garble_command_output(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """The commands wait for the test, which lets each go on only once it has seen a spinner
+    frame drawn after the previous output line (and, for command 2, a frame with its elapsed
+    time): no pause has to be long enough for a frame. The one pause left, inside the
+    partial line `part-`, cannot become a condition: it gives the spinner the chance to
+    draw where it must not, and a frame that is never drawn leaves nothing to wait for; the
+    test's outcome does not depend on its length (a correct spinner passes whatever it is)."""
     import os
     import pty
+    import select
     import subprocess
+    import time
 
     from pgharness import cli_command
 
-    cmd = "for i in 1 2 3; do echo step-$i; sleep 0.3; done; printf part-; sleep 0.3; echo whole"
-    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[cmd, "sleep 0.5"])
+    def hold(name: str) -> str:
+        return f'while [ ! -e "{tmp_path / name}" ]; do sleep 0.02; done'
+
+    cmd = f"for i in 1 2 3; do echo step-$i; {hold('go-$i')}; done; printf part-; sleep 0.3; echo whole"
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[cmd, hold("go-4")])
+    frame = "[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]"
+    gates = [(rf"step-{i}\r?\n.*{frame} \[1/2\]", f"go-{i}") for i in (1, 2, 3)]
+    gates.append((rf"{frame} \[2/2\] \d+\.\d+s", "go-4"))
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     env["TERM"] = "xterm"
     proc = subprocess.Popen([*cli_command(), "up", "-c", str(cfg), "-D", pg_url], stdin=subprocess.DEVNULL,
                             stdout=slave, stderr=slave, env=env)  # fmt: skip
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO once the child side is closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=60)
-    os.close(master)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            assert time.monotonic() < deadline, b"".join(chunks).decode(errors="replace")
+            if not select.select([master], [], [], 1.0)[0]:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO once the child side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+            seen = b"".join(chunks).decode(errors="replace")
+            while gates and re.search(gates[0][0], seen, re.DOTALL):
+                (tmp_path / gates.pop(0)[1]).touch()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
     raw = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, raw
     assert "\x1b[" in raw  # colour and line control: this really was the terminal mode

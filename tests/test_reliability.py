@@ -354,15 +354,23 @@ def test_sigkilled_dbos_migrate_takes_its_command_with_it_and_frees_the_lock(
 def test_parent_death_signal_alone_kills_the_command_shell(
     tmp_path: Path, pg_url: str, app_db: str, background: Callable[..., Running]
 ) -> None:
-    """With the watchdog shell gone, the command's shell still dies with dbos-migrate (Linux)."""
+    """With the watchdog shell gone, the command's shell still dies with dbos-migrate (Linux).
+
+    The runner starts the command's shell first and its watchdog right after, so the command
+    can be running before the watchdog exists: the test waits for the watchdog of this very
+    shell (its argument is the shell's pid) to be in place before killing it."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo $$ > sh.pid; touch started; sleep 300"])
     run = background(tmp_path, ["up", "-c", cfg, "-D", pg_url])
     run.wait_for(lambda: (tmp_path / "started").exists(), "the command to start")
     shell = read_pid(tmp_path / "sh.pid")
-    watchdogs = [p for p in descendants(run.pid) if "dbos-migrate-watchdog" in cmdline(p)]
-    assert len(watchdogs) == 1, [cmdline(p) for p in descendants(run.pid)]
-    os.kill(watchdogs[0], signal.SIGKILL)
-    wait_until(lambda: not alive(watchdogs[0]), "the watchdog to die")
+
+    def watchdogs() -> list[int]:
+        return [p for p in descendants(run.pid) if cmdline(p).split()[-2:] == ["dbos-migrate-watchdog", str(shell)]]
+
+    run.wait_for(lambda: len(watchdogs()) == 1, "the command's watchdog to be in place")
+    (watchdog,) = watchdogs()
+    os.kill(watchdog, signal.SIGKILL)
+    wait_until(lambda: not alive(watchdog), "the watchdog to die")
     assert alive(shell)
 
     os.kill(run.pid, signal.SIGKILL)

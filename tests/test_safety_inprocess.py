@@ -1,0 +1,175 @@
+"""Safety rules the CLI tests reached only slowly or not at all, checked in-process (the verbs
+as a library, tests/inmemory.py's Context with scripted answers, a real PostgreSQL):
+
+- the production guard's answers at the prompt (docs/behaviour.md, "The production guard");
+- the creation lock is released only once the app database's lock is held (no gap to race
+  into, docs/reliability.md);
+- the rehearsal's scratch database is dropped when a command fails (docs/rehearsal.md).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from helpers import db_exists, write_config
+from inmemory import InMemoryContext
+from pgharness import drop_database
+
+from dbos_migrate import verbs
+from dbos_migrate.context import Ask
+from dbos_migrate.errors import CommandFailed, GuardRefused, Interrupted
+from dbos_migrate.events import CommandStarted, Event, GuardWarning
+
+# ---------------------------------------------------------------------------- the production guard
+
+
+def _answering(answer: str | type[BaseException] | None) -> Ask:
+    """What a person does at the prompt: type a line, end the input (None), or press Ctrl-C."""
+
+    def ask(prompt: str, secret: bool) -> str | None:
+        assert not secret and "Type the app database name" in prompt
+        if isinstance(answer, type):
+            raise answer()
+        return answer
+
+    return ask
+
+
+class _PromptContext(InMemoryContext):
+    def __init__(self, ask: Ask) -> None:
+        super().__init__({"PATH": os.environ["PATH"]})
+        self.ask = ask
+
+
+@pytest.mark.parametrize(
+    ("answer", "exit_code"),
+    [
+        ("", 5),  # Enter alone
+        ("   ", 5),
+        (None, 5),  # end of input (Ctrl-D)
+        ("not-the-name", 5),
+        ("APP", 5),  # the name in the wrong case (replaced by the real name below)
+        ("app-prefix", 5),  # a prefix of the name (likewise)
+        (KeyboardInterrupt, 130),  # Ctrl-C at the prompt: interrupted, as everywhere else
+        ("app", 0),  # the app database name
+        ("  app  ", 0),  # surrounding blanks are not part of what was typed
+    ],
+    ids=["empty", "blank", "eof", "wrong", "wrong-case", "prefix", "ctrl-c", "right", "right-padded"],
+)
+def test_down_on_production_runs_only_after_the_name_is_typed(
+    answer: str | type[BaseException] | None, exit_code: int, tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    rolled = tmp_path / "rolled"
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {rolled}"])
+    assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
+                    verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
+    if isinstance(answer, str):
+        answer = {"APP": app_db.upper(), "app-prefix": app_db[:-1], "app": app_db, "  app  ": f"  {app_db}  "}.get(
+            answer, answer
+        )
+    events: list[Event] = []
+    report = verbs.down(_PromptContext(_answering(answer)),
+                        verbs.Options(config=str(cfg), db_url=pg_url, production=True), events.append)  # fmt: skip
+    assert any(isinstance(e, GuardWarning) for e in events)  # the cautions came before the question
+    if exit_code == 0:
+        assert report.ok and report.error is None, report.error
+        assert rolled.exists() and [c.status for c in report.commands] == ["succeeded"]
+        return
+    assert report.error is not None and report.error.exit_code == exit_code, report.error
+    if exit_code == 5:
+        assert isinstance(report.error, GuardRefused) and "nothing was run" in report.error.message
+    else:
+        assert isinstance(report.error, Interrupted) and report.error.signum == signal.SIGINT
+    assert not rolled.exists() and report.commands == []
+    assert not any(isinstance(e, CommandStarted) for e in events)
+
+
+# ---------------------------------------------------------------------------- the creation lock
+
+
+def _advisory_holders(pg_url: str, key: int) -> set[str]:
+    """The databases in which some session holds the migration lock `key` right now."""
+    from dbos_migrate.engine.database import LOCK_CLASS
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            """SELECT d.datname FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_database d ON d.oid = l.database
+                WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 2""",
+            (LOCK_CLASS, key),
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_the_creation_lock_is_released_only_once_the_app_database_lock_is_held(
+    tmp_path: Path, pg_url: str, app_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up` on a missing database: at the moment the creation lock (in the maintenance
+    database) is released, pg_locks must already show the app database's lock held."""
+    from dbos_migrate.engine import database as db
+
+    key = db.lock_key(app_db)
+    calls: list[tuple[str, str, set[str]]] = []
+    acquire: Callable[..., Any] = db.acquire_lock
+    release: Callable[..., Any] = db.release_lock
+
+    def recording_acquire(conn: psycopg.Connection[Any], *args: Any, **kwargs: Any) -> None:
+        acquire(conn, *args, **kwargs)
+        calls.append(("acquired", conn.info.dbname, _advisory_holders(pg_url, key)))
+
+    def recording_release(conn: psycopg.Connection[Any], k: int) -> None:
+        calls.append(("releasing", conn.info.dbname, _advisory_holders(pg_url, key)))
+        release(conn, k)
+
+    monkeypatch.setattr(db, "acquire_lock", recording_acquire)
+    monkeypatch.setattr(db, "release_lock", recording_release)
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
+                      verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None)  # fmt: skip
+    assert report.ok and report.created, report.error
+    maint = calls[0][1]
+    assert maint != app_db
+    assert [(what, where) for what, where, _ in calls] == [
+        ("acquired", maint), ("acquired", app_db), ("releasing", maint), ("releasing", app_db),
+    ]  # fmt: skip
+    creation_release = calls[2]
+    assert creation_release[2] == {maint, app_db}, "the creation lock was let go before the app lock was held"
+
+
+# ---------------------------------------------------------------------------- the scratch database
+
+
+def _databases_like(pg_url: str, prefix: str) -> list[str]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_catalog.pg_database WHERE starts_with(datname, %s)", (prefix,)
+        ).fetchall()
+    return [name for (name,) in rows]
+
+
+def test_a_failing_command_still_drops_the_scratch_database(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """`plan --rehearse` whose command fails: exit 1, and the scratch database the command ran
+    against (it records the name) is gone from pg_database afterwards."""
+    from dbos_migrate.rehearse.scratch import SCRATCH_PREFIX
+    from dbos_migrate.rehearse.verbs import plan
+
+    seen = tmp_path / "scratch.txt"
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f'echo "$PGDATABASE" > {seen}; exit 3'])
+    try:
+        report = plan(InMemoryContext({"PATH": os.environ["PATH"]}),
+                      verbs.Options(config=str(cfg), db_url=pg_url), lambda e: None)  # fmt: skip
+        assert isinstance(report.error, CommandFailed) and report.error.exit_code == 1, report.error
+        assert report.rehearsal is not None and report.rehearsal.created
+        name = seen.read_text().strip()
+        assert name == report.rehearsal.scratch_database and name.startswith(SCRATCH_PREFIX + app_db)
+        assert not db_exists(pg_url, name), f"scratch database {name} survived the failed command"
+        assert report.rehearsal.dropped is True
+        assert not db_exists(pg_url, app_db)  # a rehearsal never creates the real database
+    finally:
+        for left in _databases_like(pg_url, SCRATCH_PREFIX + app_db):
+            drop_database(pg_url, left)
