@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dbos_migrate.localpg import Cluster, LocalPostgresError, PgBinaries, free_port
 from dbos_migrate.settings.conninfo import compose, masked_text
@@ -42,6 +42,16 @@ ClusterFactory = Callable[..., Cluster]
 def in_ci() -> bool:
     """CI sets CI=true; there a missing PostgreSQL is a failure, not a skip."""
     return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip for a missing prerequisite; under CI=true, where every prerequisite must be
+    there, fail instead (a skip would pass unseen)."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"{reason} (a missing prerequisite is a failure under CI=true)", pytrace=False)
+    pytest.skip(reason)
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -137,16 +147,14 @@ def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path,
 
 def ssl_cert_or_skip(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
     """A self-signed (certfile, keyfile) pair for an SSL cluster; skips the test when there are no
-    SSL-capable PostgreSQL binaries or no openssl."""
-    import pytest
-
+    SSL-capable PostgreSQL binaries or no openssl (fails under CI=true)."""
     from dbos_migrate.localpg import find_binaries
 
     try:
         find_binaries(require_ssl=True)
         return make_self_signed_cert(directory, cn)
     except (LocalPostgresError, FileNotFoundError) as exc:
-        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
+        skip_or_fail(f"no SSL-capable PostgreSQL or openssl: {exc}")
 
 
 def docker_engine_available(timeout: float = 3.0) -> bool:

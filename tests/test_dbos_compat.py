@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import one_json, query, write_config
-from pgharness import ClusterFactory, run_cli, with_dbname, with_user
+from pgharness import ClusterFactory, run_cli, skip_or_fail, with_dbname, with_user
 
 from dbos_migrate.settings.conninfo import parse_url
 
@@ -180,7 +180,7 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
     on one instance, for two apps: the same DBOS schema version, tables and runtime-role grants.
     On the machine's server (the SDK needs the uuid-ossp extension), with unique names."""
     if not query(pg_url, "SELECT 1 FROM pg_available_extensions WHERE name = 'uuid-ossp'"):
-        pytest.skip("the TypeScript SDK needs the uuid-ossp extension, which this server lacks")
+        skip_or_fail("the TypeScript SDK needs the uuid-ossp extension, which this server lacks")
     tag = uuid.uuid4().hex[:8]
     role, ref, ours_name = f"rt_{tag}", f"ts_ref_{tag}", f"ts_shop_{tag}"
     query(pg_url, f'CREATE ROLE "{role}" LOGIN NOCREATEDB')

@@ -1,5 +1,7 @@
-"""The differ on hand-built snapshots: pure, no database (the end-to-end rule cases, each
-made by real DDL, are in test_rehearse.py). One case per way a change is recognised."""
+"""The differ and the data-check rules on hand-built snapshots: pure, no database (the
+end-to-end rule cases, each made by real DDL, are in test_rehearse.py and
+test_rehearse_data.py). One case per way a change is recognised, and every rule of
+rehearse/rules.py asserted by at least one case (test_every_rule_has_a_unit_case)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dbos_migrate.engine.scrub import Scrubber
+from dbos_migrate.rehearse import datachecks
 from dbos_migrate.rehearse.catalog import Column, Constraint, Enum, Function, Index, Snapshot, Table, View
+from dbos_migrate.rehearse.dataplan import Details, Planner, Rel, RowCheck, SizeCheck
 from dbos_migrate.rehearse.diff import diff, widened
 from dbos_migrate.rehearse.rules import RULES
 
@@ -141,3 +146,187 @@ def test_every_change_names_a_known_rule() -> None:
 @given(st.integers(1, 500), st.integers(1, 500))
 def test_varchar_widening_is_exactly_longer(old: int, new: int) -> None:
     assert widened(f"character varying({old})", f"character varying({new})") is (new >= old)
+
+
+# ---------------------------------------------------------------------------- every rule has a unit case
+# Rules the cases above did not reach; test_every_rule_has_a_unit_case keeps the list complete.
+
+
+def test_a_dropped_column_is_breaking() -> None:
+    slim = table(100, "orders", col("id", 1, notnull=True), col("amount", 2, "numeric(10,2)"))
+    (dropped,) = diff(snap(ORDERS), snap(slim))
+    assert (dropped.rule, dropped.object, dropped.severity) == ("BRK002", "public.orders.note", "breaking")
+    bare = table(100, "orders", col("id", 1, notnull=True))  # two gone, nothing added: no rename to guess
+    assert rules(snap(ORDERS), snap(bare)) == [("BRK002", "public.orders.amount"), ("BRK002", "public.orders.note")]
+
+
+def test_added_type_view_and_function() -> None:
+    mood = Enum(51, "public.mood", ("ok",))
+    view = View(61, "public.big_orders", "v", "SELECT ...", ("id",))
+    fn = Function(71, "public", "order_total", "integer", "numeric", "f", "h1")
+    assert rules(snap(), snap(enums={51: mood}, views={61: view}, functions={71: fn})) == [
+        ("SAFE006", "public.mood"), ("SAFE006", "public.big_orders"), ("SAFE006", "public.order_total(integer)"),
+    ]  # fmt: skip
+
+
+def test_changed_definitions() -> None:
+    view = View(60, "public.totals", "v", "SELECT 1", ("id",))
+    fn = Function(70, "public", "total", "integer", "numeric", "f", "abc")
+    before = snap(views={60: view}, functions={70: fn})
+    after = snap(views={60: replace(view, definition="SELECT 2")}, functions={70: replace(fn, body="def")})
+    assert rules(before, after) == [("SAFE007", "public.totals"), ("SAFE007", "public.total(integer)")]
+    check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
+    again = replace(ORDERS, oid=301, relfilenode=301)  # dropped and re-created: no old rows were locked
+    redefined = replace(check, oid=16, table_oid=301, definition="CHECK (amount >= 0)")
+    assert rules(snap(ORDERS, constraints={15: check}), snap(again, constraints={16: redefined})) == [
+        ("LCK002", "public.orders"), ("SAFE007", "public.orders.positive"),
+    ]  # fmt: skip
+
+
+def test_relaxed_restrictions() -> None:
+    strict = table(1, "t", col("c", 1, notnull=True))
+    assert rules(snap(strict), snap(table(1, "t", col("c", 1)))) == [("SAFE008", "public.t.c")]
+    check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
+    assert rules(snap(ORDERS, constraints={15: check}), snap(ORDERS)) == [("SAFE008", "public.orders.positive")]
+    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
+    assert rules(snap(ORDERS, indexes={12: plain}), snap(ORDERS)) == [("SAFE008", "public.orders_amount_idx")]
+    trigger = Function(72, "public", "touch", "", "trigger", "f", "h")
+    assert rules(snap(functions={72: trigger}), snap()) == [("SAFE008", "public.touch()")]
+
+
+def test_defaults_added_or_changed() -> None:
+    before = table(1, "t", col("c", 1), col("d", 2, default="0"))
+    after = table(1, "t", col("c", 1, default="'x'::text"), col("d", 2, default="1"))
+    assert rules(snap(before), snap(after)) == [("SAFE010", "public.t.c"), ("SAFE010", "public.t.d")]
+
+
+def test_renamed_index_and_constraint() -> None:
+    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
+    check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
+    before = snap(ORDERS, indexes={12: plain}, constraints={15: check})
+    after = snap(ORDERS, indexes={12: replace(plain, name="orders_by_amount")},
+                 constraints={15: replace(check, name="amount_positive")})  # fmt: skip
+    assert sorted(rules(before, after)) == [
+        ("SAFE011", "public.orders.amount_positive"), ("SAFE011", "public.orders_by_amount"),
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the data rules (DATA0xx)
+# Which check each change needs (dataplan.Planner, pure once the scratch database's details are
+# read) and what a check's counts or a table's size make of it (datachecks), without a database.
+
+
+def planned(before: Snapshot, after: Snapshot, details: Details | None = None) -> list[tuple[str, str, str]]:
+    checks = Planner(diff(before, after), before, after).plan(details or Details())
+    return [(c.rule, c.object, c.kind if isinstance(c, RowCheck) else c.operation) for c in checks]
+
+
+def test_data_checks_planned_for_columns() -> None:
+    not_null = table(100, "orders", col("id", 1, notnull=True), col("amount", 2, "numeric(10,2)", notnull=True),
+                     col("note", 3, "text"))  # fmt: skip
+    assert planned(snap(ORDERS), snap(not_null)) == [
+        ("DATA001", "public.orders.amount", "nulls"), ("DATA008", "public.orders", "scan"),
+    ]  # fmt: skip
+    grown = replace(ORDERS, columns={**ORDERS.columns, "sku": col("sku", 4, "text", notnull=True)})
+    assert planned(snap(ORDERS), snap(grown)) == [("DATA002", "public.orders.sku", "rows")]
+    narrowed = table(100, "orders", col("id", 1, notnull=True), col("amount", 2, "numeric(8,2)"), col("note", 3, "text"))
+    assert planned(snap(ORDERS), snap(narrowed)) == [
+        ("DATA006", "public.orders.amount", "fits-type"), ("DATA008", "public.orders", "rewrite"),
+    ]  # fmt: skip
+
+
+def test_data_checks_planned_for_indexes_and_constraints() -> None:
+    unique = Index(20, "public", "orders_note_key", 100, "CREATE UNIQUE INDEX ...", True, True, False, False, ("note",))
+    before, after = snap(ORDERS), snap(ORDERS, indexes={20: unique})
+    assert Planner(diff(before, after), before, after).needed() == ([20], [])
+    assert planned(before, after, Details(indexes={20: (["note"], None, False)})) == [
+        ("DATA003", "public.orders_note_key", "duplicates"), ("DATA009", "public.orders", "index build"),
+    ]  # fmt: skip
+    check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
+    assert planned(before, snap(ORDERS, constraints={15: check}), Details(checks={15: "amount > 0"})) == [
+        ("DATA004", "public.orders.positive", "check"), ("DATA008", "public.orders", "scan"),
+    ]  # fmt: skip
+    customers = table(200, "customers", col("id", 1, notnull=True))
+    fk = Constraint(16, 100, "orders_id_fk", "f", "FOREIGN KEY (id) REFERENCES customers(id)", True, 0, ("id",))
+    details = Details(foreign_keys={16: (["id"], 200, ["id"], "s")})
+    assert planned(snap(ORDERS, customers), snap(ORDERS, customers, constraints={16: fk}), details) == [
+        ("DATA005", "public.orders.orders_id_fk", "foreign-key"), ("DATA008", "public.orders", "scan"),
+    ]  # fmt: skip
+
+
+def test_data_check_planned_for_a_removed_enum_value() -> None:
+    mood = Enum(50, "public.mood", ("happy", "sad"))
+    people = table(300, "people", col("id", 1), col("m", 2, "public.mood"))
+    before = snap(people, enums={50: mood})
+    after = snap(people, enums={50: replace(mood, labels=("happy",))})
+    assert planned(before, after) == [("DATA007", "public.people.m", "enum-values")]
+
+
+def _row_check(rule: str = "DATA001", unknown: str | None = None) -> RowCheck:
+    from psycopg import sql
+
+    return RowCheck(0, "nulls", rule, "public.orders.amount", Rel("public", "orders"), "NULL in amount",
+                    "SET NOT NULL will fail", violation=sql.SQL("t.amount IS NULL"), unknown=unknown)  # fmt: skip
+
+
+def test_data_findings_from_counts() -> None:
+    fact = datachecks.Facts(True, heap_bytes=8192, total_bytes=16384, rows=100, can_select=True)
+    found = datachecks._row_finding(_row_check(), fact, examined=100, violating=3, percent=None, elapsed=1)
+    assert (found.rule, found.status, found.violating_rows, found.severity) == ("DATA001", "violations", 3, "breaking")
+    clean = datachecks._row_finding(_row_check(), fact, examined=100, violating=0, percent=None, elapsed=1)
+    assert (clean.rule, clean.status, clean.severity) == ("DATA012", "none", "safe")
+    sampled = datachecks._row_finding(_row_check(), fact, examined=40, violating=0, percent=2.5, elapsed=1)
+    assert (sampled.rule, sampled.status, sampled.sampled, sampled.severity) == (
+        "DATA011", "none-in-sample", True, "unknown",
+    )  # fmt: skip
+
+
+def test_data_check_that_cannot_be_asked_is_unknown() -> None:
+    """No connection is used: a check known to be unaskable, or a table the role may not read,
+    is DATA010 without a query."""
+    fact = datachecks.Facts(True, heap_bytes=8192, total_bytes=8192, rows=1, can_select=True)
+    scrub = Scrubber([])
+    unknown = datachecks._row_check(None, _row_check(unknown="its index could not be read"), fact,  # type: ignore[arg-type]
+                                    datachecks.Settings(), scrub)  # fmt: skip
+    assert (unknown.rule, unknown.status, unknown.severity) == ("DATA010", "unknown", "unknown")
+    denied = datachecks._row_check(None, _row_check(), replace(fact, can_select=False), datachecks.Settings(), scrub)  # type: ignore[arg-type]
+    assert denied.rule == "DATA010" and "permission denied" in denied.detail
+
+
+def test_data_findings_from_table_sizes() -> None:
+    settings = datachecks.Settings(large_bytes=1024**2)
+    large = datachecks.Facts(True, heap_bytes=4 * 1024**2, total_bytes=5 * 1024**2, rows=10_000, can_select=True)
+    small = replace(large, heap_bytes=8192, total_bytes=16384)
+    rewrite = SizeCheck(0, "public.orders", Rel("public", "orders"), "rewrite", "ACCESS EXCLUSIVE", "DATA008")
+    build = SizeCheck(0, "public.orders", Rel("public", "orders"), "index build", "SHARE", "DATA009")
+    assert [(f.rule, f.status, f.severity) for f in (
+        datachecks._size(rewrite, large, settings), datachecks._size(build, large, settings),
+        datachecks._size(rewrite, small, settings),
+    )] == [("DATA008", "large", "lock-heavy"), ("DATA009", "large", "lock-heavy"), ("DATA013", "small", "safe")]  # fmt: skip
+
+
+def _asserted_rule_ids() -> set[str]:
+    """Rule ids this module asserts: string constants inside assert statements, or inside the
+    parameters of a parametrized test (each of which asserts its rule)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    shape = re.compile(r"(BRK|LCK|SAFE|DATA)\d{3}")
+    tree = ast.parse(Path(__file__).read_text())
+    places: list[ast.AST] = [n for n in ast.walk(tree) if isinstance(n, ast.Assert)]
+    for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")):
+        places.extend(d for d in fn.decorator_list if "parametrize" in ast.unparse(d))
+    return {
+        n.value
+        for place in places
+        for n in ast.walk(place)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and shape.fullmatch(n.value)
+    }
+
+
+def test_every_rule_has_a_unit_case() -> None:
+    """Every rule of rules.RULES (the data rules included) is asserted by a case in this module."""
+    asserted = _asserted_rule_ids()
+    assert sorted(set(RULES) - asserted) == [], "rules without a unit case"
+    assert sorted(asserted - set(RULES)) == [], "cases naming rules that do not exist"

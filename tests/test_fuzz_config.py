@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from dbos_migrate.errors import ConfigError, UsageError
 from dbos_migrate.settings import config
 from dbos_migrate.settings.config import Config
+from dbos_migrate.settings.conninfo import MASK, split
 from dbos_migrate.settings.target import PgUrl, parse_url, resolve
 
 FILE = Path("/nonexistent/dbos-config.yaml")
@@ -43,6 +45,9 @@ def env_values(c: Config) -> dict[str, str]:
 
 
 def check_load(text: str, env: dict[str, str] | None = None) -> Config | None:
+    """The loaded config, or None after checking the ConfigError names located problems. The
+    loader fails on text only with a ConfigError: any other exception (a bare UsageError
+    included) fails the test."""
     try:
         return config.from_text(text, FILE, {**ENV, **(env or {})})
     except ConfigError as exc:
@@ -52,27 +57,34 @@ def check_load(text: str, env: dict[str, str] | None = None) -> Config | None:
             assert p.message
             p.render()
         return None
-    except UsageError:
-        return None
+
+
+def commands_are_text(cfg: Config) -> bool:
+    """What a loaded config promises the verbs: its command lists are tuples of non-blank strings."""
+    commands = (*cfg.database.migrate, *cfg.database.rollback)
+    return isinstance(cfg.database.migrate, tuple) and all(isinstance(t.value, str) and t.value.strip() for t in commands)
 
 
 @FAST
 @given(st.text(max_size=300))
-@example("")
-@example("name: a\nname: b\n")
-@example("a: &a [*a]\n")
-@example("- [")
-@example("? [a]\n: b\n")
-@example("<<: *x\n")
-@example("database: !!python/name:os.system\n")
 def test_arbitrary_text(text: str) -> None:
-    check_load(text)
+    cfg = check_load(text)
+    assert cfg is None or commands_are_text(cfg)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "name: a\nname: b\n", "a: &a [*a]\n", "- [", "? [a]\n: b\n", "<<: *x\n", "database: !!python/name:os.system\n"],
+)
+def test_known_bad_texts_are_config_errors(text: str) -> None:
+    assert check_load(text) is None
 
 
 @FAST
 @given(YAMLISH)
 def test_yaml_shaped_text(text: str) -> None:
-    check_load(text)
+    cfg = check_load(text)
+    assert cfg is None or commands_are_text(cfg)
 
 
 scalars = st.one_of(
@@ -189,6 +201,7 @@ URLISH = st.lists(
 
 
 def check_url(text: str, password: str | None = None) -> PgUrl | None:
+    """The parsed URL, or None after checking the UsageError shows no `password`."""
     try:
         url = parse_url(text, what="--db-url")
     except UsageError as exc:
@@ -197,21 +210,33 @@ def check_url(text: str, password: str | None = None) -> PgUrl | None:
             assert password not in (exc.hint or "")
         return None
     assert isinstance(url, PgUrl)
-    url.masked()
-    url.with_database("fuzz_app").masked()
     return url
+
+
+def shown_password(url: PgUrl) -> str | None:
+    """What the masked URL shows where the password is written (None: no password written)."""
+    masked = url.masked()
+    span = split(masked).password
+    return None if span is None else masked[span[0] : span[1]]
+
+
+def masks(url: PgUrl) -> bool:
+    """The URL as shown keeps what was written except the password, shown as the mask."""
+    return shown_password(url) in (None, MASK) and shown_password(url.with_database("fuzz_app")) in (None, MASK)
 
 
 @FAST
 @given(st.text(max_size=120))
 def test_any_string_as_url(text: str) -> None:
-    check_url(text)
+    url = check_url(text)
+    assert url is None or (url.text == text.strip() and masks(url))
 
 
 @FAST
 @given(SCHEMES, URLISH)
 def test_url_shaped_strings(scheme: str, rest: str) -> None:
-    check_url(f"{scheme}://{rest}")
+    url = check_url(f"{scheme}://{rest}")
+    assert url is None or (url.scheme.lower().startswith("postgres") and masks(url))
 
 
 host_parts = st.sampled_from(
@@ -228,7 +253,8 @@ password_text = st.text(  # PostgreSQL passwords cannot hold NUL (libpq refuses 
 def test_password_never_in_url_errors(scheme: str, raw: str, host: str, tail: str) -> None:
     password = "PW9" + raw
     for pw in (password, quote(password, safe="")):
-        check_url(f"{scheme}://user:{pw}@{host}{tail}", password)
+        url = check_url(f"{scheme}://user:{pw}@{host}{tail}", password)
+        assert url is None or (masks(url) and pw not in url.masked() and password not in url.masked())
 
 
 @FAST

@@ -56,8 +56,10 @@ def _all_gone(pids: dict[int, str], within: float = 30.0) -> bool:
 
 def test_free_port_is_bindable() -> None:
     port = localpg.free_port()
+    assert 1024 <= port <= 65535
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
+        sock.bind(("127.0.0.1", port))  # raises if the port were taken
+        assert sock.getsockname() == ("127.0.0.1", port)
 
 
 def test_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -326,16 +328,20 @@ def test_docker_check_is_quick() -> None:
 
 
 def test_start_timeout_leaves_nothing_running(reachable_tmp: Path) -> None:
-    cluster = Cluster(reachable_tmp / "data", localpg.free_port())
+    """A server that never accepts connections makes start() time out on any machine, fast or
+    slow: a standby (standby.signal) with hot_standby off and no primary rejects every
+    connection while it waits for WAL. The timeout's message is checked, nothing is left
+    running, and the cluster starts normally once it is no longer a standby."""
+    cluster = Cluster(reachable_tmp / "data", localpg.free_port(), extra_conf={"hot_standby": False})
     try:
         cluster.init()
-        try:
-            cluster.start(timeout=0)
-        except LocalPostgresError as exc:
-            assert "did not accept connections" in exc.message
-        else:  # a machine fast enough to be ready at the first poll
-            cluster.stop()
+        standby = cluster.datadir / "standby.signal"
+        standby.touch()
+        with pytest.raises(LocalPostgresError) as info:
+            cluster.start(timeout=1)
+        assert info.value.message.startswith("PostgreSQL did not accept connections within 1s; log ")
         assert not cluster.is_running()
+        standby.unlink()
         cluster.start()
         processes = cluster_processes(cluster)
         check_connect(cluster.url())

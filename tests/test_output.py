@@ -25,7 +25,10 @@ def check(doc: dict[str, Any], kind: str) -> None:
 
 
 def test_schema_is_itself_valid() -> None:
-    Draft202012Validator.check_schema(SCHEMA)
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    assert [e.message for e in meta.iter_errors(SCHEMA)] == []
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert {"run", "status", "history", "validate"} <= set(SCHEMA["$defs"])  # the kinds check() validates against
 
 
 def test_run_documents_match_the_schema(tmp_path: Path, pg_url: str, app_db: str) -> None:

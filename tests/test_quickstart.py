@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgharness import free_port, run_cli
+from pgharness import free_port, run_cli, skip_or_fail
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -108,7 +108,7 @@ def unprivileged() -> tuple[list[str], int | None]:
         return [], None
     runuser = shutil.which("runuser")
     if runuser is None or not Path("/usr/bin/python3").exists():
-        pytest.skip("as root, needs runuser and /usr/bin/python3 to run the quick start as a normal user")
+        skip_or_fail("as root, needs runuser and /usr/bin/python3 to run the quick start as a normal user")
     uid = pwd.getpwnam("nobody").pw_uid
     return [runuser, "-u", "nobody", "--"], uid
 

@@ -32,6 +32,7 @@ from pgharness import (
     free_port,
     make_self_signed_cert,
     run_cli,
+    skip_or_fail,
     with_dbname,
 )
 
@@ -600,7 +601,7 @@ def ssl_cluster(own_cluster: ClusterFactory, reachable_tmp: Path) -> tuple[Clust
         localpg.find_binaries(require_ssl=True)
         cert, key = make_self_signed_cert(reachable_tmp, cn="localhost")
     except (LocalPostgresError, FileNotFoundError) as exc:
-        pytest.skip(f"no SSL-capable PostgreSQL or openssl: {exc}")
+        skip_or_fail(f"no SSL-capable PostgreSQL or openssl: {exc}")
     cluster = own_cluster(ssl=(cert, key), extra_hba=["hostnossl all all all reject"])
     return cluster, cert
 
