@@ -156,7 +156,7 @@ def test_a_failing_command_still_drops_the_scratch_database(tmp_path: Path, pg_u
     """`plan --rehearse` whose command fails: exit 1, and the scratch database the command ran
     against (it records the name) is gone from pg_database afterwards."""
     from dbos_migrate.rehearse.scratch import SCRATCH_PREFIX
-    from dbos_migrate.rehearse.verbs import plan
+    from dbos_migrate.verbs.rehearsal import plan
 
     seen = tmp_path / "scratch.txt"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f'echo "$PGDATABASE" > {seen}; exit 3'])
