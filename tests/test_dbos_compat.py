@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import one_json, query, write_config
-from pgharness import ClusterFactory, run_cli, skip_or_fail, with_dbname, with_user
+from pgharness import ClusterFactory, invoke, skip_or_fail, with_dbname, with_user
 
 from dbos_migrate.settings.conninfo import parse_url
 
@@ -78,11 +78,11 @@ def test_a_real_dbos_app_runs_as_a_runtime_role_after_up(
         assert "RESULT 1 SUCCESS" in earlier.stdout, earlier.stderr[-2000:]
     else:
         # Without the role, the app cannot use what up provisioned: the control for this test.
-        plain = run_cli("up", "-c", cfg, "-D", admin, env=env)
+        plain = invoke("up", "-c", cfg, "-D", admin, env=env)
         assert plain.returncode == 0, plain.stdout + plain.stderr
         denied = run_app(dbos_py, tmp_path, sys_as["app_rt"], app_as["app_rt"])
         assert denied.returncode != 0 and "permission denied" in denied.stderr
-    result = run_cli("up", "-c", cfg, "-D", admin, "--app-role", "app_rt", "-o", "json", env=env)
+    result = invoke("up", "-c", cfg, "-D", admin, "--app-role", "app_rt", "-o", "json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     doc = one_json(result.stdout)
     assert doc["system_database"]["toolchain"] == "dbos 3.4.0 (Python)"
@@ -148,7 +148,7 @@ def test_alembic_on_sqlalchemy_20_gets_the_url_as_written(
     (tmp_path / "migrations" / "versions" / "0001.py").write_text(REVISION)
     cfg = write_config(tmp_path, name="widgets", migrate=["alembic upgrade head"])
     env = {"PATH": f"{sqlalchemy20}{os.pathsep}{os.environ['PATH']}"}
-    result = run_cli("up", "-c", cfg, "-D", url, "--system-db", "skip", "-o", "json", env=env)
+    result = invoke("up", "-c", cfg, "-D", url, "--system-db", "skip", "-o", "json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert password not in result.stdout + result.stderr and quote(password, safe="") not in result.stdout
     with psycopg.connect(cluster.url(dbname="widgets")) as conn:
@@ -204,7 +204,7 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
         (app / "dbos-config.yaml").write_text(
             f"name: {ours_name}\nlanguage: node\ndatabase:\n  migrate: ['true']\n"
         )
-        result = run_cli("up", "-c", app / "dbos-config.yaml", "-D", pg_url, "--app-role", role, "-o", "json")
+        result = invoke("up", "-c", app / "dbos-config.yaml", "-D", pg_url, "--app-role", role, "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         assert one_json(result.stdout)["system_database"]["toolchain"].startswith("@dbos-inc/dbos-sdk 4.")
         ours = dbos_schema(with_dbname(pg_url, f"{ours_name}_dbos_sys"), role)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import db_exists, history_rows, one_json, query, write_config
-from pgharness import cli_command, run_cli, with_dbname
+from pgharness import cli_command, invoke, with_dbname
 
 REMOTE = "postgresql://appuser:Sup3r%40Secret%3A%2F%25%23%3F%26%3D@db.invalid:5432/postgres"
 SECRET = "Sup3r@Secret:/%#?&="
@@ -30,7 +30,7 @@ def _assert_refused(result: subprocess.CompletedProcess[str], tmp_path: Path) ->
 
 
 def test_remote_host_without_confirmation_is_refused_before_connecting(tmp_path: Path, app_db: str) -> None:
-    result = run_cli("down", "-c", _config(tmp_path, app_db), "-D", REMOTE)
+    result = invoke("down", "-c", _config(tmp_path, app_db), "-D", REMOTE)
     _assert_refused(result, tmp_path)
     assert f"--confirm {app_db}" in result.stderr  # says how to proceed
     for caution in ("production database are risky", "break workflows still running", "cannot be undone"):
@@ -40,7 +40,7 @@ def test_remote_host_without_confirmation_is_refused_before_connecting(tmp_path:
 
 
 def test_wrong_confirm_is_refused(tmp_path: Path, app_db: str) -> None:
-    result = run_cli("down", "-c", _config(tmp_path, app_db), "-D", REMOTE, "--confirm", "some_other_db")
+    result = invoke("down", "-c", _config(tmp_path, app_db), "-D", REMOTE, "--confirm", "some_other_db")
     _assert_refused(result, tmp_path)
     assert "does not match" in result.stderr
 
@@ -49,7 +49,7 @@ def test_right_confirm_or_yes_passes_the_guard(tmp_path: Path, app_db: str) -> N
     """Past the guard the unresolvable host fails to connect: exit 3, not 5."""
     cfg = _config(tmp_path, app_db)
     for extra in (["--confirm", app_db], ["--yes"]):
-        result = run_cli("down", "-c", cfg, "-D", REMOTE, *extra)
+        result = invoke("down", "-c", cfg, "-D", REMOTE, *extra)
         assert result.returncode == 3, result.stdout + result.stderr
         assert SECRET not in result.stdout + result.stderr
         assert not (tmp_path / "ran").exists()
@@ -57,18 +57,18 @@ def test_right_confirm_or_yes_passes_the_guard(tmp_path: Path, app_db: str) -> N
 
 def test_forced_production_without_tty_is_refused(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = _config(tmp_path, app_db)
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
-    _assert_refused(run_cli("down", "-c", cfg, "-D", pg_url, "--production"), tmp_path)
-    _assert_refused(run_cli("down", "-c", cfg, "-D", pg_url, env={"DBOS__CLOUD": "true"}), tmp_path)
-    ok = run_cli("down", "-c", cfg, "-D", pg_url, "--production", "--confirm", app_db)
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
+    _assert_refused(invoke("down", "-c", cfg, "-D", pg_url, "--production"), tmp_path)
+    _assert_refused(invoke("down", "-c", cfg, "-D", pg_url, env={"DBOS__CLOUD": "true"}), tmp_path)
+    ok = invoke("down", "-c", cfg, "-D", pg_url, "--production", "--confirm", app_db)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "ran").exists()
 
 
 def test_local_target_needs_no_confirmation(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = _config(tmp_path, app_db)
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
-    result = run_cli("down", "-c", cfg, "-D", pg_url)
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
+    result = invoke("down", "-c", cfg, "-D", pg_url)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ran").exists()
 
@@ -101,7 +101,7 @@ def _down_on_tty(cfg: Path, url: str, answer: str) -> tuple[int, str]:
 
 def test_typed_confirmation_on_a_tty(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = _config(tmp_path, app_db)
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
     code, text = _down_on_tty(cfg, pg_url, "not-the-name")
     assert code == 5, text
     assert not (tmp_path / "ran").exists()
@@ -114,8 +114,8 @@ def test_rollback_runs_in_listed_order(tmp_path: Path, pg_url: str, app_db: str)
     cfg = write_config(
         tmp_path, app_db_name=app_db, migrate=["true"], rollback=["echo third-migration >> log", "echo second >> log", "echo first >> log"]
     )
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
-    result = run_cli("down", "-c", cfg, "-D", pg_url)
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
+    result = invoke("down", "-c", cfg, "-D", pg_url)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "log").read_text().split() == ["third-migration", "second", "first"]
     rows = [r for r in history_rows(pg_url, app_db) if r["direction"] == "down"]
@@ -123,7 +123,7 @@ def test_rollback_runs_in_listed_order(tmp_path: Path, pg_url: str, app_db: str)
 
 
 def test_down_never_creates_a_database(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    result = run_cli("down", "-c", _config(tmp_path, app_db), "-D", pg_url)
+    result = invoke("down", "-c", _config(tmp_path, app_db), "-D", pg_url)
     assert result.returncode == 3
     assert "does not exist" in result.stderr
     assert not db_exists(pg_url, app_db)
@@ -132,15 +132,15 @@ def test_down_never_creates_a_database(tmp_path: Path, pg_url: str, app_db: str)
 def test_missing_or_empty_rollback_is_exit_2(tmp_path: Path, pg_url: str, app_db: str) -> None:
     for rollback in (None, []):
         cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=rollback)
-        result = run_cli("down", "-c", cfg, "-D", pg_url)
+        result = invoke("down", "-c", cfg, "-D", pg_url)
         assert result.returncode == 2
         assert "no rollback commands" in result.stderr and "rollback:" in result.stderr
 
 
 def test_down_dry_run(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = _config(tmp_path, app_db)
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
-    result = run_cli("down", "-c", cfg, "-D", pg_url, "--dry-run", "--output", "json")
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
+    result = invoke("down", "-c", cfg, "-D", pg_url, "--dry-run", "--output", "json")
     assert result.returncode == 0
     assert one_json(result.stdout)["planned_commands"] == ["touch ran"]
     assert not (tmp_path / "ran").exists()
@@ -148,8 +148,8 @@ def test_down_dry_run(tmp_path: Path, pg_url: str, app_db: str) -> None:
 
 def test_failing_rollback_stops_with_exit_1(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=["exit 4", "touch ran"])
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
-    result = run_cli("down", "-c", cfg, "-D", pg_url)
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
+    result = invoke("down", "-c", cfg, "-D", pg_url)
     assert result.returncode == 1 and "exit code 4" in result.stderr
     assert not (tmp_path / "ran").exists()
 
@@ -165,15 +165,15 @@ def test_sample_app_up_down_up(tmp_path: Path, pg_url: str, app_db: str) -> None
     tables = "select tablename from pg_tables where schemaname = 'public' order by 1"
     env: dict[str, str | None] = {"PATH": f"{Path(cli_command()[0]).parent}{os.pathsep}{os.environ['PATH']}"}
 
-    result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-db-name", app_db, env=env)
+    result = invoke("up", "-c", cfg, "-D", pg_url, "--app-db-name", app_db, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [t for (t,) in query(pg_url, tables, dbname=app_db)] == ["alembic_version", "customers", "orders"]
     assert query(pg_url, "select count(*) from customers", dbname=app_db) == [(3,)]
 
-    result = run_cli("down", "-c", cfg, "-D", pg_url, "--app-db-name", app_db, env=env)
+    result = invoke("down", "-c", cfg, "-D", pg_url, "--app-db-name", app_db, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [t for (t,) in query(pg_url, tables, dbname=app_db)] == ["alembic_version"]
 
-    result = run_cli("up", "-c", cfg, "-D", with_dbname(pg_url, "postgres"), "--app-db-name", app_db, env=env)
+    result = invoke("up", "-c", cfg, "-D", with_dbname(pg_url, "postgres"), "--app-db-name", app_db, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert [t for (t,) in query(pg_url, tables, dbname=app_db)] == ["alembic_version", "customers", "orders"]

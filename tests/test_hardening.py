@@ -13,14 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import history_rows, one_json, query, write_config
-from pgharness import (
-    ClusterFactory,
-    cli_command,
-    cli_env,
-    run_cli,
-    start_standby,
-    with_user,
-)
+from pgharness import ClusterFactory, cli_command, cli_env, invoke, start_standby, with_user
 
 DEADLINE = 60.0
 
@@ -147,7 +140,7 @@ def test_a_remote_address_behind_localhost_is_production(
     tmp_path: Path, db_url: str, env: dict[str, str]
 ) -> None:
     cfg = write_config(tmp_path, app_db_name="guarded", rollback=[f"touch {tmp_path / 'ran'}"])
-    result = run_cli("down", "-c", cfg, "-D", db_url, env={**env, "PGCONNECT_TIMEOUT": "2"})
+    result = invoke("down", "-c", cfg, "-D", db_url, env={**env, "PGCONNECT_TIMEOUT": "2"})
     assert result.returncode == 5, result.stdout + result.stderr
     assert "192.0.2.2" in result.stdout + result.stderr
     assert not (tmp_path / "ran").exists()
@@ -163,7 +156,7 @@ def test_a_hot_standby_is_refused_before_anything(
     standby = start_standby(primary, reachable_tmp)
     try:
         cfg = write_config(tmp_path, app_db_name="on_standby", migrate=[f"touch {tmp_path / 'ran'}"])
-        result = run_cli("up", "-c", cfg, "-D", standby.url(dbname="postgres"))
+        result = invoke("up", "-c", cfg, "-D", standby.url(dbname="postgres"))
         assert result.returncode == 3, result.stdout + result.stderr
         assert "read-only standby" in result.stderr
         assert not (tmp_path / "ran").exists()
@@ -216,7 +209,7 @@ def test_a_variable_in_a_command_is_never_spliced_into_shell_code(
     cfg = write_config(
         tmp_path, app_db_name=app_db, migrate=['echo "deploying ${GIT_REF}"', 'echo "${UNSET_OK:-fallback}"']
     )
-    result = run_cli("up", "-c", cfg, "-D", pg_url, env={"GIT_REF": hostile})
+    result = invoke("up", "-c", cfg, "-D", pg_url, env={"GIT_REF": hostile})
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (tmp_path / "injected").exists()
     assert f"deploying {hostile}" in result.stdout and "fallback" in result.stdout
@@ -229,7 +222,7 @@ def test_a_docker_secret_is_substituted_shell_quoted_and_scrubbed(
     secrets.mkdir()
     (secrets / "token").write_text("'; touch pwned; echo 'Sekr3t\n")
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo token=${DOCKER_SECRET:token}"])
-    result = run_cli("up", "-c", cfg, "-D", pg_url, env={"DBOS_MIGRATE_SECRETS_DIR": str(secrets)})
+    result = invoke("up", "-c", cfg, "-D", pg_url, env={"DBOS_MIGRATE_SECRETS_DIR": str(secrets)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (tmp_path / "pwned").exists()
     assert "token=***" in result.stdout and "Sekr3t" not in result.stdout + result.stderr
@@ -242,7 +235,7 @@ def test_shell_behaviour_of_unset_variables_is_checked_before_anything_runs(
     cfg = write_config(
         tmp_path, app_db_name=app_db, migrate=[f"touch {tmp_path / 'first'}", "echo ${NOT_SET_HERE}"]
     )
-    result = run_cli("up", "-c", cfg, "-D", pg_url, env={"NOT_SET_HERE": None})
+    result = invoke("up", "-c", cfg, "-D", pg_url, env={"NOT_SET_HERE": None})
     assert result.returncode == 2 and "${NOT_SET_HERE}" in result.stderr
     assert not (tmp_path / "first").exists()
 
@@ -297,7 +290,7 @@ def test_a_hostile_server_message_cannot_drive_the_terminal(tmp_path: Path) -> N
     try:
         cfg = write_config(tmp_path, app_db_name="hostile_text", migrate=[f"touch {tmp_path / 'ran'}"])
         url = f"postgresql://someone@127.0.0.1:{server.port}/postgres?sslmode=disable"
-        result = run_cli("up", "-c", cfg, "-D", url, "--system-db", "skip")
+        result = invoke("up", "-c", cfg, "-D", url, "--system-db", "skip")
     finally:
         server.close()
     assert result.returncode == 3, result.stdout + result.stderr
@@ -311,12 +304,12 @@ def test_a_hostile_server_message_cannot_drive_the_terminal(tmp_path: Path) -> N
 def test_a_hostile_history_row_cannot_drive_the_terminal(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """Anyone who can write to the app database can write its history table."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    assert run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
+    assert invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
     query(pg_url, "UPDATE dbos_migrate.history SET command = %s, note = %s, os_user = %s", (CONTROL,) * 3, app_db)
     ((run_id,),) = query(pg_url, "SELECT run_id::text FROM dbos_migrate.history", (), app_db)
     for args in (["history"], ["history", "--run", run_id], ["status"]):
-        result = run_cli(*args, "-c", cfg, "-D", pg_url)
+        result = invoke(*args, "-c", cfg, "-D", pg_url)
         assert result.returncode == 0, result.stdout + result.stderr
         for char in ("\x1b", "\x07", "\u202e"):
             assert char not in result.stdout + result.stderr, args
-    assert "\\x1b]0;pwned" in run_cli("history", "-c", cfg, "-D", pg_url).stdout
+    assert "\\x1b]0;pwned" in invoke("history", "-c", cfg, "-D", pg_url).stdout

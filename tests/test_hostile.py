@@ -8,7 +8,7 @@ from pathlib import Path
 from helpers import db_exists, query, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pgharness import run_cli
+from pgharness import invoke
 
 from dbos_migrate.errors import UsageError
 from dbos_migrate.settings.config import APP_DB_NAME
@@ -32,12 +32,12 @@ def test_injection_attempts_are_rejected_before_any_sql(tmp_path: Path, pg_url: 
     server's other databases belong to other tests and sessions."""
     for attack in ATTACKS:
         cfg = write_config(tmp_path, app_db_name=None, name="fine-name", migrate=["touch ran"])
-        result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-db-name", attack)
+        result = invoke("up", "-c", cfg, "-D", pg_url, "--app-db-name", attack)
         assert result.returncode == 2, (attack, result.stderr)
         assert "--app-db-name" in result.stderr and "Traceback" not in result.stderr
     cfg = tmp_path / "dbos-config.yaml"
     cfg.write_text("database:\n  app_db_name: 'x\"; DROP DATABASE postgres; --'\n  migrate: ['touch ran']\n")
-    result = run_cli("up", "-c", cfg, "-D", pg_url)
+    result = invoke("up", "-c", cfg, "-D", pg_url)
     assert result.returncode == 2 and "database.app_db_name" in result.stderr
     assert not (tmp_path / "ran").exists()
     ours = ["postgres", "fine_name", "fine_name_dbos_sys", *ATTACKS, *(f"{a}_dbos_sys" for a in ATTACKS)]
@@ -47,7 +47,7 @@ def test_injection_attempts_are_rejected_before_any_sql(tmp_path: Path, pg_url: 
 
 def test_hostile_role_name_is_looked_up_as_a_value(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-role", 'x"; DROP DATABASE postgres; --')
+    result = invoke("up", "-c", cfg, "-D", pg_url, "--app-role", 'x"; DROP DATABASE postgres; --')
     assert result.returncode == 2 and "no such role" in result.stderr
     assert db_exists(pg_url, "postgres")
 
@@ -61,7 +61,7 @@ def test_reserved_word_names_work_because_identifiers_are_quoted(tmp_path: Path,
     query(pg_url, f'CREATE ROLE "{role}"')
     try:
         cfg = write_config(tmp_path, app_db_name=name, migrate=['psql -q -c "create table t(x int)"'])
-        result = run_cli("up", "-c", cfg, "-D", pg_url, "--app-role", role)
+        result = invoke("up", "-c", cfg, "-D", pg_url, "--app-role", role)
         assert result.returncode == 0, result.stdout + result.stderr
         assert db_exists(pg_url, name)
         assert query(pg_url, "select has_table_privilege(%s, 't', 'SELECT')", (role,), dbname=name) == [(True,)]

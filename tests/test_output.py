@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from helpers import one_json, write_config
 from jsonschema import Draft202012Validator
-from pgharness import free_port, run_cli, with_dbname
+from pgharness import free_port, invoke, with_dbname
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json").read_text())
 
@@ -35,14 +35,14 @@ def test_run_documents_match_the_schema(tmp_path: Path, pg_url: str, app_db: str
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo hi"], rollback=["echo bye"])
     docs = []
     for args in (["up"], ["up"], ["plan"], ["down"], ["up", "--dry-run"]):
-        result = run_cli(*args, "-c", cfg, "-D", pg_url, "--output", "json")
+        result = invoke(*args, "-c", cfg, "-D", pg_url, "--output", "json")
         assert result.returncode == 0, result.stderr
         docs.append(one_json(result.stdout))
     for doc in docs:
         check(doc, "run")
     assert docs[0]["created"] is True and docs[1]["created"] is False
     bad = write_config(tmp_path, app_db_name=app_db, migrate=["exit 3"])
-    failed = run_cli("up", "-c", bad, "-D", pg_url, "--output", "json")
+    failed = invoke("up", "-c", bad, "-D", pg_url, "--output", "json")
     assert failed.returncode == 1
     doc = one_json(failed.stdout)
     check(doc, "run")
@@ -51,14 +51,14 @@ def test_run_documents_match_the_schema(tmp_path: Path, pg_url: str, app_db: str
 
 def test_error_before_connecting_is_still_one_document(tmp_path: Path) -> None:
     (tmp_path / "dbos-config.yaml").write_text("name: x\ndatabse: {}\n")
-    result = run_cli("up", "-c", tmp_path / "dbos-config.yaml", "--output", "json")
+    result = invoke("up", "-c", tmp_path / "dbos-config.yaml", "--output", "json")
     assert result.returncode == 2
     doc = one_json(result.stdout)
     check(doc, "run")
     assert doc["error"]["code"] == "config"
     assert doc["error"]["problems"][0]["line"] == 2 and doc["error"]["problems"][0]["path"] == "databse"
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
-    unreachable = run_cli("up", "-c", cfg, "-D", f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
+    unreachable = invoke("up", "-c", cfg, "-D", f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
     assert unreachable.returncode == 3
     check(one_json(unreachable.stdout), "run")
 
@@ -67,22 +67,22 @@ def test_status_reports_everything(tmp_path: Path, pg_url: str, app_db: str) -> 
     from dbos_migrate.engine.database import LOCK_CLASS, lock_key
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    missing = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
+    missing = one_json(invoke("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
     check(missing, "status")
     assert missing["reachable"] is True and missing["exists"] is False and missing["server_version"]
     assert missing["production"] is False and missing["lock_holder"] is None
 
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 0
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
     with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True, application_name="holder-for-status") as holder:
         holder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(app_db)))
-        doc = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
-        text = run_cli("status", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1"}).stdout
+        doc = one_json(invoke("status", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
+        text = invoke("status", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1"}).stdout
     check(doc, "status")
     assert doc["exists"] is True and doc["lock_holder"]["application_name"] == "holder-for-status"
     assert len(doc["recent_runs"]) == 1 and doc["recent_runs"][0]["status"] == "succeeded"
     assert "holder-for-status" in text and "reachable, PostgreSQL" in text and app_db in text
 
-    down = run_cli("status", "-c", cfg, "-D", f"postgresql://x:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
+    down = invoke("status", "-c", cfg, "-D", f"postgresql://x:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
     doc = one_json(down.stdout)
     check(doc, "status")
     assert doc["reachable"] is False
@@ -92,33 +92,33 @@ def test_status_and_plan_show_the_system_database(tmp_path: Path, pg_url: str, a
     """Whether the system database exists and its DBOS schema version, read-only."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     sysdb = f"{app_db}_dbos_sys"
-    plan = one_json(run_cli("plan", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    plan = one_json(invoke("plan", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
     check(plan, "run")
     assert plan["system_database"]["exists"] is False and plan["system_database"]["url"].endswith(sysdb)
-    assert "would be created" in run_cli("plan", "-c", cfg, "-D", pg_url).stdout
-    status = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    assert "would be created" in invoke("plan", "-c", cfg, "-D", pg_url).stdout
+    status = one_json(invoke("status", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
     check(status, "status")
     assert status["system_database"]["exists"] is False
 
-    assert run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "create").returncode == 0
+    assert invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "create").returncode == 0
     with psycopg.connect(with_dbname(pg_url, sysdb), autocommit=True) as conn:  # as a DBOS 3.4 app leaves it
         conn.execute("CREATE SCHEMA dbos; CREATE TABLE dbos.dbos_migrations (version bigint NOT NULL)")
         conn.execute("INSERT INTO dbos.dbos_migrations VALUES (125)")
-    status = one_json(run_cli("status", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    status = one_json(invoke("status", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
     check(status, "status")
     assert (status["system_database"]["exists"], status["system_database"]["schema_version"]) == (True, "125")
-    text = run_cli("status", "-c", cfg, "-D", pg_url).stdout
+    text = invoke("status", "-c", cfg, "-D", pg_url).stdout
     assert re.search(rf"system db\s+\S+/{sysdb}: exists, DBOS schema version 125", text), text
-    assert f"/{sysdb} exists, DBOS schema version 125" in run_cli("plan", "-c", cfg, "-D", pg_url).stdout
+    assert f"/{sysdb} exists, DBOS schema version 125" in invoke("plan", "-c", cfg, "-D", pg_url).stdout
 
 
 def test_history_lists_newest_first_and_highlights_failures(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true", "exit 2"])
-    assert run_cli("up", "-c", cfg, "-D", pg_url).returncode == 1
-    doc = one_json(run_cli("history", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
+    assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 1
+    doc = one_json(invoke("history", "-c", cfg, "-D", pg_url, "--output", "json").stdout)
     check(doc, "history")
     assert [(r["command_index"], r["status"]) for r in doc["runs"]] == [(2, "failed"), (1, "succeeded")]
-    text = run_cli("history", "-c", cfg, "-D", pg_url, "--limit", "1", env={"FORCE_COLOR": "1"}).stdout
+    text = invoke("history", "-c", cfg, "-D", pg_url, "--limit", "1", env={"FORCE_COLOR": "1"}).stdout
     assert "\x1b[31;1mfailed" in text and "succeeded" not in text  # --limit 1, failure in red
 
 
@@ -128,12 +128,12 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path, pg_url: str
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "dbos-config.yaml").write_text("name: x\ndatabase:\n  migrate: npx knex migrate:latest\n")
-    result = run_cli("validate", "-c", bad / "dbos-config.yaml", env=env)
+    result = invoke("validate", "-c", bad / "dbos-config.yaml", env=env)
     assert result.returncode == 2
     assert re.search(r"^::error file=[^,]*dbos-config\.yaml,line=3,col=\d+::database\.migrate: must be a list", result.stdout, re.M)
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo fine", "exit 7"])
-    failed = run_cli("up", "-c", cfg, "-D", pg_url, env=env)
+    failed = invoke("up", "-c", cfg, "-D", pg_url, env=env)
     assert failed.returncode == 1
     assert "::error title=dbos-migrate command_failed::command 2 failed with exit code 7: exit 7" in failed.stdout
     text = summary.read_text()
@@ -143,16 +143,16 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path, pg_url: str
 
 def test_no_color_and_quiet(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo from-command"])
-    plain = run_cli("up", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1", "FORCE_COLOR": None})
+    plain = invoke("up", "-c", cfg, "-D", pg_url, env={"NO_COLOR": "1", "FORCE_COLOR": None})
     assert plain.returncode == 0 and "\x1b[" not in plain.stdout + plain.stderr
-    quiet = run_cli("up", "-c", cfg, "-D", pg_url, "-q", "--system-db", "create")
+    quiet = invoke("up", "-c", cfg, "-D", pg_url, "-q", "--system-db", "create")
     assert quiet.returncode == 0
     assert quiet.stdout.strip() == "from-command"  # only the command's own output
 
 
 @pytest.mark.parametrize("args", [["--help"], ["up", "--help"], ["--version"]])
 def test_help_and_version(args: list[str]) -> None:
-    result = run_cli(*args)
+    result = invoke(*args)
     assert result.returncode == 0 and result.stdout.strip()
 
 

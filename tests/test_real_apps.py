@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 from helpers import db_exists, history_rows, one_json, query, write_config
-from pgharness import PASSWORD, ClusterFactory, run_cli, run_on_tty
+from pgharness import PASSWORD, ClusterFactory, invoke, run_on_tty
 
 # ---------------------------------------------------------------------------- one effective connection
 
@@ -22,7 +22,7 @@ def test_commands_reach_the_server_the_tool_reached(tmp_path: Path, own_cluster:
     url = f"postgresql://postgres:{quote(PASSWORD, safe='')}@/postgres?host=127.0.0.1&port={cluster.port}"
     cfg = write_config(tmp_path, app_db_name="where_app",
                        migrate=[f"psql -Atc 'SHOW port' > {tmp_path / 'port'}", "psql -qc 'CREATE TABLE here(x int)'"])  # fmt: skip
-    result = run_cli("up", "-c", cfg, "-D", url, "--system-db", "skip")
+    result = invoke("up", "-c", cfg, "-D", url, "--system-db", "skip")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "port").read_text().strip() == str(cluster.port)
     assert query(cluster.url(dbname="where_app"), "SELECT to_regclass('here') IS NOT NULL") == [(True,)]
@@ -34,7 +34,7 @@ def test_a_rehearsal_writes_only_to_its_scratch_database(tmp_path: Path, pg_url:
     extra = "env:\n  DATABASE_URL: ${DBOS_DATABASE_URL}\n"
     cfg = write_config(tmp_path, app_db_name=app_db, extra=extra,
                        migrate=['psql "$DATABASE_URL" -qc "CREATE TABLE written_here(x int)"'])  # fmt: skip
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     changes = one_json(result.stdout)["changes"]
     assert [(c["rule"], c["object"]) for c in changes] == [("SAFE001", "public.written_here")]
@@ -44,7 +44,7 @@ def test_a_rehearsal_writes_only_to_its_scratch_database(tmp_path: Path, pg_url:
 def test_an_env_entry_with_an_unset_variable_is_not_exported_empty(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, extra="env:\n  API_TOKEN: ${TOKEN_NOT_SET}\n",
                        migrate=[f'[ "${{API_TOKEN-unset}}" = unset ] && touch {tmp_path / "ok"}'])  # fmt: skip
-    result = run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip", env={"TOKEN_NOT_SET": None})
+    result = invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "skip", env={"TOKEN_NOT_SET": None})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "ok").exists()
     assert "env.API_TOKEN: not exported: ${TOKEN_NOT_SET} is not set" in result.stdout
@@ -82,10 +82,10 @@ def test_down_with_the_masked_cloud_url_takes_the_password_from_libpq_sources(
     # The command prints the password it was given: known only from that source, it is still scrubbed.
     echo = 'echo "pw=$PGPASSWORD url=$DBOS_DATABASE_URL"'
     cfg = write_config(tmp_path, app_db_name="shop", migrate=[echo], rollback=[f"touch {tmp_path / 'rolled-back'}"])
-    up = run_cli("up", "-c", cfg, "-D", masked_cloud_url(cluster.port), "--system-db", "skip", env=env)
+    up = invoke("up", "-c", cfg, "-D", masked_cloud_url(cluster.port), "--system-db", "skip", env=env)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "pw=***" in up.stdout and quote(PASSWORD, safe="") not in up.stdout + up.stderr
-    down = run_cli("rollback", "-c", cfg, "-D", masked_cloud_url(cluster.port), "-o", "json", env=env)
+    down = invoke("rollback", "-c", cfg, "-D", masked_cloud_url(cluster.port), "-o", "json", env=env)
     assert down.returncode == 0, down.stdout + down.stderr
     assert (tmp_path / "rolled-back").exists()
     assert PASSWORD not in down.stdout + down.stderr + up.stdout + up.stderr
@@ -105,7 +105,7 @@ def test_the_masked_cloud_url_asks_for_the_password_on_a_terminal(tmp_path: Path
 
 def test_the_masked_cloud_url_without_any_password_source_says_how_to_fix_it(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="shop", rollback=["true"])
-    result = run_cli("down", "-c", cfg, "-D", "postgresql://dbosadmin:***@127.0.0.1:1/postgres", "--yes",
+    result = invoke("down", "-c", cfg, "-D", "postgresql://dbosadmin:***@127.0.0.1:1/postgres", "--yes",
                      env={"PGPASSWORD": None, "HOME": str(tmp_path), "PGSERVICE": None})  # fmt: skip
     assert result.returncode == 2
     assert "***" in result.stderr and "dbos-cloud db url -S" in result.stderr and "PGPASSWORD" in result.stderr
@@ -116,8 +116,8 @@ def test_the_masked_cloud_url_without_any_password_source_says_how_to_fix_it(tmp
 
 def test_migrate_and_rollback_are_up_and_down(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo up >> log"], rollback=["echo down >> log"])
-    assert run_cli("migrate", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
-    assert run_cli("rollback", "-c", cfg, "-D", pg_url).returncode == 0
+    assert invoke("migrate", "-c", cfg, "-D", pg_url, "--system-db", "skip").returncode == 0
+    assert invoke("rollback", "-c", cfg, "-D", pg_url).returncode == 0
     assert (tmp_path / "log").read_text().split() == ["up", "down"]
     assert [r["direction"] for r in history_rows(pg_url, app_db)] == ["up", "down"]
 
@@ -125,7 +125,7 @@ def test_migrate_and_rollback_are_up_and_down(tmp_path: Path, pg_url: str, app_d
 @pytest.mark.parametrize(("language", "named"), [("typescript", "knex migrate:rollback"), ("python", "alembic downgrade")])
 def test_the_down_hint_names_the_apps_toolchain(tmp_path: Path, language: str, named: str) -> None:
     cfg = write_config(tmp_path, app_db_name="hinted", migrate=["true"], extra=f"language: {language}\n")
-    result = run_cli("down", "-c", cfg, "-D", "postgresql://u@127.0.0.1:1/postgres")
+    result = invoke("down", "-c", cfg, "-D", "postgresql://u@127.0.0.1:1/postgres")
     assert result.returncode == 2 and named in result.stderr
 
 
@@ -133,9 +133,9 @@ def test_validate_and_up_agree_on_a_typescript_app_named_by_package_json(tmp_pat
     (tmp_path / "package.json").write_text('{"name": "pkg-named-app"}')
     cfg = tmp_path / "dbos-config.yaml"
     cfg.write_text("language: typescript\ndatabase:\n  migrate:\n    - 'true'\n")
-    assert run_cli("validate", "-c", cfg).returncode == 0
+    assert invoke("validate", "-c", cfg).returncode == 0
     try:
-        result = run_cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip", "-o", "json")
+        result = invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "skip", "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         assert one_json(result.stdout)["app_database"] == "pkg_named_app"
         assert db_exists(pg_url, "pkg_named_app")
@@ -147,5 +147,5 @@ def test_names_every_instance_has_are_refused_before_anything(tmp_path: Path) ->
     for name in ("postgres", "template1", "dbos_rehearse_billing_20250101000000_c0ffee"):
         cfg = write_config(tmp_path, app_db_name=name, migrate=["true"])
         for args in (["validate", "-c", cfg], ["validate", "--cloud", "-c", cfg], ["up", "-c", cfg, "-D", "postgresql://u@127.0.0.1:1/x"]):
-            result = run_cli(*args)
+            result = invoke(*args)
             assert result.returncode == 2 and name in result.stderr, (args, result.stderr)

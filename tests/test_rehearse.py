@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import db_exists, history_rows, one_json, query, write_config
-from pgharness import ClusterFactory, cli_command, drop_database, run_cli, skip_or_fail, with_dbname
+from pgharness import ClusterFactory, cli_command, drop_database, invoke, skip_or_fail, with_dbname
 from psycopg import sql
 
 from dbos_migrate.rehearse import catalog, diff, rules, scratch
@@ -122,7 +122,7 @@ def rules_of(doc: dict[str, Any]) -> list[str]:
 def rehearse_json(
     cfg: Path, pg_url: str, *args: object, env: dict[str, str | None] | None = None
 ) -> dict[str, Any]:
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json", *args, env=env)
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json", *args, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return valid_output(one_json(result.stdout))
 
@@ -191,7 +191,7 @@ def test_breaking_rule_is_reported_and_refused(case: str, tmp_path: Path, pg_url
     assert doc["rehearsal"]["dropped"] is True and doc["rehearsal"]["copy_warnings"] == []
     assert doc["rehearsal"]["copy_method"] == expected_copy_method(pg_url)  # no silent fallback from pg_dump
 
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 6, gated.stderr
     refused = valid_output(one_json(gated.stdout))
     assert refused["error"]["code"] == "breaking_change" and rule in refused["error"]["message"]
@@ -274,7 +274,7 @@ def test_non_breaking_rule_passes_the_gate_and_applies(
         assert change["severity"] == rules.RULES[change["rule"]].severity != "breaking"
     assert fingerprint(pg_url, app_db) == original  # the rehearsal itself changes nothing
 
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 0, gated.stderr
     applied = valid_output(one_json(gated.stdout))
     assert applied["ok"] and [c["status"] for c in applied["commands"]] == ["succeeded"]
@@ -298,7 +298,7 @@ def test_every_rule_has_a_case() -> None:
 def test_allow_breaking_runs_and_records_the_note(tmp_path: Path, pg_url: str, app_db: str) -> None:
     make_app(pg_url, app_db)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders DROP COLUMN note")
-    result = run_cli("up", "--fail-on-breaking", "--allow-breaking", "-c", cfg, "-D", pg_url)
+    result = invoke("up", "--fail-on-breaking", "--allow-breaking", "-c", cfg, "-D", pg_url)
     assert result.returncode == 0, result.stderr
     assert "--allow-breaking: running 1 breaking change(s)" in result.stdout
     columns = query(pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'",
@@ -313,7 +313,7 @@ def test_text_output_groups_changes_by_table(tmp_path: Path, pg_url: str, app_db
     make_app(pg_url, app_db)
     step = "ALTER TABLE orders DROP COLUMN note; CREATE INDEX ON customers (name); CREATE TABLE t2 (x int)"
     cfg = app_config(tmp_path, app_db, step)
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url)
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "rehearsal: 3 change(s): 1 breaking, 1 lock-heavy, 1 safe" in out
@@ -325,7 +325,7 @@ def test_text_output_groups_changes_by_table(tmp_path: Path, pg_url: str, app_db
     assert "[1/1] (rehearsal) " in out
     assert "warning: rehearsal found 1 breaking change(s): BRK002 public.orders.note" in out
 
-    gated = run_cli("up", "--fail-on-breaking", "-q", "-c", cfg, "-D", pg_url)
+    gated = invoke("up", "--fail-on-breaking", "-q", "-c", cfg, "-D", pg_url)
     assert gated.returncode == 6
     assert "error: refusing to migrate" in gated.stderr and "--allow-breaking" in gated.stderr
 
@@ -370,7 +370,7 @@ def test_rehearse_url_uses_another_instance(
     other = own_cluster()
     make_app(pg_url, app_db)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders DROP COLUMN note")
-    result = run_cli("plan", "--rehearse", "--rehearse-url", other.url(dbname="postgres"), "-c", cfg,
+    result = invoke("plan", "--rehearse", "--rehearse-url", other.url(dbname="postgres"), "-c", cfg,
                      "-D", pg_url, "-o", "json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = one_json(result.stdout)
@@ -396,7 +396,7 @@ def test_password_instance(tmp_path: Path, own_cluster: ClusterFactory) -> None:
     cfg = app_config(tmp_path, "pw_app", "ALTER TABLE orders DROP COLUMN note")
     with psycopg.connect(url, autocommit=True) as conn:
         major = conn.info.server_version // 10000
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", url, "-o", "json", "-v")
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", url, "-o", "json", "-v")
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))
     assert rules_of(doc) == ["BRK002"] and doc["rehearsal"]["copy_warnings"] == []
@@ -415,7 +415,7 @@ def test_failing_command_fails_the_rehearsal_and_drops_the_scratch(
     make_app(pg_url, app_db)
     original = fingerprint(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["psql -X -q -c 'DROP TABLE audit'", "exit 3"])
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 1, result.stderr
     doc = one_json(result.stdout)
     assert doc["error"]["code"] == "command_failed"
@@ -423,7 +423,7 @@ def test_failing_command_fails_the_rehearsal_and_drops_the_scratch(
     assert doc["rehearsal"]["dropped"] is True
     assert [c["status"] for c in doc["commands"]] == ["succeeded", "failed"]
 
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
     assert gated.returncode == 1 and "rehearsal command 2 failed" in gated.stderr
     assert fingerprint(pg_url, app_db) == original
 
@@ -568,18 +568,18 @@ def test_sample_app_alembic(tmp_path: Path, pg_url: str, app_db: str) -> None:
     env: dict[str, str | None] = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     args = ("-c", cfg, "-D", pg_url, "--app-db-name", app_db, "-o", "json")
 
-    first = run_cli("plan", "--rehearse", *args, env=env)  # first deploy: nothing to copy
+    first = invoke("plan", "--rehearse", *args, env=env)  # first deploy: nothing to copy
     assert first.returncode == 0, first.stderr
     assert sorted(set(rules_of(one_json(first.stdout)))) == ["SAFE001", "SAFE003"]
     assert "Running upgrade  -> 0001_create_tables" in first.stderr
-    gated = run_cli("up", "--fail-on-breaking", *args, env=env)
+    gated = invoke("up", "--fail-on-breaking", *args, env=env)
     assert gated.returncode == 0, gated.stderr
     assert query(pg_url, "SELECT version_num FROM alembic_version", dbname=app_db) == [
         ("0003_seed_demo_data",)
     ]
 
     (app / "migrations" / "versions" / "0004_breaking.py").write_text(DROP_REVISION)
-    second = run_cli("plan", "--rehearse", *args, env=env)
+    second = invoke("plan", "--rehearse", *args, env=env)
     assert second.returncode == 0, second.stderr
     doc = one_json(second.stdout)
     assert doc["rehearsal"]["version_tables"] == ["public.alembic_version"]
@@ -588,7 +588,7 @@ def test_sample_app_alembic(tmp_path: Path, pg_url: str, app_db: str) -> None:
     assert "-> 0001_create_tables" not in second.stderr
     assert sorted(rules_of(doc)) == ["BRK002", "LCK001"]
 
-    refused = run_cli("up", "--fail-on-breaking", *args, env=env)
+    refused = invoke("up", "--fail-on-breaking", *args, env=env)
     assert refused.returncode == 6, refused.stderr
     assert query(pg_url, "SELECT version_num FROM alembic_version", dbname=app_db) == [
         ("0003_seed_demo_data",)

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import one_json, query
-from pgharness import run_cli, with_dbname, with_user
+from pgharness import invoke, with_dbname, with_user
 from psycopg import sql
 from test_rehearse import CONCURRENT_MIGRATE, app_config, make_app, rules_of, valid_output
 
@@ -66,7 +66,7 @@ def test_data_checks_find_what_fails(tmp_path: Path, pg_url: str, app_db: str) -
     enum value in use and a table with rows; it also says what is fine. JSON, text, GitHub."""
     make_app(pg_url, app_db, DIRTY)
     cfg = app_config(tmp_path, app_db, DIRTY_STEP, CONCURRENT_MIGRATE.replace("-f", "-1 -f"))
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))
     found = {(c["rule"], c["object"]): c["data_checks"] for c in doc["changes"]}
@@ -105,7 +105,7 @@ def test_data_checks_find_what_fails(tmp_path: Path, pg_url: str, app_db: str) -
 
     summary = tmp_path / "summary.md"
     env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
-    text = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, env=env)
+    text = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, env=env)
     assert text.returncode == 0, text.stderr
     out = text.stdout
     assert "data: breaking DATA001 nulls-block-not-null: 5 of 50 rows hold NULL in total" in out
@@ -118,7 +118,7 @@ def test_data_checks_find_what_fails(tmp_path: Path, pg_url: str, app_db: str) -
     titles = [ln.split("title=", 1)[1].split("::", 1)[0] for ln in notes]
     assert titles.index("BRK006 set-not-null") + 1 == titles.index("DATA001 nulls-block-not-null")
 
-    gated = run_cli("up", "--fail-on-breaking", "--allow-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
+    gated = invoke("up", "--fail-on-breaking", "--allow-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 1  # let through, the migration meets the NULLs and fails as predicted
     assert "column \"total\" of relation \"orders\" contains null values" in gated.stderr
 
@@ -128,7 +128,7 @@ def test_data_breaking_refuses_the_gate_without_any_breaking_change(tmp_path: Pa
     make_app(pg_url, app_db, DIRTY)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total < 40)",
                      CONCURRENT_MIGRATE)  # fmt: skip
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 6, gated.stderr
     doc = valid_output(one_json(gated.stdout))
     assert rules_of(doc) == ["LCK003"] and doc["commands"] == []
@@ -139,7 +139,7 @@ def test_data_breaking_refuses_the_gate_without_any_breaking_change(tmp_path: Pa
 
     clean = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total < 1000)",
                        CONCURRENT_MIGRATE)  # fmt: skip
-    passed = run_cli("up", "--fail-on-breaking", "-c", clean, "-D", pg_url, "-o", "json")
+    passed = invoke("up", "--fail-on-breaking", "-c", clean, "-D", pg_url, "-o", "json")
     assert passed.returncode == 0, passed.stderr
     assert one_json(passed.stdout)["changes"][0]["data_checks"][0]["rule"] == "DATA012"
 
@@ -159,7 +159,7 @@ def test_large_table_is_sampled_and_its_lock_estimated(tmp_path: Path, pg_url: s
     step = ("ALTER TABLE big ALTER COLUMN a SET NOT NULL; ALTER TABLE big ALTER COLUMN b SET NOT NULL;"
             "CREATE INDEX big_a ON big (a); ALTER TABLE big ADD COLUMN token uuid DEFAULT gen_random_uuid()")  # fmt: skip
     cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
-    doc = valid_output(one_json(run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json",
+    doc = valid_output(one_json(invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json",
                                         env=LARGE_ENV).stdout))  # fmt: skip
     by = {(c["rule"], c["object"]): c["data_checks"] for c in doc["changes"]}
     a_nulls, a_size = by[("BRK006", "public.big.a")]
@@ -196,7 +196,7 @@ def test_role_without_select_gets_unknown(tmp_path: Path, pg_url: str, app_db: s
           dbname=app_db)  # fmt: skip
     step = "ALTER TABLE orders ALTER COLUMN total SET NOT NULL; CREATE UNIQUE INDEX ce ON customers (email)"
     cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", with_user(pg_url, reader_role, "reader-pw"), "--rehearse-url", pg_url,
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", with_user(pg_url, reader_role, "reader-pw"), "--rehearse-url", pg_url,
                      "-o", "json", env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))
@@ -226,7 +226,7 @@ def test_check_that_times_out_is_unknown(tmp_path: Path, pg_url: str, app_db: st
     cfg = app_config(tmp_path, app_db, "ALTER TABLE items ADD CONSTRAINT items_slow CHECK (slow_ok(n))",
                      CONCURRENT_MIGRATE)  # fmt: skip
     started = time.monotonic()
-    doc = valid_output(one_json(run_cli("plan", "--rehearse", "--data-check-timeout", "0.3", "-c", cfg,
+    doc = valid_output(one_json(invoke("plan", "--rehearse", "--data-check-timeout", "0.3", "-c", cfg,
                                         "-D", pg_url, "-o", "json").stdout))  # fmt: skip
     check = next(f for f in doc["changes"][0]["data_checks"] if f["check"] == "check")
     assert check["rule"] == "DATA010" and check["severity"] == "unknown"
@@ -234,7 +234,7 @@ def test_check_that_times_out_is_unknown(tmp_path: Path, pg_url: str, app_db: st
     assert 250 <= check["elapsed_ms"] < 3000 and time.monotonic() - started < 30
     assert doc["rehearsal"]["data_checks"]["timeout_s"] == 0.3
 
-    off = valid_output(one_json(run_cli("plan", "--rehearse", "--no-data-checks", "-c", cfg, "-D", pg_url,
+    off = valid_output(one_json(invoke("plan", "--rehearse", "--no-data-checks", "-c", cfg, "-D", pg_url,
                                         "-o", "json").stdout))  # fmt: skip
     assert off["changes"][0]["data_checks"] == []
     assert off["rehearsal"]["data_checks"]["enabled"] is False
@@ -292,7 +292,7 @@ def test_checks_never_make_a_writer_wait(tmp_path: Path, pg_url: str, app_db: st
     for t in threads:
         t.start()
     try:
-        result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+        result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     finally:
         stop.set()
         for t in threads:

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from helpers import one_json, query, write_config
-from pgharness import drop_database, run_cli, with_dbname, with_user
+from pgharness import drop_database, invoke, with_dbname, with_user
 from psycopg import sql
 from test_rehearse import app_config, make_app, valid_output
 
@@ -87,7 +87,7 @@ def test_unfinished_workflow_of_an_older_version(tmp_path: Path, pg_url: str, ap
     assert system_rows(pg_url, app_db) == [("PENDING", "v1", "checkout")]
     cfg = app_config(tmp_path, app_db, DROP_NOTE)
 
-    plan = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+    plan = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert plan.returncode == 0, plan.stderr
     doc = valid_output(one_json(plan.stdout))
     wf = doc["rehearsal"]["workflows"]
@@ -106,14 +106,14 @@ def test_unfinished_workflow_of_an_older_version(tmp_path: Path, pg_url: str, ap
         "message": doc["rehearsal"]["verdict"]["message"],
     }  # fmt: skip
 
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
     assert gated.returncode == 6, gated.stderr
     assert "meet 1 unfinished workflow(s) of another application version (v1: 1, oldest started" in gated.stderr
     assert "workflows: 1 unfinished of another version (v1: 1, oldest" in gated.stdout
     assert "may concern: checkout [v1] x1 via step update_orders" in gated.stdout
     assert "Python 3.x" in gated.stdout  # the generation found
 
-    deploy_v1 = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json",
+    deploy_v1 = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json",
                         env={workflows.APPVERSION_ENV: "v1"})  # fmt: skip
     assert deploy_v1.returncode == 0, deploy_v1.stderr
     applied = one_json(deploy_v1.stdout)
@@ -128,15 +128,15 @@ def test_no_unfinished_workflow_passes_unless_strict(tmp_path: Path, pg_url: str
     assert system_rows(pg_url, app_db) == [("SUCCESS", "v1", "checkout")]
     cfg = app_config(tmp_path, app_db, DROP_NOTE)
 
-    strict_plan = run_cli("plan", "--rehearse", "--strict", "-c", cfg, "-D", pg_url, "-o", "json")
+    strict_plan = invoke("plan", "--rehearse", "--strict", "-c", cfg, "-D", pg_url, "-o", "json")
     assert strict_plan.returncode == 6, strict_plan.stderr
     doc = valid_output(one_json(strict_plan.stdout))
     assert doc["error"]["code"] == "breaking_change" and doc["error"]["message"].startswith("--strict: ")
     assert doc["rehearsal"]["workflows"]["status"] == "none" and doc["changes"][0]["workflows"]["related"] == []
-    strict_up = run_cli("up", "--fail-on-breaking", "--strict", "-c", cfg, "-D", pg_url)
+    strict_up = invoke("up", "--fail-on-breaking", "--strict", "-c", cfg, "-D", pg_url)
     assert strict_up.returncode == 6 and "--strict refuses any breaking change" in strict_up.stderr
 
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
     assert gated.returncode == 0, gated.stderr
     assert "workflows: no unfinished workflow of another application version" in gated.stdout
     assert "gate: passes: 1 breaking change(s) (BRK002 public.orders.note), but no unfinished workflow" in gated.stdout
@@ -153,7 +153,7 @@ def test_workflows_unknown_refuse_a_breaking_change(tmp_path: Path, pg_url: str,
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[MIGRATE],
                        extra="system_database_url: sqlite:///dbos.sqlite\n")  # fmt: skip
-    gated = run_cli("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
+    gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 6, gated.stderr
     doc = valid_output(one_json(gated.stdout))
     wf = doc["rehearsal"]["workflows"]

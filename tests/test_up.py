@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import psycopg
 from helpers import db_exists, history_rows, one_json, query, write_config
-from pgharness import free_port, run_cli, with_dbname, with_user
+from pgharness import free_port, invoke, with_dbname, with_user
 
 
 def process_alive(pid: int) -> bool:
@@ -21,7 +21,7 @@ def process_alive(pid: int) -> bool:
 
 
 def up(cfg: Path, url: str, *args: object, env: dict[str, str | None] | None = None):  # type: ignore[no-untyped-def]
-    return run_cli("up", "-c", cfg, "-D", url, *args, env=env)
+    return invoke("up", "-c", cfg, "-D", url, *args, env=env)
 
 
 def test_creates_database_then_second_run_is_a_noop(tmp_path: Path, pg_url: str, app_db: str) -> None:
@@ -135,7 +135,7 @@ def test_config_errors_exit_2(tmp_path: Path, pg_url: str) -> None:
     (tmp_path / "dbos-config.yaml").write_text(
         "name: x\ndatabase:\n  migrate: alembic upgrade head\n  migrat: []\n"
     )
-    result = run_cli("up", "-c", tmp_path / "dbos-config.yaml", "-D", pg_url)
+    result = invoke("up", "-c", tmp_path / "dbos-config.yaml", "-D", pg_url)
     assert result.returncode == 2
     assert re.search(r"dbos-config.yaml:3:\d+: database.migrate: must be a list of commands", result.stderr)
     assert "database.migrat: unknown key" in result.stderr and "did you mean 'migrate'" in result.stderr
@@ -203,7 +203,7 @@ def test_history_rows(tmp_path: Path, pg_url: str, app_db: str) -> None:
     assert all(
         r["finished_at"] >= r["started_at"] and r["tool_version"] and r["host"] and r["os_user"] for r in rows
     )
-    listed = run_cli("history", "-c", cfg, "-D", pg_url, "--output", "json")
+    listed = invoke("history", "-c", cfg, "-D", pg_url, "--output", "json")
     assert listed.returncode == 0, listed.stderr
     runs = one_json(listed.stdout)["runs"]
     assert [r["command_index"] for r in runs] == [2, 1]  # newest first
@@ -221,7 +221,7 @@ def test_dry_run_changes_nothing(tmp_path: Path, pg_url: str, app_db: str) -> No
     assert result.returncode == 0, result.stderr
     assert "would be created" in result.stdout and "touch ran" in result.stdout
     assert not db_exists(pg_url, app_db) and not (tmp_path / "ran").exists()
-    plan = run_cli("plan", "-c", cfg, "-D", pg_url, "--output", "json")
+    plan = invoke("plan", "-c", cfg, "-D", pg_url, "--output", "json")
     doc = one_json(plan.stdout)
     assert doc["exists"] is False and doc["planned_commands"] == ["touch ran", "echo second"]
 
@@ -270,10 +270,10 @@ def test_url_command(tmp_path: Path, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db)
     pw = "p@ss:w/o%r#d?&=x"
     url = f"postgresql://admin:{quote(pw, safe='')}@db.example.com:5432/postgres?sslmode=require"
-    masked = run_cli("url", "-c", cfg, "-D", url)
+    masked = invoke("url", "-c", cfg, "-D", url)
     assert masked.returncode == 0
     assert masked.stdout.strip() == f"postgresql://admin:***@db.example.com:5432/{app_db}?sslmode=require"
-    shown = run_cli("url", "-c", cfg, "-D", url, "--show-password")
+    shown = invoke("url", "-c", cfg, "-D", url, "--show-password")
     from dbos_migrate.settings.target import parse_url
 
     assert parse_url(shown.stdout.strip()).password == pw
