@@ -320,3 +320,27 @@ def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> No
             f"migrating the system database failed with {result.describe_end()}: {shown}",
             "see its output above; --system-db create only creates the database and leaves the schema to the app",
         )
+
+
+def print_toolchain_migrations(run: Run, toolchain: Toolchain, value: str, schema: str) -> str | None:
+    """The SQL of the system schema's migrations as the toolchain prints it itself
+    (`dbos migrate --print-migrations all|N --schema S`, Python 2.x and later), connecting to
+    nothing; None when this toolchain cannot print them."""
+    if not toolchain.name.endswith("(Python)"):
+        return None
+    argv = [toolchain.argv[0], "migrate", "--print-migrations", value, "--schema", schema]
+    workdir = tempfile.mkdtemp(prefix="dbos-migrate-sysdb-")
+    try:
+        out = subprocess.run(
+            argv, cwd=workdir, env=dict(toolchain.env), capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if out.returncode != 0:
+        detail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        run.emit(Notice(f"{toolchain.name} cannot print its migrations: {run.scrub.text(detail)}", "warning"))
+        return None
+    return run.scrub.text(out.stdout)

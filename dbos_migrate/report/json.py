@@ -50,6 +50,10 @@ def document(result: Result) -> dict[str, Any]:
             planned_commands=list(result.planned),
             history_written=result.history_written,
         )
+        if result.steps is not None:
+            doc["steps"] = result.steps
+        if result.user_role_sql is not None:
+            doc["user_role_sql"] = result.user_role_sql
         if result.rehearsal is not None:
             from dbos_migrate.report.rehearsal import change_json
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dbos_migrate.context import ByteWriter, Context, TextWriter
@@ -211,6 +212,13 @@ class TextReporter:
 
     def _run_summary(self, r: RunReport) -> None:
         s = self.style
+        if r.user_role_sql is not None:
+            self.out.write(r.user_role_sql)  # nothing else on stdout: it pipes into psql
+            self.out.flush()
+            return
+        if r.steps is not None:
+            render_steps(r.steps, self.line, s)
+            return
         if r.commands and not self.quiet:
             self.line("")
             self.line(s.bold("summary"))
@@ -224,6 +232,37 @@ class TextReporter:
             self.info(
                 s.green("done: ") + f"{len(r.commands)} command(s) ran in {total:.2f}s on {name}{created}"
             )
+
+
+def render_steps(steps: list[dict[str, object]], line: Callable[[str], None], s: Style) -> None:
+    """--print-migrations: each step `up` (or `down`) would take, then any SQL the toolchain printed."""
+    line(s.bold("would run, in this order (nothing was run):"))
+    sql: list[tuple[object, str]] = []
+    for i, step in enumerate(steps, 1):
+        kind = step["step"]
+        if kind == "command":
+            text = f"command {step['index']}: {step['command']}"
+        elif kind == "system_schema" and step.get("toolchain"):
+            text = f"system schema: {step['command']}   # {step['toolchain']}"
+            if isinstance(step.get("sql"), str):
+                sql.append((step["toolchain"], str(step["sql"])))
+        elif kind == "grant":
+            databases = step["databases"] if isinstance(step["databases"], list) else []
+            text = f"grant role {step['role']} runtime privileges on {', '.join(map(str, databases))} ({step['sql']})"
+        else:
+            where = step.get("database")
+            text = (
+                f"{str(kind).replace('_', ' ')}"
+                + (f" {where}" if where else "")
+                + f": {step.get('action', '')}"
+            )
+            if step.get("command"):
+                text += f": {step['command']}"
+        line(f"  {i:>2}. {text}")
+    for who, text in sql:
+        line("")
+        line(s.dim(f"-- the system schema's migrations, as {who} prints them:"))
+        line(text.rstrip("\n"))
 
 
 def render_validation(
