@@ -190,6 +190,18 @@ PrintMigrationsOpt = Annotated[Str, option("--print-migrations", metavar="all|N"
                                            "the SQL it prints from migration N on, commands, grants); run nothing.")]  # fmt: skip
 
 
+class DatasourceMode(str, Enum):
+    auto = "auto"
+    skip = "skip"
+
+
+DatasourceOpt = Annotated[
+    DatasourceMode,
+    option("--datasource", help="auto: prepare in the app database what the app's own DBOS needs there "
+           "(Python 3.x SQLAlchemyDatasource.migrate; Python 1.x-2.x dbos migrate -D); skip: leave it to the app."),
+]  # fmt: skip
+
+
 def _printing(print_user_role: bool, print_migrations: str | None, verb: str) -> tuple[Any, dict[str, Any]]:
     """The verb of --print-user-role / --print-migrations, or (None, {}) without them."""
     if not print_user_role and print_migrations is None:
@@ -341,6 +353,7 @@ def up(
     schema: SchemaOpt = None,
     print_user_role: PrintUserRoleOpt = False,
     print_migrations: PrintMigrationsOpt = None,
+    datasource: DatasourceOpt = DatasourceMode.auto,
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
@@ -380,7 +393,7 @@ def up(
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
         history_schema=history_schema, system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
         strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
-        print_migrations=print_migrations,
+        print_migrations=print_migrations, datasource=datasource.value,
     )  # fmt: skip
 
 

@@ -711,3 +711,43 @@ def user_role_script(
     else:
         lines.append("-- the system database is not PostgreSQL: nothing to grant there")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- did the migrations change anything
+
+_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), ''))
+  FROM (SELECT 'schema ' || n.nspname AS item
+          FROM pg_catalog.pg_namespace n
+         WHERE n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s) AND n.nspname NOT LIKE 'pg\\_%%'
+        UNION ALL
+        SELECT n.nspname || '.' || c.relname || ' ' || c.relkind::text
+               || coalesce(' ' || a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod), '')
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s) AND n.nspname NOT LIKE 'pg\\_%%'
+        UNION ALL
+        SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')'
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s) AND n.nspname NOT LIKE 'pg\\_%%'
+        UNION ALL
+        SELECT 'type ' || n.nspname || '.' || t.typname
+          FROM pg_catalog.pg_type t
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+         WHERE t.typtype IN ('e', 'd', 'c') AND n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s)
+           AND n.nspname NOT LIKE 'pg\\_%%') AS catalog
+"""
+
+
+def schema_fingerprint(conn: psycopg.Connection[Any], history_schema: str = HISTORY_SCHEMA) -> str:
+    """A digest of the database's user schemas (relations, columns, functions, types), the
+    tool's own schema left out: equal before and after means nothing changed."""
+    row = conn.execute(_FINGERPRINT, {"h": history_schema}).fetchone()
+    return str(row[0]) if row else ""
+
+
+def has_history(conn: psycopg.Connection[Any], history_schema: str = HISTORY_SCHEMA) -> bool:
+    """Whether any run was ever recorded in this database's history table."""
+    return bool(read_history(conn, 1, schema=history_schema))

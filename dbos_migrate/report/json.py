@@ -49,6 +49,7 @@ def document(result: Result) -> dict[str, Any]:
             commands=[c.as_dict() for c in result.commands],
             planned_commands=list(result.planned),
             history_written=result.history_written,
+            schema_unchanged=result.schema_unchanged,
         )
         if result.steps is not None:
             doc["steps"] = result.steps

@@ -15,6 +15,7 @@ from dbos_migrate.model import RunReport
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
+    from dbos_migrate.engine.sysdb import Toolchain
 
 DEFAULT_SCHEMA = "dbos"
 
@@ -89,7 +90,10 @@ def _steps(run: Run, verb: str) -> list[dict[str, Any]]:
     if verb == "up":
         action = "must exist (--no-create)" if run.options.no_create else "create if missing"
         steps.append({"step": "app_database", "database": name, "action": action})
-        steps += _system_steps(run)
+        system_steps, toolchain = _system_steps(run)
+        from dbos_migrate.engine.appdb import planned as appdb_planned
+
+        steps += system_steps + appdb_planned(run, toolchain)
     else:
         steps.append({"step": "app_database", "database": name, "action": "must exist"})
     for index, (_, shown) in enumerate(commands, 1):
@@ -103,25 +107,31 @@ def _steps(run: Run, verb: str) -> list[dict[str, Any]]:
     return steps
 
 
-def _system_steps(run: Run) -> list[dict[str, Any]]:
+def _system_steps(run: Run) -> tuple[list[dict[str, Any]], Toolchain | None]:
+    from dbos_migrate.engine.appdb import with_app_database
     from dbos_migrate.engine.sysdb import find_toolchain, print_toolchain_migrations
 
     system = run.target.system
     shown = system.url_text(mask=True)
     if system.endpoint is None:
-        return [{"step": "system_database", "database": shown, "action": "not PostgreSQL: left to the app"}]
+        return [
+            {"step": "system_database", "database": shown, "action": "not PostgreSQL: left to the app"}
+        ], None
     if run.options.system_db == "skip":
-        return [{"step": "system_database", "database": shown, "action": "left alone (--system-db skip)"}]
+        return [
+            {"step": "system_database", "database": shown, "action": "left alone (--system-db skip)"}
+        ], None
     steps: list[dict[str, Any]] = [
         {"step": "system_database", "database": system.endpoint.url.database, "action": "create if missing"}
     ]
     if run.options.system_db == "create":
-        return steps
+        return steps, None
     toolchain, why = find_toolchain(run, system.endpoint, run.config.system_schema)
     if toolchain is None:
         steps.append({"step": "system_schema", "toolchain": None,
                       "action": f"none found ({why}): the app creates the schema at its first launch"})  # fmt: skip
-        return steps
+        return steps, None
+    toolchain = with_app_database(run, toolchain)
     step: dict[str, Any] = {
         "step": "system_schema",
         "toolchain": toolchain.name,
@@ -132,4 +142,4 @@ def _system_steps(run: Run) -> list[dict[str, Any]]:
         run, toolchain, value, run.config.system_schema or DEFAULT_SCHEMA
     )
     steps.append(step)
-    return steps
+    return steps, toolchain
