@@ -113,7 +113,7 @@ def test_up_warns_once_per_warning_in_a_run(tmp_path: Path, pg_url: str, app_db:
 
 
 def test_a_dry_run_behind_the_gate_says_what_it_would_do(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    from dbos_migrate.rehearse.verbs import gated_up
+    from dbos_migrate.verbs.rehearsal import gated_up
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     assert verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok

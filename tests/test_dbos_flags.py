@@ -15,36 +15,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import typer
 from helpers import db_exists, one_json, query, write_config
-from inmemory import InMemoryContext
-from pgharness import drop_database, with_dbname
-
-from dbos_migrate.cli import _usage_error_base, app
-from dbos_migrate.context import Context
+from pgharness import drop_database, invoke, with_dbname
 
 UNREACHABLE = "postgresql://nobody:secret-pw@127.0.0.1:1/postgres"
 
 
 def cli(*args: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """The CLI in-process: (exit code, stdout, stderr)."""
-    memory = InMemoryContext({"PATH": os.environ["PATH"], **(environ or {})})
-    # A plain Context over the same streams: the reporters copy it with dataclasses.replace.
-    ctx = Context(environ=memory.environ, stdout=memory.stdout, stderr=memory.stderr,
-                  out_bytes=memory.out_bytes, err_bytes=memory.err_bytes, ask=None)  # fmt: skip
-    code = 0
-    try:
-        returned = app(args=list(args), prog_name="dbos-migrate", obj=ctx, standalone_mode=False)
-        code = returned if isinstance(returned, int) else 0
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except Exception as exc:
-        if not isinstance(exc, _usage_error_base()):
-            raise
-        code = exc.exit_code  # type: ignore[attr-defined]
-        ctx.stderr.write(exc.format_message())  # type: ignore[attr-defined]
-    out, err = memory.captured()
-    return code, out, err
+    """The CLI in-process (pgharness.invoke): (exit code, stdout, stderr)."""
+    result = invoke(*args, env=environ)
+    return result.returncode, result.stdout, result.stderr
 
 
 FAKE_DBOS = """#!/bin/sh

@@ -22,7 +22,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,10 +208,12 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
 # ---------------------------------------------------------------------------- provisioning
 
 
-def provision(run: Run, interrupts: Interrupts) -> Toolchain | None:
+def provision(
+    run: Run, interrupts: Interrupts, adjust: Callable[[Toolchain], Toolchain] | None = None
+) -> Toolchain | None:
     """Create the system database if missing and bring its schema up to date (see module doc).
-    Returns the toolchain that did it, if one did (the app database's provisioning uses it)."""
-    from dbos_migrate.engine import appdb
+    `adjust` may extend the toolchain's command (appdb.with_app_database). Returns the toolchain
+    that ran, if one did (the app database's provisioning uses it)."""
     from dbos_migrate.engine import database as db
 
     system = run.target.system
@@ -234,7 +236,7 @@ def provision(run: Run, interrupts: Interrupts) -> Toolchain | None:
             else find_toolchain(run, endpoint, run.config.system_schema)
         )
         if toolchain is not None:
-            toolchain = appdb.with_app_database(run, toolchain)
+            toolchain = adjust(toolchain) if adjust is not None else toolchain
             run_toolchain(run, toolchain, interrupts)
             report.toolchain, report.action = toolchain.name, "migrated"
             if run.options.app_role:

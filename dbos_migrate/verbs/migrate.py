@@ -253,7 +253,8 @@ def execute(
             from dbos_migrate.engine import appdb
             from dbos_migrate.engine.sysdb import provision
 
-            appdb.provision(run, interrupts, provision(run, interrupts))
+            toolchain = provision(run, interrupts, lambda found: appdb.with_app_database(run, found))
+            appdb.provision(run, interrupts, toolchain)
         run_id = db.new_run_id()
         run.report.run_id = run_id
         history = History(run, conn, run_id, direction)
