@@ -52,6 +52,12 @@ def test_validate_applies_the_app_name_rules_of_the_python_generation(
         assert not any("app name" in m for m in errors + warnings)
 
 
+def test_without_language_or_pin_the_python_name_rule_only_warns(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, name="rh", app_db_name="shop", migrate=["true"])
+    result = verbs.validate(str(cfg), cloud=False, environ={})
+    assert result.ok and any("set `language: python`" in w.message for w in result.warnings)
+
+
 def test_a_typescript_app_name_has_no_python_rule(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, name="rh", app_db_name="shop", migrate=["true"], extra="language: typescript\n")
     assert verbs.validate(str(cfg), cloud=False, environ={}).ok

@@ -29,6 +29,7 @@ class Generation:
     language: str
     major: int | None = None
     source: str = ""
+    declared: bool = True  # False: Python only because nothing says otherwise
 
     def describe(self) -> str:
         name = "DBOS Python" if self.language == "python" else SDK
@@ -42,7 +43,8 @@ def detect(directory: Path, language: str | None) -> Generation:
     )
     if is_ts:
         return _typescript(directory)
-    return _python(directory)
+    found = _python(directory)
+    return found if language == "python" or found.major is not None else replace(found, declared=False)
 
 
 def _typescript(directory: Path) -> Generation:
@@ -104,6 +106,9 @@ def name_problems(gen: Generation, name: str, where: Problem) -> tuple[list[Prob
     elif gen.major is None and len(name) > 30:
         warnings.append(replace(where, message=f"app name {name!r} is {len(name)} characters long: DBOS Python "
                                 "0.x-2.x refuse names over 30 characters (3.x allows 256)"))  # fmt: skip
+    if not gen.declared:  # no `language`, no pin: it may not be a Python app at all
+        said = " (if this is a DBOS Python app: set `language: python` to make it an error)"
+        return [], [replace(p, message=p.message + said) for p in errors + warnings]
     return errors, warnings
 
 
