@@ -23,7 +23,7 @@ from dbos_migrate.events import (
     WaitingForServer,
 )
 from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, SystemDatabase, Validation
-from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable_fields, printable_text
+from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields, printable_text
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.result import Rehearsal, RehearsalDone
@@ -104,6 +104,13 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
+        result = event.result if isinstance(event, Finished) else None
+        printed = isinstance(result, RunReport) and (
+            result.user_role_sql is not None or result.steps is not None
+        )
+        if isinstance(result, RunReport) and printed and result.error is None:
+            self._printed(result)  # SQL of many long lines: escaped, never cut
+            return
         if isinstance(event, Notice):  # free text of our own, with lines (a problem and its hint)
             event = Notice(printable_text(event.text), event.level)
         else:
@@ -210,15 +217,21 @@ class TextReporter:
         if result.error is not None:
             render_error(result.error, self.err, self.err_style)
 
+    def _printed(self, r: RunReport) -> None:
+        """--print-user-role (only SQL on stdout: it pipes into psql) and --print-migrations:
+        control characters escaped as everywhere, but lines kept and nothing shortened."""
+
+        def raw(text: str) -> str:
+            return printable(text, None, lines=True)
+
+        if r.user_role_sql is not None:
+            self.out.write(raw(r.user_role_sql))
+            self.out.flush()
+        elif r.steps is not None:
+            render_steps(r.steps, lambda text: self.line(raw(text)), self.style)
+
     def _run_summary(self, r: RunReport) -> None:
         s = self.style
-        if r.user_role_sql is not None:
-            self.out.write(r.user_role_sql)  # nothing else on stdout: it pipes into psql
-            self.out.flush()
-            return
-        if r.steps is not None:
-            render_steps(r.steps, self.line, s)
-            return
         if r.commands and not self.quiet:
             self.line("")
             self.line(s.bold("summary"))
