@@ -166,7 +166,7 @@ StrictOpt = Annotated[bool, option("--strict",
 NoCreateOpt = Annotated[
     bool, option("--no-create", help="Fail if the app database is missing instead of creating it.")
 ]
-AppRoleOpt = Annotated[Str, option("--app-role", metavar="ROLE", show_default=False,
+AppRoleOpt = Annotated[Str, option("-r", "--app-role", metavar="ROLE", show_default=False,
                                    help="Grant this existing role what the app needs at run time, on both databases.")]  # fmt: skip
 SystemDbOpt = Annotated[
     SystemDbMode,
@@ -177,6 +177,41 @@ FailOnBreakingOpt = Annotated[bool, option("--fail-on-breaking",
                                            help="Rehearse first; refuse (exit 6) if a change would break running workflows.")]  # fmt: skip
 AllowBreakingOpt = Annotated[bool, option("--allow-breaking",
                                           help="With --fail-on-breaking: go on anyway, and record that in history.")]  # fmt: skip
+
+# The flags `dbos migrate` users type (docs/dbos-compatibility.md, "The flags DBOS users type").
+SysDbUrlOpt = Annotated[Str, option("-s", "--sys-db-url", metavar="URL", show_default=False,
+                                    help="The DBOS system database URL [default: system_database_url, then "
+                                    "$DBOS_SYSTEM_DATABASE_URL, then <app_db>_dbos_sys on the target]")]  # fmt: skip
+SchemaOpt = Annotated[Str, option("--schema", metavar="NAME", show_default=False,
+                                  help="The DBOS system schema [default: system_database_schema_name, else dbos]")]  # fmt: skip
+PrintUserRoleOpt = Annotated[bool, option("--print-user-role",
+                                          help="Print the SQL granting -r ROLE what it needs on both databases; "
+                                          "connect to nothing, change nothing.")]  # fmt: skip
+PrintMigrationsOpt = Annotated[Str, option("--print-migrations", metavar="all|N", show_default=False,
+                                           help="Print what would run, in order (databases, the DBOS toolchain with "
+                                           "the SQL it prints from migration N on, commands, grants); run nothing.")]  # fmt: skip
+
+
+class DatasourceMode(str, Enum):
+    auto = "auto"
+    skip = "skip"
+
+
+DatasourceOpt = Annotated[
+    DatasourceMode,
+    option("--datasource", help="auto: prepare in the app database what the app's own DBOS needs there "
+           "(Python 3.x SQLAlchemyDatasource.migrate; Python 1.x-2.x dbos migrate -D); skip: leave it to the app."),
+]  # fmt: skip
+
+
+def _printing(print_user_role: bool, print_migrations: str | None, verb: str) -> tuple[Any, dict[str, Any]]:
+    """The verb of --print-user-role / --print-migrations, or (None, {}) without them."""
+    if not print_user_role and print_migrations is None:
+        return None, {}
+    from dbos_migrate.verbs import printing
+
+    fn = printing.print_user_role if print_user_role else printing.print_migrations
+    return fn, {"verb": verb}
 
 
 ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_default=False,
@@ -319,6 +354,11 @@ def up(
     no_create: NoCreateOpt = False,
     app_role: AppRoleOpt = None,
     system_db: SystemDbOpt = SystemDbMode.auto,
+    sys_db_url: SysDbUrlOpt = None,
+    schema: SchemaOpt = None,
+    print_user_role: PrintUserRoleOpt = False,
+    print_migrations: PrintMigrationsOpt = None,
+    datasource: DatasourceOpt = DatasourceMode.auto,
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
@@ -348,13 +388,17 @@ def up(
 
         verb = gated_up
         verb_kwargs = {"allow_breaking": allow_breaking, "rehearse_url": rehearse_url}
+    printer, printer_kwargs = _printing(print_user_role, print_migrations, "up")
+    if printer is not None:
+        verb, verb_kwargs = printer, printer_kwargs
     _run(
         typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
         history_schema=history_schema, system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-        strict=strict,
+        strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
+        print_migrations=print_migrations, datasource=datasource.value,
     )  # fmt: skip
 
 
@@ -377,6 +421,8 @@ def down(
     kill_after: KillAfterOpt = 5.0,
     no_history: NoHistoryOpt = False,
     history_schema: HistorySchemaOpt = "dbos_migrate",
+    sys_db_url: SysDbUrlOpt = None,
+    print_migrations: PrintMigrationsOpt = None,
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -385,9 +431,9 @@ def down(
     """Run database.rollback in listed order (recovery), behind the production guard."""
     from dbos_migrate import verbs
 
-    verb: Any = verbs.down
-    verb_kwargs: dict[str, Any] = {}
-    if rehearse:
+    printer, verb_kwargs = _printing(False, print_migrations, "down")
+    verb: Any = printer or verbs.down
+    if rehearse and printer is None:
         from dbos_migrate.verbs.rehearsal import down as rehearsed_down
 
         verb, verb_kwargs = rehearsed_down, {"rehearse_url": rehearse_url}
@@ -395,8 +441,8 @@ def down(
         typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        grace=kill_after, no_history=no_history, history_schema=history_schema,
-        data_check_timeout=data_check_timeout,
+        grace=kill_after, no_history=no_history, history_schema=history_schema, sys_db_url=sys_db_url,
+        print_migrations=print_migrations, data_check_timeout=data_check_timeout,
     )  # fmt: skip
 
 
@@ -412,6 +458,8 @@ def plan(
     app_db_name: AppDbOpt = None,
     rehearse: RehearseOpt = False,
     rehearse_url: RehearseUrlOpt = None,
+    sys_db_url: SysDbUrlOpt = None,
+    schema: SchemaOpt = None,
     no_data_checks: NoDataChecksOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
     strict: StrictOpt = False,
@@ -436,7 +484,7 @@ def plan(
     _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
          db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
          grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-         strict=strict, rollback_check=not no_rollback_check)  # fmt: skip
+         strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema)  # fmt: skip
 
 
 @command()
@@ -447,6 +495,8 @@ def status(
     app_db_name: AppDbOpt = None,
     production: ProductionOpt = False,
     history_schema: HistorySchemaOpt = "dbos_migrate",
+    sys_db_url: SysDbUrlOpt = None,
+    schema: SchemaOpt = None,
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -456,7 +506,8 @@ def status(
     from dbos_migrate import verbs
 
     _run(typer_ctx, verbs.status, output, quiet, verbose, env_file=env_file, config=config, db_url=db_url,
-         app_db_name=app_db_name, production=production, history_schema=history_schema)  # fmt: skip
+         app_db_name=app_db_name, production=production, history_schema=history_schema,
+         sys_db_url=sys_db_url, schema=schema)  # fmt: skip
 
 
 @command("wait")

@@ -216,6 +216,9 @@ class RunReport:
     system_database: SystemDatabase | None = None
     rehearsal: Any = None  # a rehearse.Rehearsal, when one ran
     error: MigrateError | None = None
+    steps: list[dict[str, Any]] | None = None  # --print-migrations: what would run, in order
+    user_role_sql: str | None = None  # --print-user-role: the grants, as a psql script
+    schema_unchanged: bool = False  # a first run's commands all exited 0 but changed no schema
 
     @property
     def ok(self) -> bool:

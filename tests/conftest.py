@@ -164,6 +164,18 @@ def dbos_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_venv(tmp_path_factory, "dbos-py", packages, "the real dbos package")
 
 
+#: The DBOS Python 2.x release the app-database shape is measured against.
+DBOS_PY2_VERSION = "2.31.1"
+
+
+@pytest.fixture(scope="session")
+def dbos_py2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a venv with the real `dbos` 2.x (the generation with `database_url` and
+    `@DBOS.transaction` in the app database)."""
+    packages = [f"dbos=={DBOS_PY2_VERSION}", "psycopg[binary]"]
+    return shared_venv(tmp_path_factory, "dbos-py2", packages, "the real dbos 2.x package")
+
+
 @pytest.fixture(scope="session")
 def sqlalchemy20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a venv with alembic on SQLAlchemy 2.0 (not 2.1) and psycopg 3 only: a URL that

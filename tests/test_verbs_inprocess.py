@@ -20,6 +20,7 @@ from dbos_migrate.events import (
     Finished,
     GuardWarning,
     LockAcquired,
+    Notice,
     Resolved,
 )
 from dbos_migrate.model import HistoryReport, RunReport, StatusReport
@@ -36,7 +37,9 @@ def test_up_emits_the_run_in_order_and_prints_nothing_itself(tmp_path: Path, pg_
     assert report.ok and report.created and [c.status for c in report.commands] == ["succeeded", "succeeded"]
     assert [type(e) for e in events] == [
         Resolved, LockAcquired, LockAcquired, DatabaseReady,
-        CommandStarted, CommandFinished, CommandStarted, CommandFinished, Finished,
+        CommandStarted, CommandFinished, CommandStarted, CommandFinished,
+        Notice,  # echo changes no schema on a fresh database: "the migrations changed nothing"
+        Finished,
     ]  # fmt: skip
     out, err = ctx.captured()
     assert out == "to-stdout\n" and err == "to-stderr\n"  # only the commands' own output reached the streams

@@ -530,6 +530,23 @@ def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     )
 
 
+#: What `up --app-role` grants on each schema of the app database (docs/dbos-compatibility.md).
+APP_ROLE_GRANTS = (
+    "GRANT USAGE ON SCHEMA {s} TO {r}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
+    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
+    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {r}",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON FUNCTIONS TO {r}",
+)
+#: The app database's schemas the runtime role is granted on (all but the catalogs and ours).
+_APP_SCHEMAS = """SELECT nspname FROM pg_catalog.pg_namespace
+                WHERE nspname NOT IN ('information_schema', 'dbos_migrate', {history})
+                  AND nspname NOT LIKE 'pg\\_%'
+                ORDER BY nspname"""
+
+
 def grant_app_role(
     conn: psycopg.Connection[Any],
     database: str,
@@ -540,30 +557,14 @@ def grant_app_role(
     """What `dbos migrate -r` grants a runtime role (never on the history schema). Returns the
     schemas covered."""
     r = sql.Identifier(role)
-    schemas = [
-        row[0]
-        for row in conn.execute(
-            """SELECT nspname FROM pg_catalog.pg_namespace
-                WHERE nspname NOT IN ('information_schema', 'dbos_migrate', %s)
-                  AND nspname NOT LIKE 'pg\\_%%'
-                ORDER BY nspname""",
-            (history_schema,),
-        ).fetchall()
-    ]
+    query = sql.SQL(_APP_SCHEMAS).format(history=sql.Literal(history_schema))
+    schemas = [row[0] for row in conn.execute(query).fetchall()]
     try:
         with conn.transaction():
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), r))
             for name in schemas:
                 s = sql.Identifier(name)
-                for stmt in (
-                    "GRANT USAGE ON SCHEMA {s} TO {r}",
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
-                    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
-                    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {r}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON FUNCTIONS TO {r}",
-                ):
+                for stmt in APP_ROLE_GRANTS:
                     conn.execute(sql.SQL(stmt).format(s=s, r=r))
     except psycopg.Error as exc:
         raise classify(exc, scrub, where=f"granting privileges to role {role!r}") from None
@@ -649,3 +650,104 @@ def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | N
             )
         return shown.format(value)
     return None
+
+
+# ---------------------------------------------------------------------------- grants as text
+
+
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier, quoted, for SQL printed rather than run."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def user_role_script(
+    app_database: str,
+    system_database: str | None,
+    role: str,
+    schema: str,
+    history_schema: str = HISTORY_SCHEMA,
+) -> str:
+    """The SQL `up --app-role ROLE` runs, as a psql script (`\\connect` between the databases):
+    for a DBA who applies grants by hand. The app database's schemas are only known there, so
+    its grants loop over them as `grant_app_role` does (docs/dbos-compatibility.md)."""
+    r = quote_ident(role)
+    tag = "$grant$"
+    while tag in role:
+        tag = tag[:-1] + "_$"
+    loop = "\n".join(
+        f"    EXECUTE format({quote_literal(stmt.format(s='%I', r='%I'))}, s, {quote_literal(role)});"
+        for stmt in APP_ROLE_GRANTS
+    )
+    app = quote_ident(app_database)
+    lines = [
+        f"-- The privileges role {r} needs at run time: what `dbos-migrate up --app-role {role}` grants.",
+        "-- Run it after the migrations, as the role that runs them (default privileges cover",
+        "-- the objects that role creates later), e.g. piped to psql.",
+        f"\\connect {app}",
+        f"GRANT CONNECT ON DATABASE {app} TO {r};",
+        "-- every schema of the app database but the catalogs and dbos-migrate's own",
+        f"DO {tag}",
+        "DECLARE s text;",
+        "BEGIN",
+        "  FOR s IN "
+        + " ".join(_APP_SCHEMAS.format(history=quote_literal(history_schema)).split())
+        + " LOOP",
+        loop,
+        "  END LOOP;",
+        f"END {tag};",
+    ]
+    if system_database is not None:
+        sysdb, s = quote_ident(system_database), quote_ident(schema)
+        lines += [
+            f"\\connect {sysdb}",
+            f"GRANT CONNECT ON DATABASE {sysdb} TO {r};",
+            f"-- what `dbos migrate -r {role}` grants on the DBOS system schema {s}",
+            *(stmt.format(s=s, r=r) + ";" for stmt in DBOS_ROLE_GRANTS),
+        ]
+    else:
+        lines.append("-- the system database is not PostgreSQL: nothing to grant there")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- did the migrations change anything
+
+_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(item, E'\\n' ORDER BY item), ''))
+  FROM (SELECT 'schema ' || n.nspname AS item
+          FROM pg_catalog.pg_namespace n
+         WHERE n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s) AND n.nspname NOT LIKE 'pg\\_%%'
+        UNION ALL
+        SELECT n.nspname || '.' || c.relname || ' ' || c.relkind::text
+               || coalesce(' ' || a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod), '')
+          FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s) AND n.nspname NOT LIKE 'pg\\_%%'
+        UNION ALL
+        SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_catalog.oidvectortypes(p.proargtypes) || ')'
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s) AND n.nspname NOT LIKE 'pg\\_%%'
+        UNION ALL
+        SELECT 'type ' || n.nspname || '.' || t.typname
+          FROM pg_catalog.pg_type t
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+         WHERE t.typtype IN ('e', 'd', 'c') AND n.nspname NOT IN ('information_schema', 'dbos_migrate', %(h)s)
+           AND n.nspname NOT LIKE 'pg\\_%%') AS catalog
+"""
+
+
+def schema_fingerprint(conn: psycopg.Connection[Any], history_schema: str = HISTORY_SCHEMA) -> str:
+    """A digest of the database's user schemas (relations, columns, functions, types), the
+    tool's own schema left out: equal before and after means nothing changed."""
+    row = conn.execute(_FINGERPRINT, {"h": history_schema}).fetchone()
+    return str(row[0]) if row else ""
+
+
+def has_history(conn: psycopg.Connection[Any], history_schema: str = HISTORY_SCHEMA) -> bool:
+    """Whether any run was ever recorded in this database's history table."""
+    return bool(read_history(conn, 1, schema=history_schema))

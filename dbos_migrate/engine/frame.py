@@ -104,7 +104,11 @@ class Run:
 
 
 def load_config(ctx: Context, options: Options) -> Config:
-    return config_mod.load(options.config, ctx.environ)
+    """The config, with --schema in place of system_database_schema_name when given."""
+    from dataclasses import replace
+
+    cfg = config_mod.load(options.config, ctx.environ)
+    return replace(cfg, system_schema=options.schema) if options.schema else cfg
 
 
 def resolve_target(
@@ -118,6 +122,7 @@ def resolve_target(
         production=options.production,
         environ=ctx.environ,
         local_server=lambda environ: local_server(environ, notes),
+        sys_db_url=options.sys_db_url,
     )
 
 

@@ -33,3 +33,8 @@ class Options:
     data_check_timeout: float = 5.0  # seconds, each data or workflow check
     rollback_check: bool = True  # plan --rehearse: rehearse database.rollback too
     strict: bool = False  # refuse any breaking change, even with no unfinished workflow
+    sys_db_url: str | None = None  # -s/--sys-db-url: the system database, before the config's
+    schema: str | None = None  # --schema: the DBOS system schema, before the config's
+    print_user_role: bool = False  # print the runtime role's grants; connect to nothing
+    print_migrations: str | None = None  # "all" or N: print what would run; run nothing
+    datasource: str = "auto"  # auto, skip: the app database's DBOS provisioning (docs/dbos-compatibility.md)

@@ -22,7 +22,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,8 +208,12 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
 # ---------------------------------------------------------------------------- provisioning
 
 
-def provision(run: Run, interrupts: Interrupts) -> None:
-    """Create the system database if missing and bring its schema up to date (see module doc)."""
+def provision(
+    run: Run, interrupts: Interrupts, adjust: Callable[[Toolchain], Toolchain] | None = None
+) -> Toolchain | None:
+    """Create the system database if missing and bring its schema up to date (see module doc).
+    `adjust` may extend the toolchain's command (appdb.with_app_database). Returns the toolchain
+    that ran, if one did (the app database's provisioning uses it)."""
     from dbos_migrate.engine import database as db
 
     system = run.target.system
@@ -218,10 +222,10 @@ def provision(run: Run, interrupts: Interrupts) -> None:
     if system.endpoint is None:
         report.kind, report.action = "other", "left to the app"
         run.emit(Notice(f"system database {report.url} is not PostgreSQL: left to the app"))
-        return
+        return None
     if run.options.system_db == "skip":
         report.action = "skipped (--system-db skip)"
-        return
+        return None
     endpoint = system.endpoint
     conn = _open(run, endpoint, report)
     with db.closing(conn):
@@ -232,7 +236,8 @@ def provision(run: Run, interrupts: Interrupts) -> None:
             else find_toolchain(run, endpoint, run.config.system_schema)
         )
         if toolchain is not None:
-            _run_toolchain(run, toolchain, interrupts)
+            toolchain = adjust(toolchain) if adjust is not None else toolchain
+            run_toolchain(run, toolchain, interrupts)
             report.toolchain, report.action = toolchain.name, "migrated"
             if run.options.app_role:
                 db.grant_system_database(
@@ -258,6 +263,7 @@ def provision(run: Run, interrupts: Interrupts) -> None:
     run.emit(Notice(f"system database {endpoint.url.database}: {report.action}"
                     + (f" by {report.toolchain}" if report.toolchain else "")
                     + f", DBOS schema version {report.schema_version or 'none yet'}" + left_to_app))  # fmt: skip
+    return toolchain
 
 
 def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:
@@ -296,12 +302,23 @@ def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connect
     return db.connect(endpoint, run.scrub, app_name=app_name, where=f"connecting to {endpoint.masked()}")
 
 
-def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> None:
-    """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded."""
+def run_toolchain(
+    run: Run,
+    toolchain: Toolchain,
+    interrupts: Interrupts,
+    *,
+    what: str = "migrating the system database",
+    shown: str | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+) -> int | None:
+    """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded.
+    Returns its exit code (one of `ok_codes`); anything else fails the run."""
     from dbos_migrate.engine.runner import CommandInterrupted, run_command
 
-    shown = run.scrub.text(f"{toolchain.shown}   # {toolchain.name}")
-    run.emit(Notice(f"system database: {shown}"))
+    shown = run.scrub.text(shown or f"{toolchain.shown}   # {toolchain.name}")
+    run.emit(
+        Notice(f"{'system database' if what == 'migrating the system database' else 'app database'}: {shown}")
+    )
     workdir = toolchain.cwd or tempfile.mkdtemp(prefix="dbos-migrate-sysdb-")
     try:
         result = run_command(
@@ -309,14 +326,41 @@ def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> No
             err=run.ctx.err_bytes, timeout=run.options.command_timeout, interrupts=interrupts, grace=run.options.grace,
         )  # fmt: skip
     except CommandInterrupted as stop:
-        raise Interrupted(stop.signum, f"interrupted while migrating the system database: {shown}") from None
+        raise Interrupted(stop.signum, f"interrupted while {what}: {shown}") from None
     finally:
         if toolchain.cwd is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if result.status == "timed_out":
-        raise CommandTimeout(f"migrating the system database ran past --command-timeout: {shown}")
-    if not result.ok:
+        raise CommandTimeout(f"{what} ran past --command-timeout: {shown}")
+    if result.signal is not None or result.exit_code not in ok_codes:
         raise CommandFailed(
-            f"migrating the system database failed with {result.describe_end()}: {shown}",
-            "see its output above; --system-db create only creates the database and leaves the schema to the app",
+            f"{what} failed with {result.describe_end()}: {shown}",
+            "see its output above; --system-db create only creates the database and leaves the schema to the app"
+            if what == "migrating the system database"
+            else "see its output above; --datasource skip leaves the app database's DBOS tables to the app",
         )
+    return result.exit_code
+
+
+def print_toolchain_migrations(run: Run, toolchain: Toolchain, value: str, schema: str) -> str | None:
+    """The SQL of the system schema's migrations as the toolchain prints it itself
+    (`dbos migrate --print-migrations all|N --schema S`, Python 2.x and later), connecting to
+    nothing; None when this toolchain cannot print them."""
+    if not toolchain.name.endswith("(Python)"):
+        return None
+    argv = [toolchain.argv[0], "migrate", "--print-migrations", value, "--schema", schema]
+    workdir = tempfile.mkdtemp(prefix="dbos-migrate-sysdb-")
+    try:
+        out = subprocess.run(
+            argv, cwd=workdir, env=dict(toolchain.env), capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if out.returncode != 0:
+        detail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        run.emit(Notice(f"{toolchain.name} cannot print its migrations: {run.scrub.text(detail)}", "warning"))
+        return None
+    return run.scrub.text(out.stdout)

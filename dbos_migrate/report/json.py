@@ -49,7 +49,12 @@ def document(result: Result) -> dict[str, Any]:
             commands=[c.as_dict() for c in result.commands],
             planned_commands=list(result.planned),
             history_written=result.history_written,
+            schema_unchanged=result.schema_unchanged,
         )
+        if result.steps is not None:
+            doc["steps"] = result.steps
+        if result.user_role_sql is not None:
+            doc["user_role_sql"] = result.user_role_sql
         if result.rehearsal is not None:
             from dbos_migrate.report.rehearsal import change_json
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dbos_migrate.context import ByteWriter, Context, TextWriter
@@ -22,7 +23,7 @@ from dbos_migrate.events import (
     WaitingForServer,
 )
 from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, SystemDatabase, Validation
-from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable_fields, printable_text
+from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields, printable_text
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.result import Rehearsal, RehearsalDone
@@ -103,6 +104,13 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
+        result = event.result if isinstance(event, Finished) else None
+        printed = isinstance(result, RunReport) and (
+            result.user_role_sql is not None or result.steps is not None
+        )
+        if isinstance(result, RunReport) and printed and result.error is None:
+            self._printed(result)  # SQL of many long lines: escaped, never cut
+            return
         if isinstance(event, Notice):  # free text of our own, with lines (a problem and its hint)
             event = Notice(printable_text(event.text), event.level)
         else:
@@ -222,6 +230,19 @@ class TextReporter:
         if result.error is not None:
             render_error(result.error, self.err, self.err_style)
 
+    def _printed(self, r: RunReport) -> None:
+        """--print-user-role (only SQL on stdout: it pipes into psql) and --print-migrations:
+        control characters escaped as everywhere, but lines kept and nothing shortened."""
+
+        def raw(text: str) -> str:
+            return printable(text, None, lines=True)
+
+        if r.user_role_sql is not None:
+            self.out.write(raw(r.user_role_sql))
+            self.out.flush()
+        elif r.steps is not None:
+            render_steps(r.steps, lambda text: self.line(raw(text)), self.style)
+
     def _run_summary(self, r: RunReport) -> None:
         s = self.style
         if r.commands and not self.quiet:
@@ -237,6 +258,37 @@ class TextReporter:
             self.info(
                 s.green("done: ") + f"{len(r.commands)} command(s) ran in {total:.2f}s on {name}{created}"
             )
+
+
+def render_steps(steps: list[dict[str, object]], line: Callable[[str], None], s: Style) -> None:
+    """--print-migrations: each step `up` (or `down`) would take, then any SQL the toolchain printed."""
+    line(s.bold("would run, in this order (nothing was run):"))
+    sql: list[tuple[object, str]] = []
+    for i, step in enumerate(steps, 1):
+        kind = step["step"]
+        if kind == "command":
+            text = f"command {step['index']}: {step['command']}"
+        elif kind == "system_schema" and step.get("toolchain"):
+            text = f"system schema: {step['command']}   # {step['toolchain']}"
+            if isinstance(step.get("sql"), str):
+                sql.append((step["toolchain"], str(step["sql"])))
+        elif kind == "grant":
+            databases = step["databases"] if isinstance(step["databases"], list) else []
+            text = f"grant role {step['role']} runtime privileges on {', '.join(map(str, databases))} ({step['sql']})"
+        else:
+            where = step.get("database")
+            text = (
+                f"{str(kind).replace('_', ' ')}"
+                + (f" {where}" if where else "")
+                + f": {step.get('action', '')}"
+            )
+            if step.get("command"):
+                text += f": {step['command']}"
+        line(f"  {i:>2}. {text}")
+    for who, text in sql:
+        line("")
+        line(s.dim(f"-- the system schema's migrations, as {who} prints them:"))
+        line(text.rstrip("\n"))
 
 
 def render_validation(

@@ -621,6 +621,9 @@ def _build(
     package = None
     if name is None and language in (None, "node", "typescript"):
         package = _package_name(path.parent)
+    from dbos_migrate.settings.generations import advise, detect
+
+    warnings = advise(detect(path.parent, language), warnings)  # docs/dbos-compatibility.md
     return Config(
         path=path,
         name=name,

@@ -261,13 +261,19 @@ def app_name_of(config: Config | None) -> tuple[str, str] | None:
 
 
 def resolve_system(
-    config: Config | None, instance: Endpoint, app_db: str, environ: Mapping[str, str]
+    config: Config | None,
+    instance: Endpoint,
+    app_db: str,
+    environ: Mapping[str, str],
+    sys_db_url: str | None = None,
 ) -> SystemDatabase:
-    """system_database_url; else $DBOS_SYSTEM_DATABASE_URL when set; else the app URL with
-    database.sys_db_name or `<app_db>_dbos_sys`. A non-PostgreSQL URL (DBOS 2.x+ takes SQLite)
-    is only handed to the commands, as written."""
+    """-s/--sys-db-url; else system_database_url; else $DBOS_SYSTEM_DATABASE_URL when set; else
+    the app URL with database.sys_db_name or `<app_db>_dbos_sys`. A non-PostgreSQL URL (DBOS
+    2.x+ takes SQLite) is only handed to the commands, as written."""
     text, source = None, None
-    if (
+    if sys_db_url:
+        text, source = sys_db_url, "-s/--sys-db-url"
+    elif (
         config is not None
         and config.system_database_url is not None
         and not config.system_database_url.missing
@@ -342,6 +348,7 @@ def resolve(
     production: bool = False,
     environ: Mapping[str, str],
     local_server: Callable[[Mapping[str, str]], tuple[PgUrl, str] | None] | None = None,
+    sys_db_url: str | None = None,
 ) -> Target:
     """Resolve everything a verb needs to know about where it will act."""
     url, source = resolve_instance(config, db_url, environ, local_server)
@@ -349,7 +356,7 @@ def resolve(
     eff = effective(url, environ, ignore_password=masked_password)
     instance = Endpoint(url, eff)
     app_db, app_source = resolve_app_database(config, app_db_name, url)
-    system = resolve_system(config, instance, app_db, environ)
+    system = resolve_system(config, instance, app_db, environ, sys_db_url)
     prod, reason = is_production(eff, environ, production)
     secrets = [*eff.secrets]
     if system.endpoint is not None:

@@ -273,9 +273,11 @@ def execute(
             run.emit(DatabaseReady(run.target.app_database, False))
         run.report.exists = True
         if direction == "up":
+            from dbos_migrate.engine import appdb
             from dbos_migrate.engine.sysdb import provision
 
-            provision(run, interrupts)
+            toolchain = provision(run, interrupts, lambda found: appdb.with_app_database(run, found))
+            appdb.provision(run, interrupts, toolchain)
         run_id = db.new_run_id()
         run.report.run_id = run_id
         history = History(run, conn, run_id, direction)
@@ -294,11 +296,22 @@ def execute(
                 )
                 raise
 
+        # A first run whose commands all exit 0 but change nothing may hide a swallowed failure.
+        hist = opts.history_schema
+        first = direction == "up" and bool(commands) and not db.has_history(conn, hist)
+        before = db.schema_fingerprint(conn, hist) if first else None
         try:
             run_commands(
                 run, commands, interrupts, env=run.command_env(),
                 before_each=lambda: db.verify_lock(conn, key, run.scrub), on_result=finished, after_each=after,
             )  # fmt: skip
+            if before is not None and db.schema_fingerprint(conn, hist) == before:
+                run.report.schema_unchanged = True
+                run.emit(Notice(
+                    f"the migrations changed nothing: every command exited 0, but the schema of {run.target.app_database!r}, "
+                    "which had no history, is the same as before; a command may have swallowed its own failure "
+                    "(see its output above)", "warning",
+                ))  # fmt: skip
             if opts.app_role:
                 schemas = db.grant_app_role(
                     conn, run.target.app_database, opts.app_role, run.scrub, opts.history_schema

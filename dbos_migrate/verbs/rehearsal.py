@@ -126,10 +126,14 @@ def gated_up(
         note = "; ".join(x for x in (note, f"allow-breaking: {breaking_summary(breaking, 20)}") if x)[:2000]
         emit(
             Notice(
-                f"--allow-breaking: running {len(breaking)} breaking change(s); recorded in history",
+                f"--allow-breaking: would run {len(breaking)} breaking change(s) (dry run: nothing runs)"
+                if options.dry_run
+                else f"--allow-breaking: running {len(breaking)} breaking change(s); recorded in history",
                 "warning",
             )
         )
+    elif options.dry_run:
+        emit(Notice("rehearsal passed the gate: `up` would run the migrations on the app database (dry run)"))
     else:
         emit(Notice("rehearsal passed the gate: running the migrations on the app database"))
 

@@ -46,6 +46,9 @@ def _add_config_checks(result: Validation, cfg: Config, *, cloud: bool, skip: se
         ]
         problems = []
     problems += _url_problems(cfg)
+    name_errors, name_warnings = _name_problems(cfg)
+    problems += name_errors
+    result.warnings += name_warnings
     if cloud:
         from dbos_migrate.settings.cloud import cloud_problems
 
@@ -54,6 +57,17 @@ def _add_config_checks(result: Validation, cfg: Config, *, cloud: bool, skip: se
     if problems:
         result.errors = config_mod.by_position([*result.errors, *problems])
         result.error = ConfigError(result.errors, result.warnings)
+
+
+def _name_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
+    """The app name under the rules of the DBOS generation the config is for."""
+    from dbos_migrate.settings.generations import detect, name_problems
+
+    name = cfg.name
+    if name is None or name.missing:
+        return [], []
+    where = Problem(cfg.file, name.line, name.column, name.path, "")
+    return name_problems(detect(cfg.directory, cfg.language), name.value, where)
 
 
 def _url_problems(cfg: Config) -> list[Problem]:

@@ -1,0 +1,139 @@
+"""What the app's own DBOS generation provisions in the app database, done by that
+generation's own code, so that a runtime role can run the app (docs/dbos-compatibility.md,
+"App shapes and the runtime role"):
+
+- DBOS Python 1.x-2.x (an app database with `@DBOS.transaction`): `dbos migrate -D APP -s SYS
+  [-r ROLE]`, the app's own CLI; it creates `dbos.transaction_outputs` in the app database
+  (and migrates the system database again, which changes nothing);
+- DBOS Python 3.x with `SQLAlchemyDatasource.migrate` (a datasource's checkpoint table):
+  `SQLAlchemyDatasource.migrate(url, schema="dbos", application_role=ROLE)`, run by the
+  Python the app's `dbos` runs with; it creates `dbos.datasource_outputs` and its version
+  table in the app database.
+
+`--datasource skip` leaves the app database to the app. No password is on these command
+lines: the URLs go without it and PGPASSWORD carries it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from dbos_migrate.events import Notice
+
+if TYPE_CHECKING:
+    from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.runner import Interrupts
+    from dbos_migrate.engine.sysdb import Toolchain
+
+DATASOURCE_SCHEMA = "dbos"
+#: Run by the app's Python: exit 3 when its DBOS has no SQLAlchemyDatasource.migrate.
+DATASOURCE_MIGRATE = (
+    "import os, sys\n"
+    "try:\n"
+    "    from dbos import SQLAlchemyDatasource\n"
+    "except ImportError:\n"
+    "    sys.exit(3)\n"
+    "if not hasattr(SQLAlchemyDatasource, 'migrate'):\n"
+    "    sys.exit(3)\n"
+    "SQLAlchemyDatasource.migrate(os.environ['DBOS_MIGRATE_DATASOURCE_URL'], "
+    "schema=os.environ['DBOS_MIGRATE_DATASOURCE_SCHEMA'], "
+    "application_role=os.environ.get('DBOS_MIGRATE_DATASOURCE_ROLE') or None)\n"
+)
+NO_API = 3
+
+
+def python_major(toolchain: Toolchain | None) -> int | None:
+    """The release line of a Python `dbos` toolchain, from its name ("dbos 3.4.0 (Python)")."""
+    match = re.match(r"dbos (\d+)\.", toolchain.name) if toolchain is not None else None
+    return int(match[1]) if match and toolchain is not None and toolchain.name.endswith("(Python)") else None
+
+
+def with_app_database(run: Run, toolchain: Toolchain) -> Toolchain:
+    """The system toolchain of DBOS Python 1.x-2.x, given `-D APP` too: its own `dbos migrate`
+    then provisions the app database as well (skipped with --datasource skip, or when the app
+    database is on another server than the system database, whose password the command gets)."""
+    from dataclasses import replace
+
+    major = python_major(toolchain)
+    system = run.target.system.endpoint
+    if major not in (1, 2) or run.options.datasource == "skip" or system is None:
+        return toolchain
+    if _server(system.eff.as_dict()) != _server(run.target.app.eff.as_dict()):
+        run.emit(Notice("app database: on another server than the system database; "
+                        f"its DBOS tables are left to the app ({toolchain.name})", "warning"))  # fmt: skip
+        return toolchain
+    app_url = run.target.app.url.without_secrets().libpq_text()
+    argv = (*toolchain.argv[:2], "-D", app_url, *toolchain.argv[2:])
+    return replace(toolchain, argv=argv)
+
+
+def _server(detail: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(detail.get(k)) for k in ("hosts", "hostaddrs", "port", "user"))
+
+
+def _interpreter(script: str) -> str | None:
+    """The Python a console script runs with, from its #! line."""
+    try:
+        with open(script, "rb") as fh:
+            first = fh.readline(300).decode("utf-8", "replace")
+    except OSError:
+        return None
+    interp = first[2:].strip().split()[0] if first.startswith("#!") and first[2:].strip() else ""
+    return interp if "python" in os.path.basename(interp) else None
+
+
+def datasource_toolchain(run: Run, toolchain: Toolchain | None) -> Toolchain | None:
+    """`SQLAlchemyDatasource.migrate` by the app's own DBOS Python 3.x, or None."""
+    from dbos_migrate.engine.sysdb import Toolchain as Tool
+    from dbos_migrate.engine.sysdb import toolchain_env
+
+    if run.options.datasource == "skip" or toolchain is None or (python_major(toolchain) or 0) < 3:
+        return None
+    interp = _interpreter(toolchain.argv[0])
+    if interp is None:
+        return None
+    app = run.target.app
+    env = toolchain_env(run.command_env(), app)
+    env.update(
+        DBOS_MIGRATE_DATASOURCE_URL=app.url.without_secrets().libpq_text(),
+        DBOS_MIGRATE_DATASOURCE_SCHEMA=DATASOURCE_SCHEMA,
+        DBOS_MIGRATE_DATASOURCE_ROLE=run.options.app_role or "",
+    )
+    name = toolchain.name.replace("(Python)", "(Python): SQLAlchemyDatasource.migrate")
+    return Tool(name, (interp, "-c", DATASOURCE_MIGRATE), env, None)
+
+
+def provision(run: Run, interrupts: Interrupts, system_toolchain: Toolchain | None) -> None:
+    """Prepare the datasource schema of a DBOS Python 3.x app in the app database."""
+    from dbos_migrate.engine.sysdb import run_toolchain
+
+    tool = datasource_toolchain(run, system_toolchain)
+    if tool is None:
+        return
+    shown = f"SQLAlchemyDatasource.migrate({run.target.app_database!r}, schema={DATASOURCE_SCHEMA!r}"
+    shown += f", application_role={run.options.app_role!r})" if run.options.app_role else ")"
+    code = run_toolchain(run, tool, interrupts, what="preparing the app database's datasource schema",
+                         shown=f"{shown}   # {tool.name}", ok_codes=(0, NO_API))  # fmt: skip
+    if code == NO_API:
+        run.emit(Notice(f"app database: {system_toolchain.name if system_toolchain else 'dbos'} "
+                        "has no SQLAlchemyDatasource.migrate: nothing to prepare"))  # fmt: skip
+    else:
+        run.emit(Notice(f"app database {run.target.app_database}: datasource schema "
+                        f"{DATASOURCE_SCHEMA!r} prepared by {tool.name}"))  # fmt: skip
+
+
+def planned(run: Run, system_toolchain: Toolchain | None) -> list[dict[str, Any]]:
+    """The app-database steps, for --print-migrations."""
+    if run.options.datasource == "skip":
+        return [{"step": "app_schema", "action": "left to the app (--datasource skip)"}]
+    major = python_major(system_toolchain)
+    if major in (1, 2) and system_toolchain is not None and "-D" in system_toolchain.argv:
+        return [{"step": "app_schema", "toolchain": system_toolchain.name,
+                 "action": "dbos.transaction_outputs, by the system schema's command above (-D)"}]  # fmt: skip
+    if datasource_toolchain(run, system_toolchain) is not None:
+        return [{"step": "app_schema", "toolchain": system_toolchain.name if system_toolchain else None,
+                 "action": f"SQLAlchemyDatasource.migrate: schema {DATASOURCE_SCHEMA!r} "
+                 "(datasource_outputs), when the app's DBOS has it"}]  # fmt: skip
+    return []

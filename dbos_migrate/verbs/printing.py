@@ -1,0 +1,145 @@
+"""`--print-user-role` and `--print-migrations`: say what `up` (or `down`) would do, as
+`dbos migrate` does with the same flags, connecting to no database and changing nothing
+(docs/dbos-compatibility.md, "The flags DBOS users type")."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dbos_migrate.context import Context
+from dbos_migrate.engine.frame import Run, load_config, resolution, resolve_target, run_steps
+from dbos_migrate.engine.options import Options
+from dbos_migrate.errors import MigrateError, UsageError
+from dbos_migrate.events import Finished, Sink
+from dbos_migrate.model import RunReport
+
+if TYPE_CHECKING:
+    from dbos_migrate.engine.runner import Interrupts
+    from dbos_migrate.engine.sysdb import Toolchain
+
+DEFAULT_SCHEMA = "dbos"
+
+
+def check_print_options(options: Options) -> None:
+    """The combinations `dbos migrate` refuses, refused the same way (exit 2 here)."""
+    if options.print_user_role and options.print_migrations is not None:
+        raise UsageError("--print-user-role cannot be combined with --print-migrations")
+    if options.print_user_role and not options.app_role:
+        raise UsageError(
+            "--print-user-role needs the role: -r/--app-role ROLE", "e.g. --print-user-role -r app_rt"
+        )
+    value = options.print_migrations
+    if value is not None and value != "all" and not (value.isdigit() and int(value) >= 1):
+        raise UsageError(
+            f"--print-migrations {value!r}: expected 'all' or a migration number (1 or more)",
+            "e.g. --print-migrations all",
+        )
+
+
+def print_user_role(ctx: Context, options: Options, emit: Sink, verb: str = "up") -> RunReport:
+    """The SQL granting the runtime role what it needs on both databases, as a psql script.
+
+    Only the config and the target are resolved (for the database names): nothing connects."""
+    from dbos_migrate.engine import database as db
+
+    report = RunReport(verb, dry_run=True)
+    try:
+        check_print_options(options)
+        cfg = load_config(ctx, options)
+        target = resolve_target(ctx, cfg, options)
+        report.where = resolution(ctx, options, cfg, target)
+        system = target.system.endpoint
+        report.user_role_sql = db.user_role_script(
+            target.app_database,
+            system.url.database if system is not None else None,
+            options.app_role or "",
+            cfg.system_schema or DEFAULT_SCHEMA,
+            options.history_schema,
+        )
+    except MigrateError as exc:
+        report.error = exc
+    emit(Finished(report))
+    return report
+
+
+def print_migrations(ctx: Context, options: Options, emit: Sink, verb: str = "up") -> RunReport:
+    """What `up` (or `down`) would run, in order, without running it or connecting: the
+    databases it would create, the system schema's toolchain (with the SQL it prints for
+    `--print-migrations`, when it can), the app database's DBOS provisioning, the commands
+    and the grants."""
+    try:
+        check_print_options(options)
+    except UsageError as exc:
+        report = RunReport(verb, dry_run=True, error=exc)
+        emit(Finished(report))
+        return report
+
+    def body(run: Run, interrupts: Interrupts) -> None:
+        run.report.steps = _steps(run, verb)
+
+    return run_steps(verb, ctx, options, emit, body)
+
+
+def _steps(run: Run, verb: str) -> list[dict[str, Any]]:
+    key = "migrate" if verb == "up" else "rollback"
+    items = run.config.database.migrate if verb == "up" else run.config.database.rollback
+    commands = run.commands(items, key, run.command_env())
+    run.report.planned = [shown for _, shown in commands]
+    name = run.target.app_database
+    steps: list[dict[str, Any]] = []
+    if verb == "up":
+        action = "must exist (--no-create)" if run.options.no_create else "create if missing"
+        steps.append({"step": "app_database", "database": name, "action": action})
+        system_steps, toolchain = _system_steps(run)
+        from dbos_migrate.engine.appdb import planned as appdb_planned
+
+        steps += system_steps + appdb_planned(run, toolchain)
+    else:
+        steps.append({"step": "app_database", "database": name, "action": "must exist"})
+    for index, (_, shown) in enumerate(commands, 1):
+        steps.append({"step": "command", "index": index, "command": shown})
+    role = run.options.app_role
+    if role and verb == "up":
+        system = run.target.system.endpoint
+        databases = [name, *([system.url.database or ""] if system is not None else [])]
+        steps.append({"step": "grant", "role": role, "databases": databases,
+                      "sql": "see --print-user-role -r " + role})  # fmt: skip
+    return steps
+
+
+def _system_steps(run: Run) -> tuple[list[dict[str, Any]], Toolchain | None]:
+    from dbos_migrate.engine.appdb import with_app_database
+    from dbos_migrate.engine.sysdb import find_toolchain, print_toolchain_migrations
+
+    system = run.target.system
+    shown = system.url_text(mask=True)
+    if system.endpoint is None:
+        return [
+            {"step": "system_database", "database": shown, "action": "not PostgreSQL: left to the app"}
+        ], None
+    if run.options.system_db == "skip":
+        return [
+            {"step": "system_database", "database": shown, "action": "left alone (--system-db skip)"}
+        ], None
+    steps: list[dict[str, Any]] = [
+        {"step": "system_database", "database": system.endpoint.url.database, "action": "create if missing"}
+    ]
+    if run.options.system_db == "create":
+        return steps, None
+    toolchain, why = find_toolchain(run, system.endpoint, run.config.system_schema)
+    if toolchain is None:
+        steps.append({"step": "system_schema", "toolchain": None,
+                      "action": f"none found ({why}): the app creates the schema at its first launch"})  # fmt: skip
+        return steps, None
+    toolchain = with_app_database(run, toolchain)
+    step: dict[str, Any] = {
+        "step": "system_schema",
+        "toolchain": toolchain.name,
+        "command": run.scrub.text(toolchain.shown),
+    }
+    value = run.options.print_migrations or "all"
+    step["sql"] = print_toolchain_migrations(
+        run, toolchain, value, run.config.system_schema or DEFAULT_SCHEMA
+    )
+    steps.append(step)
+    return steps, toolchain
