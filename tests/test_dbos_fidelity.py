@@ -153,3 +153,23 @@ def test_a_first_run_that_creates_a_table_is_not_warned_about(tmp_path: Path, pg
     report = verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok and not report.schema_unchanged, report.error
     assert not any(isinstance(e, Notice) and "changed nothing" in e.text for e in events)
+
+
+def test_datasource_auto_prepares_only_an_app_that_has_a_datasource(tmp_path: Path) -> None:
+    """`--datasource auto` looks for SQLAlchemyDatasource in the app's own code, not in its
+    virtual environment, its dependencies or a symlink (docs/dbos-compatibility.md)."""
+    from dbos_migrate.engine.appdb import uses_datasource
+
+    root = tmp_path / "app-root"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "main.py").write_text("from dbos import DBOS\n")
+    for hidden in (".venv/lib/site-packages/dbos", "node_modules/x"):
+        (root / hidden).mkdir(parents=True)
+        (root / hidden / "ds.py").write_text("class SQLAlchemyDatasource: ...\n")
+    outside = tmp_path / "outside.py"
+    outside.write_text("from dbos import SQLAlchemyDatasource\n")
+    (root / "app" / "linked.py").symlink_to(outside)
+    assert not uses_datasource(root)
+    (root / "app" / "zz_db.py").write_text("from dbos import SQLAlchemyDatasource\nds = SQLAlchemyDatasource.create(url)\n")
+    assert uses_datasource(root)
+    assert not uses_datasource(root, max_files=2)  # bounded: files are read in name order

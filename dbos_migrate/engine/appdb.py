@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbos_migrate.events import Notice
@@ -84,12 +85,55 @@ def _interpreter(script: str) -> str | None:
     return interp if "python" in os.path.basename(interp) else None
 
 
+#: Directories that hold no app code of the app's own: environments, dependencies, caches.
+_NOT_APP_CODE = {
+    ".git",
+    ".venv",
+    "venv",
+    "env",
+    "node_modules",
+    "site-packages",
+    "__pycache__",
+    ".tox",
+    "build",
+    "dist",
+}
+
+
+def uses_datasource(directory: Path, *, max_files: int = 2000, max_bytes: int = 1_000_000) -> bool:
+    """Whether the app's Python code (under the config's directory) names SQLAlchemyDatasource:
+    `--datasource auto` prepares the datasource schema only for an app that has one, so an app
+    without a datasource gets no unused `dbos` schema. Bounded: at most `max_files` files, each
+    read only when smaller than `max_bytes`; symlinks are not followed."""
+    seen = 0
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_APP_CODE and not d.startswith("."))
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            seen += 1
+            if seen > max_files:
+                return False
+            path = Path(root) / name
+            try:
+                if path.is_symlink() or path.stat().st_size > max_bytes:
+                    continue
+                if b"SQLAlchemyDatasource" in path.read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
 def datasource_toolchain(run: Run, toolchain: Toolchain | None) -> Toolchain | None:
-    """`SQLAlchemyDatasource.migrate` by the app's own DBOS Python 3.x, or None."""
+    """`SQLAlchemyDatasource.migrate` by the app's own DBOS Python 3.x, or None (also when the
+    app's code has no SQLAlchemyDatasource, under `--datasource auto`)."""
     from dbos_migrate.engine.sysdb import Toolchain as Tool
     from dbos_migrate.engine.sysdb import toolchain_env
 
     if run.options.datasource == "skip" or toolchain is None or (python_major(toolchain) or 0) < 3:
+        return None
+    if run.options.datasource == "auto" and not uses_datasource(run.config.directory):
         return None
     interp = _interpreter(toolchain.argv[0])
     if interp is None:
