@@ -298,7 +298,7 @@ def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connect
 
 def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> None:
     """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded."""
-    from dbos_migrate.engine.runner import CommandInterrupted, run_command
+    from dbos_migrate.engine.runner import CommandInterrupted, CommandStopped, run_command
 
     shown = run.scrub.text(f"{toolchain.shown}   # {toolchain.name}")
     run.emit(Notice(f"system database: {shown}"))
@@ -310,6 +310,10 @@ def _run_toolchain(run: Run, toolchain: Toolchain, interrupts: Interrupts) -> No
         )  # fmt: skip
     except CommandInterrupted as stop:
         raise Interrupted(stop.signum, f"interrupted while migrating the system database: {shown}") from None
+    except CommandStopped as stopped:
+        raise DatabaseError(
+            f"migrating the system database was stopped ({stopped.reason}); no further command was started: {shown}"
+        ) from None
     finally:
         if toolchain.cwd is None:
             shutil.rmtree(workdir, ignore_errors=True)
