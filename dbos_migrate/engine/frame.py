@@ -271,7 +271,10 @@ def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, 
         import psycopg
 
         if isinstance(exc, psycopg.Error):
-            raise db.classify(exc, run.scrub, where="taking the migration lock") from None
+            error = db.classify(exc, run.scrub, where="taking the migration lock")
+            if conn.closed:  # the session was lost while waiting: a caller may reconnect
+                raise db.ConnectionLost(error.message, error.hint) from None
+            raise error from None
         raise
     run.emit(LockAcquired(run.ctx.clock() - start))
 

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,12 +178,21 @@ def acquire(
     ttl: float,
     deadline: float,
     on_notice: Callable[[str, str], None],
+    *,
+    keep: bool = True,
 ) -> float | None:
     """Take the lease for `app_database` on `conn` (which holds the advisory lock), waiting
     while another run's lease is live. Returns the seconds it has left by the server's clock,
     or None when the role cannot keep a lease. `deadline` (time.monotonic) bounds the wait
-    like --lock-timeout: past it, exit 4 naming the lease's holder."""
-    if not prepare_table(conn):
+    like --lock-timeout: past it, exit 4 naming the lease's holder. With `keep` False
+    (--no-history: nothing of the tool's is created in the app database) another run's live
+    lease is still waited for, if the table exists, but none is taken."""
+    if not keep:
+        found = conn.execute("SELECT pg_catalog.to_regclass('dbos_migrate.lease')").fetchone()
+        if not found or found[0] is None:
+            return None
+        _verify_lease_table(conn)
+    elif not prepare_table(conn):
         on_notice(
             "no lease kept: the role may not create schema dbos_migrate; runs are kept apart by the lock's "
             "session alone (docs/reliability.md)",
@@ -198,6 +208,8 @@ def acquire(
         holder = _holder(conn, app_database)
         gone = holder is not None and holder.live and holder.run_id != run_id and holder.gone()
         if holder is None or not holder.live or holder.run_id == run_id or gone:
+            if not keep:
+                return None
             params["gone"] = holder.run_id if gone and holder else ""
             row = conn.execute(_TAKE, params).fetchone()
             if row is not None:
@@ -358,8 +370,9 @@ class Lease:
             self._lost = reason
             self.interrupts.stop(reason, self.grace)
 
-    def release(self) -> None:
-        """Stop renewing and delete the row (waking a waiting run); if that fails the lease
+    def release(self, lock_conn: psycopg.Connection[Any] | None = None) -> None:
+        """Stop renewing and delete the row (waking a waiting run), through the lock's session
+        while it lives, else the renewal connection, else a new one; if all fail, the lease
         simply expires."""
         self._done.set()
         with self._cond:
@@ -368,7 +381,10 @@ class Lease:
             thread.join(timeout=self.period + 2)
         conn = self._conn
         try:
-            if conn is None or conn.closed:
+            if lock_conn is not None and not lock_conn.closed:
+                db.closing_now(conn)
+                conn = lock_conn
+            elif conn is None or conn.closed:
                 conn = self._connect()
             conn.execute(
                 f"DELETE FROM {LEASE_TABLE} WHERE app_database = %s AND run_id = %s",
@@ -376,7 +392,13 @@ class Lease:
             )
             conn.execute("SELECT pg_catalog.pg_notify(%s, '')", (_channel(self.app_database),))  # fmt: skip
         except (psycopg.Error, DatabaseError):
-            pass
+            if conn is lock_conn:  # the lock's session failed just now: one more try, on a new connection
+                with suppress(psycopg.Error, DatabaseError):
+                    retry = self._connect()
+                    with db.closing(retry):
+                        retry.execute(f"DELETE FROM {LEASE_TABLE} WHERE app_database = %s AND run_id = %s",
+                                      (self.app_database, self.run_id))  # fmt: skip
         finally:
-            db.closing_now(conn)
+            if conn is not lock_conn:
+                db.closing_now(conn)
             self._conn = None

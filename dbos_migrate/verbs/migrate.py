@@ -280,14 +280,13 @@ def _locked(
                 run.emit(DatabaseReady(name, False))
             deadline = time.monotonic() + max(lock_deadline - run.ctx.clock(), 0)
             left = leases.acquire(conn, name, run_id, max(opts.lease_ttl, leases.MIN_TTL), deadline,
-                                  lambda text, level: run.emit(Notice(text, level)))  # fmt: skip
+                                  lambda text, level: run.emit(Notice(text, level)), keep=not opts.no_history)  # fmt: skip
             return conn, left
         except Exception as exc:
             import psycopg
 
-            lost = (conn is not None and conn.closed) or db.is_transient(exc)
-            if isinstance(exc, psycopg.Error) and not lost:
-                exc = db.classify(exc, run.scrub, where="taking the migration lease")
+            # Lost after connecting (not a failure to connect: connect_waiting had its --wait).
+            lost = isinstance(exc, db.ConnectionLost) or (conn is not None and conn.closed)
             db.closing_now(conn)
             if not lost or opts.wait <= 0 or run.ctx.clock() >= lock_deadline:
                 if isinstance(exc, psycopg.Error):
@@ -325,7 +324,7 @@ def execute(
             _execute_locked(run, commands, direction, interrupts, conn, key, run_id, lease)
         finally:
             if lease is not None:
-                lease.release()
+                lease.release(conn)
             db.release_lock(conn, key)
 
 
@@ -377,7 +376,7 @@ def _execute_locked(
                 history.amend_last(
                     "the lock's session was lost while this command ran; the lease kept others out"
                 )
-                raise db.ConnectionLost(
+                raise db.LockLost(
                     f"the migration lock was lost while {during} ran (its session ended); the lease was held throughout, "
                     "so no other run overlapped it; no further command was started",
                     lost.hint,
