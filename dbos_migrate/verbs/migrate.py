@@ -374,7 +374,8 @@ def _execute_locked(
         except db.LockLost as lost:
             if lease is not None and lease.held_throughout():
                 history.amend_last(
-                    "the lock's session was lost while this command ran; the lease kept others out"
+                    "the migration lock's session was lost while this command ran; the lease was held "
+                    "throughout, so no other run overlapped it"
                 )
                 raise db.LockLost(
                     f"the migration lock was lost while {during} ran (its session ended); the lease was held throughout, "
