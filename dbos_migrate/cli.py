@@ -762,5 +762,7 @@ def console(handler: Callable[[int, Any], None] | None = None) -> None:
         code = main(sys.argv[1:], ctx)
     except MigrateError as exc:  # a signal while main was printing an error: print it once
         code = stopped_early(exc, sys.argv[1:], ctx.stdout, ctx.stderr, ctx.environ)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the outcome is printed: a late signal changes nothing
+        signal.signal(sig, signal.SIG_IGN)
     ctx.silence_broken_stdout()
     sys.exit(code)
