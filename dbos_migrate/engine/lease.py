@@ -243,16 +243,24 @@ def acquire(
                 "unless renewed): its command may still be running",
                 "warning",
             )
-        now = time.monotonic()
-        if now >= deadline:
-            raise LockTimeout(
-                f"could not take the lease for {app_database!r} in time: the lease of {holder.describe()} "
-                "is still live (its command may still be running)",
-                "wait for that run to finish; a run whose machine is gone frees the app when its lease expires",
-            )
-        pause = max(min(1.0, holder.seconds_left + 0.05, deadline - now), 0.01)
-        for _ in conn.notifies(timeout=pause, stop_after=1):
-            pass
+        _wait_for_release(conn, app_database, holder, deadline)
+
+
+def _wait_for_release(
+    conn: psycopg.Connection[Any], app_database: str, holder: Holder, deadline: float
+) -> None:
+    """Wait (at most a second, and no longer than the lease's own time left) for the holder's
+    release NOTIFY; past `deadline`, exit 4 naming the holder."""
+    now = time.monotonic()
+    if now >= deadline:
+        raise LockTimeout(
+            f"could not take the lease for {app_database!r} in time: the lease of {holder.describe()} "
+            "is still live (its command may still be running)",
+            "wait for that run to finish; a run whose machine is gone frees the app when its lease expires",
+        )
+    pause = max(min(1.0, holder.seconds_left + 0.05, deadline - now), 0.01)
+    for _ in conn.notifies(timeout=pause, stop_after=1):
+        pass
 
 
 class Lease:
