@@ -35,11 +35,16 @@ if TYPE_CHECKING:
 
 DEFAULT_TTL = 30.0
 MIN_TTL = 2.0
-LEASE_TABLE = "dbos_migrate.lease"
+
+
+def table(schema: str) -> str:
+    """The lease table of the history's schema, quoted (docs/reliability.md, section 1b)."""
+    return '"' + schema.replace('"', '""') + '".lease'
+
 
 LEASE_DDL = """
-CREATE SCHEMA IF NOT EXISTS dbos_migrate;
-CREATE TABLE IF NOT EXISTS dbos_migrate.lease (
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {table} (
     app_database text PRIMARY KEY,
     run_id       uuid NOT NULL,
     host         text NOT NULL,
@@ -116,21 +121,21 @@ def _channel(app_database: str) -> str:
     return f"dbos_migrate_lease_{db.lock_key(app_database)}"
 
 
-def _verify_lease_table(conn: psycopg.Connection[Any]) -> None:
+def _verify_lease_table(conn: psycopg.Connection[Any], schema: str = "dbos_migrate") -> None:
     """Check that dbos_migrate.lease is the tool's own table before using it: its owner and
     schema owner, its kind (a plain table), exactly its columns and types, and no trigger,
     rule, policy or inheritance (engine/ownership.py); otherwise exit 3 naming it and its
     owner."""
     from dbos_migrate.engine.ownership import verify_owned_table
 
-    verify_owned_table(conn, "dbos_migrate", "lease", list(LEASE_COLUMNS.items()))
+    verify_owned_table(conn, schema, "lease", list(LEASE_COLUMNS.items()))
 
 
-def _holder(conn: psycopg.Connection[Any], app_database: str) -> Holder | None:
+def _holder(conn: psycopg.Connection[Any], app_database: str, lease_table: str) -> Holder | None:
     row = conn.execute(
         f"""SELECT run_id::text, host, pid, host_id, proc_start, expires_at > pg_catalog.clock_timestamp(),
                    extract(epoch FROM expires_at - pg_catalog.clock_timestamp())::float8
-              FROM {LEASE_TABLE} WHERE app_database = %s""",
+              FROM {lease_table} WHERE app_database = %s""",
         (app_database,),
     ).fetchone()
     if row is None:
@@ -140,21 +145,25 @@ def _holder(conn: psycopg.Connection[Any], app_database: str) -> Holder | None:
     )
 
 
-def prepare_table(conn: psycopg.Connection[Any]) -> bool:
+def prepare_table(conn: psycopg.Connection[Any], schema: str = "dbos_migrate") -> bool:
     """Create the lease table on first use and verify it; False when the role may not create
     the schema (the run then relies on the lock session alone, and says so)."""
     try:
-        exists = conn.execute("SELECT pg_catalog.to_regclass('dbos_migrate.lease')").fetchone()
+        exists = conn.execute("SELECT pg_catalog.to_regclass(%s)", (table(schema),)).fetchone()
         if not exists or exists[0] is None:
-            conn.execute(LEASE_DDL)
+            from dbos_migrate.engine.ownership import verify_schema
+
+            verify_schema(conn, schema)  # never create a table in a schema another role planted
+            quoted = table(schema).rpartition(".")[0]
+            conn.execute(LEASE_DDL.format(schema=quoted, table=table(schema)))
     except psycopg.errors.InsufficientPrivilege:
         return False
-    _verify_lease_table(conn)
+    _verify_lease_table(conn, schema)
     return True
 
 
-_TAKE = f"""
-INSERT INTO {LEASE_TABLE} AS l (app_database, run_id, host, pid, host_id, proc_start, acquired_at, expires_at)
+_TAKE = """
+INSERT INTO {table} AS l (app_database, run_id, host, pid, host_id, proc_start, acquired_at, expires_at)
 VALUES (%(db)s, %(run)s, %(host)s, %(pid)s, %(host_id)s, %(start)s, pg_catalog.clock_timestamp(),
         pg_catalog.clock_timestamp() + %(ttl)s * interval '1 second')
 ON CONFLICT (app_database) DO UPDATE
@@ -164,8 +173,8 @@ ON CONFLICT (app_database) DO UPDATE
 RETURNING extract(epoch FROM l.expires_at - pg_catalog.clock_timestamp())::float8
 """
 
-_RENEW = f"""
-UPDATE {LEASE_TABLE} SET expires_at = pg_catalog.clock_timestamp() + %s * interval '1 second'
+_RENEW = """
+UPDATE {table} SET expires_at = pg_catalog.clock_timestamp() + %s * interval '1 second'
  WHERE app_database = %s AND run_id = %s AND expires_at > pg_catalog.clock_timestamp()
 RETURNING extract(epoch FROM expires_at - pg_catalog.clock_timestamp())::float8
 """
@@ -180,6 +189,7 @@ def acquire(
     on_notice: Callable[[str, str], None],
     *,
     keep: bool = True,
+    schema: str = "dbos_migrate",
 ) -> float | None:
     """Take the lease for `app_database` on `conn` (which holds the advisory lock), waiting
     while another run's lease is live. Returns the seconds it has left by the server's clock,
@@ -188,13 +198,13 @@ def acquire(
     (--no-history: nothing of the tool's is created in the app database) another run's live
     lease is still waited for, if the table exists, but none is taken."""
     if not keep:
-        found = conn.execute("SELECT pg_catalog.to_regclass('dbos_migrate.lease')").fetchone()
+        found = conn.execute("SELECT pg_catalog.to_regclass(%s)", (table(schema),)).fetchone()
         if not found or found[0] is None:
             return None
-        _verify_lease_table(conn)
-    elif not prepare_table(conn):
+        _verify_lease_table(conn, schema)
+    elif not prepare_table(conn, schema):
         on_notice(
-            "no lease kept: the role may not create schema dbos_migrate; runs are kept apart by the lock's "
+            f"no lease kept: the role may not create schema {schema}; runs are kept apart by the lock's "
             "session alone (docs/reliability.md)",
             "warning",
         )
@@ -205,13 +215,13 @@ def acquire(
     params = {"db": app_database, "run": run_id, "host": socket.gethostname()[:64], "pid": os.getpid(),
               "host_id": host_id(), "start": process_start(os.getpid()), "ttl": ttl, "gone": ""}  # fmt: skip
     while True:
-        holder = _holder(conn, app_database)
+        holder = _holder(conn, app_database, table(schema))
         gone = holder is not None and holder.live and holder.run_id != run_id and holder.gone()
         if holder is None or not holder.live or holder.run_id == run_id or gone:
             if not keep:
                 return None
             params["gone"] = holder.run_id if gone and holder else ""
-            row = conn.execute(_TAKE, params).fetchone()
+            row = conn.execute(_TAKE.format(table=table(schema)), params).fetchone()
             if row is not None:
                 if listening:
                     conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(_channel(app_database))))
@@ -281,7 +291,9 @@ class Lease:
         seconds_left: float,
         interrupts: Interrupts,
         grace: float,
+        schema: str = "dbos_migrate",
     ) -> None:
+        self.table = table(schema)
         self.endpoint, self.scrub, self.app_database, self.run_id, self.ttl = (
             endpoint,
             scrub,
@@ -347,7 +359,9 @@ class Lease:
             if self._conn is None or self._conn.closed:
                 db.closing_now(self._conn)
                 self._conn = self._connect()
-            row = self._conn.execute(_RENEW, (self.ttl, self.app_database, self.run_id)).fetchone()
+            row = self._conn.execute(
+                _RENEW.format(table=self.table), (self.ttl, self.app_database, self.run_id)
+            ).fetchone()
         except (psycopg.Error, DatabaseError):
             db.closing_now(self._conn)
             self._conn = None
@@ -395,7 +409,7 @@ class Lease:
             elif conn is None or conn.closed:
                 conn = self._connect()
             conn.execute(
-                f"DELETE FROM {LEASE_TABLE} WHERE app_database = %s AND run_id = %s",
+                f"DELETE FROM {self.table} WHERE app_database = %s AND run_id = %s",
                 (self.app_database, self.run_id),
             )
             conn.execute("SELECT pg_catalog.pg_notify(%s, '')", (_channel(self.app_database),))  # fmt: skip
@@ -404,7 +418,7 @@ class Lease:
                 with suppress(psycopg.Error, DatabaseError):
                     retry = self._connect()
                     with db.closing(retry):
-                        retry.execute(f"DELETE FROM {LEASE_TABLE} WHERE app_database = %s AND run_id = %s",
+                        retry.execute(f"DELETE FROM {self.table} WHERE app_database = %s AND run_id = %s",
                                       (self.app_database, self.run_id))  # fmt: skip
         finally:
             if conn is not lock_conn:

@@ -278,9 +278,12 @@ def _locked(
             if not locked:
                 take_lock(run, conn, key, name, lock_deadline)
                 run.emit(DatabaseReady(name, False))
+            if not opts.no_history:  # the history's objects first: the lease lives in its schema
+                db.check_history(conn, db.check_history_schema(opts.history_schema))
             deadline = time.monotonic() + max(lock_deadline - run.ctx.clock(), 0)
             left = leases.acquire(conn, name, run_id, max(opts.lease_ttl, leases.MIN_TTL), deadline,
-                                  lambda text, level: run.emit(Notice(text, level)), keep=not opts.no_history)  # fmt: skip
+                                  lambda text, level: run.emit(Notice(text, level)), keep=not opts.no_history,
+                                  schema=opts.history_schema)  # fmt: skip
             return conn, left
         except Exception as exc:
             import psycopg
@@ -318,7 +321,7 @@ def execute(
     lease = None
     if left is not None:
         lease = Lease(run.target.app, run.scrub, run.target.app_database, run_id, max(opts.lease_ttl, 2.0), left,
-                      interrupts, opts.grace).start()  # fmt: skip
+                      interrupts, opts.grace, opts.history_schema).start()  # fmt: skip
     with db.closing(conn):
         try:
             _execute_locked(run, commands, direction, interrupts, conn, key, run_id, lease)
