@@ -206,13 +206,28 @@ def run_steps(
     from dbos_migrate.engine.runner import Interrupts
 
     report = RunReport(verb, dry_run=options.dry_run)
+    run: Run | None = None
     try:
         with Interrupts() as interrupts:
-            body(prepare(ctx, options, report, emit), interrupts)
+            run = prepare(ctx, options, report, emit)
+            body(run, interrupts)
     except MigrateError as exc:
         report.error = exc
     except KeyboardInterrupt:
         report.error = Interrupted(2)
+    except Exception as exc:  # a connection lost where no step expected it: exit 3, still one report
+        import sys
+
+        psycopg = sys.modules.get("psycopg")  # only ever raised once the driver is loaded
+        if psycopg is None or not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            raise
+        from dbos_migrate.engine import database as db
+
+        scrub = run.scrub if run is not None else Scrubber([])
+        report.error = db.ConnectionLost(
+            f"the connection to the database was lost: {db.describe(exc, scrub)}",
+            "check the server; rerun when it is back",
+        )
     if finish:
         emit(Finished(report))
     return report
