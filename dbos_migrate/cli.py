@@ -18,12 +18,12 @@ import typer
 
 from dbos_migrate import __version__
 from dbos_migrate.errors import MigrateError
+from dbos_migrate.report.early import ENV_PREFIX, stopped_early, wants_json
 
 if TYPE_CHECKING:
     from dbos_migrate.context import Context
 
 INTERNAL_ERROR = 70
-ENV_PREFIX = "DBOS_MIGRATE_"
 F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
@@ -147,6 +147,8 @@ CommandTimeoutOpt = Annotated[
 KillAfterOpt = Annotated[float, option("--kill-after", metavar="SECONDS", min=0,
                                        help="When a command is stopped (signal, timeout) or leaves processes "
                                        "running, KILL what is left this long after TERM.")]  # fmt: skip
+LeaseTtlOpt = Annotated[float, option("--lease-ttl", metavar="SECONDS", min=2, hidden=True,
+                                     help="Seconds a run's lease outlives its last renewal (docs/reliability.md).")]  # fmt: skip
 WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
                                   help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
 RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,
@@ -363,6 +365,7 @@ def up(
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
+    lease_ttl: LeaseTtlOpt = 30.0,
     maintenance_db: MaintOpt = None,
     no_history: NoHistoryOpt = False,
     history_schema: HistorySchemaOpt = "dbos_migrate",
@@ -395,8 +398,9 @@ def up(
         typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        grace=kill_after, maintenance_db=maintenance_db, no_history=no_history, production=production,
-        history_schema=history_schema, system_db=system_db.value, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+        grace=kill_after, lease_ttl=lease_ttl, maintenance_db=maintenance_db, no_history=no_history,
+        production=production, history_schema=history_schema, system_db=system_db.value,
+        data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
         strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
         print_migrations=print_migrations, datasource=datasource.value,
     )  # fmt: skip
@@ -419,6 +423,7 @@ def down(
     lock_timeout: LockTimeoutOpt = 300.0,
     command_timeout: CommandTimeoutOpt = None,
     kill_after: KillAfterOpt = 5.0,
+    lease_ttl: LeaseTtlOpt = 30.0,
     no_history: NoHistoryOpt = False,
     history_schema: HistorySchemaOpt = "dbos_migrate",
     sys_db_url: SysDbUrlOpt = None,
@@ -441,8 +446,8 @@ def down(
         typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        grace=kill_after, no_history=no_history, history_schema=history_schema, sys_db_url=sys_db_url,
-        print_migrations=print_migrations, data_check_timeout=data_check_timeout,
+        grace=kill_after, lease_ttl=lease_ttl, no_history=no_history, history_schema=history_schema,
+        sys_db_url=sys_db_url, print_migrations=print_migrations, data_check_timeout=data_check_timeout,
     )  # fmt: skip
 
 
@@ -719,19 +724,6 @@ def _usage_error_base() -> type[Exception]:
     return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
-def wants_json(args: list[str], environ: dict[str, str] | Any) -> bool:
-    """Whether -o/--output json was asked for, read from the raw arguments: only used when the
-    arguments themselves could not be parsed, so that even then stdout is one JSON document."""
-    for i, arg in enumerate(args):
-        if arg in ("-o", "--output") and i + 1 < len(args):
-            return args[i + 1] == "json"
-        if arg.startswith("--output="):
-            return arg.partition("=")[2] == "json"
-        if arg.startswith("-o") and not arg.startswith("--") and len(arg) > 2:
-            return arg[2:] == "json"
-    return bool(environ.get(ENV_PREFIX + "OUTPUT") == "json")
-
-
 def _usage_failed(exc: Exception, args: list[str], ctx: "Context") -> int:
     """A usage error (bad option, bad value): the message on stderr, in words of our own
     (report/usage.py), and in JSON mode the same as one document on stdout, naming the
@@ -778,12 +770,8 @@ def main(argv: list[str], ctx: "Context") -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except typer.Exit as exc:
         code = exc.exit_code
-    except MigrateError as exc:
-        from dbos_migrate.report.style import Style
-        from dbos_migrate.report.text import render_error
-
-        render_error(exc, ctx.stderr, Style(False))
-        code = exc.exit_code
+    except MigrateError as exc:  # one no verb reported: a signal before or after the verb ran
+        code = stopped_early(exc, args, ctx.stdout, ctx.stderr, ctx.environ)
     except Exception as exc:  # an internal bug: never a raw traceback unless asked
         if isinstance(exc, _usage_error_base()):
             code = _usage_failed(exc, args, ctx)
@@ -807,16 +795,25 @@ def main(argv: list[str], ctx: "Context") -> int:
     return code
 
 
-def console() -> None:
+def console(handler: Callable[[int, Any], None] | None = None) -> None:
     """The `dbos-migrate` console script: the real process's Context, SIGINT and SIGTERM
-    turned into an orderly stop (the command ended, the run recorded), then `main`."""
+    turned into an orderly stop (the command ended, the run recorded), then `main`.
+    `__main__.main` installs its `handler` before importing this module."""
     import signal
 
     from dbos_migrate.context import Context
 
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    ctx = Context.from_process()
-    code = main(sys.argv[1:], ctx)
+    signal.signal(signal.SIGINT, handler or _interrupt)
+    signal.signal(signal.SIGTERM, handler or _interrupt)
+    try:
+        ctx = Context.from_process()
+    except MigrateError as exc:  # a signal this early: nothing has been printed yet
+        sys.exit(stopped_early(exc, sys.argv[1:], sys.stdout, sys.stderr, dict(os.environ)))
+    try:
+        code = main(sys.argv[1:], ctx)
+    except MigrateError as exc:  # a signal while main was printing an error: print it once
+        code = stopped_early(exc, sys.argv[1:], ctx.stdout, ctx.stderr, ctx.environ)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the outcome is printed: a late signal changes nothing
+        signal.signal(sig, signal.SIG_IGN)
     ctx.silence_broken_stdout()
     sys.exit(code)

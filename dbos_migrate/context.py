@@ -64,8 +64,11 @@ class GuardedText(_Guarded, io.TextIOBase):
     def __init__(self, raw: TextIO) -> None:
         self.raw = raw
         self.broken = False
+        self.written = False  # whether anything was written: the CLI's last-resort JSON document
 
     def write(self, text: str) -> int:
+        if text:
+            self.written = True
         self._attempt(lambda: self.raw.write(text))
         return len(text)
 

@@ -99,6 +99,10 @@ def is_transient(exc: BaseException) -> bool:
             "in recovery mode",
             "too many clients",
             "could not translate host name",
+            "terminating connection",
+            "consuming input failed",
+            "connection is lost",
+            "the connection is closed",
         )
     )
 
@@ -126,15 +130,18 @@ def connect(
     app_name: str = "dbos-migrate",
     where: str = "connecting",
     read_only: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> psycopg.Connection[Any]:
     """An autocommit connection with libpq's effective parameters (docs/behaviour.md).
 
     Its `search_path` is pinned to `pg_catalog, pg_temp`, whatever the role or database
     settings say, so no function or operator another role created can stand in for a
     built-in one; with `read_only`, every transaction of the session is READ ONLY
-    (docs/security.md, "The tool's own objects").
+    (docs/security.md, "The tool's own objects"). `extra` overrides libpq parameters (the
+    lease's shorter timeouts).
     """
     kwargs: dict[str, Any] = endpoint.kwargs(dbname)
+    kwargs.update(extra or {})
     kwargs.setdefault("application_name", app_name)
     kwargs.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
     for key, value in KEEPALIVES.items():
@@ -370,6 +377,13 @@ def verify_lock(
             hint + "; check what the other run did (dbos-migrate history)",
         )
     raise ConnectionLost(f"the migration lock was lost: {reason}; no further command was started", hint)
+
+
+def closing_now(conn: psycopg.Connection[Any] | None) -> None:
+    """Close `conn` if it is open, ignoring errors (a lost connection is already closed)."""
+    if conn is not None and not conn.closed:
+        with suppress(psycopg.Error):
+            conn.close()
 
 
 @contextmanager

@@ -211,13 +211,28 @@ def run_steps(
     from dbos_migrate.engine.runner import Interrupts
 
     report = RunReport(verb, dry_run=options.dry_run)
+    run: Run | None = None
     try:
         with Interrupts() as interrupts:
-            body(prepare(ctx, options, report, emit), interrupts)
+            run = prepare(ctx, options, report, emit)
+            body(run, interrupts)
     except MigrateError as exc:
         report.error = exc
     except KeyboardInterrupt:
         report.error = Interrupted(2)
+    except Exception as exc:  # a connection lost where no step expected it: exit 3, still one report
+        import sys
+
+        psycopg = sys.modules.get("psycopg")  # only ever raised once the driver is loaded
+        if psycopg is None or not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            raise
+        from dbos_migrate.engine import database as db
+
+        scrub = run.scrub if run is not None else Scrubber([])
+        report.error = db.ConnectionLost(
+            f"the connection to the database was lost: {db.describe(exc, scrub)}",
+            "check the server; rerun when it is back",
+        )
     if finish:
         emit(Finished(report))
     return report
@@ -276,7 +291,10 @@ def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, 
         import psycopg
 
         if isinstance(exc, psycopg.Error):
-            raise db.classify(exc, run.scrub, where="taking the migration lock") from None
+            error = db.classify(exc, run.scrub, where="taking the migration lock")
+            if conn.closed:  # the session was lost while waiting: a caller may reconnect
+                raise db.ConnectionLost(error.message, error.hint) from None
+            raise error from None
         raise
     run.emit(LockAcquired(run.ctx.clock() - start))
 
@@ -301,7 +319,7 @@ def run_commands(
     `on_result` records each result (report, history) before any failure is raised;
     `label` ("rehearsal ") names the kind of command in headers and messages.
     """
-    from dbos_migrate.engine.runner import CommandInterrupted, run_command
+    from dbos_migrate.engine.runner import CommandInterrupted, CommandStopped, run_command
 
     opts = run.options
     total = len(commands)
@@ -319,6 +337,14 @@ def run_commands(
             on_result(stop.result)
             run.emit(CommandFinished(stop.result, total))
             raise Interrupted(stop.signum, f"interrupted during {label}command {index}: {shown}") from None
+        except CommandStopped as stopped:  # the lease could not be kept (docs/reliability.md)
+            on_result(stopped.result)
+            run.emit(CommandFinished(stopped.result, total))
+            if after_each is not None:
+                after_each(stopped.result)  # raises the reason's own error
+            raise DatabaseError(
+                f"{label}command {index} was stopped ({stopped.reason}); no further command was started: {shown}"
+            ) from None
         on_result(result)
         run.emit(CommandFinished(result, total))
         if after_each is not None:
@@ -332,6 +358,10 @@ def run_commands(
             raise CommandFailed(
                 f"{label}command {index} failed with {result.describe_end()}: {shown}", failure_hint
             )
+
+
+#: Seconds (at least; --wait if longer) a run keeps trying to record history after a lost connection.
+HISTORY_RETRY = 10.0
 
 
 class History:
@@ -409,23 +439,42 @@ class History:
             return False
 
     def flush(self) -> None:
-        """Write what is left; after a lost connection, through a fresh one if the server is back."""
+        """Write what is left; after a lost connection, through a fresh one, retrying while the
+        server comes back for at most --wait or HISTORY_RETRY seconds (docs/reliability.md)."""
         if not self.enabled or not self.pending:
             return
+        import time
+
         from dbos_migrate.engine import database as db
 
         if not self.conn.closed and self._write(self.conn):
             return
-        try:
-            conn = db.connect(self.run.target.app, self.run.scrub, app_name=db.application_name("history"),
-                              where="reconnecting to record history")  # fmt: skip
-        except MigrateError as exc:
-            self.run.report.history_written = False  # JSON: not every row made it
-            self.run.emit(
-                Notice(f"history not recorded for {len(self.pending)} command(s): {exc.message}", "warning")
-            )
-            return
-        with db.closing(conn):
-            if not self._write(conn):
-                self.run.report.history_written = False
-                self.run.emit(Notice(f"history not recorded for {len(self.pending)} command(s)", "warning"))
+        bound = max(self.run.options.wait, HISTORY_RETRY)
+        deadline = time.monotonic() + bound
+        told: list[bool] = []
+
+        def retrying(left: float, reason: str) -> None:
+            if not told:
+                told.append(True)
+                self.run.emit(Notice(f"history: retrying for up to {bound:g}s to record {len(self.pending)} "
+                                     f"command(s): {reason}", "warning"))  # fmt: skip
+
+        problem = ""
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                conn = db.connect_waiting(self.run.target.app, self.run.scrub, dbname=None,
+                                          app_name=db.application_name("history"), wait=max(left, 0),
+                                          on_retry=retrying, where="reconnecting to record history")  # fmt: skip
+            except MigrateError as exc:
+                problem = f": {exc.message}"
+                break
+            with db.closing(conn):
+                if self._write(conn):
+                    return
+            if time.monotonic() >= deadline:
+                break
+            retrying(deadline - time.monotonic(), "the connection failed while writing")
+            time.sleep(0.2)
+        self.run.report.history_written = False  # JSON: not every row made it
+        self.run.emit(Notice(f"history not recorded for {len(self.pending)} command(s){problem}", "warning"))

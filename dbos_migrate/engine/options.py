@@ -28,6 +28,7 @@ class Options:
     confirm: str | None = None
     note: str | None = None
     grace: float = DEFAULT_GRACE
+    lease_ttl: float = 30.0  # seconds a run's lease outlives its last renewal (docs/reliability.md)
     system_db: str = "auto"  # auto, create, skip
     data_checks: bool = True  # plan --rehearse / up --fail-on-breaking: ask the app database's rows
     data_check_timeout: float = 5.0  # seconds, each data or workflow check

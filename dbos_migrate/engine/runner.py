@@ -48,6 +48,18 @@ class Interrupts:
         self._previous: dict[int, object] = {}
         self._wake_r = self._wake_w = -1
         self._old_wakeup = -1
+        self.stop_reason: str | None = None
+        self.stop_grace = DEFAULT_GRACE
+
+    def stop(self, reason: str, grace: float) -> None:
+        """Ask the running command (and any later one) to stop, from any thread: TERM, `grace`
+        seconds, KILL, as for a signal; the run then ends with the caller's error (the lease's,
+        docs/reliability.md)."""
+        self.stop_grace = grace
+        self.stop_reason = reason
+        if self._wake_w != -1:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"\0")
 
     def __enter__(self) -> Interrupts:
         if os.name != "posix":
@@ -197,6 +209,7 @@ def run_command(
         ending = reaper.Ending(proc, grace, spare, tracking)
         watched = _Watched(proc, watchdog, ending, _wire(scrub, out, err), interrupts, first_signal, deadline)
         stop_signal, timed_out = watched.supervise()
+        stopped = watched.stopped
         code = proc.poll()  # reaped by the loop, unless it survived even SIGKILL (reaper.AFTER_KILL)
         if code is None:
             code = -signal.SIGKILL
@@ -209,7 +222,7 @@ def run_command(
     finished_at = datetime.now(timezone.utc)
     exit_code: int | None = code if code >= 0 else None
     sig = -code if code < 0 else None
-    if stop_signal is not None:
+    if stop_signal is not None or stopped:
         status = "interrupted"
     elif timed_out:
         status = "timed_out"
@@ -221,7 +234,18 @@ def run_command(
     result = CommandResult(index, shown, status, exit_code, sig, duration, started_at, finished_at, ended)
     if stop_signal is not None or late:
         raise CommandInterrupted(result, stop_signal if stop_signal is not None else late[0])
+    if stopped:
+        raise CommandStopped(result, interrupts.stop_reason or "stopped")
     return result
+
+
+class CommandStopped(Exception):
+    """The command was stopped on request (`Interrupts.stop`); carries its result for the history."""
+
+    def __init__(self, result: CommandResult, reason: str) -> None:
+        super().__init__(f"stopped: {reason}")
+        self.result = result
+        self.reason = reason
 
 
 class CommandInterrupted(Exception):
@@ -244,6 +268,7 @@ class _Watched:
     interrupts: Interrupts
     first_signal: int
     deadline: float | None
+    stopped: bool = False
 
     def supervise(self) -> tuple[int | None, bool]:
         """Stream the output until the command and all it left running are gone; then stand
@@ -293,6 +318,7 @@ class _Watched:
                 sel.register(fd, selectors.EVENT_READ)
         stop_signal: int | None = None
         timed_out = False
+        stop_kill_at = 0.0
         try:
             while True:
                 now = time.monotonic()
@@ -302,6 +328,12 @@ class _Watched:
                     ending.begin(now)
                 if len(signals) >= 2:
                     ending.kill(now)
+                if interrupts.stop_reason is not None and stop_signal is None:
+                    if not self.stopped:
+                        self.stopped, stop_kill_at = True, now + interrupts.stop_grace
+                        ending.begin(now)
+                    if now >= stop_kill_at:
+                        ending.kill(now)
                 overdue = self.deadline is not None and now >= self.deadline
                 if overdue and not ending.started and proc.poll() is None:
                     timed_out = True

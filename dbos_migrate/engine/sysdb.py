@@ -313,7 +313,7 @@ def run_toolchain(
 ) -> int | None:
     """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded.
     Returns its exit code (one of `ok_codes`); anything else fails the run."""
-    from dbos_migrate.engine.runner import CommandInterrupted, run_command
+    from dbos_migrate.engine.runner import CommandInterrupted, CommandStopped, run_command
 
     shown = run.scrub.text(shown or f"{toolchain.shown}   # {toolchain.name}")
     run.emit(
@@ -327,6 +327,10 @@ def run_toolchain(
         )  # fmt: skip
     except CommandInterrupted as stop:
         raise Interrupted(stop.signum, f"interrupted while {what}: {shown}") from None
+    except CommandStopped as stopped:
+        raise DatabaseError(
+            f"{what} was stopped ({stopped.reason}); no further command was started: {shown}"
+        ) from None
     finally:
         if toolchain.cwd is None:
             shutil.rmtree(workdir, ignore_errors=True)

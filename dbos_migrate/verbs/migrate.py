@@ -20,6 +20,7 @@ from dbos_migrate.settings.config import Config
 if TYPE_CHECKING:
     import psycopg
 
+    from dbos_migrate.engine.lease import Lease
     from dbos_migrate.engine.runner import Interrupts
 
 
@@ -256,71 +257,165 @@ def open_app_database(
     return conn, True
 
 
+def _locked(
+    run: Run, direction: str, create: bool, lock_deadline: float, run_id: str
+) -> tuple[psycopg.Connection[Any], float | None]:
+    """Open the app database, take the lock, then the lease (docs/reliability.md). Until
+    then nothing has run, so a connection lost meanwhile (a server restart) is ridden out:
+    reconnect and wait again, each outage within --wait, the whole within --lock-timeout.
+    Returns the lock's connection and the lease's seconds left (None: no lease kept)."""
+    import time
+
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine import lease as leases
+
+    opts, name = run.options, run.target.app_database
+    key = db.lock_key(name)
+    while True:
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            conn, locked = open_app_database(run, direction, create, lock_deadline)
+            if not locked:
+                take_lock(run, conn, key, name, lock_deadline)
+                run.emit(DatabaseReady(name, False))
+            if not opts.no_history:  # the history's objects first: the lease lives in its schema
+                db.check_history(conn, db.check_history_schema(opts.history_schema))
+            deadline = time.monotonic() + max(lock_deadline - run.ctx.clock(), 0)
+            left = leases.acquire(conn, name, run_id, max(opts.lease_ttl, leases.MIN_TTL), deadline,
+                                  lambda text, level: run.emit(Notice(text, level)), keep=not opts.no_history,
+                                  schema=opts.history_schema)  # fmt: skip
+            return conn, left
+        except Exception as exc:
+            import psycopg
+
+            # Lost after connecting (not a failure to connect: connect_waiting had its --wait).
+            lost = isinstance(exc, db.ConnectionLost) or (conn is not None and conn.closed)
+            db.closing_now(conn)
+            if not lost or opts.wait <= 0 or run.ctx.clock() >= lock_deadline:
+                if isinstance(exc, psycopg.Error):
+                    raise db.classify(exc, run.scrub, where="taking the migration lock") from None
+                raise exc from None
+            reason = exc.message if isinstance(exc, DatabaseError) else db.describe(exc, run.scrub)
+            run.emit(
+                WaitingForServer(opts.wait, f"the connection was lost while waiting for the lock ({reason})")
+            )
+        except BaseException:
+            db.closing_now(conn)
+            raise
+
+
 def execute(
     run: Run, commands: list[tuple[str, str]], direction: str, interrupts: Interrupts, *, create: bool
 ) -> None:
-    """Open (or create) the app database, take the lock, provision the system database (up),
-    run the commands with the lock verified before and after each, record history."""
+    """Open (or create) the app database, take the lock and the lease, provision the system
+    database (up), run the commands with the lock and lease verified before and after each,
+    record history."""
     from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.lease import Lease
 
     opts = run.options
     lock_deadline = run.ctx.clock() + opts.lock_timeout
-    conn, locked = open_app_database(run, direction, create, lock_deadline)
+    run_id = db.new_run_id()
+    conn, left = _locked(run, direction, create, lock_deadline, run_id)
     key = db.lock_key(run.target.app_database)
+    lease = None
+    if left is not None:
+        lease = Lease(run.target.app, run.scrub, run.target.app_database, run_id, max(opts.lease_ttl, 2.0), left,
+                      interrupts, opts.grace, opts.history_schema).start()  # fmt: skip
     with db.closing(conn):
-        if not locked:
-            take_lock(run, conn, key, run.target.app_database, lock_deadline)
-            run.emit(DatabaseReady(run.target.app_database, False))
-        run.report.exists = True
-        if direction == "up":
-            from dbos_migrate.engine import appdb
-            from dbos_migrate.engine.sysdb import provision
+        try:
+            _execute_locked(run, commands, direction, interrupts, conn, key, run_id, lease)
+        finally:
+            if lease is not None:
+                lease.release(conn)
+            db.release_lock(conn, key)
 
-            toolchain = provision(run, interrupts, lambda found: appdb.with_app_database(run, found))
-            appdb.provision(run, interrupts, toolchain)
-        run_id = db.new_run_id()
-        run.report.run_id = run_id
-        history = History(run, conn, run_id, direction)
-        history.verify()
 
-        def finished(result: CommandResult) -> None:
-            run.report.commands.append(result)
-            history.record(result)
+def _execute_locked(
+    run: Run,
+    commands: list[tuple[str, str]],
+    direction: str,
+    interrupts: Interrupts,
+    conn: psycopg.Connection[Any],
+    key: int,
+    run_id: str,
+    lease: Lease | None,
+) -> None:
+    from dbos_migrate.engine import database as db
 
-        def after(result: CommandResult) -> None:
+    opts = run.options
+    run.report.exists = True
+    if direction == "up":
+        from dbos_migrate.engine import appdb
+        from dbos_migrate.engine.sysdb import provision
+
+        toolchain = provision(run, interrupts, lambda found: appdb.with_app_database(run, found))
+        appdb.provision(run, interrupts, toolchain)
+    run.report.run_id = run_id
+    history = History(run, conn, run_id, direction)
+    history.verify()
+
+    def finished(result: CommandResult) -> None:
+        run.report.commands.append(result)
+        history.record(result)
+
+    def before() -> None:
+        db.verify_lock(conn, key, run.scrub)
+        if lease is not None:
+            lease.check()
+
+    def after(result: CommandResult) -> None:
+        during = f"command {result.index}"
+        if lease is not None:
             try:
-                db.verify_lock(conn, key, run.scrub, during=f"command {result.index}")
-            except db.LockLost:
+                lease.check(during)
+            except db.ConnectionLost:
                 history.amend_last(
-                    "the migration lock was lost while this command ran; another run may have overlapped"
+                    "stopped: the migration lease could not be renewed; no other run overlapped it"
                 )
                 raise
-
-        # A first run whose commands all exit 0 but change nothing may hide a swallowed failure.
-        hist = opts.history_schema
-        first = direction == "up" and bool(commands) and not db.has_history(conn, hist)
-        before = db.schema_fingerprint(conn, hist) if first else None
         try:
-            run_commands(
-                run, commands, interrupts, env=run.command_env(),
-                before_each=lambda: db.verify_lock(conn, key, run.scrub), on_result=finished, after_each=after,
-            )  # fmt: skip
-            if before is not None and db.schema_fingerprint(conn, hist) == before:
-                run.report.schema_unchanged = True
-                run.emit(Notice(
-                    f"the migrations changed nothing: every command exited 0, but the schema of {run.target.app_database!r}, "
-                    "which had no history, is the same as before; a command may have swallowed its own failure "
-                    "(see its output above)", "warning",
-                ))  # fmt: skip
-            if opts.app_role:
-                schemas = db.grant_app_role(
-                    conn, run.target.app_database, opts.app_role, run.scrub, opts.history_schema
+            db.verify_lock(conn, key, run.scrub, during=during)
+        except db.LockLost as lost:
+            if lease is not None and lease.held_throughout():
+                history.amend_last(
+                    "the migration lock's session was lost while this command ran; the lease was held "
+                    "throughout, so no other run overlapped it"
                 )
-                run.emit(
-                    Notice(
-                        f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
-                    )
+                raise db.LockLost(
+                    f"the migration lock was lost while {during} ran (its session ended); the lease was held throughout, "
+                    "so no other run overlapped it; no further command was started",
+                    lost.hint,
+                ) from None
+            history.amend_last(
+                "the migration lock was lost while this command ran; another run may have overlapped"
+            )
+            raise
+
+    # A first run whose commands all exit 0 but change nothing may hide a swallowed failure.
+    hist = opts.history_schema
+    first = direction == "up" and bool(commands) and not db.has_history(conn, hist)
+    fingerprint = db.schema_fingerprint(conn, hist) if first else None
+    try:
+        run_commands(
+            run, commands, interrupts, env=run.command_env(),
+            before_each=before, on_result=finished, after_each=after,
+        )  # fmt: skip
+        if fingerprint is not None and db.schema_fingerprint(conn, hist) == fingerprint:
+            run.report.schema_unchanged = True
+            run.emit(Notice(
+                f"the migrations changed nothing: every command exited 0, but the schema of {run.target.app_database!r}, "
+                "which had no history, is the same as before; a command may have swallowed its own failure "
+                "(see its output above)", "warning",
+            ))  # fmt: skip
+        if opts.app_role:
+            schemas = db.grant_app_role(
+                conn, run.target.app_database, opts.app_role, run.scrub, opts.history_schema
+            )
+            run.emit(
+                Notice(
+                    f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
                 )
-        finally:
-            history.flush()
-            db.release_lock(conn, key)
+            )
+    finally:
+        history.flush()
