@@ -1,3 +1,3 @@
 """dbos-migrate: the deploy-time `dbos migrate` step of DBOS apps, as a standalone tool."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
