@@ -304,6 +304,7 @@ class Validation:
     warnings: list[Problem] = field(default_factory=list)
     error: MigrateError | None = None
     verb: str = "validate"
+    parts: list[Validation] = field(default_factory=list)  # several files: each one's own
 
     @property
     def ok(self) -> bool:

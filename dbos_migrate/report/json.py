@@ -34,7 +34,16 @@ def document(result: Result) -> dict[str, Any]:
             "ok": result.ok,
             "command": "validate",
             "valid": result.ok,
-            "config": result.config_path,
+            "config": None if result.parts and len(result.parts) > 1 else result.config_path,
+            "configs": [
+                {
+                    "path": part.config_path,
+                    "ok": part.ok,
+                    "errors": [p.as_dict() for p in part.errors],
+                    "warnings": [p.as_dict() for p in part.warnings],
+                }
+                for part in (result.parts or [result])
+            ],
             "errors": [p.as_dict() for p in result.errors],
             "warnings": [p.as_dict() for p in result.warnings],
             "error": error_json(result.error),
