@@ -31,7 +31,7 @@ app = typer.Typer(
     help="Run the deploy-time `dbos migrate` step of a DBOS app: validate dbos-config.yaml, create the "
     "app and system databases if missing, and run its migrations under a lock. Every option can also "
     f"be set as {ENV_PREFIX}<OPTION> in the environment (flags win).",
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (docs/behaviour.md)
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
