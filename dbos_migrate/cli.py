@@ -535,6 +535,44 @@ def wait_command(
 
 
 @command()
+def drop(
+    typer_ctx: typer.Context,
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    system_db: Annotated[bool, option("--system-db", help="Also drop the DBOS system database.")] = False,
+    force: Annotated[
+        bool,
+        option(
+            "--force",
+            help="End the databases' other sessions (DROP DATABASE ... "
+            "WITH (FORCE)) instead of refusing (exit 3).",
+        ),
+    ] = False,
+    yes: Annotated[bool, option("--yes", "-y", help="Skip the typed confirmation.")] = False,
+    confirm: Annotated[
+        Str,
+        option(
+            "--confirm", metavar="APP_DB_NAME", show_default=False, help="Confirm by naming the app database."
+        ),
+    ] = None,
+    production: ProductionOpt = False,
+    maintenance_db: MaintOpt = None,
+    lock_timeout: LockTimeoutOpt = 300.0,
+    env_file: EnvFileOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Drop the app database (--system-db: and the system one) of a dev or CI target, after a typed confirmation."""
+    from dbos_migrate import verbs
+
+    _run(typer_ctx, verbs.drop, output, quiet, verbose, verb_kwargs={"system_db": system_db, "force": force},
+         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm,
+         production=production, maintenance_db=maintenance_db, lock_timeout=lock_timeout)  # fmt: skip
+
+
+@command()
 def history(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,

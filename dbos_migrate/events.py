@@ -70,6 +70,14 @@ class GuardWarning:
 
 
 @dataclass(frozen=True)
+class DropWarning:
+    """The warning `drop` prints first, before it asks for the typed confirmation."""
+
+    where: Resolution
+    databases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CommandStarted:
     index: int
     total: int
@@ -103,6 +111,7 @@ Event = (
     | LockAcquired
     | DatabaseReady
     | GuardWarning
+    | DropWarning
     | CommandStarted
     | CommandFinished
     | FeatureEvent

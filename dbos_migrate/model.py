@@ -226,6 +226,27 @@ class RunReport:
 
 
 @dataclass
+class DroppedDatabase:
+    """One database `drop` was asked to drop: the app's or the system one."""
+
+    name: str
+    role: str  # app, system
+    existed: bool | None = None
+    dropped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "existed": self.existed, "dropped": self.dropped}
+
+
+@dataclass
+class DropReport(RunReport):
+    """What `drop` did (docs/behaviour.md, "drop"): each database, whether it existed and was dropped."""
+
+    databases: list[DroppedDatabase] = field(default_factory=list)
+    forced: bool = False
+
+
+@dataclass
 class LastRun:
     """The newest run in the history, as `status` shows it: how it ended and, after a failure,
     the command line to run next (docs/recovery.md)."""

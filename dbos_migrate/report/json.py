@@ -8,8 +8,8 @@ from typing import Any
 
 from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
-from dbos_migrate.events import Event, Finished, GuardWarning, Result
-from dbos_migrate.model import HistoryReport, RunReport, StatusReport, Validation
+from dbos_migrate.events import DropWarning, Event, Finished, GuardWarning, Result
+from dbos_migrate.model import DropReport, HistoryReport, RunReport, StatusReport, Validation
 
 
 def error_json(error: MigrateError | None) -> dict[str, Any] | None:
@@ -49,7 +49,9 @@ def document(result: Result) -> dict[str, Any]:
             "error": error_json(result.error),
         }
     doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **result.where.as_dict()}
-    if isinstance(result, RunReport):
+    if isinstance(result, DropReport):
+        doc.update(databases=[d.as_dict() for d in result.databases], forced=result.forced)
+    elif isinstance(result, RunReport):
         doc.update(
             exists=result.exists,
             created=result.created,
@@ -101,6 +103,8 @@ def usage_result(verb: str | None, error: MigrateError) -> Result:
         result = StatusReport(verb=verb)
     elif verb == "history":
         result = HistoryReport()
+    elif verb == "drop":
+        result = DropReport("drop")
     else:
         result = RunReport({"migrate": "up", "rollback": "down"}.get(verb or "", verb or "dbos-migrate"))
     result.error = error
@@ -153,3 +157,8 @@ class JsonReporter:
             from dbos_migrate.report.text import render_guard
 
             render_guard(event, self.guard_err, Style(False))
+        elif isinstance(event, DropWarning) and self.guard_err is not None:
+            from dbos_migrate.report.style import Style
+            from dbos_migrate.report.text import render_drop_warning
+
+            render_drop_warning(event, self.guard_err, Style(False))

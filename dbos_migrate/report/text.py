@@ -12,6 +12,7 @@ from dbos_migrate.events import (
     CommandFinished,
     CommandStarted,
     DatabaseReady,
+    DropWarning,
     Event,
     FeatureEvent,
     Finished,
@@ -66,6 +67,20 @@ def render_guard(event: GuardWarning, w: TextWriter, s: Style) -> None:
         w.write(f"    {i}. {cmd}\n")
     for warning in SEED_WARNINGS:
         w.write(f"  ! {warning}\n")
+    w.flush()
+
+
+DROP_WARNING = "Take care: this will irreversibly delete all data in the database."
+
+
+def render_drop_warning(event: DropWarning, w: TextWriter, s: Style) -> None:
+    """The warning `drop` prints first (the words of `dbos-cloud db destroy`), on stderr."""
+    r = event.where
+    head = "a PRODUCTION" if r.production else "a"
+    w.write(s.red(f"WARNING: about to drop {head} database") + "\n")
+    w.write(f"  target     {r.target}" + (f"  ({r.production_reason})" if r.production else "") + "\n")
+    w.write(f"  databases  {', '.join(event.databases)}\n")
+    w.write(f"  ! {DROP_WARNING}\n")
     w.flush()
 
 
@@ -140,6 +155,8 @@ class TextReporter:
             self.info(f"app database {event.name} " + (s.green("created") if event.created else "exists"))
         elif isinstance(event, GuardWarning):
             render_guard(event, self.err, self.err_style)
+        elif isinstance(event, DropWarning):
+            render_drop_warning(event, self.err, self.err_style)
         elif isinstance(event, CommandStarted):
             if not self.quiet:
                 self.line(s.bold(f"[{event.index}/{event.total}] ") + event.command)
