@@ -573,6 +573,29 @@ def drop(
 
 
 @command()
+def init(
+    typer_ctx: typer.Context,
+    config: ConfigOpt = None,
+    yes: Annotated[
+        bool, option("--yes", "-y", help="Write without asking (needed without a terminal).")
+    ] = False,
+    dry_run: Annotated[bool, option("--dry-run", help="Only print the diff.")] = False,
+    env_file: EnvFileOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write or complete the database: section of dbos-config.yaml from alembic, knex, prisma or drizzle."""
+    from dbos_migrate.report import reporting
+    from dbos_migrate.verbs.init import init as init_verb
+
+    sink, run_ctx = reporting(_ctx(typer_ctx), json=output is Output.json, quiet=quiet, verbose=verbose)
+    result = init_verb(run_ctx, config, sink, yes=yes, dry_run=dry_run)
+    if result.error is not None:
+        raise typer.Exit(result.error.exit_code)
+
+
+@command()
 def history(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,

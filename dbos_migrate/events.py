@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dbos_migrate.model import (
     CommandResult,
     HistoryReport,
+    InitReport,
     LockHolder,
     Resolution,
     RunReport,
@@ -20,7 +21,7 @@ from dbos_migrate.model import (
     Validation,
 )
 
-Result = RunReport | StatusReport | HistoryReport | Validation
+Result = RunReport | StatusReport | HistoryReport | Validation | InitReport
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,14 @@ class DropWarning:
 
 
 @dataclass(frozen=True)
+class ConfigDiff:
+    """`init`: the unified diff of the config it would write, shown before it asks."""
+
+    path: str
+    diff: str
+
+
+@dataclass(frozen=True)
 class CommandStarted:
     index: int
     total: int
@@ -112,6 +121,7 @@ Event = (
     | DatabaseReady
     | GuardWarning
     | DropWarning
+    | ConfigDiff
     | CommandStarted
     | CommandFinished
     | FeatureEvent

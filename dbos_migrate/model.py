@@ -247,6 +247,24 @@ class DropReport(RunReport):
 
 
 @dataclass
+class InitReport:
+    """What `init` found and did to dbos-config.yaml (docs/behaviour.md, "init")."""
+
+    config_path: str
+    tool: str | None = None
+    existed: bool | None = None
+    added: list[str] = field(default_factory=list)
+    diff: str = ""
+    written: bool = False
+    error: MigrateError | None = None
+    verb: str = "init"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
 class LastRun:
     """The newest run in the history, as `status` shows it: how it ended and, after a failure,
     the command line to run next (docs/recovery.md)."""

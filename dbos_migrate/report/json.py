@@ -9,7 +9,7 @@ from typing import Any
 from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
 from dbos_migrate.events import DropWarning, Event, Finished, GuardWarning, Result
-from dbos_migrate.model import DropReport, HistoryReport, RunReport, StatusReport, Validation
+from dbos_migrate.model import DropReport, HistoryReport, InitReport, RunReport, StatusReport, Validation
 
 
 def error_json(error: MigrateError | None) -> dict[str, Any] | None:
@@ -48,6 +48,12 @@ def document(result: Result) -> dict[str, Any]:
             "warnings": [p.as_dict() for p in result.warnings],
             "error": error_json(result.error),
         }
+    if isinstance(result, InitReport):
+        return {
+            "ok": result.ok, "command": "init", "config": result.config_path, "tool": result.tool,
+            "existed": result.existed, "added": list(result.added), "diff": result.diff,
+            "written": result.written, "error": error_json(result.error),
+        }  # fmt: skip
     doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **result.where.as_dict()}
     if isinstance(result, DropReport):
         doc.update(databases=[d.as_dict() for d in result.databases], forced=result.forced)
@@ -105,6 +111,8 @@ def usage_result(verb: str | None, error: MigrateError) -> Result:
         result = HistoryReport()
     elif verb == "drop":
         result = DropReport("drop")
+    elif verb == "init":
+        result = InitReport("dbos-config.yaml")
     else:
         result = RunReport({"migrate": "up", "rollback": "down"}.get(verb or "", verb or "dbos-migrate"))
     result.error = error

@@ -11,6 +11,7 @@ from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.events import (
     CommandFinished,
     CommandStarted,
+    ConfigDiff,
     DatabaseReady,
     DropWarning,
     Event,
@@ -119,6 +120,11 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, ConfigDiff):  # init's diff, line by line, shown even with -q: it is asked about
+            for line in event.diff.splitlines():
+                self.out.write(printable_text(line) + "\n")
+            self.out.flush()
+            return
         result = event.result if isinstance(event, Finished) else None
         printed = isinstance(result, RunReport) and (
             result.user_role_sql is not None or result.steps is not None
@@ -157,6 +163,7 @@ class TextReporter:
             render_guard(event, self.err, self.err_style)
         elif isinstance(event, DropWarning):
             render_drop_warning(event, self.err, self.err_style)
+
         elif isinstance(event, CommandStarted):
             if not self.quiet:
                 self.line(s.bold(f"[{event.index}/{event.total}] ") + event.command)
