@@ -540,7 +540,13 @@ def drop(
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
-    system_db: Annotated[bool, option("--system-db", help="Also drop the DBOS system database.")] = False,
+    # Not DBOS_MIGRATE_SYSTEM_DB: that variable holds up's auto|create|skip.
+    system_db: Annotated[
+        bool,
+        option(
+            "--system-db", envvar=ENV_PREFIX + "DROP_SYSTEM_DB", help="Also drop the DBOS system database."
+        ),
+    ] = False,
     force: Annotated[
         bool,
         option(

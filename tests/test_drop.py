@@ -46,6 +46,18 @@ def test_drop_drops_the_app_and_system_databases_after_the_warning(
     assert again.returncode == 0 and "does not exist: nothing to drop" in again.stdout, again.stderr
 
 
+def test_ups_system_db_variable_neither_breaks_drop_nor_drops_the_system_database(
+    tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    created(pg_url, app_db, f"{app_db}_dbos_sys")
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    result = invoke("drop", "-c", cfg, "-D", pg_url, "--yes", env={"DBOS_MIGRATE_SYSTEM_DB": "create"})
+    assert result.returncode == 0 and not db_exists(pg_url, app_db), result.stderr
+    assert db_exists(pg_url, f"{app_db}_dbos_sys")
+    result = invoke("drop", "-c", cfg, "-D", pg_url, "--yes", env={"DBOS_MIGRATE_DROP_SYSTEM_DB": "true"})
+    assert result.returncode == 0 and not db_exists(pg_url, f"{app_db}_dbos_sys"), result.stderr
+
+
 def test_drop_needs_a_typed_confirmation_even_off_production(
     tmp_path: Path, pg_url: str, app_db: str
 ) -> None:
