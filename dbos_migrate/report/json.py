@@ -8,7 +8,7 @@ from typing import Any
 
 from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
-from dbos_migrate.events import DropWarning, Event, Finished, GuardWarning, Result
+from dbos_migrate.events import ConfigDiff, DropWarning, Event, Finished, GuardWarning, Result
 from dbos_migrate.model import DropReport, HistoryReport, InitReport, RunReport, StatusReport, Validation
 
 
@@ -170,3 +170,8 @@ class JsonReporter:
             from dbos_migrate.report.text import render_drop_warning
 
             render_drop_warning(event, self.guard_err, Style(False))
+        elif isinstance(event, ConfigDiff) and self.guard_err is not None:  # init asks about it
+            from dbos_migrate.report.style import printable_text
+
+            self.guard_err.write("".join(printable_text(line) + "\n" for line in event.diff.splitlines()))
+            self.guard_err.flush()
