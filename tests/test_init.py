@@ -133,3 +133,17 @@ def test_no_tool_a_flow_section_or_an_invalid_result_is_exit_2_and_nothing_writt
     result = invoke("init", "--yes", cwd=tmp_path)
     assert result.returncode == 2 and "would not be valid" in result.stderr and "databse" in bad.read_text()
     assert "database:" not in bad.read_text()
+
+
+def test_the_inserted_lines_keep_the_files_line_ends_and_indentation() -> None:
+    from dbos_migrate.settings.initconfig import Tool, complete
+
+    knex = Tool("knex", "knexfile.js", ("npx knex migrate:latest",), ("npx knex migrate:rollback",))
+    text = "name: my-app\r\ndatabase:\r\n    app_db_name: x_app # four spaces\r\nenv: {}\r\n"
+    new, added = complete(text, knex)
+    assert added == ["migrate", "rollback"]
+    assert new == (
+        "name: my-app\r\ndatabase:\r\n    app_db_name: x_app # four spaces\r\n"
+        "    migrate:\r\n      - npx knex migrate:latest\r\n"
+        "    rollback:\r\n      - npx knex migrate:rollback\r\nenv: {}\r\n"
+    )

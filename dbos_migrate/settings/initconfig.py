@@ -59,8 +59,8 @@ def _quoted(command: str) -> str:
     return yaml.safe_dump(command, default_style=None, width=10**6).strip().removesuffix("...").strip()
 
 
-def _block(key: str, commands: tuple[str, ...], indent: str) -> list[str]:
-    return [f"{indent}{key}:\n", *(f"{indent}  - {_quoted(c)}\n" for c in commands)]
+def _block(key: str, commands: tuple[str, ...], indent: str, eol: str = "\n") -> list[str]:
+    return [f"{indent}{key}:{eol}", *(f"{indent}  - {_quoted(c)}{eol}" for c in commands)]
 
 
 def complete(text: str, tool: Tool) -> tuple[str, list[str]]:
@@ -72,9 +72,10 @@ def complete(text: str, tool: Tool) -> tuple[str, list[str]]:
         raise CannotEdit(f"the file is not valid YAML: {exc}") from None
     if root is not None and not isinstance(root, yaml.MappingNode):
         raise CannotEdit("the file's top level is not a mapping")
+    eol = "\r\n" if "\r\n" in text else "\n"  # the file's own line ends
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
+        lines[-1] += eol
     database = None
     key_node = None
     if root is not None:
@@ -84,7 +85,9 @@ def complete(text: str, tool: Tool) -> tuple[str, list[str]]:
     wanted = [("migrate", tool.migrate), ("rollback", tool.rollback)]
     if database is None:
         added = [key for key, commands in wanted if commands]
-        new = ["database:\n"] + [line for key, cmds in wanted if cmds for line in _block(key, cmds, "  ")]
+        new = [f"database:{eol}"] + [
+            line for key, cmds in wanted if cmds for line in _block(key, cmds, "  ", eol)
+        ]
         return "".join(lines) + "".join(new), added
     assert key_node is not None
     if (
@@ -105,5 +108,10 @@ def complete(text: str, tool: Tool) -> tuple[str, list[str]]:
     else:
         raise CannotEdit("database is not a block mapping (e.g. `database: {}`); add the keys by hand")
     added = [key for key, commands in wanted if commands and key not in existing]
-    new = [line for key, cmds in wanted if cmds and key not in existing for line in _block(key, cmds, indent)]
+    new = [
+        line
+        for key, cmds in wanted
+        if cmds and key not in existing
+        for line in _block(key, cmds, indent, eol)
+    ]
     return "".join(lines[:at] + new + lines[at:]), added
