@@ -565,6 +565,7 @@ def drop(
     production: ProductionOpt = False,
     maintenance_db: MaintOpt = None,
     lock_timeout: LockTimeoutOpt = 300.0,
+    history_schema: HistorySchemaOpt = "dbos_migrate",
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,
@@ -575,7 +576,8 @@ def drop(
 
     _run(typer_ctx, verbs.drop, output, quiet, verbose, verb_kwargs={"system_db": system_db, "force": force},
          env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm,
-         production=production, maintenance_db=maintenance_db, lock_timeout=lock_timeout)  # fmt: skip
+         production=production, maintenance_db=maintenance_db, lock_timeout=lock_timeout,
+         history_schema=history_schema)  # fmt: skip
 
 
 @command()

@@ -5,6 +5,7 @@ warning first, a typed confirmation, the migration lock, and no session ended un
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -108,6 +109,26 @@ def test_a_run_in_progress_holds_the_lock_and_drop_waits_then_gives_up(
         result = invoke("drop", "-c", cfg, "-D", pg_url, "--yes", "--force", "--lock-timeout", "0.3")
         assert result.returncode == 4, result.stderr
         assert db_exists(pg_url, app_db)
+
+
+def test_a_live_lease_of_a_run_whose_lock_session_died_is_respected(
+    tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    import time
+
+    from dbos_migrate.engine import lease
+
+    created(pg_url, app_db)
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    with psycopg.connect(
+        with_dbname(pg_url, app_db), autocommit=True
+    ) as conn:  # the run, then its session dies
+        assert lease.prepare_table(conn)
+        run_id = str(uuid.uuid4())
+        lease.acquire(conn, app_db, run_id, 120.0, time.monotonic() + 10, lambda text, level: None)
+    result = invoke("drop", "-c", cfg, "-D", pg_url, "--yes", "--force", "--lock-timeout", "0.3")
+    assert result.returncode == 4 and run_id[:8] in result.stderr, result.stderr
+    assert db_exists(pg_url, app_db)
 
 
 def test_drop_refuses_instance_and_scratch_databases(tmp_path: Path, pg_url: str) -> None:

@@ -95,12 +95,27 @@ def _drop_app(
                       where=f"connecting to {run.target.app_url.masked()}")  # fmt: skip
     with db.closing(conn):
         take_lock(run, conn, key, item.name, deadline)
+        _respect_lease(run, conn, item.name, deadline)
         _refuse_other_sessions(maint, item.name, (conn.info.backend_pid,), force=force)
         if not force:
             conn.close()
         db.drop_database(maint, item.name, run.scrub, force=force)
     item.dropped = True
     run.emit(Notice(f"app database {item.name} dropped"))
+
+
+def _respect_lease(run: Run, conn: psycopg.Connection[Any], name: str, deadline: float) -> None:
+    """A run whose lock's session died still holds its lease (docs/reliability.md): wait for
+    it like `up` would, within --lock-timeout (exit 4); take none."""
+    import time
+
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine import lease as leases
+
+    left = max(deadline - run.ctx.clock(), 0)
+    leases.acquire(conn, name, db.new_run_id(), leases.MIN_TTL, time.monotonic() + left,
+                   lambda text, level: run.emit(Notice(text, level)), keep=False,
+                   schema=db.check_history_schema(run.options.history_schema))  # fmt: skip
 
 
 def _drop_system(
