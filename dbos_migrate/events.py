@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dbos_migrate.model import (
     CommandResult,
     HistoryReport,
+    InitReport,
     LockHolder,
     Resolution,
     RunReport,
@@ -20,7 +21,7 @@ from dbos_migrate.model import (
     Validation,
 )
 
-Result = RunReport | StatusReport | HistoryReport | Validation
+Result = RunReport | StatusReport | HistoryReport | Validation | InitReport
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,22 @@ class GuardWarning:
 
 
 @dataclass(frozen=True)
+class DropWarning:
+    """The warning `drop` prints first, before it asks for the typed confirmation."""
+
+    where: Resolution
+    databases: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfigDiff:
+    """`init`: the unified diff of the config it would write, shown before it asks."""
+
+    path: str
+    diff: str
+
+
+@dataclass(frozen=True)
 class CommandStarted:
     index: int
     total: int
@@ -103,6 +120,8 @@ Event = (
     | LockAcquired
     | DatabaseReady
     | GuardWarning
+    | DropWarning
+    | ConfigDiff
     | CommandStarted
     | CommandFinished
     | FeatureEvent

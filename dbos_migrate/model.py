@@ -226,6 +226,45 @@ class RunReport:
 
 
 @dataclass
+class DroppedDatabase:
+    """One database `drop` was asked to drop: the app's or the system one."""
+
+    name: str
+    role: str  # app, system
+    existed: bool | None = None
+    dropped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "existed": self.existed, "dropped": self.dropped}
+
+
+@dataclass
+class DropReport(RunReport):
+    """What `drop` did (docs/behaviour.md, "drop"): each database, whether it existed and was dropped."""
+
+    databases: list[DroppedDatabase] = field(default_factory=list)
+    forced: bool = False
+
+
+@dataclass
+class InitReport:
+    """What `init` found and did to dbos-config.yaml (docs/behaviour.md, "init")."""
+
+    config_path: str
+    tool: str | None = None
+    existed: bool | None = None
+    added: list[str] = field(default_factory=list)
+    diff: str = ""
+    written: bool = False
+    error: MigrateError | None = None
+    verb: str = "init"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
 class LastRun:
     """The newest run in the history, as `status` shows it: how it ended and, after a failure,
     the command line to run next (docs/recovery.md)."""
@@ -304,6 +343,7 @@ class Validation:
     warnings: list[Problem] = field(default_factory=list)
     error: MigrateError | None = None
     verb: str = "validate"
+    parts: list[Validation] = field(default_factory=list)  # several files: each one's own
 
     @property
     def ok(self) -> bool:

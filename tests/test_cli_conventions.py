@@ -142,6 +142,20 @@ def test_several_files_like_pre_commit_passes_them(tmp_path: Path) -> None:
     assert doc["valid"] is False and len(doc["errors"]) == 1  # type: ignore[arg-type]
 
 
+def test_several_files_json_lists_each_config_with_its_own_outcome(tmp_path: Path) -> None:
+    good = write_config(tmp_path / "good", migrate=["true"])
+    bad = tmp_path / "bad" / "dbos-config.yaml"
+    bad.parent.mkdir()
+    bad.write_text("name: x\ndatabse: {}\n")
+    doc = valid(one_json(invoke("validate", "-o", "json", good, bad).stdout))
+    configs = doc["configs"]
+    assert isinstance(configs, list) and [c["path"] for c in configs] == [str(good), str(bad)]
+    assert [c["ok"] for c in configs] == [True, False] and doc["config"] is None
+    assert configs[0]["errors"] == [] and [e["line"] for e in configs[1]["errors"]] == [2]
+    one = valid(one_json(invoke("validate", "-o", "json", good).stdout))
+    assert one["config"] == str(good) and [c["path"] for c in one["configs"]] == [str(good)]  # type: ignore[union-attr]
+
+
 def test_the_target_source_names_what_was_used(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
     result = invoke("up", "-c", cfg, "--dry-run", "-o", "json",

@@ -765,3 +765,35 @@ def schema_fingerprint(conn: psycopg.Connection[Any], history_schema: str = HIST
 def has_history(conn: psycopg.Connection[Any], history_schema: str = HISTORY_SCHEMA) -> bool:
     """Whether any run was ever recorded in this database's history table."""
     return bool(read_history(conn, 1, schema=history_schema))
+
+
+# ---------------------------------------------------------------------------- drop (docs/behaviour.md, "drop")
+
+
+def other_sessions(conn: psycopg.Connection[Any], name: str, exclude: tuple[int, ...] = ()) -> list[str]:
+    """The sessions connected to database `name`, but ours and `exclude`, described for a message."""
+    rows = conn.execute(
+        "SELECT pid, COALESCE(usename::text, ''), COALESCE(application_name, ''),"
+        " COALESCE(client_addr::text, 'local') FROM pg_catalog.pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid() AND NOT (pid = ANY(%s::pg_catalog.int4[]))",
+        (name, list(exclude)),
+    ).fetchall()
+    return [
+        f"pid {pid} ({user or '?'}, {app or 'no application_name'}, {addr})" for pid, user, app, addr in rows
+    ]
+
+
+def drop_database(conn: psycopg.Connection[Any], name: str, scrub: Scrubber, *, force: bool) -> None:
+    """DROP DATABASE with a quoted identifier; WITH (FORCE) ends its sessions first."""
+    statement = sql.SQL("DROP DATABASE {}").format(sql.Identifier(name))
+    if force:
+        statement = sql.SQL("{} WITH (FORCE)").format(statement)
+    try:
+        conn.execute(statement)
+    except psycopg.errors.ObjectInUse as exc:
+        raise DatabaseError(
+            f"database {name!r} is in use by other sessions: {describe(exc, scrub)}; nothing was dropped",
+            "end them, or pass --force to end them (DROP DATABASE ... WITH (FORCE))",
+        ) from None
+    except psycopg.Error as exc:
+        raise classify(exc, scrub, where=f"dropping database {name!r}") from None

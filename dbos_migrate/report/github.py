@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.events import Event, Finished
-from dbos_migrate.model import RunReport, Validation
+from dbos_migrate.model import InitReport, RunReport, Validation
 from dbos_migrate.report.style import FIELD_LIMIT, TEXT_LIMIT, printable
 
 if TYPE_CHECKING:
@@ -224,8 +224,12 @@ class GithubReporter:
         result = event.result
         if isinstance(result, RunReport):
             rehearsal_annotations(result, self.out)
-        write_annotations(result.error, result.where.warnings if not isinstance(result, Validation) else result.warnings,
-                    self.out)  # fmt: skip
+        warnings = (
+            []
+            if isinstance(result, InitReport)
+            else (result.warnings if isinstance(result, Validation) else result.where.warnings)
+        )
+        write_annotations(result.error, warnings, self.out)  # fmt: skip
         if self.summary_path and isinstance(result, RunReport):
             refused = append_summary(self.summary_path, summary(result))
             if refused is not None:

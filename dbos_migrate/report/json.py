@@ -8,8 +8,8 @@ from typing import Any
 
 from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
-from dbos_migrate.events import Event, Finished, GuardWarning, Result
-from dbos_migrate.model import HistoryReport, RunReport, StatusReport, Validation
+from dbos_migrate.events import ConfigDiff, DropWarning, Event, Finished, GuardWarning, Result
+from dbos_migrate.model import DropReport, HistoryReport, InitReport, RunReport, StatusReport, Validation
 
 
 def error_json(error: MigrateError | None) -> dict[str, Any] | None:
@@ -34,13 +34,30 @@ def document(result: Result) -> dict[str, Any]:
             "ok": result.ok,
             "command": "validate",
             "valid": result.ok,
-            "config": result.config_path,
+            "config": None if result.parts and len(result.parts) > 1 else result.config_path,
+            "configs": [
+                {
+                    "path": part.config_path,
+                    "ok": part.ok,
+                    "errors": [p.as_dict() for p in part.errors],
+                    "warnings": [p.as_dict() for p in part.warnings],
+                }
+                for part in (result.parts or [result])
+            ],
             "errors": [p.as_dict() for p in result.errors],
             "warnings": [p.as_dict() for p in result.warnings],
             "error": error_json(result.error),
         }
+    if isinstance(result, InitReport):
+        return {
+            "ok": result.ok, "command": "init", "config": result.config_path, "tool": result.tool,
+            "existed": result.existed, "added": list(result.added), "diff": result.diff,
+            "written": result.written, "error": error_json(result.error),
+        }  # fmt: skip
     doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **result.where.as_dict()}
-    if isinstance(result, RunReport):
+    if isinstance(result, DropReport):
+        doc.update(databases=[d.as_dict() for d in result.databases], forced=result.forced)
+    elif isinstance(result, RunReport):
         doc.update(
             exists=result.exists,
             created=result.created,
@@ -92,6 +109,10 @@ def usage_result(verb: str | None, error: MigrateError) -> Result:
         result = StatusReport(verb=verb)
     elif verb == "history":
         result = HistoryReport()
+    elif verb == "drop":
+        result = DropReport("drop")
+    elif verb == "init":
+        result = InitReport("dbos-config.yaml")
     else:
         result = RunReport({"migrate": "up", "rollback": "down"}.get(verb or "", verb or "dbos-migrate"))
     result.error = error
@@ -144,3 +165,13 @@ class JsonReporter:
             from dbos_migrate.report.text import render_guard
 
             render_guard(event, self.guard_err, Style(False))
+        elif isinstance(event, DropWarning) and self.guard_err is not None:
+            from dbos_migrate.report.style import Style
+            from dbos_migrate.report.text import render_drop_warning
+
+            render_drop_warning(event, self.guard_err, Style(False))
+        elif isinstance(event, ConfigDiff) and self.guard_err is not None:  # init asks about it
+            from dbos_migrate.report.style import printable_text
+
+            self.guard_err.write("".join(printable_text(line) + "\n" for line in event.diff.splitlines()))
+            self.guard_err.flush()

@@ -11,7 +11,9 @@ from dbos_migrate.errors import MigrateError, Problem
 from dbos_migrate.events import (
     CommandFinished,
     CommandStarted,
+    ConfigDiff,
     DatabaseReady,
+    DropWarning,
     Event,
     FeatureEvent,
     Finished,
@@ -69,6 +71,20 @@ def render_guard(event: GuardWarning, w: TextWriter, s: Style) -> None:
     w.flush()
 
 
+DROP_WARNING = "Take care: this will irreversibly delete all data in the database."
+
+
+def render_drop_warning(event: DropWarning, w: TextWriter, s: Style) -> None:
+    """The warning `drop` prints first (the words of `dbos-cloud db destroy`), on stderr."""
+    r = event.where
+    head = "a PRODUCTION" if r.production else "a"
+    w.write(s.red(f"WARNING: about to drop {head} database") + "\n")
+    w.write(f"  target     {r.target}" + (f"  ({r.production_reason})" if r.production else "") + "\n")
+    w.write(f"  databases  {', '.join(event.databases)}\n")
+    w.write(f"  ! {DROP_WARNING}\n")
+    w.flush()
+
+
 class TextReporter:
     """Renders every event of every verb as lines for a person."""
 
@@ -104,6 +120,11 @@ class TextReporter:
             self.line(text)
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, ConfigDiff):  # init's diff, line by line, shown even with -q: it is asked about
+            for line in event.diff.splitlines():
+                self.out.write(printable_text(line) + "\n")
+            self.out.flush()
+            return
         result = event.result if isinstance(event, Finished) else None
         printed = isinstance(result, RunReport) and (
             result.user_role_sql is not None or result.steps is not None
@@ -140,6 +161,9 @@ class TextReporter:
             self.info(f"app database {event.name} " + (s.green("created") if event.created else "exists"))
         elif isinstance(event, GuardWarning):
             render_guard(event, self.err, self.err_style)
+        elif isinstance(event, DropWarning):
+            render_drop_warning(event, self.err, self.err_style)
+
         elif isinstance(event, CommandStarted):
             if not self.quiet:
                 self.line(s.bold(f"[{event.index}/{event.total}] ") + event.command)

@@ -4,6 +4,7 @@ They emit events (events.py) and never print; report/ renders what they emit.
 """
 
 from dbos_migrate.engine.options import Options
+from dbos_migrate.verbs.drop import drop
 from dbos_migrate.verbs.inspect import history, status, url, wait
 from dbos_migrate.verbs.migrate import down, plan, up
 from dbos_migrate.verbs.validate import merge_validations, validate
@@ -11,6 +12,7 @@ from dbos_migrate.verbs.validate import merge_validations, validate
 __all__ = [
     "Options",
     "down",
+    "drop",
     "history",
     "merge_validations",
     "plan",

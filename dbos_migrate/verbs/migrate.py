@@ -6,6 +6,7 @@ guard"); each verb is a body for the shared frame in frame.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -364,33 +365,7 @@ def _execute_locked(
         if lease is not None:
             lease.check()
 
-    def after(result: CommandResult) -> None:
-        during = f"command {result.index}"
-        if lease is not None:
-            try:
-                lease.check(during)
-            except db.ConnectionLost:
-                history.amend_last(
-                    "stopped: the migration lease could not be renewed; no other run overlapped it"
-                )
-                raise
-        try:
-            db.verify_lock(conn, key, run.scrub, during=during)
-        except db.LockLost as lost:
-            if lease is not None and lease.held_throughout():
-                history.amend_last(
-                    "the migration lock's session was lost while this command ran; the lease was held "
-                    "throughout, so no other run overlapped it"
-                )
-                raise db.LockLost(
-                    f"the migration lock was lost while {during} ran (its session ended); the lease was held throughout, "
-                    "so no other run overlapped it; no further command was started",
-                    lost.hint,
-                ) from None
-            history.amend_last(
-                "the migration lock was lost while this command ran; another run may have overlapped"
-            )
-            raise
+    after = _after_each(conn, key, run, history, lease)
 
     # A first run whose commands all exit 0 but change nothing may hide a swallowed failure.
     hist = opts.history_schema
@@ -419,3 +394,42 @@ def _execute_locked(
             )
     finally:
         history.flush()
+
+
+def _after_each(
+    conn: psycopg.Connection[Any], key: int, run: Run, history: History, lease: Lease | None
+) -> Callable[[CommandResult], None]:
+    """After each command: the lease was renewed and the lock is still held; otherwise no
+    further command starts, and the command's history row says whether another run could
+    have overlapped (docs/reliability.md)."""
+    from dbos_migrate.engine import database as db
+
+    def after(result: CommandResult) -> None:
+        during = f"command {result.index}"
+        if lease is not None:
+            try:
+                lease.check(during)
+            except db.ConnectionLost:
+                history.amend_last(
+                    "stopped: the migration lease could not be renewed; no other run overlapped it"
+                )
+                raise
+        try:
+            db.verify_lock(conn, key, run.scrub, during=during)
+        except db.LockLost as lost:
+            if lease is not None and lease.held_throughout():
+                history.amend_last(
+                    "the migration lock's session was lost while this command ran; the lease was held "
+                    "throughout, so no other run overlapped it"
+                )
+                raise db.LockLost(
+                    f"the migration lock was lost while {during} ran (its session ended); the lease was held throughout, "
+                    "so no other run overlapped it; no further command was started",
+                    lost.hint,
+                ) from None
+            history.amend_last(
+                "the migration lock was lost while this command ran; another run may have overlapped"
+            )
+            raise
+
+    return after

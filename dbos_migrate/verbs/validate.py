@@ -106,8 +106,9 @@ def _app_db_name_problems(cfg: Config) -> list[Problem]:
 
 
 def merge_validations(results: list[Validation]) -> Validation:
-    """Several files' validations as one (for one JSON document): every problem, each naming its file."""
-    merged = Validation(", ".join(r.config_path for r in results))
+    """Several files' validations as one (for one JSON document): every problem, each naming
+    its file, and each file's own outcome in `parts` (the document's `configs` list)."""
+    merged = Validation(results[0].config_path if len(results) == 1 else "", parts=list(results))
     for r in results:
         merged.errors += r.errors
         merged.warnings += r.warnings

@@ -1,240 +1,69 @@
-"""The command line: typer argument parsing, nothing else (docs/architecture.md).
+"""The commands: each turns its options into `Options`, picks the reporter of its --output
+mode, calls a verb, and exits with the code of the error the verb returned. Heavy modules
+are imported inside the commands so that `--help` and `validate` never load the database
+driver."""
 
-Each command turns its options into `verbs.Options`, picks the reporter of its --output
-mode, calls a verb, and exits with the code of the error the verb returned. Every option
-can also come from an environment variable `DBOS_MIGRATE_<OPTION>` (flags win), and every
-command takes `--env-file`. Heavy modules are imported inside the commands so that
-`--help` and `validate` never load the database driver.
-"""
-
-import contextlib
 import os
-import sys
-from collections.abc import Callable
-from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from dbos_migrate import __version__
+from dbos_migrate.cli.options import (
+    _ENV_FILE_ERROR,
+    AllowBreakingOpt,
+    AppDbOpt,
+    AppRoleOpt,
+    CommandTimeoutOpt,
+    ConfigOpt,
+    ConfirmOpt,
+    DataCheckTimeoutOpt,
+    DatasourceMode,
+    DatasourceOpt,
+    DbUrlOpt,
+    DownRehearseOpt,
+    DryRunOpt,
+    EnvFileOpt,
+    FailOnBreakingOpt,
+    HistorySchemaOpt,
+    KillAfterOpt,
+    LeaseTtlOpt,
+    LockTimeoutOpt,
+    MaintOpt,
+    NoCreateOpt,
+    NoDataChecksOpt,
+    NoHistoryOpt,
+    NoRollbackCheckOpt,
+    Output,
+    OutputOpt,
+    PathsArg,
+    PrintMigrationsOpt,
+    PrintUserRoleOpt,
+    ProductionOpt,
+    QuietOpt,
+    RehearseOpt,
+    RehearseUrlOpt,
+    RunOpt,
+    SchemaOpt,
+    Str,
+    StrictOpt,
+    SysDbUrlOpt,
+    SystemDbMode,
+    SystemDbOpt,
+    VerboseOpt,
+    WaitOpt,
+    _ctx,
+    _printing,
+    app,
+    command,
+    option,
+    postgres_app,
+)
 from dbos_migrate.errors import MigrateError
-from dbos_migrate.report.early import ENV_PREFIX, stopped_early, wants_json
+from dbos_migrate.report.early import ENV_PREFIX
 
 if TYPE_CHECKING:
-    from dbos_migrate.context import Context
-
-INTERNAL_ERROR = 70
-F = TypeVar("F", bound=Callable[..., Any])
-
-app = typer.Typer(
-    name="dbos-migrate",
-    help="Run the deploy-time `dbos migrate` step of a DBOS app: validate dbos-config.yaml, create the "
-    "app and system databases if missing, and run its migrations under a lock. Every option can also "
-    f"be set as {ENV_PREFIX}<OPTION> in the environment (flags win).",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-postgres_app = typer.Typer(
-    help="Run a local development PostgreSQL (user postgres, password dbos).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(
-    postgres_app,
-    name="postgres",
-    short_help="Run a local development PostgreSQL (user postgres, password dbos).",
-)
-
-
-class Output(str, Enum):
-    text = "text"
-    json = "json"
-
-
-class SystemDbMode(str, Enum):
-    auto = "auto"
-    create = "create"
-    skip = "skip"
-
-
-def option(*decls: str, **kwargs: Any) -> Any:
-    """A typer option that also reads DBOS_MIGRATE_<LONG_NAME> from the environment."""
-    long = next(d for d in decls if d.startswith("--"))
-    kwargs.setdefault("envvar", ENV_PREFIX + long[2:].upper().replace("-", "_"))
-    return typer.Option(*decls, **kwargs)
-
-
-def command(name: str | None = None, *, parent: typer.Typer = app, **kwargs: Any) -> Callable[[F], F]:
-    """@app.command with the docstring's first line as the full, uncut summary in --help."""
-
-    def register(fn: F) -> F:
-        kwargs.setdefault("short_help", (fn.__doc__ or "").strip().splitlines()[0])
-        parent.command(name, **kwargs)(fn)
-        return fn
-
-    return register
-
-
-Str = Optional[str]  # noqa: UP045 - typer needs Optional on 3.10
-ConfigOpt = Annotated[Str, option("-c", "--config", metavar="PATH", show_default=False,
-                                  help="Path to dbos-config.yaml [default: ./dbos-config.yaml]")]  # fmt: skip
-DbUrlOpt = Annotated[Str, option("-D", "--db-url", metavar="URL", show_default=False,
-                                 help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.")]  # fmt: skip
-AppDbOpt = Annotated[Str, option("--app-db-name", metavar="NAME", show_default=False,
-                                 help="App database name (overrides the config).")]  # fmt: skip
-
-
-def _env_files(typer_ctx: typer.Context, paths: Optional[list[str]]) -> list[str]:  # noqa: UP045
-    """--env-file is eager: its variables join the Context's environment, and those of the
-    options (DBOS_MIGRATE_*) become option defaults, before any other option is read."""
-    if not paths:
-        return []
-    from dbos_migrate.settings import envfile
-
-    ctx = _ctx(typer_ctx)
-    try:
-        added = envfile.added(paths, ctx.environ)
-    except MigrateError as exc:
-        error = typer.BadParameter(exc.message + (f" ({exc.hint})" if exc.hint else ""))
-        if typer_ctx.parent is None:  # before the command: raised by _root, once click knows which
-            typer_ctx.meta[_ENV_FILE_ERROR] = error
-            return []
-        raise error from None
-    ctx.environ = {**ctx.environ, **added}
-    typer_ctx.default_map = _option_defaults(typer_ctx.command, added, typer_ctx.default_map)
-    return paths
-
-
-_ENV_FILE_ERROR = "dbos_migrate.env_file_error"
-
-
-def _option_defaults(command: Any, variables: dict[str, str], into: Any) -> dict[str, Any]:
-    """click's default_map for `command` and the commands below it: each option whose
-    variable is in `variables` (and not already set by an earlier file) gets its value."""
-    out: dict[str, Any] = dict(into or {})
-    for param in command.params:
-        if isinstance(param.envvar, str) and param.envvar in variables and param.name != "env_file":
-            out.setdefault(param.name, variables[param.envvar])
-    for name, sub in getattr(command, "commands", {}).items():
-        out[name] = _option_defaults(sub, variables, out.get(name))
-    return out
-
-
-EnvFileOpt = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    option("--env-file", metavar="PATH", show_default=False, is_eager=True, callback=_env_files,
-           help="Load variables, DBOS_MIGRATE_* options included, from this dotenv file first "
-           "(repeatable; never overrides the environment or a flag)."),
-]  # fmt: skip
-OutputOpt = Annotated[Output, option("--output", "-o", help="text for people, json for scripts and CI.")]
-QuietOpt = Annotated[
-    bool, option("-q", "--quiet", help="Only errors, warnings and the commands' own output.")
-]
-VerboseOpt = Annotated[bool, option("-v", "--verbose", help="More detail; tracebacks for internal errors.")]
-ProductionOpt = Annotated[bool, option("--production", help="Treat the target as production.")]
-MaintOpt = Annotated[Str, option("--maintenance-db", metavar="NAME", show_default=False,
-                                 help="Database to connect to when creating one [default: postgres, then template1]")]  # fmt: skip
-LockTimeoutOpt = Annotated[float, option("--lock-timeout", metavar="SECONDS", min=0,
-                                         help="Seconds to wait for the migration lock (exit 4).")]  # fmt: skip
-CommandTimeoutOpt = Annotated[
-    Optional[float],  # noqa: UP045
-    option("--command-timeout", metavar="SECONDS", min=0, show_default=False,
-           help="Stop a command running longer than this many seconds (exit 124)."),
-]  # fmt: skip
-KillAfterOpt = Annotated[float, option("--kill-after", metavar="SECONDS", min=0,
-                                       help="When a command is stopped (signal, timeout) or leaves processes "
-                                       "running, KILL what is left this long after TERM.")]  # fmt: skip
-LeaseTtlOpt = Annotated[float, option("--lease-ttl", metavar="SECONDS", min=2, hidden=True,
-                                     help="Seconds a run's lease outlives its last renewal (docs/reliability.md).")]  # fmt: skip
-WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
-                                  help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
-RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,
-                                       help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
-DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
-NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
-HistorySchemaOpt = Annotated[str, option("--history-schema", metavar="SCHEMA",
-                                         help="Schema of the history table (one you own).")]  # fmt: skip
-NoDataChecksOpt = Annotated[bool, option("--no-data-checks",
-                                         help="With the rehearsal: do not ask the app database's rows whether a change fails on them.")]  # fmt: skip
-DataCheckTimeoutOpt = Annotated[float, option("--data-check-timeout", metavar="SECONDS", min=0.001,
-                                              help="With the rehearsal: stop each data or workflow check after this long (it is then unknown).")]  # fmt: skip
-NoRollbackCheckOpt = Annotated[bool, option("--no-rollback-check",
-                                            help="With --rehearse: do not rehearse database.rollback after the migrations.")]  # fmt: skip
-StrictOpt = Annotated[bool, option("--strict",
-                                   help="With the rehearsal: fail (exit 6) on any breaking change, even with no unfinished workflows.")]  # fmt: skip
-NoCreateOpt = Annotated[
-    bool, option("--no-create", help="Fail if the app database is missing instead of creating it.")
-]
-AppRoleOpt = Annotated[Str, option("-r", "--app-role", metavar="ROLE", show_default=False,
-                                   help="Grant this existing role what the app needs at run time, on both databases.")]  # fmt: skip
-SystemDbOpt = Annotated[
-    SystemDbMode,
-    option("--system-db", help="auto: create the DBOS system database if missing and migrate its schema with the "
-           "app's DBOS toolchain; create: only create it; skip: leave it alone."),
-]  # fmt: skip
-FailOnBreakingOpt = Annotated[bool, option("--fail-on-breaking",
-                                           help="Rehearse first; refuse (exit 6) if a change would break running workflows.")]  # fmt: skip
-AllowBreakingOpt = Annotated[bool, option("--allow-breaking",
-                                          help="With --fail-on-breaking: go on anyway, and record that in history.")]  # fmt: skip
-
-# The flags `dbos migrate` users type (docs/dbos-compatibility.md, "The flags DBOS users type").
-SysDbUrlOpt = Annotated[Str, option("-s", "--sys-db-url", metavar="URL", show_default=False,
-                                    help="The DBOS system database URL [default: system_database_url, then "
-                                    "$DBOS_SYSTEM_DATABASE_URL, then <app_db>_dbos_sys on the target]")]  # fmt: skip
-SchemaOpt = Annotated[Str, option("--schema", metavar="NAME", show_default=False,
-                                  help="The DBOS system schema [default: system_database_schema_name, else dbos]")]  # fmt: skip
-PrintUserRoleOpt = Annotated[bool, option("--print-user-role",
-                                          help="Print the SQL granting -r ROLE what it needs on both databases; "
-                                          "connect to nothing, change nothing.")]  # fmt: skip
-PrintMigrationsOpt = Annotated[Str, option("--print-migrations", metavar="all|N", show_default=False,
-                                           help="Print what would run, in order (databases, the DBOS toolchain with "
-                                           "the SQL it prints from migration N on, commands, grants); run nothing.")]  # fmt: skip
-
-
-class DatasourceMode(str, Enum):
-    auto = "auto"
-    skip = "skip"
-
-
-DatasourceOpt = Annotated[
-    DatasourceMode,
-    option("--datasource", help="auto: prepare in the app database what the app's own DBOS needs there "
-           "(Python 3.x SQLAlchemyDatasource.migrate; Python 1.x-2.x dbos migrate -D); skip: leave it to the app."),
-]  # fmt: skip
-
-
-def _printing(print_user_role: bool, print_migrations: str | None, verb: str) -> tuple[Any, dict[str, Any]]:
-    """The verb of --print-user-role / --print-migrations, or (None, {}) without them."""
-    if not print_user_role and print_migrations is None:
-        return None, {}
-    from dbos_migrate.verbs import printing
-
-    fn = printing.print_user_role if print_user_role else printing.print_migrations
-    return fn, {"verb": verb}
-
-
-ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_default=False,
-                                   help="Confirm a production rollback by naming the app database.")]  # fmt: skip
-RehearseOpt = Annotated[bool, option("--rehearse",
-                                     help="Run the migrations on a scratch copy of the schema and classify the changes.")]  # fmt: skip
-DownRehearseOpt = Annotated[bool, option("--rehearse",
-                                         help="First rehearse the rollback on a scratch copy of the schema and show "
-                                         "what it would destroy (rows counted read-only).")]  # fmt: skip
-RunOpt = Annotated[Str, option("--run", metavar="RUN_ID", show_default=False,
-                               help="Show every command of one run (ids as `history` prints them).")]  # fmt: skip
-
-
-PathsArg = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    # Hidden from the Arguments table, whose rendering differs between typer versions
-    # (`<list[str]>`); the command's help says what PATH is. Newer typers write the usage
-    # line's `[PATH]...` themselves, older ones print the metavar as it is.
-    typer.Argument(metavar="PATH" if hasattr(typer.core.TyperArgument, "_usage_display_name") else "[PATH]...",
-                   show_default=False, hidden=True),
-]  # fmt: skip
+    pass
 
 
 def _version(typer_ctx: typer.Context, value: bool) -> None:
@@ -261,16 +90,6 @@ def _root(
 
 
 # ---------------------------------------------------------------------------- plumbing
-
-
-def _ctx(typer_ctx: typer.Context) -> "Context":
-    """The Context main() built, found on the root of typer's context chain."""
-    root = typer_ctx.find_root()
-    if root.obj is None:  # called through typer's own runner: build it here
-        from dbos_migrate.context import Context
-
-        root.obj = Context.from_process()
-    return root.obj  # type: ignore[no-any-return]
 
 
 def _check_flag_variables(typer_ctx: typer.Context) -> None:
@@ -535,6 +354,75 @@ def wait_command(
 
 
 @command()
+def drop(
+    typer_ctx: typer.Context,
+    config: ConfigOpt = None,
+    db_url: DbUrlOpt = None,
+    app_db_name: AppDbOpt = None,
+    # Not DBOS_MIGRATE_SYSTEM_DB: that variable holds up's auto|create|skip.
+    system_db: Annotated[
+        bool,
+        option(
+            "--system-db", envvar=ENV_PREFIX + "DROP_SYSTEM_DB", help="Also drop the DBOS system database."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        option(
+            "--force",
+            help="End the databases' other sessions (DROP DATABASE ... "
+            "WITH (FORCE)) instead of refusing (exit 3).",
+        ),
+    ] = False,
+    yes: Annotated[bool, option("--yes", "-y", help="Skip the typed confirmation.")] = False,
+    confirm: Annotated[
+        Str,
+        option(
+            "--confirm", metavar="APP_DB_NAME", show_default=False, help="Confirm by naming the app database."
+        ),
+    ] = None,
+    production: ProductionOpt = False,
+    maintenance_db: MaintOpt = None,
+    lock_timeout: LockTimeoutOpt = 300.0,
+    history_schema: HistorySchemaOpt = "dbos_migrate",
+    env_file: EnvFileOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Drop the app database (--system-db: and the system one) of a dev or CI target, after a typed confirmation."""
+    from dbos_migrate import verbs
+
+    _run(typer_ctx, verbs.drop, output, quiet, verbose, verb_kwargs={"system_db": system_db, "force": force},
+         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm,
+         production=production, maintenance_db=maintenance_db, lock_timeout=lock_timeout,
+         history_schema=history_schema)  # fmt: skip
+
+
+@command()
+def init(
+    typer_ctx: typer.Context,
+    config: ConfigOpt = None,
+    yes: Annotated[
+        bool, option("--yes", "-y", help="Write without asking (needed without a terminal).")
+    ] = False,
+    dry_run: Annotated[bool, option("--dry-run", help="Only print the diff.")] = False,
+    env_file: EnvFileOpt = None,
+    output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write or complete the database: section of dbos-config.yaml from alembic, knex, prisma or drizzle."""
+    from dbos_migrate.report import reporting
+    from dbos_migrate.verbs.init import init as init_verb
+
+    sink, run_ctx = reporting(_ctx(typer_ctx), json=output is Output.json, quiet=quiet, verbose=verbose)
+    result = init_verb(run_ctx, config, sink, yes=yes, dry_run=dry_run)
+    if result.error is not None:
+        raise typer.Exit(result.error.exit_code)
+
+
+@command()
 def history(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
@@ -714,106 +602,3 @@ def postgres_status(
     if not quiet:
         _ctx(typer_ctx).stdout.write(server.describe() + "\n")
     raise typer.Exit(0 if server.running else 1)
-
-
-# ---------------------------------------------------------------------------- entry point
-
-
-def _usage_error_base() -> type[Exception]:
-    """click's ClickException, vendored or not: typer 0.12 uses click, newer ones carry a copy."""
-    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-
-def _usage_failed(exc: Exception, args: list[str], ctx: "Context") -> int:
-    """A usage error (bad option, bad value): the message on stderr, in words of our own
-    (report/usage.py), and in JSON mode the same as one document on stdout, naming the
-    command click was parsing."""
-    from dbos_migrate.report import usage
-
-    message = usage.reworded(exc)
-    if message is not None:
-        exc.format_message = lambda: message  # type: ignore[attr-defined]
-    exc.show(file=ctx.stderr)  # type: ignore[attr-defined]
-    code: int = exc.exit_code  # type: ignore[attr-defined]
-    if wants_json(args, ctx.environ):
-        from dbos_migrate.errors import UsageError
-        from dbos_migrate.report.json import document, print_json, usage_result
-
-        error = UsageError(exc.format_message(), usage.help_hint(exc))  # type: ignore[attr-defined]
-        print_json(document(usage_result(usage.command_name(exc), error)), ctx.stdout)
-    return code
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    from dbos_migrate.errors import Interrupted
-
-    raise Interrupted(signum)
-
-
-def main(argv: list[str], ctx: "Context") -> int:
-    """Run the command line `argv` in `ctx` and return the exit status (httpie's
-    `main(args, env)`): one clear message and the right code, whatever happens.
-
-    Usage errors exit 2 (as one JSON document too with -o json); our own error kinds and
-    any internal bug become a message here, never a raw traceback. Tests call this with an
-    in-memory Context; `console()` calls it with the real process.
-    """
-    args = list(argv)
-    verbose = "-v" in args or "--verbose" in args
-    code = 0
-    try:
-        # click and rich print help and usage to sys.stdout/sys.stderr: point those at the Context.
-        with contextlib.redirect_stdout(ctx.stdout), contextlib.redirect_stderr(ctx.stderr):
-            returned = app(args=args, prog_name="dbos-migrate", obj=ctx, standalone_mode=False)
-        code = returned if isinstance(returned, int) else 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except typer.Exit as exc:
-        code = exc.exit_code
-    except MigrateError as exc:  # one no verb reported: a signal before or after the verb ran
-        code = stopped_early(exc, args, ctx.stdout, ctx.stderr, ctx.environ)
-    except Exception as exc:  # an internal bug: never a raw traceback unless asked
-        if isinstance(exc, _usage_error_base()):
-            code = _usage_failed(exc, args, ctx)
-        elif isinstance(exc, typer.Abort):
-            ctx.stderr.write("Aborted!\n")
-            code = 1
-        else:
-            if verbose:  # the traceback, with any password it quotes masked
-                import traceback
-
-                from dbos_migrate.engine.scrub import Scrubber
-
-                known = (ctx.environ.get(k) for k in ("PGPASSWORD", "DBOS_DBPASSWORD"))
-                ctx.stderr.write(Scrubber(known).text(traceback.format_exc()))
-            ctx.stderr.write(
-                f"internal error: {type(exc).__name__}; rerun with -v for a traceback and report it as a bug\n"
-            )
-            code = INTERNAL_ERROR
-    ctx.stdout.flush()
-    ctx.stderr.flush()
-    return code
-
-
-def console(handler: Callable[[int, Any], None] | None = None) -> None:
-    """The `dbos-migrate` console script: the real process's Context, SIGINT and SIGTERM
-    turned into an orderly stop (the command ended, the run recorded), then `main`.
-    `__main__.main` installs its `handler` before importing this module."""
-    import signal
-
-    from dbos_migrate.context import Context
-
-    signal.signal(signal.SIGINT, handler or _interrupt)
-    signal.signal(signal.SIGTERM, handler or _interrupt)
-    try:
-        ctx = Context.from_process()
-    except MigrateError as exc:  # a signal this early: nothing has been printed yet
-        sys.exit(stopped_early(exc, sys.argv[1:], sys.stdout, sys.stderr, dict(os.environ)))
-    try:
-        code = main(sys.argv[1:], ctx)
-    except MigrateError as exc:  # a signal while main was printing an error: print it once
-        code = stopped_early(exc, sys.argv[1:], ctx.stdout, ctx.stderr, ctx.environ)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the outcome is printed: a late signal changes nothing
-        signal.signal(sig, signal.SIG_IGN)
-    ctx.silence_broken_stdout()
-    sys.exit(code)
