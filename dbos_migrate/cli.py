@@ -153,6 +153,9 @@ WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
                                   help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
 RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,
                                        help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
+RehearseSharedOpt = Annotated[bool, option("--rehearse-shared-credentials",
+                                           help="With the rehearsal on the target instance: give its commands this role's "
+                                           "credentials instead of a temporary role's (unsafe for untrusted changes).")]  # fmt: skip
 DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
 HistorySchemaOpt = Annotated[str, option("--history-schema", metavar="SCHEMA",
@@ -373,6 +376,7 @@ def up(
     fail_on_breaking: FailOnBreakingOpt = False,
     allow_breaking: AllowBreakingOpt = False,
     rehearse_url: RehearseUrlOpt = None,
+    rehearse_shared_credentials: RehearseSharedOpt = False,
     env_file: EnvFileOpt = None,
     no_data_checks: NoDataChecksOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
@@ -403,6 +407,7 @@ def up(
         data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
         strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
         print_migrations=print_migrations, datasource=datasource.value,
+        rehearse_shared_credentials=rehearse_shared_credentials,
     )  # fmt: skip
 
 
@@ -465,6 +470,7 @@ def plan(
     rehearse_url: RehearseUrlOpt = None,
     sys_db_url: SysDbUrlOpt = None,
     schema: SchemaOpt = None,
+    rehearse_shared_credentials: RehearseSharedOpt = False,
     no_data_checks: NoDataChecksOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
     strict: StrictOpt = False,
@@ -489,7 +495,8 @@ def plan(
     _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
          db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
          grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-         strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema)  # fmt: skip
+         strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema,
+         rehearse_shared_credentials=rehearse_shared_credentials)  # fmt: skip
 
 
 @command()
