@@ -11,6 +11,7 @@ is never a silent pass.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -69,7 +70,7 @@ def test_commands_cannot_reach_the_real_database(tmp_path: Path, pg_url: str, ap
     Its environment holds no real password in any spelling, no DBOS_MIGRATE_DB_URL, no
     DATABASE_URL, and nothing outside the allow-list and the config's env:."""
     make_app(pg_url, app_db, SECRETS_SCHEMA)
-    (tmp_path / "step.sql").write_text("ALTER TABLE orders ADD COLUMN note text;")
+    (tmp_path / "step.sql").write_text("ALTER TABLE orders ADD COLUMN note text; CREATE TABLE fresh (id int);")
     extra = "env:\n  LEAKED: ${SOME_TOKEN}\n  APP_URL: ${DBOS_DATABASE_URL}\n  FLAVOUR: plain\n"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[PROBE.format(app=app_db)], extra=extra)
     url = real_url(pg_url)
@@ -84,16 +85,17 @@ def test_commands_cannot_reach_the_real_database(tmp_path: Path, pg_url: str, ap
     }
     result = run_cli("plan", "--rehearse", "-c", cfg, "-o", "json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    doc = valid_output(one_json(result.stdout))
-    creds = doc["rehearsal"]["credentials"]
-    assert creds["mode"] == "temporary-role" and creds["role"] == doc["rehearsal"]["scratch_database"]
-    assert [c["rule"] for c in doc["changes"]] == ["SAFE002"]  # the temporary role could alter the copied table
-
     read = (tmp_path / "read.out").read_text()
     assert "permission denied for table secrets" in read and "exit=1" in read and "sk_live" not in read
     write = (tmp_path / "write.out").read_text()
     assert "permission denied for schema public" in write and "exit=1" in write
     assert query(pg_url, "SELECT to_regclass('public.pwned')", dbname=app_db) == [(None,)]
+
+    doc = valid_output(one_json(result.stdout))
+    creds = doc["rehearsal"]["credentials"]
+    assert creds["mode"] == "temporary-role" and creds["role"] == doc["rehearsal"]["scratch_database"]
+    # the temporary role altered a copied table and created one in the public schema
+    assert sorted(c["rule"] for c in doc["changes"]) == ["SAFE001", "SAFE002"]
 
     superuser, createdb, createrole, inherit, memberships, not_owned, user = (
         (tmp_path / "role.out").read_text().strip().split("|")
@@ -134,7 +136,8 @@ def test_role_that_may_not_create_roles_is_refused(
     tmp_path: Path, pg_url: str, app_db: str, deployer: str
 ) -> None:
     """No CREATEROLE: a clear refusal naming --rehearse-url, nothing created; with
-    --rehearse-shared-credentials the rehearsal runs with the deploy role's credentials."""
+    --rehearse-shared-credentials the rehearsal runs with the deploy role's credentials; with
+    CREATEROLE (and no superuser) it runs with a temporary role."""
     make_app(pg_url, app_db, "CREATE TABLE t (id int)")
     query(pg_url, sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(app_db), sql.Identifier(deployer))
           .as_string(None))  # fmt: skip
@@ -151,6 +154,15 @@ def test_role_that_may_not_create_roles_is_refused(
     doc = one_json(shared.stdout)
     assert doc["rehearsal"]["credentials"]["mode"] == "shared"
     assert [c["rule"] for c in doc["changes"]] == ["SAFE002"]
+
+    # Granted CREATEROLE (no superuser), it makes the temporary role, hands it the copy and drops it.
+    query(pg_url, sql.SQL("ALTER ROLE {} CREATEROLE").format(sql.Identifier(deployer)).as_string(None))
+    own = run_cli("plan", "--rehearse", "-c", cfg, "-D", url, "-o", "json")
+    assert own.returncode == 0, own.stdout + own.stderr
+    doc = one_json(own.stdout)
+    creds = doc["rehearsal"]["credentials"]
+    assert creds["mode"] == "temporary-role" and [c["rule"] for c in doc["changes"]] == ["SAFE002"]
+    assert not role_exists(pg_url, creds["role"]) and doc["rehearsal"]["dropped"]
 
 
 def test_leftover_role_is_dropped(tmp_path: Path, pg_url: str, app_db: str) -> None:
@@ -230,3 +242,39 @@ def test_strict_refuses_an_unknown_data_check(tmp_path: Path, pg_url: str, app_d
     verdict = one_json(strict.stdout)["rehearsal"]["verdict"]
     assert verdict["refuse"] and verdict["reasons"] == ["data-unknown"]
     assert "1 data check(s) unknown" in verdict["message"] and "--strict refuses" in verdict["message"]
+
+
+def test_rehearse_url_environment_is_allow_listed(tmp_path: Path) -> None:
+    """With --rehearse-url the commands get that instance's credentials and the allow-list:
+    no DBOS_MIGRATE_DB_URL, DATABASE_URL, PG* of the real target, nor any value carrying the
+    real password (percent-encoded or JSON-quoted), even through an env: entry."""
+    from dbos_migrate.engine.scrub import Scrubber
+    from dbos_migrate.rehearse import sandbox
+    from dbos_migrate.settings import config
+    from dbos_migrate.settings.conninfo import parse_url
+    from dbos_migrate.settings.target import Endpoint, SystemDatabase, effective, resolve
+
+    real_text = "postgresql://deploy:" + "Pr0d%27pa%3Ass%25w%22d" + "@prod.example.com/app"
+    text = "name: my-app\nenv:\n  COPY: ${SOME_TOKEN}\n  MINE: ${DBOS_DATABASE_URL}\n  PASSED: ${FORWARD_ME}\n"
+    c = config.from_text(text, tmp_path / "dbos-config.yaml", {}, "dbos-config.yaml")
+    real = resolve(c, db_url=real_text, environ={})
+    other = parse_url("postgresql://ci:throwaway@localhost:5433/postgres", what="--rehearse-url")
+    instance = Endpoint(other, effective(other, {}))
+    name = scratch.scratch_name("app")
+    scratch_target = dataclasses.replace(real, instance=instance, app_database=name,
+                                         system=SystemDatabase("the scratch database", instance.at(name)))  # fmt: skip
+    box = sandbox.prepare(scratch_target, rehearse_url=True, shared=False)
+    environ = {
+        "PATH": "/usr/bin", "HOME": "/home/ci", "LC_ALL": "C.UTF-8", "DBOS_MIGRATE_DB_URL": real_text,
+        "DATABASE_URL": real_text, "PGPASSWORD": REAL_PASSWORD, "PGHOST": "prod.example.com",
+        "SOME_TOKEN": json.dumps(REAL_PASSWORD), "FORWARD_ME": "fine", "AWS_SECRET_ACCESS_KEY": "nope",
+    }  # fmt: skip
+    env, skipped, dropped = sandbox.environment(box, environ, c, Scrubber(real.secrets), [real.app_url.text])
+    assert env["PGHOST"] == "localhost" and env["PGUSER"] == "ci" and env["PGPASSWORD"] == "throwaway"
+    assert env["MINE"] == env["DBOS_DATABASE_URL"] and env["DBOS_DATABASE_URL"].endswith(f"/{name}")
+    assert env["PASSED"] == "fine" and env["PATH"] == "/usr/bin" and env["LC_ALL"] == "C.UTF-8"
+    for key in ("DBOS_MIGRATE_DB_URL", "DATABASE_URL", "AWS_SECRET_ACCESS_KEY", "COPY", "SOME_TOKEN"):
+        assert key not in env, key
+    assert [p.path for p in skipped] == ["env.COPY"] and dropped == []
+    dump = json.dumps(env)
+    assert REAL_PASSWORD not in dump and "Pr0d" not in dump and "prod.example.com" not in dump

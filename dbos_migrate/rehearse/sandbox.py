@@ -276,6 +276,10 @@ def hand_over(conn: Conn, sandbox: Sandbox) -> list[str]:
     assert sandbox.role is not None
     role = sql.Identifier(sandbox.role)
     conn.execute("SET search_path = pg_catalog, pg_temp")
+    # A NOINHERIT role does not get what pg_database_owner owns (the `public` schema of
+    # PostgreSQL 15+): the schema is handed over like the rest, which needs CREATE on the
+    # database for the new owner while the deploy role still owns the database.
+    conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(conn.info.dbname), role))
     limits: list[str] = []
     in_extension: list[str] = []
     for kw, identity, member in conn.execute(_OWNED, (sandbox.role,)).fetchall():
@@ -384,8 +388,10 @@ def own_database(run: Run, maint: Conn, sandbox: Sandbox, database: str) -> None
         ) from None
 
 
-def after_copy(run: Run, sandbox: Sandbox, scratch_target: Target) -> None:
-    """Hand the copied objects to the temporary role, then make sure it can log in."""
+def after_copy(run: Run, maint: Conn, sandbox: Sandbox, scratch_target: Target) -> None:
+    """Hand the copied objects, then the scratch database, to the temporary role (the copy
+    runs as the deploy role, while it still owns the database); then make sure the
+    temporary role can log in."""
     if sandbox.mode != "temporary-role":
         return
     app_name = db.application_name("rehearse")
@@ -397,6 +403,7 @@ def after_copy(run: Run, sandbox: Sandbox, scratch_target: Target) -> None:
             raise db.classify(
                 exc, run.scrub, where="handing the scratch objects to the temporary role"
             ) from None
+    own_database(run, maint, sandbox, scratch_target.app_database)
     try:
         db.connect(sandbox.target.app, run.scrub, app_name=app_name,
                    where="logging in as the rehearsal's temporary role").close()  # fmt: skip

@@ -82,11 +82,10 @@ def rehearse(
             sandbox.create(run, maint, box)
             _create(run, maint, name, rehearse_url)
             rehearsal.created = True
-            sandbox.own_database(run, maint, box, name)
             where = "" if rehearse_url is None else f" on {instance.masked()}"
             run.emit(Notice(f"rehearsal: scratch database {name}{where}"))
             _copy(run, scratch_target, rehearsal)
-            sandbox.after_copy(run, box, scratch_target)
+            sandbox.after_copy(run, maint, box, scratch_target)
             before = _snapshot(run, scratch_target)
             _run(run, commands, env, interrupts, rehearsal, record, box)
             after = _snapshot(run, scratch_target)
