@@ -26,6 +26,7 @@ from dbos_migrate.engine import database as db
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import MigrateError, Problem, UsageError, first_line
 from dbos_migrate.events import Notice
+from dbos_migrate.rehearse.scratch import signals_held
 from dbos_migrate.settings.config import Config
 from dbos_migrate.settings.conninfo import Effective, parse_url
 from dbos_migrate.settings.target import Endpoint, Target, command_env, connection_vars
@@ -421,6 +422,17 @@ def drop(run: Run, maint: Conn, sandbox: Sandbox) -> None:
     """Drop the temporary role (after the scratch database). Never raises."""
     if not sandbox.created or sandbox.role is None:
         return
+    with signals_held():  # a second Ctrl-C must not abandon the cleanup
+        errors = _drop_attempts(run, maint, sandbox.role)
+    if errors is None:
+        sandbox.created = False
+        return
+    run.emit(Notice(f"rehearsal: could not drop temporary role {sandbox.role} ({'; '.join(errors)}); "
+                    "the next rehearsal removes it", "warning"))  # fmt: skip
+
+
+def _drop_attempts(run: Run, maint: Conn, role: str) -> list[str] | None:
+    """Drop the role, through a fresh connection if ours broke: None, or why it could not."""
     errors: list[str] = []
     for attempt in range(2):
         conn = maint
@@ -431,13 +443,11 @@ def drop(run: Run, maint: Conn, sandbox: Sandbox) -> None:
                 conn = maintenance_connection(run, db.application_name("rehearse"),
                                               purpose="to drop the temporary role")  # fmt: skip
             try:
-                drop_role(conn, sandbox.role)
-                sandbox.created = False
-                return
+                drop_role(conn, role)
+                return None
             finally:
                 if conn is not maint:
                     conn.close()
         except (psycopg.Error, MigrateError) as exc:
             errors.append(run.scrub.text(first_line(exc)))
-    run.emit(Notice(f"rehearsal: could not drop temporary role {sandbox.role} ({'; '.join(errors)}); "
-                    "the next rehearsal removes it", "warning"))  # fmt: skip
+    return errors
