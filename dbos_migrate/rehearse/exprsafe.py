@@ -13,7 +13,7 @@ strings) rather than `pg_depend`, which records no dependency on built-in object
 node must be of a kind known to call nothing but its function or operator (a cast to a
 domain, which runs the domain's own CHECKs, a `ROW` comparison, `current_user` and the
 like are not), every `funcid`, `opno` and `opfuncid` is looked up, and an I/O conversion
-is accepted only between built-in types. The SQL text run on the app database is printed by
+or a GREATEST/LEAST (which call a type's own functions) only over built-in types. The SQL text run on the app database is printed by
 `pg_get_expr` with `search_path` empty and run there with `search_path` empty, so a name it
 resolves is a `pg_catalog` one.
 """
@@ -115,6 +115,7 @@ def _why(nodes: set[str], funcs: set[int], opers: set[int], types: set[int],
             if not ok:
                 return (f"its expression calls {name}, which is not a built-in immutable function: it is not "
                         "evaluated on the app database")  # fmt: skip
-    if "COERCEVIAIO" in nodes and any(t >= FIRST_USER_OID for t in types):
-        return "its expression converts a type that is not built in through text: it is not evaluated"
+    if nodes & {"COERCEVIAIO", "MINMAXEXPR"} and any(t >= FIRST_USER_OID for t in types):
+        return ("its expression converts or compares a type that is not built in (its functions are not "
+                "built in): it is not evaluated")  # fmt: skip
     return None
