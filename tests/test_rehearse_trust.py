@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import one_json, query, write_config
-from pgharness import run_cli, with_dbname, with_user
+from pgharness import ClusterFactory, run_cli, with_dbname, with_user
 from psycopg import sql
 from test_rehearse import CONCURRENT_MIGRATE, app_config, make_app, valid_output
 
@@ -165,10 +165,12 @@ def test_role_that_may_not_create_roles_is_refused(
     assert not role_exists(pg_url, creds["role"]) and doc["rehearsal"]["dropped"]
 
 
-def test_leftover_role_is_dropped(tmp_path: Path, pg_url: str, app_db: str) -> None:
+def test_leftover_role_is_dropped(tmp_path: Path, app_db: str, own_cluster: ClusterFactory) -> None:
     """A killed rehearsal's temporary role (marked, scratch shape, no lock held, no database of
     its name) is dropped by the next rehearsal; an unmarked role of the same shape is not."""
     from dbos_migrate.rehearse.sandbox import ROLE_MARK
+
+    pg_url = own_cluster().url(dbname="postgres")  # its leftovers are fair game to any rehearsal on the instance
     left = scratch.scratch_name(app_db)
     unmarked = scratch.scratch_name(app_db)
     for name in (left, unmarked):
