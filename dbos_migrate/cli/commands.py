@@ -42,6 +42,7 @@ from dbos_migrate.cli.options import (
     ProductionOpt,
     QuietOpt,
     RehearseOpt,
+    RehearseSharedOpt,
     RehearseUrlOpt,
     RunOpt,
     SchemaOpt,
@@ -192,6 +193,7 @@ def up(
     fail_on_breaking: FailOnBreakingOpt = False,
     allow_breaking: AllowBreakingOpt = False,
     rehearse_url: RehearseUrlOpt = None,
+    rehearse_shared_credentials: RehearseSharedOpt = False,
     env_file: EnvFileOpt = None,
     no_data_checks: NoDataChecksOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
@@ -222,6 +224,7 @@ def up(
         data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
         strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
         print_migrations=print_migrations, datasource=datasource.value,
+        rehearse_shared_credentials=rehearse_shared_credentials,
     )  # fmt: skip
 
 
@@ -237,6 +240,7 @@ def down(
     dry_run: DryRunOpt = False,
     rehearse: DownRehearseOpt = False,
     rehearse_url: RehearseUrlOpt = None,
+    rehearse_shared_credentials: RehearseSharedOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
     wait: WaitOpt = 0.0,
     lock_timeout: LockTimeoutOpt = 300.0,
@@ -267,6 +271,7 @@ def down(
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, lease_ttl=lease_ttl, no_history=no_history, history_schema=history_schema,
         sys_db_url=sys_db_url, print_migrations=print_migrations, data_check_timeout=data_check_timeout,
+        rehearse_shared_credentials=rehearse_shared_credentials,
     )  # fmt: skip
 
 
@@ -284,6 +289,7 @@ def plan(
     rehearse_url: RehearseUrlOpt = None,
     sys_db_url: SysDbUrlOpt = None,
     schema: SchemaOpt = None,
+    rehearse_shared_credentials: RehearseSharedOpt = False,
     no_data_checks: NoDataChecksOpt = False,
     data_check_timeout: DataCheckTimeoutOpt = 5.0,
     strict: StrictOpt = False,
@@ -308,7 +314,8 @@ def plan(
     _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
          db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
          grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-         strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema)  # fmt: skip
+         strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema,
+         rehearse_shared_credentials=rehearse_shared_credentials)  # fmt: skip
 
 
 @command()

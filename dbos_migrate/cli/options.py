@@ -144,6 +144,9 @@ WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
                                   help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
 RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,
                                        help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
+RehearseSharedOpt = Annotated[bool, option("--rehearse-shared-credentials",
+                                           help="With the rehearsal on the target instance: give its commands this role's "
+                                           "credentials instead of a temporary role's (unsafe for untrusted changes).")]  # fmt: skip
 DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
 HistorySchemaOpt = Annotated[str, option("--history-schema", metavar="SCHEMA",

@@ -39,3 +39,4 @@ class Options:
     print_user_role: bool = False  # print the runtime role's grants; connect to nothing
     print_migrations: str | None = None  # "all" or N: print what would run; run nothing
     datasource: str = "auto"  # auto, skip: the app database's DBOS provisioning (docs/dbos-compatibility.md)
+    rehearse_shared_credentials: bool = False  # the rehearsal's commands get the deploy role's credentials

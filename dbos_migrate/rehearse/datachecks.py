@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -42,6 +42,8 @@ class Settings:
     timeout_s: float = DEFAULT_TIMEOUT
     sample_bytes: int = 64 * 1024**2
     large_bytes: int = 128 * 1024**2
+    role: str | None = None  # the read-only role the row checks run as
+    no_role: str | None = None  # why there is none: every row check is then unknown
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], timeout_s: float) -> Settings:
@@ -111,6 +113,7 @@ class DataChecks:
             "timeout_s": self.settings.timeout_s,
             "sample_bytes": self.settings.sample_bytes,
             "large_table_bytes": self.settings.large_bytes,
+            "role": self.settings.role,
             "checks": self.checks,
             "elapsed_ms": self.elapsed_ms,
             "summary": summary(findings),
@@ -136,13 +139,35 @@ class Facts:
 
 # ---------------------------------------------------------------------------- running
 
+#: The role the row checks run as (PostgreSQL 14+): it may read every table and do nothing else.
+READER = "pg_read_all_data"
+
+
+def reader_role(conn: psycopg.Connection[Any]) -> tuple[str | None, str | None]:
+    """(the role the row checks run as, or None and why): `pg_read_all_data`, when the
+    connected role may SET ROLE to it (superusers may; others need it granted)."""
+    if conn.info.server_version < 140000:
+        return None, (f"the server has no {READER} role (PostgreSQL 14+) to run the check as, and it never "
+                      "runs as the deploy role")  # fmt: skip
+    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    row = conn.execute(
+        "SELECT pg_catalog.pg_has_role(%s::pg_catalog.name, %s::pg_catalog.text)", (READER, privilege)
+    ).fetchone()
+    if row and row[0]:
+        return READER, None
+    return None, (f"the role may not SET ROLE {READER}, the read-only role the checks run as (never as the "
+                  f"deploy role): GRANT {READER} TO it, or pass --no-data-checks")  # fmt: skip
+
 
 def run_checks(conn: psycopg.Connection[Any], checks: list[Check], settings: Settings,
                scrub: Scrubber) -> list[Finding]:  # fmt: skip
     """Every check, in plan order; a failure of one makes it `unknown` and the rest go on."""
     rels = list(dict.fromkeys(c.rel for c in checks))
     try:
-        facts = table_facts(conn, rels, settings.timeout_s)
+        if settings.role is None and settings.no_role is None:
+            role, why = reader_role(conn)
+            settings = replace(settings, role=role, no_role=why)
+        facts = table_facts(conn, rels, settings.timeout_s, settings.role)
     except psycopg.Error as exc:
         why = "reading the table sizes failed: " + readonly.reason(exc, scrub, settings.timeout_s)
         return [unknown_finding(c, why, None) for c in checks]
@@ -167,11 +192,13 @@ def run_checks(conn: psycopg.Connection[Any], checks: list[Check], settings: Set
     return findings
 
 
-def table_facts(conn: psycopg.Connection[Any], rels: list[Rel], timeout_s: float) -> dict[Rel, Facts]:
+def table_facts(
+    conn: psycopg.Connection[Any], rels: list[Rel], timeout_s: float, role: str | None = None
+) -> dict[Rel, Facts]:
     """Sizes (partitions added up), row estimates and SELECT privilege of `rels`, one query."""
     if not rels:
         return {}
-    with readonly.bounded(conn, timeout_s):
+    with readonly.bounded(conn, timeout_s, role):
         rows = conn.execute(
             """SELECT q.i::int, c.oid IS NOT NULL,
                       coalesce((SELECT sum(pg_catalog.pg_relation_size(p.relid))
@@ -221,6 +248,8 @@ def _row_check(conn: psycopg.Connection[Any], check: RowCheck, fact: Facts, sett
                scrub: Scrubber) -> Finding:  # fmt: skip
     if check.unknown is not None:
         return unknown_finding(check, check.unknown, None)
+    if settings.role is None:
+        return unknown_finding(check, settings.no_role or "there is no read-only role to run it as", None)
     if not fact.can_select:
         return unknown_finding(
             check, f"permission denied: the role may not SELECT from {check.rel.qualname}", 0
@@ -230,7 +259,7 @@ def _row_check(conn: psycopg.Connection[Any], check: RowCheck, fact: Facts, sett
         percent = max(round(100.0 * settings.sample_bytes / fact.heap_bytes, 4), 0.0001)
     start = time.monotonic()
     try:
-        with readonly.bounded(conn, settings.timeout_s):
+        with readonly.bounded(conn, settings.timeout_s, settings.role):
             row = conn.execute(row_query(check, percent)).fetchone()
     except psycopg.Error as exc:
         elapsed = int((time.monotonic() - start) * 1000)

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from dbos_migrate.rehearse import exprsafe
 from dbos_migrate.rehearse.catalog import Column, Constraint, Index, Snapshot, Table
 from dbos_migrate.rehearse.rules import Change
 
@@ -81,6 +82,9 @@ class Details:
     indexes: dict[int, tuple[list[str], str | None, bool]] = field(default_factory=dict)
     checks: dict[int, str] = field(default_factory=dict)
     foreign_keys: dict[int, tuple[list[str], int, list[str], str]] = field(default_factory=dict)
+    #: why an index's keys or predicate, or a CHECK, may not be evaluated on the app database
+    unsafe_indexes: dict[int, str] = field(default_factory=dict)
+    unsafe_checks: dict[int, str] = field(default_factory=dict)
 
 
 def read_details(conn: psycopg.Connection[Any], index_oids: list[int], constraint_oids: list[int]) -> Details:
@@ -89,18 +93,24 @@ def read_details(conn: psycopg.Connection[Any], index_oids: list[int], constrain
     conn.execute("SET search_path = ''")
     nulls = "i.indnullsnotdistinct" if conn.info.server_version >= 150000 else "false"
     if index_oids:
-        for oid, keys, pred, not_distinct in conn.execute(
+        trees: dict[int, list[str]] = {}
+        for oid, keys, pred, not_distinct, trees_of in conn.execute(
             f"""SELECT i.indexrelid,
                        ARRAY(SELECT pg_catalog.pg_get_indexdef(i.indexrelid, k, false)
                                FROM generate_series(1, i.indnkeyatts) k ORDER BY k),
-                       pg_catalog.pg_get_expr(i.indpred, i.indrelid, false), {nulls}
+                       pg_catalog.pg_get_expr(i.indpred, i.indrelid, false), {nulls},
+                       ARRAY[i.indexprs::pg_catalog.text, i.indpred::pg_catalog.text]
                   FROM pg_catalog.pg_index i WHERE i.indexrelid = ANY(%s::oid[])""",
             (index_oids,),
         ).fetchall():
             details.indexes[oid] = (list(keys), pred, bool(not_distinct))
+            trees[oid] = [t for t in trees_of if t]
+        details.unsafe_indexes = exprsafe.unsafe(conn, trees)
     if constraint_oids:
-        for oid, kind, expr, cols, ref, ref_cols, match in conn.execute(
+        checks: dict[int, list[str]] = {}
+        for oid, kind, expr, tree, cols, ref, ref_cols, match in conn.execute(
             """SELECT con.oid, con.contype::text, pg_catalog.pg_get_expr(con.conbin, con.conrelid, false),
+                      con.conbin::pg_catalog.text,
                       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
                               JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
                              ORDER BY k.o),
@@ -114,8 +124,10 @@ def read_details(conn: psycopg.Connection[Any], index_oids: list[int], constrain
         ).fetchall():
             if kind == "c" and expr:
                 details.checks[oid] = expr
+                checks[oid] = [tree or "{UNREADABLE"]
             elif kind == "f":
                 details.foreign_keys[oid] = (list(cols), ref, list(ref_cols), match)
+        details.unsafe_checks = exprsafe.unsafe(conn, checks)
     return details
 
 
@@ -220,9 +232,10 @@ class Planner:
             yield from self._size(i, change, rel, "index build", "ACCESS EXCLUSIVE")
         elif con.type == "c":
             expr = details.checks.get(con.oid)
+            why = details.unsafe_checks.get(con.oid) if expr else "its expression could not be read"
             yield RowCheck(i, "check", "DATA004", change.object, rel, f"values failing CHECK {con.name}", adding,
-                           violation=sql.SQL("NOT ({})").format(sql.SQL(expr)) if expr else None,
-                           unknown=None if expr else "its expression could not be read")  # fmt: skip
+                           violation=sql.SQL("NOT ({})").format(sql.SQL(expr)) if expr and not why else None,
+                           unknown=why)  # fmt: skip
             yield from self._size(i, change, rel, "scan", "ACCESS EXCLUSIVE")
         elif con.type == "f":
             yield self._foreign_key(i, change, con.oid, rel, details, adding)
@@ -240,6 +253,9 @@ class Planner:
             return RowCheck(i, "duplicates", "DATA003", change.object, rel, what, consequence,
                             unknown="its index could not be read from the scratch database")  # fmt: skip
         keys, pred, not_distinct = found
+        why = details.unsafe_indexes.get(index_oid)
+        if why is not None:
+            return RowCheck(i, "duplicates", "DATA003", change.object, rel, what, consequence, unknown=why)
         return RowCheck(
             i, "duplicates", "DATA003", change.object, rel, what, consequence,
             keys=tuple(sql.SQL("({})").format(sql.SQL(k)) for k in keys),

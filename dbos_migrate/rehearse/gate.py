@@ -12,9 +12,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dbos_migrate.rehearse.result import Rehearsal, Verdict
-from dbos_migrate.rehearse.rules import BREAKING, breaking_summary
+from dbos_migrate.rehearse.rules import BREAKING, UNKNOWN, breaking_summary
 from dbos_migrate.rehearse.units import human_age
+
+if TYPE_CHECKING:
+    from dbos_migrate.rehearse.datachecks import Finding
 
 
 def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
@@ -47,6 +52,10 @@ def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
             parts.append(f"{summary} meet {count} unfinished workflow(s) of another application version "
                          f"({versions}{oldest})")  # fmt: skip
             reasons.append("workflows")
+    unknown = [f for f in rehearsal.findings if f.severity == UNKNOWN]
+    if strict and unknown:
+        parts.append(f"{unknown_summary(unknown)}, and --strict refuses on any unknown data check")
+        reasons.append("data-unknown")
     if parts:
         return Verdict(True, "; ".join(parts), strict, reasons)
     if breaking:
@@ -54,3 +63,15 @@ def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
                        "unfinished workflow of another application version is in the system database, so none "
                        "can break (pass --strict to refuse any breaking change)", strict)  # fmt: skip
     return Verdict(False, "no breaking change", strict)
+
+
+def unknown_summary(unknown: list[Finding], limit: int = 3) -> str:
+    """`2 data check(s) unknown: timed out after 5s (x1); ...`: how many, and why."""
+    why: dict[str, int] = {}
+    for finding in unknown:
+        reason = finding.reason or ("no violating row in a sample; the rest was not examined"
+                                    if finding.status == "none-in-sample" else finding.detail)  # fmt: skip
+        why[reason] = why.get(reason, 0) + 1
+    shown = "; ".join(f"{r} (x{n})" for r, n in list(why.items())[:limit])
+    more = f"; and {len(why) - limit} other reason(s)" if len(why) > limit else ""
+    return f"{len(unknown)} data check(s) unknown: {shown}{more}"

@@ -9,13 +9,14 @@ scrubbed of secrets before it is kept.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import psycopg
 
 from dbos_migrate.engine import database as db
 from dbos_migrate.errors import DatabaseError
-from dbos_migrate.rehearse import datachecks, workflows
+from dbos_migrate.rehearse import datachecks, readonly, workflows
 from dbos_migrate.rehearse.catalog import Snapshot
 from dbos_migrate.rehearse.dataplan import Check, Details, Planner, read_details
 from dbos_migrate.settings.target import Target
@@ -68,6 +69,11 @@ def run_checks(run: Run, rehearsal: Rehearsal, checks: list[Check]) -> None:
         rehearsal.findings = [datachecks.unknown_finding(c, exc.message, None) for c in checks]
     else:
         with db.closing(conn):
+            try:  # never as the deploy role: as a role that can only read (docs/rehearsal.md)
+                role, why = datachecks.reader_role(conn)
+            except psycopg.Error as exc:
+                role, why = None, readonly.reason(exc, run.scrub, report.settings.timeout_s)
+            report.settings = replace(report.settings, role=role, no_role=why)
             rehearsal.findings = datachecks.run_checks(conn, checks, report.settings, run.scrub)
     for finding in rehearsal.findings:  # names and messages read from the database
         finding.detail = run.scrub.text(finding.detail)

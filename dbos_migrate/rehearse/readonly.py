@@ -23,14 +23,21 @@ Conn = psycopg.Connection[Any]
 
 
 @contextlib.contextmanager
-def bounded(conn: Conn, timeout_s: float) -> Iterator[Conn]:
-    """A READ ONLY transaction whose statements (and lock waits) end after `timeout_s`."""
+def bounded(conn: Conn, timeout_s: float, role: str | None = None) -> Iterator[Conn]:
+    """A READ ONLY transaction whose statements (and lock waits) end after `timeout_s`; with
+    `role`, run as that role (`SET LOCAL ROLE`, row-level security raising an error rather
+    than hiding rows), never as the connected one."""
     ms = max(int(timeout_s * 1000), 1)
+    as_role = (
+        sql.SQL("; SET LOCAL ROLE {}; SET LOCAL row_security = off").format(sql.Identifier(role))
+        if role
+        else sql.SQL("")
+    )
     conn.execute(
         sql.SQL(
             "BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}; "
-            "SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL search_path = ''"
-        ).format(ms=sql.Literal(ms))
+            "SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL search_path = ''{as_role}"
+        ).format(ms=sql.Literal(ms), as_role=as_role)
     )
     try:
         yield conn

@@ -24,7 +24,9 @@ class Verdict:
     refuse: bool
     message: str
     strict: bool = False
-    reasons: list[str] = field(default_factory=list)  # data, strict, workflows, workflows-unknown
+    reasons: list[str] = field(
+        default_factory=list
+    )  # data, strict, data-unknown, workflows, workflows-unknown
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class Rehearsal:
     verdict: Verdict | None = None
     rollback: RollbackCheck | None = None  # plan --rehearse: does database.rollback restore? (rollback.py)
     destroys: list[Loss] | None = None  # down --rehearse: what the rollback would destroy
+    credentials: dict[str, Any] | None = None  # who the commands log in as, and the limits that come with it
     _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
     _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
 
@@ -96,6 +99,7 @@ class Rehearsal:
             "verdict": self.verdict.as_dict() if self.verdict else None,
             "rollback": self.rollback.as_dict() if self.rollback else None,
             "destroys": [loss.as_dict() for loss in self.destroys] if self.destroys is not None else None,
+            "credentials": self.credentials,
         }
 
 

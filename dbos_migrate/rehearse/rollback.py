@@ -90,10 +90,12 @@ def rehearse_rollback(
     before: Snapshot,
     interrupts: Interrupts,
     take_snapshot: Callable[[], Snapshot],
+    env: dict[str, str] | None = None,
 ) -> RollbackCheck:
-    """Run `database.rollback` on the scratch database and compare with `before`."""
+    """Run `database.rollback` on the scratch database and compare with `before`; `env` is
+    the rehearsal's own (scratch credentials, allow-listed: rehearse/sandbox.py)."""
     start = run.ctx.clock()
-    check = _rehearse_rollback(run, scratch_target, before, interrupts, take_snapshot)
+    check = _rehearse_rollback(run, scratch_target, before, interrupts, take_snapshot, env)
     check.elapsed_ms = round((run.ctx.clock() - start) * 1000)
     return check
 
@@ -104,9 +106,10 @@ def _rehearse_rollback(
     before: Snapshot,
     interrupts: Interrupts,
     take_snapshot: Callable[[], Snapshot],
+    env: dict[str, str] | None = None,
 ) -> RollbackCheck:
     check = RollbackCheck()
-    env = run.command_env(scratch_target)
+    env = env if env is not None else run.command_env(scratch_target)
     commands = run.commands(run.config.database.rollback, "rollback", env)
     run.emit(Notice(f"rehearsal: running the {len(commands)} rollback command(s) on the scratch database"))
     try:

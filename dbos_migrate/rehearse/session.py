@@ -15,10 +15,11 @@ import psycopg
 
 from dbos_migrate.engine import database as db
 from dbos_migrate.engine.frame import Run, maintenance_connection, run_commands, take_lock
+from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_line
 from dbos_migrate.events import Notice
 from dbos_migrate.model import CommandResult
-from dbos_migrate.rehearse import copy, live, scratch
+from dbos_migrate.rehearse import copy, live, sandbox, scratch
 from dbos_migrate.rehearse import rollback as undo
 from dbos_migrate.rehearse.catalog import Conn, Snapshot, snapshot
 from dbos_migrate.rehearse.dataplan import Check
@@ -39,6 +40,11 @@ def rehearse(
     own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up).
     `direction` "down" rehearses database.rollback instead (rehearse/rollback.py)."""
     run.ensure_password()
+    # The real target's secrets and URLs: none of them may reach the commands (docs/rehearsal.md).
+    real = Scrubber(list(run.secrets))
+    real_urls = [run.target.app_url.without_secrets().text]
+    if run.target.system.endpoint is not None:
+        real_urls.append(run.target.system.endpoint.url.without_secrets().text)
     instance = run.target.instance
     if rehearse_url:
         url = parse_url(rehearse_url, what="--rehearse-url")
@@ -49,9 +55,14 @@ def rehearse(
     scratch_target = replace(run.target, instance=instance, app_database=name,
                              system=SystemDatabase("the scratch database", instance.at(name)))  # fmt: skip
     listed = "migrate" if direction == "up" else "rollback"
-    commands = run.commands(getattr(run.config.database, listed), listed, run.command_env(scratch_target))
+    box = sandbox.prepare(scratch_target, rehearse_url=bool(rehearse_url),
+                          shared=run.options.rehearse_shared_credentials)  # fmt: skip
+    run.add_secrets(box.target.secrets)
+    env = sandbox.setup_env(run, box, real, real_urls)
+    commands = run.commands(getattr(run.config.database, listed), listed, env)
     run.report.planned = [shown for _, shown in commands]
     rehearsal = Rehearsal(name, instance.masked())
+    rehearsal.credentials = box.as_dict()
     run.report.rehearsal = rehearsal
     if not commands:
         rehearsal.copy_method = f"skipped: database.{listed} lists no commands"
@@ -68,24 +79,28 @@ def rehearse(
         _check_server(maint)
         _prepare(run, maint, name, rehearsal)
         try:  # from here on, the finally drops the scratch database (IF EXISTS), whatever happens
+            sandbox.create(run, maint, box)
             _create(run, maint, name, rehearse_url)
             rehearsal.created = True
             where = "" if rehearse_url is None else f" on {instance.masked()}"
             run.emit(Notice(f"rehearsal: scratch database {name}{where}"))
             _copy(run, scratch_target, rehearsal)
+            sandbox.after_copy(run, maint, box, scratch_target)
             before = _snapshot(run, scratch_target)
-            _run(run, commands, scratch_target, interrupts, rehearsal, record)
+            _run(run, commands, env, interrupts, rehearsal, record, box)
             after = _snapshot(run, scratch_target)
             rehearsal.changes = diff(before, after)
             checks = live.plan_checks(run, scratch_target, before, after, rehearsal, limits)
             if direction == "up" and undo.wanted(run):
                 rehearsal.rollback = undo.rehearse_rollback(
-                    run, scratch_target, before, interrupts, lambda: _snapshot(run, scratch_target)
+                    run, scratch_target, before, interrupts, lambda: _snapshot(run, scratch_target), env
                 )
             if direction == "down":
                 losses = undo.plan_losses(before, rehearsal.changes)
         finally:
             rehearsal.dropped = _drop(run, maint, other, name, app_name)
+            sandbox.drop(run, maint, box)  # after the database it owned
+            rehearsal.credentials = box.as_dict()
     finally:
         with contextlib.suppress(psycopg.Error):
             maint.close()
@@ -112,9 +127,17 @@ def _prepare(run: Run, maint: Conn, name: str, rehearsal: Rehearsal) -> None:
         dropped, problems = scratch.remove_leftovers(maint)
     except psycopg.Error as exc:
         raise db.classify(exc, run.scrub, where="preparing the rehearsal") from None
+    try:
+        roles, role_problems = sandbox.remove_leftover_roles(maint, scratch.REHEARSE_LOCK_CLASS,
+                                                             scratch.scratch_lock_key)  # fmt: skip
+    except psycopg.Error as exc:
+        roles, role_problems = [], [first_line(exc)]
+    dropped += [f"role {r}" for r in roles]
+    problems += role_problems
     rehearsal.leftovers_removed = dropped
     for left in dropped:
-        run.emit(Notice(f"rehearsal: removed leftover scratch database {left} (from an interrupted run)"))
+        what = "rehearsal " + left if left.startswith("role ") else "scratch database " + left
+        run.emit(Notice(f"rehearsal: removed leftover {what} (from an interrupted run)"))
     for problem in problems:
         rehearsal.warnings.append(run.scrub.text(problem))
         run.emit(Notice(run.scrub.text(f"rehearsal: {problem}"), "warning"))
@@ -248,10 +271,11 @@ def _snapshot(run: Run, scratch_target: Target) -> Snapshot:
 def _run(
     run: Run,
     commands: list[tuple[str, str]],
-    scratch_target: Target,
+    env: dict[str, str],
     interrupts: Interrupts,
     rehearsal: Rehearsal,
     record: bool,
+    box: sandbox.Sandbox,
 ) -> None:
     """The migrate commands against the scratch database, with `up`'s streaming and failure rules."""
 
@@ -260,9 +284,15 @@ def _run(
         if record:
             run.report.commands.append(result)
 
+    hint = (
+        "it failed on a copy of the current schema, so it would fail on the real database too; "
+        "the real database was not touched"
+    )
+    if box.mode == "temporary-role":
+        hint += (
+            f" (the commands ran as the temporary role {box.role}: a failure on a privilege the deploy "
+            "role has and it lacks is a limit of the rehearsal, see rehearsal.credentials.limits)"
+        )
     run_commands(
-        run, commands, interrupts, env=run.command_env(scratch_target),
-        on_result=finished, label="rehearsal ",
-        failure_hint="it failed on a copy of the current schema, so it would fail on the real database too; "
-        "the real database was not touched",
+        run, commands, interrupts, env=env, on_result=finished, label="rehearsal ", failure_hint=hint,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dbos_migrate.rehearse.gate import unknown_summary
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, UNKNOWN, Change
 from dbos_migrate.rehearse.units import human_age
 
@@ -101,8 +102,10 @@ def data_line(rehearsal: Rehearsal) -> str | None:
         for sev in (BREAKING, LOCK_HEAVY, UNKNOWN, SAFE)
     }
     found = ", ".join(f"{n} {sev}" for sev, n in counts.items() if n) or "nothing"
-    return (f"data checks: {report.checks} on {report.database} in {report.elapsed_ms} ms "
+    line = (f"data checks: {report.checks} on {report.database} in {report.elapsed_ms} ms "
             f"(each at most {report.settings.timeout_s:g}s, read-only): {found}")  # fmt: skip
+    unknown = [f for f in rehearsal.findings if f.severity == UNKNOWN]
+    return line + (f" ({unknown_summary(unknown)})" if unknown else "")
 
 
 def verdict_line(rehearsal: Rehearsal, gate: bool) -> str | None:
