@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import one_json, query, write_config
-from pgharness import ClusterFactory, run_cli, with_dbname, with_user
+from pgharness import ClusterFactory, invoke, with_dbname, with_user
 from psycopg import sql
 from test_rehearse import CONCURRENT_MIGRATE, app_config, make_app, valid_output
 
@@ -83,7 +83,7 @@ def test_commands_cannot_reach_the_real_database(tmp_path: Path, pg_url: str, ap
         "QUOTED_TOKEN": json.dumps(REAL_PASSWORD),
         "UNRELATED": "not on the allow-list",
     }
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-o", "json", env=env)
+    result = invoke("plan", "--rehearse", "-c", cfg, "-o", "json", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     read = (tmp_path / "read.out").read_text()
     assert "permission denied for table secrets" in read and "exit=1" in read and "sk_live" not in read
@@ -144,11 +144,11 @@ def test_role_that_may_not_create_roles_is_refused(
     query(pg_url, sql.SQL("ALTER TABLE t OWNER TO {}").format(sql.Identifier(deployer)).as_string(None), dbname=app_db)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE t ADD COLUMN note text;", CONCURRENT_MIGRATE)
     url = with_user(pg_url, deployer, "deploy-pw")
-    refused = run_cli("plan", "--rehearse", "-c", cfg, "-D", url, env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})
+    refused = invoke("plan", "--rehearse", "-c", cfg, "-D", url, env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "may not create roles" in refused.stderr and "--rehearse-url" in refused.stderr
     assert "--rehearse-shared-credentials" in refused.stderr
-    shared = run_cli("plan", "--rehearse", "--rehearse-shared-credentials", "-c", cfg, "-D", url, "-o", "json",
+    shared = invoke("plan", "--rehearse", "--rehearse-shared-credentials", "-c", cfg, "-D", url, "-o", "json",
                      env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})  # fmt: skip
     assert shared.returncode == 0, shared.stdout + shared.stderr
     doc = one_json(shared.stdout)
@@ -157,7 +157,7 @@ def test_role_that_may_not_create_roles_is_refused(
 
     # Granted CREATEROLE (no superuser), it makes the temporary role, hands it the copy and drops it.
     query(pg_url, sql.SQL("ALTER ROLE {} CREATEROLE").format(sql.Identifier(deployer)).as_string(None))
-    own = run_cli("plan", "--rehearse", "-c", cfg, "-D", url, "-o", "json")
+    own = invoke("plan", "--rehearse", "-c", cfg, "-D", url, "-o", "json")
     assert own.returncode == 0, own.stdout + own.stderr
     doc = one_json(own.stdout)
     creds = doc["rehearsal"]["credentials"]
@@ -180,7 +180,7 @@ def test_leftover_role_is_dropped(tmp_path: Path, app_db: str, own_cluster: Clus
     try:
         make_app(pg_url, app_db, "CREATE TABLE t (id int)")
         cfg = app_config(tmp_path, app_db, "ALTER TABLE t ADD COLUMN note text;", CONCURRENT_MIGRATE)
-        result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+        result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"role {left}" in one_json(result.stdout)["rehearsal"]["leftovers_removed"]
         assert not role_exists(pg_url, left) and role_exists(pg_url, unmarked)
@@ -204,7 +204,7 @@ def test_volatile_check_is_not_evaluated_on_the_app_database(tmp_path: Path, pg_
                 "ALTER TABLE secrets ADD CONSTRAINT leak CHECK (NOT public.is_q(api_key));\n"
                 "ALTER TABLE orders ADD CONSTRAINT small CHECK (total < 15);\n")  # fmt: skip
         cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
-        result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+        result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         assert victim.execute("SELECT 1").fetchone() == (1,)  # not terminated
     doc = valid_output(one_json(result.stdout))
@@ -223,7 +223,7 @@ def test_data_checks_run_as_a_read_only_role(tmp_path: Path, pg_url: str, app_db
     make_app(pg_url, app_db, SECRETS_SCHEMA + "ALTER TABLE orders ENABLE ROW LEVEL SECURITY;")
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT small CHECK (total < 100);",
                      CONCURRENT_MIGRATE)  # fmt: skip
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     doc = valid_output(one_json(result.stdout))
     check = next(f for f in doc["changes"][0]["data_checks"] if f["check"] == "check")
@@ -236,10 +236,10 @@ def test_strict_refuses_an_unknown_data_check(tmp_path: Path, pg_url: str, app_d
     make_app(pg_url, app_db, SECRETS_SCHEMA)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT r CHECK (random() < 2);",
                      CONCURRENT_MIGRATE)  # fmt: skip
-    loose = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url)
+    loose = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert loose.returncode == 0, loose.stdout + loose.stderr
     assert "1 data check(s) unknown: its expression calls pg_catalog.random" in loose.stdout
-    strict = run_cli("plan", "--rehearse", "--strict", "-c", cfg, "-D", pg_url, "-o", "json")
+    strict = invoke("plan", "--rehearse", "--strict", "-c", cfg, "-D", pg_url, "-o", "json")
     assert strict.returncode == 6, strict.stdout + strict.stderr
     verdict = one_json(strict.stdout)["rehearsal"]["verdict"]
     assert verdict["refuse"] and verdict["reasons"] == ["data-unknown"]

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 from helpers import one_json, query, write_config
 from inmemory import InMemoryContext
-from pgharness import run_cli
+from pgharness import invoke
 
 from dbos_migrate import verbs
 from dbos_migrate.errors import GuardRefused
@@ -40,7 +40,7 @@ def make_app(pg_url: str, app_db: str) -> None:
 
 
 def plan_json(cfg: Path, pg_url: str, *args: str) -> tuple[int, dict[str, Any]]:
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json", *args)
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json", *args)
     return result.returncode, valid(one_json(result.stdout))
 
 
@@ -52,7 +52,7 @@ def test_a_rollback_that_restores_the_schema(tmp_path: Path, pg_url: str, app_db
     rollback = doc["rehearsal"]["rollback"]
     assert rollback["ran"] is True and rollback["restores"] is True and rollback["differences"] == []
     assert [c["status"] for c in rollback["commands"]] == ["succeeded"]
-    text = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url)
+    text = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert "rollback: restores the schema" in text.stdout
 
 
@@ -66,10 +66,10 @@ def test_a_forgotten_drop_column_is_left_over(tmp_path: Path, pg_url: str, app_d
     assert [(d["object"], d["kind"], d["issue"]) for d in rollback["differences"]] == [
         ("public.t.c", "column", "left over")
     ]
-    text = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url)
+    text = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert "rollback: does NOT restore the schema" in text.stdout and "column public.t.c left over" in text.stdout
     summary = tmp_path / "summary.md"
-    github = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url,
+    github = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url,
                      env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
     assert github.returncode == 0, github.stdout + github.stderr
     assert "column public.t.c left over" in summary.read_text()
@@ -92,7 +92,7 @@ def test_a_rollback_that_fails_on_the_scratch_copy_names_its_command_and_exit_co
     rollback = doc["rehearsal"]["rollback"]
     assert rollback["restores"] is False and rollback["failed"]["command"] == failing
     assert rollback["failed"]["exit_code"] == 1
-    text = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url)
+    text = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert f"rollback: failed on the scratch database (exit code 1): {failing}" in text.stdout
     assert plan_json(cfg, pg_url, "--strict")[0] == 6
 
@@ -107,14 +107,14 @@ def test_down_rehearse_dry_run_counts_what_the_rollback_destroys_and_writes_noth
 ) -> None:
     make_app(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[DESTRUCTIVE])
-    result = run_cli("down", "--rehearse", "--dry-run", "-c", cfg, "-D", pg_url, "-o", "json")
+    result = invoke("down", "--rehearse", "--dry-run", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     doc = valid(one_json(result.stdout))
     assert [(d["object"], d["kind"], d["rows"]) for d in doc["rehearsal"]["destroys"]] == [
         ("public.keep", "table", 3), ("public.t.name", "column", 2)
     ]  # fmt: skip
     assert {c["rule"] for c in doc["changes"]} == {"BRK001", "BRK002"}
-    text = run_cli("down", "--rehearse", "--dry-run", "-c", cfg, "-D", pg_url)
+    text = invoke("down", "--rehearse", "--dry-run", "-c", cfg, "-D", pg_url)
     assert "drops public.keep: 3 rows" in text.stdout and "drops public.t.name: 2 non-NULL values" in text.stdout
     assert query(pg_url, "SELECT count(*) FROM keep", dbname=app_db) == [(3,)]  # the real database is untouched
     assert query(pg_url, "SELECT count(name) FROM t", dbname=app_db) == [(2,)]

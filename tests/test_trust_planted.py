@@ -232,19 +232,19 @@ def test_sessions_pin_search_path_and_read_only_verbs_are_read_only(pg_url: str,
 
 def test_history_schema_keeps_history_away_from_a_planted_one(tmp_path: Path, planter: Planter) -> None:
     """The fix the refusal names: `--history-schema` (CLI, as an operator types it)."""
-    from pgharness import run_cli
+    from pgharness import invoke
 
     planter.plant(PAYLOAD + PLANTS["trigger"])
     cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
-    refused_run = run_cli("up", "-c", cfg, "-D", planter.pg_url, "--system-db", "skip")
+    refused_run = invoke("up", "-c", cfg, "-D", planter.pg_url, "--system-db", "skip")
     assert refused_run.returncode == 3 and "--history-schema" in refused_run.stderr, refused_run.stderr
     mine = ["-c", str(cfg), "-D", planter.pg_url, "--history-schema", "deploy_history"]
-    done = run_cli("up", *mine, "--system-db", "skip")
+    done = invoke("up", *mine, "--system-db", "skip")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "ran").exists() and not planter.payload_ran()
     rows = query(planter.pg_url, "SELECT command FROM deploy_history.history", dbname=planter.app_db)
     assert rows == [(f"touch {tmp_path / 'ran'}",)]
-    shown = run_cli("history", *mine)
+    shown = invoke("history", *mine)
     assert shown.returncode == 0 and "touch" in shown.stdout, shown.stdout + shown.stderr
-    bad = run_cli("history", "-c", str(cfg), "-D", planter.pg_url, "--history-schema", "pg_x")
+    bad = invoke("history", "-c", str(cfg), "-D", planter.pg_url, "--history-schema", "pg_x")
     assert bad.returncode == 2 and "--history-schema" in bad.stderr

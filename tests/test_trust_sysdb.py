@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import one_json, query
-from pgharness import drop_database, run_cli, with_dbname
+from pgharness import drop_database, invoke, with_dbname
 from test_rehearse import app_config, make_app, valid_output
 
 from dbos_migrate.engine import database as db
@@ -48,14 +48,14 @@ def test_a_malformed_version_is_unknown_and_plan_prints_one_document(
         CREATE TABLE dbos.workflow_status ({STATUS});""")  # fmt: skip
     plant(pg_url, sys_db, "INSERT INTO dbos.dbos_migrations VALUES (%s)", (HOSTILE_VERSION,))
     cfg = app_config(tmp_path, app_db, "CREATE TABLE more_things (id int)")
-    result = run_cli("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
+    result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "\x1b" not in result.stdout + result.stderr
     doc = valid_output(one_json(result.stdout))
     wf = doc["rehearsal"]["workflows"]
     assert wf["schema_version"] is None and "not a migration number" in wf["generation"]
     assert "\\x1b" in wf["generation"]  # shown escaped
-    status = run_cli("status", "-c", cfg, "-D", pg_url, "-o", "json")
+    status = invoke("status", "-c", cfg, "-D", pg_url, "-o", "json")
     assert status.returncode == 0, status.stdout + status.stderr
     shown = one_json(status.stdout)["system_database"]["schema_version"]
     assert shown.startswith("unknown: dbos.dbos_migrations.version holds") and "\x1b" not in status.stdout

@@ -1,4 +1,5 @@
-"""`dbos-migrate validate` as a user runs it: the installed console script, in a subprocess."""
+"""`dbos-migrate validate` as a user runs it, through `cli.main` in-process (the installed console
+script itself is tested in test_packaging.py and test_quickstart.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from pgharness import invoke
 
 from dbos_migrate import __version__
 from dbos_migrate.settings import config
@@ -20,15 +22,11 @@ CONFIGS = sorted((Path(__file__).parent / "configs").glob("*.yaml"))
 LOCATED = re.compile(r"^(?:error|warning): (?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<path>[^:\n]+): (?P<msg>.+)$")
 
 
-def run(
-    *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS" and not k.startswith("DBOS")}
+def run(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ: dict[str, str | None] = {k: None for k in os.environ if k == "GITHUB_ACTIONS" or k.startswith("DBOS")}
     environ["NO_COLOR"] = "1"
     environ.update(env or {})
-    proc = subprocess.run(
-        [str(CLI), *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    proc = invoke(*args, env=environ, cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stdout, proc.stdout
     return proc
