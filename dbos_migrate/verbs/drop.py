@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import Run, maintenance_connection, prepare, take_lock
 from dbos_migrate.engine.options import Options
-from dbos_migrate.errors import DatabaseError, GuardRefused, Interrupted, MigrateError, UsageError
+from dbos_migrate.errors import DatabaseError, Interrupted, MigrateError, UsageError
 from dbos_migrate.events import DropWarning, Finished, Notice, Sink
 from dbos_migrate.model import DroppedDatabase, DropReport
 from dbos_migrate.settings.config import RESERVED_DATABASES, SCRATCH_PREFIX
+from dbos_migrate.verbs.confirm import confirm_by_name
 
 if TYPE_CHECKING:
     import psycopg
@@ -164,23 +165,7 @@ def _refuse_other_sessions(
 def confirm(run: Run) -> None:
     """The typed confirmation `drop` always needs, production or not (docs/behaviour.md):
     the app database name on a terminal; without one, --yes or --confirm NAME; else exit 5."""
-    name = run.target.app_database
-    how = f"pass --confirm {name} (or --yes) to drop it without a prompt"
     where = "production database" if run.target.production else "database"
-    if run.options.confirm is not None:
-        if run.options.confirm == name:
-            return
-        raise GuardRefused(
-            f"--confirm {run.options.confirm!r} does not match the app database {name!r}; nothing was dropped",
-            how,
-        )
-    if run.options.yes:
-        return
-    if run.ctx.ask is None:
-        raise GuardRefused(
-            f"refusing to drop {where} {name!r} without confirmation (no terminal to ask on); nothing was dropped",
-            how,
-        )
-    answer = run.ctx.ask(f"Type the app database name ({name}) to drop it: ", False)
-    if answer is None or answer.strip() != name:
-        raise GuardRefused("confirmation did not match the app database name; nothing was dropped", how)
+    confirm_by_name(
+        run, refusing=f"drop {where}", prompt="drop it", instead="drop it", done="nothing was dropped"
+    )

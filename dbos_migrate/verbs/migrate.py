@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
 from dbos_migrate.engine.options import Options
-from dbos_migrate.errors import DatabaseError, GuardRefused, UsageError
+from dbos_migrate.errors import DatabaseError, UsageError
 from dbos_migrate.events import DatabaseReady, GuardWarning, Notice, Sink, WaitingForServer
 from dbos_migrate.model import CommandResult, RunReport
 from dbos_migrate.settings.config import Config
+from dbos_migrate.verbs.confirm import confirm_by_name
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,27 +111,9 @@ def guard(run: Run) -> None:
     """On production, `down` needs the app database name typed, --confirm NAME, or --yes."""
     if not run.target.production:
         return
-    name = run.target.app_database
     run.emit(GuardWarning(run.report.where, tuple(run.report.planned)))
-    how = f"pass --confirm {name} (or --yes) to run it without a prompt"
-    if run.options.confirm is not None:
-        if run.options.confirm == name:
-            return
-        raise GuardRefused(
-            f"--confirm {run.options.confirm!r} does not match the app database {name!r}; nothing was run",
-            how,
-        )
-    if run.options.yes:
-        return
-    if run.ctx.ask is None:
-        raise GuardRefused(
-            f"refusing to roll back production database {name!r} without confirmation (no terminal to ask on); "
-            "nothing was run",
-            how,
-        )
-    answer = run.ctx.ask(f"Type the app database name ({name}) to roll it back: ", False)
-    if answer is None or answer.strip() != name:
-        raise GuardRefused("confirmation did not match the app database name; nothing was run", how)
+    confirm_by_name(run, refusing="roll back production database", prompt="roll it back", instead="run it",
+                    done="nothing was run")  # fmt: skip
 
 
 def _dry_run(run: Run, *, create: bool) -> None:
