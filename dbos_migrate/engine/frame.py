@@ -174,22 +174,42 @@ def resolution(ctx: Context, options: Options, cfg: Config, target: Target) -> R
     )
 
 
-def prepare(ctx: Context, options: Options, report: RunReport, emit: Sink) -> Run:
-    """Load the config, resolve the target, and announce both."""
-    report.where.config_path = options.config or config_mod.DEFAULT_CONFIG
+def announce(
+    ctx: Context,
+    options: Options,
+    emit: Sink,
+    verb: str,
+    *,
+    dry_run: bool = False,
+    report: RunReport | None = None,
+) -> tuple[Config, Target, list[str | None], Scrubber, Resolution]:
+    """Every verb starts here: load the config, resolve the target, and announce both (with
+    the config's warnings and the target's notes), before anything connects. `report`, when
+    given, keeps the config path and warnings even if the target cannot be resolved."""
+    if report is not None:
+        report.where.config_path = options.config or config_mod.DEFAULT_CONFIG
     cfg = load_config(ctx, options)
-    report.where.warnings.extend(cfg.warnings)
+    if report is not None:
+        report.where.warnings.extend(cfg.warnings)
     for warning in cfg.warnings:
         emit(Notice(warning.render(), "warning"))
     notes: list[str] = []
     target = resolve_target(ctx, cfg, options, notes)
     for note in notes:
         emit(Notice(note, "warning"))
-    report.where = resolution(ctx, options, cfg, target)
-    emit(Resolved(report.verb, report.where, report.dry_run))
+    where = resolution(ctx, options, cfg, target)
+    emit(Resolved(verb, where, dry_run))
     secrets = config_secrets(cfg, target)
     scrub = Scrubber(secrets)
     warn_weak(scrub, emit)
+    return cfg, target, secrets, scrub, where
+
+
+def prepare(ctx: Context, options: Options, report: RunReport, emit: Sink) -> Run:
+    """The Run of a verb that runs commands, once `announce` has resolved where it goes."""
+    cfg, target, secrets, scrub, report.where = announce(
+        ctx, options, emit, report.verb, dry_run=report.dry_run, report=report
+    )
     return Run(ctx, options, cfg, target, scrub, report, emit, secrets)
 
 

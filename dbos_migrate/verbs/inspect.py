@@ -5,17 +5,15 @@ from __future__ import annotations
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import (
     Run,
-    config_secrets,
+    announce,
     load_config,
     maintenance_connection,
-    resolution,
     resolve_target,
-    warn_weak,
 )
 from dbos_migrate.engine.options import Options
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError
-from dbos_migrate.events import Finished, Notice, Resolved, Sink
+from dbos_migrate.events import Finished, Sink
 from dbos_migrate.model import HistoryReport, Resolution, StatusReport
 from dbos_migrate.settings.config import Config
 from dbos_migrate.settings.target import Target
@@ -25,17 +23,7 @@ from dbos_migrate.verbs.recovery import last_run
 def _resolve(
     ctx: Context, options: Options, emit: Sink, verb: str
 ) -> tuple[Config, Target, Scrubber, Resolution]:
-    cfg = load_config(ctx, options)
-    for warning in cfg.warnings:
-        emit(Notice(warning.render(), "warning"))
-    notes: list[str] = []
-    target = resolve_target(ctx, cfg, options, notes)
-    for note in notes:
-        emit(Notice(note, "warning"))
-    where = resolution(ctx, options, cfg, target)
-    emit(Resolved(verb, where))
-    scrub = Scrubber(config_secrets(cfg, target))
-    warn_weak(scrub, emit)
+    cfg, target, _, scrub, where = announce(ctx, options, emit, verb)
     return cfg, target, scrub, where
 
 
