@@ -248,3 +248,28 @@ def test_history_schema_keeps_history_away_from_a_planted_one(tmp_path: Path, pl
     assert shown.returncode == 0 and "touch" in shown.stdout, shown.stdout + shown.stderr
     bad = invoke("history", "-c", str(cfg), "-D", planter.pg_url, "--history-schema", "pg_x")
     assert bad.returncode == 2 and "--history-schema" in bad.stderr
+
+
+def test_up_refuses_a_planted_lease_table_and_runs_nothing(tmp_path: Path, planter: Planter) -> None:
+    """The lease table is verified like the history (docs/reliability.md, the lease): here the
+    tool's schema is the deploy role's, but every role may create in it (an old grant), and the
+    planter creates `lease` first, with the right columns and a trigger."""
+    query(planter.pg_url, "CREATE SCHEMA dbos_migrate; GRANT USAGE, CREATE ON SCHEMA dbos_migrate TO PUBLIC",
+          dbname=planter.app_db)  # fmt: skip
+    planter.plant(PAYLOAD.replace("CREATE SCHEMA dbos_migrate;\nGRANT USAGE, CREATE ON SCHEMA dbos_migrate TO PUBLIC;\n", "")
+                  + """
+        CREATE TABLE dbos_migrate.lease (app_database text PRIMARY KEY, run_id uuid NOT NULL, host text NOT NULL,
+            pid integer NOT NULL, host_id text NOT NULL, proc_start text NOT NULL,
+            acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
+        GRANT ALL ON dbos_migrate.lease TO PUBLIC;
+        CREATE FUNCTION dbos_migrate.on_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM dbos_migrate.payload(); RETURN NEW; END $$;
+        CREATE TRIGGER planted BEFORE INSERT OR UPDATE ON dbos_migrate.lease
+            FOR EACH ROW EXECUTE FUNCTION dbos_migrate.on_lease();
+    """)  # fmt: skip
+    cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
+    options = verbs.Options(config=str(cfg), db_url=planter.pg_url, system_db="skip")
+    report = verbs.up(context(), options, lambda e: None)
+    refused(report.error, planter, "dbos_migrate.lease", "trigger")
+    assert not (tmp_path / "ran").exists(), "a migration command ran"
+    assert not planter.payload_ran()
