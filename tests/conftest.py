@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from pgharness import (
     ClusterFactory,
     PgInstance,
@@ -43,6 +44,12 @@ from pgharness import (
 )
 
 from dbos_migrate.localpg import Cluster
+
+# The mutation run (bench/mutation.py, docs/mutation.md) sets HYPOTHESIS_PROFILE=mutation: few,
+# derandomized examples and no example database, so every mutant meets the same inputs.
+settings.register_profile("mutation", max_examples=20, deadline=None, derandomize=True, database=None)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from hypothesis import settings
 from pgharness import with_dbname
+
+
+def examples(n: int) -> int:
+    """`n` Hypothesis examples, or the mutation profile's smaller count under HYPOTHESIS_PROFILE=mutation
+    (an explicit max_examples would otherwise override the profile; see docs/mutation.md)."""
+    if os.environ.get("HYPOTHESIS_PROFILE") == "mutation":
+        return min(n, settings().max_examples)
+    return n
 
 
 def write_config(

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from helpers import examples
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
@@ -93,7 +94,7 @@ def test_percent_encoded_password_is_decoded_and_kept_as_written(password: str) 
     assert u.masked() == "postgresql+psycopg://user:***@db.example.com:5432/postgres"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     user=st.text(CHARS, min_size=1, max_size=12),
     password=st.text(CHARS, max_size=30),
@@ -178,7 +179,7 @@ def test_with_database_replaces_only_the_path() -> None:
     assert same.with_database("app") is same  # nothing to replace: the text stays byte for byte
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(password=st.text(CHARS, min_size=1, max_size=30))
 def test_masked_never_shows_the_password(password: str) -> None:
     u = parse_url(f"postgresql://u:{quote(password, safe='')}@h:5432/db")

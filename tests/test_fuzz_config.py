@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+from helpers import examples
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from dbos_migrate.settings.target import PgUrl, parse_url, resolve
 
 FILE = Path("/nonexistent/dbos-config.yaml")
 ENV: dict[str, str] = {}
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOP_KEYS = [
     "name", "language", "database_url", "system_database_url", "system_database_schema_name", "database",

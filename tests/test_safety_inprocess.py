@@ -25,6 +25,7 @@ from dbos_migrate import verbs
 from dbos_migrate.context import Ask
 from dbos_migrate.errors import CommandFailed, GuardRefused, Interrupted
 from dbos_migrate.events import CommandStarted, Event, GuardWarning
+from dbos_migrate.model import RunReport
 
 # ---------------------------------------------------------------------------- the production guard
 
@@ -33,7 +34,7 @@ def _answering(answer: str | type[BaseException] | None) -> Ask:
     """What a person does at the prompt: type a line, end the input (None), or press Ctrl-C."""
 
     def ask(prompt: str, secret: bool) -> str | None:
-        assert not secret and "Type the app database name" in prompt
+        assert secret is False and "Type the app database name" in prompt  # a name, echoed as typed
         if isinstance(answer, type):
             raise answer()
         return answer
@@ -88,6 +89,63 @@ def test_down_on_production_runs_only_after_the_name_is_typed(
         assert isinstance(report.error, Interrupted) and report.error.signum == signal.SIGINT
     assert not rolled.exists() and report.commands == []
     assert not any(isinstance(e, CommandStarted) for e in events)
+
+
+def _down_on_production(
+    tmp_path: Path, pg_url: str, app_db: str, ctx: InMemoryContext, **options: Any
+) -> tuple[RunReport, list[Event], Path]:
+    """`up`, then `down` on the same app database marked production, with `options` and `ctx`."""
+    rolled = tmp_path / "rolled"
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {rolled}"])
+    assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
+                    verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
+    events: list[Event] = []
+    report = verbs.down(ctx, verbs.Options(config=str(cfg), db_url=pg_url, production=True, **options), events.append)
+    return report, events, rolled
+
+
+def test_guard_warning_names_the_target_and_the_commands(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    report, events, _ = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(_answering(app_db)))
+    assert report.ok, report.error
+    (warning,) = [e for e in events if isinstance(e, GuardWarning)]
+    assert warning.where is report.where and warning.where.app_database == app_db
+    assert warning.commands == (f"touch {tmp_path / 'rolled'}",)
+
+
+@pytest.mark.parametrize("confirm", ["right", "wrong"])
+def test_confirm_runs_only_on_the_exact_name(confirm: str, tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """--confirm NAME runs without asking; any other name is refused, naming both, with the way out."""
+
+    def never(prompt: str, secret: bool) -> str | None:
+        raise AssertionError("--confirm must not prompt")
+
+    given = app_db if confirm == "right" else app_db + "x"
+    report, _, rolled = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(never), confirm=given)
+    if confirm == "right":
+        assert report.ok and rolled.exists(), report.error
+        return
+    assert isinstance(report.error, GuardRefused) and not rolled.exists()
+    assert report.error.message == (
+        f"--confirm {given!r} does not match the app database {app_db!r}; nothing was run"
+    )
+    assert report.error.hint == f"pass --confirm {app_db} (or --yes) to run it without a prompt"
+
+
+def test_no_terminal_and_a_wrong_answer_are_refused_with_the_way_out(
+    tmp_path: Path, pg_url: str, app_db: str
+) -> None:
+    how = f"pass --confirm {app_db} (or --yes) to run it without a prompt"
+    report, _, rolled = _down_on_production(tmp_path, pg_url, app_db, InMemoryContext({"PATH": os.environ["PATH"]}))
+    assert isinstance(report.error, GuardRefused) and not rolled.exists()
+    assert report.error.message == (
+        f"refusing to roll back production database {app_db!r} without confirmation (no terminal to ask on); "
+        "nothing was run"
+    )
+    assert report.error.hint == how
+    report, _, rolled = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(_answering("no")))
+    assert isinstance(report.error, GuardRefused) and not rolled.exists()
+    assert report.error.message == "confirmation did not match the app database name; nothing was run"
+    assert report.error.hint == how
 
 
 # ---------------------------------------------------------------------------- the creation lock
@@ -173,3 +231,46 @@ def test_a_failing_command_still_drops_the_scratch_database(tmp_path: Path, pg_u
     finally:
         for left in _databases_like(pg_url, SCRATCH_PREFIX + app_db):
             drop_database(pg_url, left)
+
+
+# ---------------------------------------------------------------------------- the lock functions
+
+
+def test_lock_holder_names_the_session_that_holds_the_lock(pg_url: str, app_db: str) -> None:
+    """lock_holder reports the holding session (pid, application_name, client, start, user), and
+    only for this key in this database; acquire_lock waits, names it, then takes the lock once freed."""
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.errors import LockTimeout
+
+    key = db.lock_key(app_db)
+    with psycopg.connect(pg_url, autocommit=True, application_name="holder-" + app_db) as holder, \
+            psycopg.connect(pg_url, autocommit=True) as other:  # fmt: skip
+        assert db.lock_holder(other, key, "postgres") is None
+        holder.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        assert db.holds_lock(holder, key) and not db.holds_lock(other, key)
+        row = other.execute(
+            "SELECT coalesce(pg_catalog.host(client_addr), 'local socket'), backend_start, usename::text, "
+            "current_database() FROM pg_catalog.pg_stat_activity WHERE pid = %s",
+            (holder.info.backend_pid,),
+        ).fetchone()
+        assert row is not None
+        found = db.lock_holder(other, key, row[3])
+        assert found is not None
+        assert (found.pid, found.application_name, found.client, found.since, found.user) == (
+            holder.info.backend_pid, "holder-" + app_db, row[0], row[1], row[2],
+        )  # fmt: skip
+        assert db.lock_holder(other, key, row[3] + "_other") is None  # another database's lock
+        assert db.lock_holder(other, key ^ 1, row[3]) is None  # another key
+        waits: list[int] = []
+        with pytest.raises(LockTimeout) as refused:
+            db.acquire_lock(other, key, row[3], timeout=0.3, on_wait=lambda h, left: waits.append(h.pid if h else 0))
+        assert waits == [holder.info.backend_pid]
+        assert refused.value.message.startswith(f"could not take the migration lock for {row[3]!r} within 0.3s; ")
+        assert refused.value.message.endswith(f"held by {found.describe()}")
+        assert not db.holds_lock(other, key)
+        db.release_lock(holder, key)
+        assert not db.holds_lock(holder, key)
+        db.acquire_lock(other, key, row[3], timeout=30, on_wait=lambda h, left: None)
+        assert db.holds_lock(other, key)
+        db.release_lock(other, key)
+        assert not db.holds_lock(other, key)

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from helpers import history_rows, one_json, write_config
+from helpers import examples, history_rows, one_json, write_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pgharness import ClusterFactory, run_cli
@@ -92,7 +92,7 @@ secrets_st = st.text(alphabet=secret_chars, min_size=1, max_size=24).filter(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(secret=secrets_st, name=st.sampled_from(NAMES))
 def test_any_printable_secret_in_any_spelling(secret: str, name: str) -> None:
     s = Scrubber([secret])
@@ -102,14 +102,14 @@ def test_any_printable_secret_in_any_spelling(secret: str, name: str) -> None:
     assert s.data(f"\x01{form}\x02".encode()) == f"\x01{MASK}\x02".encode()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(secret=secrets_st)
 def test_any_printable_secret_through_bash_q(secret: str) -> None:
     out = Scrubber([secret]).text(f"\x01{bash_q(secret)}\x02")
     assert out == f"\x01{MASK}\x02"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(secret=secrets_st, data=st.data())
 def test_any_mix_of_spellings(secret: str, data: st.DataObject) -> None:
     """Each character spelled its own way (JSON inside a URL, a tool escaping only some)."""
@@ -118,7 +118,7 @@ def test_any_mix_of_spellings(secret: str, data: st.DataObject) -> None:
     assert Scrubber([secret]).text(f"\x01{form}\x02") == f"\x01{MASK}\x02"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     secret=st.text(alphabet=st.sampled_from("\\ux0{a5"), min_size=1, max_size=8),
     text=st.text(alphabet=st.sampled_from("\\ux0{}a5%&#;7cC"), max_size=30),
@@ -281,7 +281,7 @@ def test_stream_secret_with_newline() -> None:
     assert run_stream(s, [escaped[:9], escaped[9:]]) == b'x "***" y\n'
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     secret=secrets_st,
     prefix=st.binary(max_size=40),
@@ -303,7 +303,7 @@ def test_stream_matches_whole_scrub_for_any_chunking(
         assert form not in out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     secrets=st.lists(secrets_st.filter(lambda s: len(s) >= 4), min_size=2, max_size=3),
     filler=st.binary(max_size=16),
@@ -448,7 +448,7 @@ def test_undecided_tail_holds_the_other_pipe_within_a_bound() -> None:
     assert sinks.pipe(0) == b"pw: Xy7$!\nagain Xy7$"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     secret=secrets_st.filter(lambda s: len(s) >= SHORT_SECRET),  # shorter: whole tokens only
     name=st.sampled_from(NAMES),
