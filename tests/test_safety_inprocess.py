@@ -9,6 +9,7 @@ as a library, tests/inmemory.py's Context with scripted answers, a real PostgreS
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from collections.abc import Callable
@@ -274,3 +275,59 @@ def test_lock_holder_names_the_session_that_holds_the_lock(pg_url: str, app_db: 
         assert db.holds_lock(other, key)
         db.release_lock(other, key)
         assert not db.holds_lock(other, key)
+
+
+def test_a_held_lock_is_reported_while_waiting_and_named_on_timeout(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """`up` while another session holds the app database's lock: a WaitingForLock event names the
+    holder and the time left (the sink then releases the lock, and the run goes on); with
+    --lock-timeout 0 the LockTimeout names the app database and the holder."""
+    from pgharness import with_dbname
+
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.errors import LockTimeout
+    from dbos_migrate.events import LockAcquired, WaitingForLock
+
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip", lock_timeout=300)
+    assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}), options, lambda e: None).ok
+    key = db.lock_key(app_db)
+    with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True, application_name="holder") as holder:
+        holder.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        pid = holder.info.backend_pid
+        refused = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
+                           dataclasses.replace(options, lock_timeout=0), lambda e: None)  # fmt: skip
+        assert isinstance(refused.error, LockTimeout) and refused.commands == []
+        assert refused.error.message.startswith(f"could not take the migration lock for {app_db!r} within 0s; ")
+        assert f"held by holder, pid {pid}," in refused.error.message
+        events: list[Event] = []
+
+        def sink(event: Event) -> None:
+            events.append(event)
+            if isinstance(event, WaitingForLock):  # the holder finishes once the waiter has said so
+                holder.execute("SELECT pg_catalog.pg_advisory_unlock(%s, %s)", (db.LOCK_CLASS, key))
+
+        report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}), options, sink)
+    assert report.ok, report.error
+    waits = [e for e in events if isinstance(e, WaitingForLock)]
+    assert len(waits) == 1 and waits[0].holder is not None, events
+    assert waits[0].holder.pid == pid and waits[0].holder.application_name == "holder"
+    assert 0 < waits[0].seconds_left <= 300
+    assert any(isinstance(e, LockAcquired) for e in events)
+
+
+def test_a_driver_error_while_taking_the_lock_becomes_a_database_error(pg_url: str, app_db: str) -> None:
+    """A psycopg error in take_lock (here: its session is gone) is classified, with where it happened."""
+    from types import SimpleNamespace
+
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine import frame
+    from dbos_migrate.engine.scrub import Scrubber
+    from dbos_migrate.errors import DatabaseError
+
+    conn = psycopg.connect(pg_url, autocommit=True)
+    conn.close()
+    ctx = InMemoryContext({})
+    run: Any = SimpleNamespace(ctx=ctx, scrub=Scrubber(), emit=lambda e: None)
+    with pytest.raises(DatabaseError) as failed:
+        frame.take_lock(run, conn, db.lock_key(app_db), app_db, ctx.clock() + 30)
+    assert failed.value.message == "taking the migration lock: the connection is closed"
