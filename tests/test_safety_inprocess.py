@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -306,13 +308,16 @@ def test_a_held_lock_is_reported_while_waiting_and_named_on_timeout(tmp_path: Pa
             if isinstance(event, WaitingForLock):  # the holder finishes once the waiter has said so
                 holder.execute("SELECT pg_catalog.pg_advisory_unlock(%s, %s)", (db.LOCK_CLASS, key))
 
+        before = time.monotonic()
         report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}), options, sink)
+        spent = time.monotonic() - before
     assert report.ok, report.error
     waits = [e for e in events if isinstance(e, WaitingForLock)]
     assert len(waits) == 1 and waits[0].holder is not None, events
     assert waits[0].holder.pid == pid and waits[0].holder.application_name == "holder"
     assert 0 < waits[0].seconds_left <= 300
-    assert any(isinstance(e, LockAcquired) for e in events)
+    (acquired,) = [e for e in events if isinstance(e, LockAcquired)]
+    assert 0 <= acquired.waited_s <= spent  # the wait, measured on the context's clock
 
 
 def test_a_driver_error_while_taking_the_lock_becomes_a_database_error(pg_url: str, app_db: str) -> None:
@@ -331,3 +336,39 @@ def test_a_driver_error_while_taking_the_lock_becomes_a_database_error(pg_url: s
     with pytest.raises(DatabaseError) as failed:
         frame.take_lock(run, conn, db.lock_key(app_db), app_db, ctx.clock() + 30)
     assert failed.value.message == "taking the migration lock: the connection is closed"
+
+
+@pytest.mark.parametrize("during", [None, "migrate 1"])
+def test_verify_lock_stops_the_run_when_the_lock_or_its_session_is_gone(during: str | None, pg_url: str) -> None:
+    """verify_lock passes while the session holds the lock; a session without it, or a dead one,
+    stops the run, saying which (and, after a command, that another run may have overlapped)."""
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.scrub import Scrubber
+    from dbos_migrate.errors import DatabaseError
+
+    key = db.lock_key("verify-" + uuid.uuid4().hex)
+    hint = "check the server; rerun when it is back (migrations must be idempotent or resumable)"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        db.verify_lock(conn, key, Scrubber(), during=during)  # held: nothing to say
+        db.release_lock(conn, key)
+        reasons = ["its session no longer holds it"]
+        with pytest.raises(DatabaseError) as lost:
+            db.verify_lock(conn, key, Scrubber(), during=during)
+        errors = [lost.value]
+    with pytest.raises(DatabaseError) as failed:
+        db.verify_lock(conn, key, Scrubber(), during=during)  # the connection is closed now
+    errors.append(failed.value)
+    reasons.append("its connection failed (the connection is closed)")
+    for error, reason in zip(errors, reasons, strict=True):
+        if during is None:
+            assert type(error) is db.ConnectionLost
+            assert error.message == f"the migration lock was lost: {reason}; no further command was started"
+            assert error.hint == hint
+        else:
+            assert type(error) is db.LockLost
+            assert error.message == (
+                f"the migration lock was lost while {during} ran: {reason}; another run may have overlapped; "
+                "no further command was started"
+            )
+            assert error.hint == hint + "; check what the other run did (dbos-migrate history)"
