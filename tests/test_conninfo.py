@@ -317,3 +317,30 @@ def test_compose_round_trips_any_password_and_name() -> None:
     password = 'Xy7$p@ss:w/o%r#d?&=x"q\\z'
     info = psycopg.conninfo.conninfo_to_dict(compose("us@r", password, "localhost", 6543, dbname="d/b"))
     assert (info["user"], info["password"], info["dbname"], info["port"]) == ("us@r", password, "d/b", "6543")
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("[::1]", True),  # a bracketed literal, as written in a URL
+        ("127.0.0.1%eth0", True),  # a zone suffix is not part of the address
+        ("::1%lo", True),
+        ("127.0.0.1%a%b", True),  # only the first % starts the zone
+        ("@abstract-socket", True),  # a Linux abstract socket
+        ("X127.0.0.1", False),  # a name that merely contains a loopback literal
+        ("127.0.0.1.example.com", False),
+        ("10.0.0.1", False),
+    ],
+)
+def test_is_local_host_on_literal_spellings(host: str, local: bool) -> None:
+    from dbos_migrate.settings.conninfo import is_local_host
+
+    assert is_local_host(host) is local
+
+
+def test_masked_text_masks_a_secret_parameter_whose_value_holds_an_equals_sign() -> None:
+    from dbos_migrate.settings.conninfo import masked_text
+
+    assert masked_text("postgresql://h/db?password=a=b&sslmode=require") == (
+        "postgresql://h/db?password=***&sslmode=require"
+    )

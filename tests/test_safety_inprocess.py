@@ -372,3 +372,39 @@ def test_verify_lock_stops_the_run_when_the_lock_or_its_session_is_gone(during: 
                 "no further command was started"
             )
             assert error.hint == hint + "; check what the other run did (dbos-migrate history)"
+
+
+def test_lock_keys_are_stable_across_versions() -> None:
+    """Two versions of the tool running at once must agree on the key (docs/reliability.md)."""
+    from dbos_migrate.engine import database as db
+
+    assert (db.lock_key("app"), db.lock_key("myapp_db")) == (561172188, 1440968267)
+
+
+def test_release_wakes_the_waiters_on_the_lock_channel(pg_url: str, app_db: str) -> None:
+    """release_lock unlocks and notifies the channel the waiters LISTEN on."""
+    from dbos_migrate.engine import database as db
+
+    key = db.lock_key(app_db)
+    with psycopg.connect(pg_url, autocommit=True) as conn, psycopg.connect(pg_url, autocommit=True) as waiter:
+        waiter.execute(f'LISTEN "dbos_migrate_lock_{key}"')
+        conn.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        db.release_lock(conn, key)
+        assert not db.holds_lock(conn, key)
+        # Waits for the condition (a notification), not for a time: 60 s is only a bound for a broken server.
+        heard = [n.channel for n in waiter.notifies(timeout=60, stop_after=1)]
+        assert heard == [f"dbos_migrate_lock_{key}"]
+
+
+def test_release_on_a_dead_session_is_silent(pg_url: str, app_db: str) -> None:
+    """The lock's session ended under it (the server freed the lock): release_lock must not raise."""
+    from dbos_migrate.engine import database as db
+
+    key = db.lock_key(app_db)
+    conn = psycopg.connect(pg_url, autocommit=True)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        # With a timeout, pg_terminate_backend returns once the session has ended (PostgreSQL 14+).
+        admin.execute("SELECT pg_catalog.pg_terminate_backend(%s, 30000)", (conn.info.backend_pid,))
+    assert not conn.closed  # psycopg learns of it only on the next statement
+    db.release_lock(conn, key)
+    conn.close()
