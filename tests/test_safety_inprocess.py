@@ -408,3 +408,26 @@ def test_release_on_a_dead_session_is_silent(pg_url: str, app_db: str) -> None:
     assert not conn.closed  # psycopg learns of it only on the next statement
     db.release_lock(conn, key)
     conn.close()
+
+
+def test_a_waiter_listens_while_it_waits_and_tries_first_once(pg_url: str, app_db: str) -> None:
+    """acquire_lock on a held lock: it LISTENs on the lock's channel while waiting (so a release
+    wakes it at once), calls on_first_attempt exactly once, and stops listening once it holds the lock."""
+    from dbos_migrate.engine import database as db
+
+    key = db.lock_key(app_db)
+    channel = f"dbos_migrate_lock_{key}"
+    with psycopg.connect(pg_url, autocommit=True) as holder, psycopg.connect(pg_url, autocommit=True) as waiter:
+        holder.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        firsts: list[int] = []
+        listening: list[list[str]] = []
+
+        def on_wait(h: object, left: float) -> None:
+            listening.append([r[0] for r in waiter.execute("SELECT pg_catalog.pg_listening_channels()")])
+            db.release_lock(holder, key)  # the holder finishes once the waiter waits
+
+        db.acquire_lock(waiter, key, "postgres", timeout=300, on_wait=on_wait, on_first_attempt=lambda: firsts.append(1))
+        assert db.holds_lock(waiter, key) and firsts == [1]
+        assert listening == [[channel]]
+        assert [r[0] for r in waiter.execute("SELECT pg_catalog.pg_listening_channels()")] == []
+        db.release_lock(waiter, key)
