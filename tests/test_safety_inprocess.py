@@ -301,6 +301,10 @@ def test_a_held_lock_is_reported_while_waiting_and_named_on_timeout(tmp_path: Pa
         assert isinstance(refused.error, LockTimeout) and refused.commands == []
         assert refused.error.message.startswith(f"could not take the migration lock for {app_db!r} within 0s; ")
         assert f"held by holder, pid {pid}," in refused.error.message
+        assert refused.error.hint == (
+            "wait for that run to finish, raise --lock-timeout, or end the holder's session "
+            "(SELECT pg_terminate_backend(pid)) if it is stuck"
+        )
         events: list[Event] = []
 
         def sink(event: Event) -> None:
