@@ -282,14 +282,17 @@ def test_data_findings_from_counts() -> None:
 
 
 def test_data_check_that_cannot_be_asked_is_unknown() -> None:
-    """No connection is used: a check known to be unaskable, or a table the role may not read,
-    is DATA010 without a query."""
+    """No connection is used: a check known to be unaskable, no read-only role to ask as, or a
+    table that role may not read, is DATA010 without a query."""
     fact = datachecks.Facts(True, heap_bytes=8192, total_bytes=8192, rows=1, can_select=True)
     scrub = Scrubber([])
     unknown = datachecks._row_check(None, _row_check(unknown="its index could not be read"), fact,  # type: ignore[arg-type]
                                     datachecks.Settings(), scrub)  # fmt: skip
     assert (unknown.rule, unknown.status, unknown.severity) == ("DATA010", "unknown", "unknown")
-    denied = datachecks._row_check(None, _row_check(), replace(fact, can_select=False), datachecks.Settings(), scrub)  # type: ignore[arg-type]
+    no_role = datachecks._row_check(None, _row_check(), fact, datachecks.Settings(), scrub)  # type: ignore[arg-type]
+    assert no_role.rule == "DATA010" and "no read-only role" in no_role.detail
+    reader = datachecks.Settings(role="pg_read_all_data")
+    denied = datachecks._row_check(None, _row_check(), replace(fact, can_select=False), reader, scrub)  # type: ignore[arg-type]
     assert denied.rule == "DATA010" and "permission denied" in denied.detail
 
 
