@@ -202,6 +202,25 @@ class Server:
     base: Path | None = None
 
 
+def start_cluster(datadir: Path, password: str, who: str, extra_conf: dict[str, object] | None = None) -> Any:
+    """A started throwaway cluster (`dbos_migrate.localpg.Cluster`) on a free port, tried again
+    when another server takes the port first; SystemExit naming `who` when it cannot start."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from dbos_migrate.localpg import Cluster, LocalPostgresError, free_port
+
+    for attempt in range(3):
+        cluster = Cluster(datadir, free_port(), password=password, extra_conf=extra_conf)
+        try:
+            cluster.init()
+            cluster.start()
+            return cluster
+        except LocalPostgresError as exc:
+            cluster.remove()
+            if "already in use" not in exc.message or attempt == 2:
+                raise SystemExit(f"{who}: could not start a throwaway PostgreSQL: {exc.message}") from exc
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def postgres_server(workdir: Path) -> Iterator[Server]:
     """$DBOS_MIGRATE_TEST_DATABASE_URL if set, else a throwaway cluster removed afterwards.
@@ -214,24 +233,11 @@ def postgres_server(workdir: Path) -> Iterator[Server]:
     if external:
         yield Server(url=external, origin=f"${ENV_URL}")
         return
-    sys.path.insert(0, str(REPO_ROOT))
-    from dbos_migrate.localpg import Cluster, LocalPostgresError, free_port
-
     base = Path(tempfile.mkdtemp(prefix="dbos-migrate-bench-pg-", dir=workdir))
     base.chmod(0o755)  # the server may run as `postgres`, which must traverse to its data dir
     cluster = None
     try:
-        for attempt in range(3):
-            cluster = Cluster(base / "data", free_port(), password=CLUSTER_PASSWORD)
-            try:
-                cluster.init()
-                cluster.start()
-                break
-            except LocalPostgresError as exc:
-                cluster.remove()
-                if "already in use" not in exc.message or attempt == 2:
-                    raise SystemExit(f"bench: could not start a throwaway PostgreSQL: {exc.message}") from exc
-        assert cluster is not None
+        cluster = start_cluster(base / "data", CLUSTER_PASSWORD, "bench")
         binaries = cluster.binaries
         yield Server(
             url=cluster.url(host="127.0.0.1"),

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 from common import postgres_server  # noqa: E402
-from rehearse_checks import database, log  # noqa: E402
+from rehearse_checks import database, log, plan  # noqa: E402
 
 CLI = [sys.executable, "-m", "dbos_migrate"]
 MIGRATE = "psql -X -q -v ON_ERROR_STOP=1 -1 -f up.sql"
@@ -48,21 +45,6 @@ def make_tables(url: str, tables: int) -> None:
         for i in range(tables):
             conn.execute(f"CREATE TABLE t{i:04d} (id serial PRIMARY KEY, a int, b text);"
                          f"INSERT INTO t{i:04d} (a, b) SELECT g, 'r' || g FROM generate_series(1, 100) g".encode())  # fmt: skip
-
-
-def plan(workdir: Path, server_url: str, app_db: str, rollback: bool) -> tuple[float, dict[str, Any]]:
-    args = [*CLI, "plan", "--rehearse", "--no-data-checks", "-D", server_url, "--app-db-name", app_db,
-            "-o", "json", "-c", str(workdir / "dbos-config.yaml")]  # fmt: skip
-    if not rollback:
-        args.append("--no-rollback-check")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS", "GITHUB"))}
-    start = time.monotonic()
-    done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
-    wall = time.monotonic() - start
-    if done.returncode != 0:
-        raise SystemExit(f"bench: plan failed ({done.returncode}): {done.stderr[-3000:]}")
-    return wall, json.loads(done.stdout)
 
 
 def main() -> None:
@@ -87,7 +69,13 @@ def main() -> None:
             doc: dict[str, Any] = {}
             for r in range(args.rounds):
                 for mode in ("with", "without") if r % 2 == 0 else ("without", "with"):
-                    wall, out = plan(workdir, server.url, app_db, mode == "with")
+                    wall, out = plan(
+                        workdir,
+                        server.url,
+                        app_db,
+                        "--no-data-checks",
+                        *([] if mode == "with" else ["--no-rollback-check"]),
+                    )
                     walls[mode].append(wall)
                     doc = out if mode == "with" else doc
                     log(f"bench: round {r + 1} {mode} rollback check: {wall:.2f}s")

@@ -63,8 +63,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import start_cluster  # noqa: E402
+
 from dbos_migrate.localpg import Cluster  # noqa: E402
-from dbos_migrate.localpg.base import LocalPostgresError  # noqa: E402
 
 PASSWORD = "soak-pw"
 ALLOWED = {
@@ -88,12 +89,6 @@ COMMAND = (
     "sleep $SOAK_SLEEP; "
     'echo "end $SOAK_TOKEN" >> "$SOAK_DIR/{app}.log"'
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------- the proxy
@@ -478,18 +473,7 @@ def main() -> int:
     cluster = None
     proxy = None
     try:
-        for attempt in range(3):
-            cluster = Cluster(base / "data", free_port(), password=PASSWORD, extra_conf={"fsync": False,
-                              "max_connections": 200})  # fmt: skip
-            try:
-                cluster.init()
-                cluster.start()
-                break
-            except LocalPostgresError as exc:
-                cluster.remove()
-                if "already in use" not in exc.message or attempt == 2:
-                    raise SystemExit(f"soak: could not start a throwaway PostgreSQL: {exc.message}") from exc
-        assert cluster is not None
+        cluster = start_cluster(base / "data", PASSWORD, "soak", {"fsync": False, "max_connections": 200})
         proxy = Proxy(cluster.port)
         work = base / "work"
         work.mkdir()
