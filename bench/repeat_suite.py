@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the whole test suite again and again on one commit and log each run (docs/testing.md, "Flaky tests").
+"""Run the whole test suite again and again on one commit and log each run (docs/architecture.md, "Tests, by layer").
 
 Usage::
 
