@@ -1,7 +1,7 @@
-"""The commands: each turns its options into its verb's options record (engine/options.py), picks the reporter of its --output
-mode, calls a verb, and exits with the code of the error the verb returned. Heavy modules
-are imported inside the commands so that `--help` and `validate` never load the database
-driver."""
+"""The commands: each turns its options into its verb's options record (engine/options.py),
+picks the reporter of its --output mode, calls a verb, and exits with the code of the error
+the verb returned. Heavy modules are imported inside the commands so that `--help` and
+`validate` never load the database driver."""
 
 import os
 from typing import TYPE_CHECKING, Annotated, Any, Optional
