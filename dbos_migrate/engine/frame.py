@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 #: The options record of a run: a helper typed `Run[LockOptions]` takes any verb's run whose
 #: record has those fields (covariant: a `Run[UpOptions]` is a `Run[LockOptions]`).
 OptionsT_co = TypeVar("OptionsT_co", bound=TargetOptions, covariant=True)
-#: The same, for functions that hand a run's record back to its body (run_steps, prepare).
+#: The record a function hands back, as it came: prepare's (any verb), run_steps' (a verb that
+#: runs commands: the frame reads dry_run) to the verb's body.
 OptionsT = TypeVar("OptionsT", bound=TargetOptions)
 CommandsT = TypeVar("CommandsT", bound=CommandOptions)
 

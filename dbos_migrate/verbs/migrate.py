@@ -400,6 +400,8 @@ def _execute_locked(
 
 
 def _is_up(run: Run[ChangeOptions]) -> TypeGuard[Run[UpOptions]]:
+    """`execute` serves `up` and `down`; only `up`'s record has the system database, the
+    datasource and the runtime role to provision and grant."""
     return isinstance(run.options, UpOptions)
 
 
