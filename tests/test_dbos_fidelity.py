@@ -112,7 +112,7 @@ def test_up_warns_once_per_warning_in_a_run(tmp_path: Path, pg_url: str, app_db:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"],
                        extra="language: python\nversion: '1.0'\n")  # fmt: skip
     events: list[Event] = []
-    report = verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
+    report = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok, report.error
     texts = [e.text for e in events if isinstance(e, Notice) and e.level == "warning"]
     assert len(texts) == len(set(texts)) and any("version" in t for t in texts)
@@ -122,9 +122,9 @@ def test_a_dry_run_behind_the_gate_says_what_it_would_do(tmp_path: Path, pg_url:
     from dbos_migrate.verbs.rehearsal import gated_up
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    assert verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok
+    assert verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok
     events: list[Event] = []
-    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip", dry_run=True)
+    options = verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip", dry_run=True)
     report = gated_up(context(), options, events.append)
     assert report.ok, report.error
     texts = [e.text for e in events if isinstance(e, Notice)]
@@ -138,19 +138,19 @@ def test_a_first_run_that_changed_nothing_is_warned_about(
 ) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=commands)
     events: list[Event] = []
-    report = verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
+    report = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok and report.schema_unchanged
     assert any(isinstance(e, Notice) and e.level == "warning" and "changed nothing" in e.text for e in events)
     # Once there is history, an up with nothing new to do is normal: no warning.
     again: list[Event] = []
-    assert not verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), again.append).schema_unchanged
+    assert not verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), again.append).schema_unchanged
     assert not any(isinstance(e, Notice) and "changed nothing" in e.text for e in again)
 
 
 def test_a_first_run_that_creates_a_table_is_not_warned_about(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE t(id int)'"])
     events: list[Event] = []
-    report = verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
+    report = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok and not report.schema_unchanged, report.error
     assert not any(isinstance(e, Notice) and "changed nothing" in e.text for e in events)
 

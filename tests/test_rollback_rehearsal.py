@@ -125,7 +125,7 @@ def test_down_rehearse_shows_the_cost_before_the_guard_asks(tmp_path: Path, pg_u
 
     make_app(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[DESTRUCTIVE])
-    options = verbs.Options(config=str(cfg), db_url=pg_url, production=True)
+    options = verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True)
     events: list[Event] = []
     refused = rehearsed_down(InMemoryContext({"PATH": os.environ["PATH"]}, answers=["no"]), options, events.append)
     assert isinstance(refused.error, GuardRefused)

@@ -72,14 +72,14 @@ def test_down_on_production_runs_only_after_the_name_is_typed(
     rolled = tmp_path / "rolled"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {rolled}"])
     assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                    verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
+                    verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
     if isinstance(answer, str):
         answer = {"APP": app_db.upper(), "app-prefix": app_db[:-1], "app": app_db, "  app  ": f"  {app_db}  "}.get(
             answer, answer
         )
     events: list[Event] = []
     report = verbs.down(_PromptContext(_answering(answer)),
-                        verbs.Options(config=str(cfg), db_url=pg_url, production=True), events.append)  # fmt: skip
+                        verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), events.append)  # fmt: skip
     assert any(isinstance(e, GuardWarning) for e in events)  # the cautions came before the question
     if exit_code == 0:
         assert report.ok and report.error is None, report.error
@@ -101,9 +101,9 @@ def _down_on_production(
     rolled = tmp_path / "rolled"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {rolled}"])
     assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                    verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
+                    verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
     events: list[Event] = []
-    report = verbs.down(ctx, verbs.Options(config=str(cfg), db_url=pg_url, production=True, **options), events.append)
+    report = verbs.down(ctx, verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True, **options), events.append)
     return report, events, rolled
 
 
@@ -191,7 +191,7 @@ def test_the_creation_lock_is_released_only_once_the_app_database_lock_is_held(
     monkeypatch.setattr(db, "release_lock", recording_release)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                      verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None)  # fmt: skip
+                      verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None)  # fmt: skip
     assert report.ok and report.created, report.error
     maint = calls[0][1]
     assert maint != app_db
@@ -223,7 +223,7 @@ def test_a_failing_command_still_drops_the_scratch_database(tmp_path: Path, pg_u
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f'echo "$PGDATABASE" > {seen}; exit 3'])
     try:
         report = plan(InMemoryContext({"PATH": os.environ["PATH"]}),
-                      verbs.Options(config=str(cfg), db_url=pg_url), lambda e: None)  # fmt: skip
+                      verbs.PlanOptions(config=str(cfg), db_url=pg_url), lambda e: None)  # fmt: skip
         assert isinstance(report.error, CommandFailed) and report.error.exit_code == 1, report.error
         assert report.rehearsal is not None and report.rehearsal.created
         name = seen.read_text().strip()
@@ -290,7 +290,7 @@ def test_a_held_lock_is_reported_while_waiting_and_named_on_timeout(tmp_path: Pa
     from dbos_migrate.events import LockAcquired, WaitingForLock
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip", lock_timeout=300)
+    options = verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip", lock_timeout=300)
     assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}), options, lambda e: None).ok
     key = db.lock_key(app_db)
     with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True, application_name="holder") as holder:

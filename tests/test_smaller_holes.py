@@ -146,7 +146,7 @@ def test_a_short_password_is_masked_as_a_token_and_warned_about(tmp_path: Path, 
         events.append(event)
         reporter(event)
 
-    report = verbs.up(ctx, verbs.Options(config=str(cfg), db_url=url, system_db="skip"), sink)
+    report = verbs.up(ctx, verbs.UpOptions(config=str(cfg), db_url=url, system_db="skip"), sink)
     assert report.ok, report.error
     out, err = ctx.captured()
     assert "could not connect to port 5432 as ***" in out + err

@@ -50,7 +50,7 @@ def status(home: Path, tmp_path: Path) -> tuple[StatusReport, list[Event]]:
     cfg = write_config(tmp_path, app_db_name="t_recorded", migrate=["true"])
     environ = {"PATH": os.environ["PATH"], "DBOS_MIGRATE_HOME": str(home), "PGPORT": str(free_port())}
     events: list[Event] = []
-    report = verbs.status(InMemoryContext(environ), verbs.Options(config=str(cfg), system_db="skip"), events.append)
+    report = verbs.status(InMemoryContext(environ), verbs.StatusOptions(config=str(cfg)), events.append)
     return report, events
 
 

@@ -151,7 +151,7 @@ def refused(error: MigrateError | None, planter: Planter, what: str, reason: str
 def test_up_refuses_a_planted_history_and_runs_nothing(tmp_path: Path, planter: Planter, kind: str) -> None:
     planter.plant(PAYLOAD + PLANTS[kind])
     cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
-    options = verbs.Options(config=str(cfg), db_url=planter.pg_url, system_db="skip")
+    options = verbs.UpOptions(config=str(cfg), db_url=planter.pg_url, system_db="skip")
     report = verbs.up(context(), options, lambda e: None)
     what = "schema dbos_migrate" if kind == "schema" else "dbos_migrate.history"
     refused(report.error, planter, what, REASONS[kind])
@@ -163,11 +163,10 @@ def test_up_refuses_a_planted_history_and_runs_nothing(tmp_path: Path, planter: 
 def test_history_and_status_refuse_a_planted_history(tmp_path: Path, planter: Planter, kind: str) -> None:
     planter.plant(PAYLOAD + PLANTS[kind])
     cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=["true"])
-    options = verbs.Options(config=str(cfg), db_url=planter.pg_url, system_db="skip")
-    shown = verbs.history(context(), options, lambda e: None)
+    shown = verbs.history(context(), verbs.HistoryOptions(config=str(cfg), db_url=planter.pg_url), lambda e: None)
     refused(shown.error, planter, "dbos_migrate.history", REASONS[kind])
     assert shown.runs == []  # the forged row is not shown
-    status = verbs.status(context(), options, lambda e: None)
+    status = verbs.status(context(), verbs.StatusOptions(config=str(cfg), db_url=planter.pg_url), lambda e: None)
     refused(status.error, planter, "dbos_migrate.history", REASONS[kind])
     assert status.reachable and status.recent_runs == []
     assert not planter.payload_ran()
@@ -189,10 +188,10 @@ def test_a_policy_does_not_run_as_a_deploy_role_that_is_not_a_superuser(
         """)  # fmt: skip
         cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
         url = with_user(planter.pg_url, deploy, "deploy-pw")
-        report = verbs.up(context(), verbs.Options(config=str(cfg), db_url=url, system_db="skip"), lambda e: None)
+        report = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=url, system_db="skip"), lambda e: None)
         refused(report.error, planter, "dbos_migrate.history", "row-level")
         assert not (tmp_path / "ran").exists()
-        shown = verbs.history(context(), verbs.Options(config=str(cfg), db_url=url), lambda e: None)
+        shown = verbs.history(context(), verbs.HistoryOptions(config=str(cfg), db_url=url), lambda e: None)
         refused(shown.error, planter, "dbos_migrate.history", "row-level")
         assert not planter.payload_ran()
     finally:
@@ -203,13 +202,13 @@ def test_a_policy_does_not_run_as_a_deploy_role_that_is_not_a_superuser(
 def test_a_history_table_the_tool_made_is_still_used(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """The verification accepts what `up` creates, for a superuser and a plain deploy role."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip")
+    options = verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip")
     first = verbs.up(context(), options, lambda e: None)
     second = verbs.up(context(), options, lambda e: None)
     assert first.ok and second.ok and second.history_written
-    shown = verbs.history(context(), options, lambda e: None)
+    shown = verbs.history(context(), verbs.HistoryOptions(config=str(cfg), db_url=pg_url), lambda e: None)
     assert shown.error is None and len(shown.runs) == 2
-    status = verbs.status(context(), options, lambda e: None)
+    status = verbs.status(context(), verbs.StatusOptions(config=str(cfg), db_url=pg_url), lambda e: None)
     assert status.error is None and len(status.recent_runs) == 2
 
 
@@ -268,7 +267,7 @@ def test_up_refuses_a_planted_lease_table_and_runs_nothing(tmp_path: Path, plant
             FOR EACH ROW EXECUTE FUNCTION dbos_migrate.on_lease();
     """)  # fmt: skip
     cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
-    options = verbs.Options(config=str(cfg), db_url=planter.pg_url, system_db="skip")
+    options = verbs.UpOptions(config=str(cfg), db_url=planter.pg_url, system_db="skip")
     report = verbs.up(context(), options, lambda e: None)
     refused(report.error, planter, "dbos_migrate.lease", "trigger")
     assert not (tmp_path / "ran").exists(), "a migration command ran"

@@ -52,10 +52,11 @@ def assert_clean(text: str, *, free_text: bool = False) -> None:
 
 def test_a_history_row_with_a_line_feed_cannot_forge_a_run_line(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip")
-    assert verbs.up(context(), options, lambda e: None).ok
+    assert verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok
     query(pg_url, "UPDATE dbos_migrate.history SET command = %s, note = %s, os_user = %s", (HOSTILE,) * 3, app_db)
-    for verb in (verbs.history, verbs.status):
+    shown = verbs.HistoryOptions(config=str(cfg), db_url=pg_url)
+    looked = verbs.StatusOptions(config=str(cfg), db_url=pg_url)
+    for verb, options in ((verbs.history, shown), (verbs.status, looked)):
         ctx = context()
         sink, run_ctx = reporting(ctx, json=False)
         assert verb(run_ctx, options, sink).ok
@@ -73,7 +74,7 @@ def test_annotations_and_step_summary_carry_no_control_character(tmp_path: Path,
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[command])
     ctx = context(environ)
     sink, run_ctx = reporting(ctx, json=False)
-    report = verbs.up(run_ctx, verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), sink)
+    report = verbs.up(run_ctx, verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), sink)
     assert not report.ok
     out, err = ctx.captured()
     annotations = [line for line in out.splitlines() if line.startswith("::")]

@@ -33,7 +33,7 @@ def context(answers: list[str] | None = None) -> InMemoryContext:
 def test_up_emits_the_run_in_order_and_prints_nothing_itself(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo to-stdout", "echo to-stderr >&2"])
     ctx, events = context(), list[Event]()
-    report = verbs.up(ctx, verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
+    report = verbs.up(ctx, verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok and report.created and [c.status for c in report.commands] == ["succeeded", "succeeded"]
     assert [type(e) for e in events] == [
         Resolved, LockAcquired, LockAcquired, DatabaseReady,
@@ -48,26 +48,26 @@ def test_up_emits_the_run_in_order_and_prints_nothing_itself(tmp_path: Path, pg_
 
 def test_down_asks_through_the_context_and_refuses_a_wrong_answer(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {tmp_path / 'rolled'}"])
-    assert verbs.up(context(), verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok
+    assert verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok
     events: list[Event] = []
-    wrong = verbs.down(context(["not-it"]), verbs.Options(config=str(cfg), db_url=pg_url, production=True), events.append)
+    wrong = verbs.down(context(["not-it"]), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), events.append)
     assert isinstance(wrong.error, GuardRefused) and not (tmp_path / "rolled").exists()
     assert any(isinstance(e, GuardWarning) for e in events)
-    right = verbs.down(context([app_db]), verbs.Options(config=str(cfg), db_url=pg_url, production=True), lambda e: None)
+    right = verbs.down(context([app_db]), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), lambda e: None)
     assert right.ok and (tmp_path / "rolled").exists()
-    nobody = verbs.down(context(), verbs.Options(config=str(cfg), db_url=pg_url, production=True), lambda e: None)
+    nobody = verbs.down(context(), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), lambda e: None)
     assert isinstance(nobody.error, GuardRefused)  # no terminal: no answer, refused
 
 
 def test_status_history_and_validate_return_typed_results(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip")
-    run = verbs.up(context(), options, lambda e: None)
+    run = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None)
     assert isinstance(run, RunReport) and run.ok
-    status = verbs.status(context(), options, lambda e: None)
+    status = verbs.status(context(), verbs.StatusOptions(config=str(cfg), db_url=pg_url), lambda e: None)
     assert isinstance(status, StatusReport) and status.reachable and status.exists and status.lock_holder is None
     assert [r.run_id for r in status.recent_runs] == [run.run_id]
-    history = verbs.history(context(), options, lambda e: None, run_id=run.run_id)
+    shown = verbs.HistoryOptions(config=str(cfg), db_url=pg_url, run_id=run.run_id)
+    history = verbs.history(context(), shown, lambda e: None)
     assert isinstance(history, HistoryReport) and [r.command for r in history.runs] == ["true"]
     checked = verbs.validate(str(cfg), cloud=True, environ={})
     assert checked.ok and checked.errors == []
@@ -78,6 +78,6 @@ def test_a_sink_that_records_is_all_a_caller_needs(tmp_path: Path) -> None:
     cfg = tmp_path / "dbos-config.yaml"
     cfg.write_text("name: x\ndatabse: {}\n")
     events: list[Event] = []
-    report = verbs.up(context(), verbs.Options(config=str(cfg)), events.append)
+    report = verbs.up(context(), verbs.UpOptions(config=str(cfg)), events.append)
     assert report.error is not None and report.error.exit_code == 2
     assert [type(e) for e in events] == [Finished]

@@ -1,9 +1,9 @@
 """The command line: typer argument parsing, nothing else (docs/architecture.md).
 
 Three modules: `options` declares every option once (each with its `DBOS_MIGRATE_<OPTION>`
-variable; flags win) and the typer apps; `commands` turns options into `Options`, picks the
-reporter of the --output mode, calls a verb and exits with the code of the error the verb
-returned; this one runs a command line, `main(argv, ctx) -> exit status`, and is the console
+variable; flags win) and the typer apps; `commands` turns options into its verb's options
+record (engine/options.py), picks the reporter of the --output mode, calls a verb and exits
+with the code of the error the verb returned; this one runs a command line, `main(argv, ctx) -> exit status`, and is the console
 script's `console()`. Heavy modules are imported inside the commands so that `--help` and
 `validate` never load the database driver.
 """

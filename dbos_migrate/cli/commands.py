@@ -1,7 +1,7 @@
-"""The commands: each turns its options into `Options`, picks the reporter of its --output
-mode, calls a verb, and exits with the code of the error the verb returned. Heavy modules
-are imported inside the commands so that `--help` and `validate` never load the database
-driver."""
+"""The commands: each turns its options into its verb's options record (engine/options.py),
+picks the reporter of its --output mode, calls a verb, and exits with the code of the error
+the verb returned. Heavy modules are imported inside the commands so that `--help` and
+`validate` never load the database driver."""
 
 import os
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -119,16 +119,14 @@ def _check_flag_variables(typer_ctx: typer.Context) -> None:
 
 
 def _run(
-    typer_ctx: typer.Context, verb: Any, output: Output, quiet: bool, verbose: bool, **kwargs: Any
+    typer_ctx: typer.Context, verb: Any, options: Any, output: Output, quiet: bool, verbose: bool
 ) -> None:
-    """Run `verb` with the reporter of this output mode; exit with its error's code."""
+    """Run `verb` with its options record and the reporter of this output mode; exit with its
+    error's code. (--env-file was read by its eager callback, _env_files.)"""
     from dbos_migrate.report import reporting
-    from dbos_migrate.verbs import Options
 
-    kwargs.pop("env_file", None)  # read by its eager callback, _env_files
     sink, run_ctx = reporting(_ctx(typer_ctx), json=output is Output.json, quiet=quiet, verbose=verbose)
-    extra = kwargs.pop("verb_kwargs", {})
-    result = verb(run_ctx, Options(**kwargs), sink, **extra)
+    result = verb(run_ctx, options, sink)
     if result.error is not None:
         raise typer.Exit(result.error.exit_code)
 
@@ -206,26 +204,22 @@ def up(
     from dbos_migrate import verbs
 
     verb: Any = verbs.up
-    verb_kwargs: dict[str, Any] = {}
     if fail_on_breaking:
         from dbos_migrate.verbs.rehearsal import gated_up
 
         verb = gated_up
-        verb_kwargs = {"allow_breaking": allow_breaking, "rehearse_url": rehearse_url}
-    printer, printer_kwargs = _printing(print_user_role, print_migrations, "up")
-    if printer is not None:
-        verb, verb_kwargs = printer, printer_kwargs
-    _run(
-        typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
+    verb = _printing(print_user_role, print_migrations) or verb
+    options = verbs.UpOptions(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, lease_ttl=lease_ttl, maintenance_db=maintenance_db, no_history=no_history,
         production=production, history_schema=history_schema, system_db=system_db.value,
         data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
         strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
-        print_migrations=print_migrations, datasource=datasource.value,
-        rehearse_shared_credentials=rehearse_shared_credentials,
+        print_migrations=print_migrations, datasource=datasource.value, allow_breaking=allow_breaking,
+        rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
     )  # fmt: skip
+    _run(typer_ctx, verb, options, output, quiet, verbose)
 
 
 @command()
@@ -259,20 +253,20 @@ def down(
     """Run database.rollback in listed order (recovery), behind the production guard."""
     from dbos_migrate import verbs
 
-    printer, verb_kwargs = _printing(False, print_migrations, "down")
+    printer = _printing(False, print_migrations)
     verb: Any = printer or verbs.down
     if rehearse and printer is None:
         from dbos_migrate.verbs.rehearsal import down as rehearsed_down
 
-        verb, verb_kwargs = rehearsed_down, {"rehearse_url": rehearse_url}
-    _run(
-        typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file,
+        verb = rehearsed_down
+    options = verbs.DownOptions(
         config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
         dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
         grace=kill_after, lease_ttl=lease_ttl, no_history=no_history, history_schema=history_schema,
         sys_db_url=sys_db_url, print_migrations=print_migrations, data_check_timeout=data_check_timeout,
-        rehearse_shared_credentials=rehearse_shared_credentials,
+        rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
     )  # fmt: skip
+    _run(typer_ctx, verb, options, output, quiet, verbose)
 
 
 command("migrate", short_help="Same as `up`: the word DBOS users type.")(up)
@@ -305,17 +299,17 @@ def plan(
     from dbos_migrate import verbs
 
     verb: Any = verbs.plan
-    verb_kwargs: dict[str, Any] = {}
     if rehearse:
         from dbos_migrate.verbs.rehearsal import plan as rehearse_plan
 
         verb = rehearse_plan
-        verb_kwargs = {"rehearse_url": rehearse_url}
-    _run(typer_ctx, verb, output, quiet, verbose, verb_kwargs=verb_kwargs, env_file=env_file, config=config,
-         db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
-         grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-         strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema,
-         rehearse_shared_credentials=rehearse_shared_credentials)  # fmt: skip
+    options = verbs.PlanOptions(
+        config=config, db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
+        grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
+        strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema,
+        rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
+    )  # fmt: skip
+    _run(typer_ctx, verb, options, output, quiet, verbose)
 
 
 @command()
@@ -336,9 +330,9 @@ def status(
     """Report the target, the server, both databases, the lock holder and recent runs."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.status, output, quiet, verbose, env_file=env_file, config=config, db_url=db_url,
-         app_db_name=app_db_name, production=production, history_schema=history_schema,
-         sys_db_url=sys_db_url, schema=schema)  # fmt: skip
+    options = verbs.StatusOptions(config=config, db_url=db_url, app_db_name=app_db_name, production=production,
+                                  history_schema=history_schema, sys_db_url=sys_db_url, schema=schema)  # fmt: skip
+    _run(typer_ctx, verbs.status, options, output, quiet, verbose)
 
 
 @command("wait")
@@ -356,8 +350,8 @@ def wait_command(
     """Wait until the target accepts connections (exit 0), at most --wait seconds (else exit 3)."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.wait, output, quiet, verbose, env_file=env_file, config=config, db_url=db_url,
-         app_db_name=app_db_name, wait=wait)  # fmt: skip
+    options = verbs.WaitOptions(config=config, db_url=db_url, app_db_name=app_db_name, wait=wait)
+    _run(typer_ctx, verbs.wait, options, output, quiet, verbose)
 
 
 @command()
@@ -400,10 +394,12 @@ def drop(
     """Drop the app database (--system-db: and the system one) of a dev or CI target, after a typed confirmation."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.drop, output, quiet, verbose, verb_kwargs={"system_db": system_db, "force": force},
-         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm,
-         production=production, maintenance_db=maintenance_db, lock_timeout=lock_timeout,
-         history_schema=history_schema)  # fmt: skip
+    options = verbs.DropOptions(
+        config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
+        maintenance_db=maintenance_db, lock_timeout=lock_timeout, history_schema=history_schema,
+        system_db=system_db, force=force,
+    )  # fmt: skip
+    _run(typer_ctx, verbs.drop, options, output, quiet, verbose)
 
 
 @command()
@@ -446,9 +442,9 @@ def history(
     """List recent runs from dbos_migrate.history, newest first, with their run ids."""
     from dbos_migrate import verbs
 
-    _run(typer_ctx, verbs.history, output, quiet, verbose, verb_kwargs={"limit": limit, "run_id": run},
-         env_file=env_file, config=config, db_url=db_url, app_db_name=app_db_name,
-         history_schema=history_schema)  # fmt: skip
+    options = verbs.HistoryOptions(config=config, db_url=db_url, app_db_name=app_db_name,
+                                   history_schema=history_schema, limit=limit, run_id=run)  # fmt: skip
+    _run(typer_ctx, verbs.history, options, output, quiet, verbose)
 
 
 @command()
@@ -469,14 +465,16 @@ def url(
     from dbos_migrate import verbs
 
     ctx = _ctx(typer_ctx)
-    options = verbs.Options(config=config, db_url=db_url, app_db_name=app_db_name)
+    options = verbs.UrlOptions(
+        config=config, db_url=db_url, app_db_name=app_db_name, show_password=show_password
+    )
     if output is Output.text:
-        ctx.stdout.write(verbs.url(ctx, options, show_password=show_password) + "\n")
+        ctx.stdout.write(verbs.url(ctx, options) + "\n")
         return
     from dbos_migrate.report.json import print_json, url_document
 
     try:
-        found = verbs.url(ctx, options, show_password=show_password)
+        found = verbs.url(ctx, options)
     except MigrateError as exc:
         print_json(url_document(None, exc), ctx.stdout)
         raise typer.Exit(exc.exit_code) from None

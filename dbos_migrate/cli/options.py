@@ -200,14 +200,13 @@ DatasourceOpt = Annotated[
 ]  # fmt: skip
 
 
-def _printing(print_user_role: bool, print_migrations: str | None, verb: str) -> tuple[Any, dict[str, Any]]:
-    """The verb of --print-user-role / --print-migrations, or (None, {}) without them."""
+def _printing(print_user_role: bool, print_migrations: str | None) -> Any:
+    """The verb of --print-user-role / --print-migrations, or None without them."""
     if not print_user_role and print_migrations is None:
-        return None, {}
+        return None
     from dbos_migrate.verbs import printing
 
-    fn = printing.print_user_role if print_user_role else printing.print_migrations
-    return fn, {"verb": verb}
+    return printing.print_user_role if print_user_role else printing.print_migrations
 
 
 ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_default=False,

@@ -25,6 +25,7 @@ from dbos_migrate.events import Notice
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.options import UpOptions
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.sysdb import Toolchain
 
@@ -51,7 +52,7 @@ def python_major(toolchain: Toolchain | None) -> int | None:
     return int(match[1]) if match and toolchain is not None and toolchain.name.endswith("(Python)") else None
 
 
-def with_app_database(run: Run, toolchain: Toolchain) -> Toolchain:
+def with_app_database(run: Run[UpOptions], toolchain: Toolchain) -> Toolchain:
     """The system toolchain of DBOS Python 1.x-2.x, given `-D APP` too: its own `dbos migrate`
     then provisions the app database as well (skipped with --datasource skip, or when the app
     database is on another server than the system database, whose password the command gets)."""
@@ -125,7 +126,7 @@ def uses_datasource(directory: Path, *, max_files: int = 2000, max_bytes: int = 
     return False
 
 
-def datasource_toolchain(run: Run, toolchain: Toolchain | None) -> Toolchain | None:
+def datasource_toolchain(run: Run[UpOptions], toolchain: Toolchain | None) -> Toolchain | None:
     """`SQLAlchemyDatasource.migrate` by the app's own DBOS Python 3.x, or None (also when the
     app's code has no SQLAlchemyDatasource, under `--datasource auto`)."""
     from dbos_migrate.engine.sysdb import Toolchain as Tool
@@ -149,7 +150,7 @@ def datasource_toolchain(run: Run, toolchain: Toolchain | None) -> Toolchain | N
     return Tool(name, (interp, "-c", DATASOURCE_MIGRATE), env, None)
 
 
-def provision(run: Run, interrupts: Interrupts, system_toolchain: Toolchain | None) -> None:
+def provision(run: Run[UpOptions], interrupts: Interrupts, system_toolchain: Toolchain | None) -> None:
     """Prepare the datasource schema of a DBOS Python 3.x app in the app database."""
     from dbos_migrate.engine.sysdb import run_toolchain
 
@@ -168,7 +169,7 @@ def provision(run: Run, interrupts: Interrupts, system_toolchain: Toolchain | No
                         f"{DATASOURCE_SCHEMA!r} prepared by {tool.name}"))  # fmt: skip
 
 
-def planned(run: Run, system_toolchain: Toolchain | None) -> list[dict[str, Any]]:
+def planned(run: Run[UpOptions], system_toolchain: Toolchain | None) -> list[dict[str, Any]]:
     """The app-database steps, for --print-migrations."""
     if run.options.datasource == "skip":
         return [{"step": "app_schema", "action": "left to the app (--datasource skip)"}]

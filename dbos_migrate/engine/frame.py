@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from dbos_migrate.context import Context
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import ChangeOptions, CommandOptions, LockOptions, TargetOptions
 from dbos_migrate.engine.scrub import SHORT_SECRET, Scrubber
 from dbos_migrate.errors import (
     CommandFailed,
@@ -43,13 +43,21 @@ if TYPE_CHECKING:
 
     from dbos_migrate.engine.runner import Interrupts
 
+#: The options record of a run: a helper typed `Run[LockOptions]` takes any verb's run whose
+#: record has those fields (covariant: a `Run[UpOptions]` is a `Run[LockOptions]`).
+OptionsT_co = TypeVar("OptionsT_co", bound=TargetOptions, covariant=True)
+#: The record a function hands back, as it came: prepare's (any verb), run_steps' (a verb that
+#: runs commands: the frame reads dry_run) to the verb's body.
+OptionsT = TypeVar("OptionsT", bound=TargetOptions)
+CommandsT = TypeVar("CommandsT", bound=CommandOptions)
+
 
 @dataclass
-class Run:
-    """One run in progress: the outside world, the options, what was resolved, and the report."""
+class Run(Generic[OptionsT_co]):
+    """One run in progress: the outside world, the verb's options, what was resolved, and the report."""
 
     ctx: Context
-    options: Options
+    options: OptionsT_co
     config: Config
     target: Target
     scrub: Scrubber
@@ -103,7 +111,7 @@ class Run:
         )
 
 
-def load_config(ctx: Context, options: Options) -> Config:
+def load_config(ctx: Context, options: TargetOptions) -> Config:
     """The config, with --schema in place of system_database_schema_name when given."""
     from dataclasses import replace
 
@@ -112,7 +120,7 @@ def load_config(ctx: Context, options: Options) -> Config:
 
 
 def resolve_target(
-    ctx: Context, cfg: Config | None, options: Options, notes: list[str] | None = None
+    ctx: Context, cfg: Config | None, options: TargetOptions, notes: list[str] | None = None
 ) -> Target:
     """The target; `notes` receives why a recorded local server was ignored, if it was."""
     return resolve(
@@ -157,7 +165,7 @@ def config_secrets(cfg: Config | None, target: Target) -> list[str | None]:
     return secrets
 
 
-def resolution(ctx: Context, options: Options, cfg: Config, target: Target) -> Resolution:
+def resolution(ctx: Context, options: TargetOptions, cfg: Config, target: Target) -> Resolution:
     return Resolution(
         config_path=options.config or config_mod.DEFAULT_CONFIG,
         app_name=cfg.name.value if cfg.name is not None else None,
@@ -176,7 +184,7 @@ def resolution(ctx: Context, options: Options, cfg: Config, target: Target) -> R
 
 def announce(
     ctx: Context,
-    options: Options,
+    options: TargetOptions,
     emit: Sink,
     verb: str,
     *,
@@ -205,7 +213,7 @@ def announce(
     return cfg, target, secrets, scrub, where
 
 
-def prepare(ctx: Context, options: Options, report: RunReport, emit: Sink) -> Run:
+def prepare(ctx: Context, options: OptionsT, report: RunReport, emit: Sink) -> Run[OptionsT]:
     """The Run of a verb that runs commands, once `announce` has resolved where it goes."""
     cfg, target, secrets, scrub, report.where = announce(
         ctx, options, emit, report.verb, dry_run=report.dry_run, report=report
@@ -220,18 +228,21 @@ def warn_weak(scrub: Scrubber, emit: Sink) -> None:
                     "output masks it only where it stands alone; use a longer one", "warning"))  # fmt: skip
 
 
-Body = Callable[[Run, "Interrupts"], None]
-
-
 def run_steps(
-    verb: str, ctx: Context, options: Options, emit: Sink, body: Body, *, finish: bool = True
+    verb: str,
+    ctx: Context,
+    options: CommandsT,
+    emit: Sink,
+    body: Callable[[Run[CommandsT], Interrupts], None],
+    *,
+    finish: bool = True,
 ) -> RunReport:
     """Run `body` inside the shared frame: signals handled, config and target resolved, every
     failure kept in the report, and (unless `finish` is False) the Finished event sent."""
     from dbos_migrate.engine.runner import Interrupts
 
     report = RunReport(verb, dry_run=options.dry_run)
-    run: Run | None = None
+    run: Run[CommandsT] | None = None
     try:
         with Interrupts() as interrupts:
             run = prepare(ctx, options, report, emit)
@@ -262,7 +273,7 @@ def run_steps(
 
 
 def maintenance_connection(
-    run: Run,
+    run: Run[LockOptions],
     app_name: str,
     *,
     instance: Endpoint | None = None,
@@ -272,17 +283,31 @@ def maintenance_connection(
 ) -> psycopg.Connection[Any]:
     """A connection to a database other than the app's: `--maintenance-db` if given, else
     `prefer` (a rehearsal instance's own database), then `postgres`, then `template1`."""
+    return connect_maintenance(instance or run.target.instance, run.scrub, app_name, run.options.maintenance_db,
+                               prefer=prefer, purpose=purpose, read_only=read_only)  # fmt: skip
+
+
+def connect_maintenance(
+    instance: Endpoint,
+    scrub: Scrubber,
+    app_name: str,
+    maintenance_db: str | None,
+    *,
+    prefer: str | None = None,
+    purpose: str,
+    read_only: bool = False,
+) -> psycopg.Connection[Any]:
+    """`maintenance_connection` for a verb with no run and no --maintenance-db (`status`)."""
     from dbos_migrate.engine import database as db
 
-    instance = instance or run.target.instance
-    if run.options.maintenance_db:
-        names = [run.options.maintenance_db]
+    if maintenance_db:
+        names = [maintenance_db]
     else:
         names = list(dict.fromkeys([n for n in (prefer,) if n] + ["postgres", "template1"]))
     last: DatabaseError | None = None
     for name in names:
         try:
-            return db.connect(instance, run.scrub, dbname=name, app_name=app_name, read_only=read_only,
+            return db.connect(instance, scrub, dbname=name, app_name=app_name, read_only=read_only,
                               where=f"connecting to maintenance database {name!r}")  # fmt: skip
         except DatabaseError as exc:
             last = exc
@@ -293,7 +318,9 @@ def maintenance_connection(
     )
 
 
-def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, deadline: float) -> None:
+def take_lock(
+    run: Run[TargetOptions], conn: psycopg.Connection[Any], key: int, database: str, deadline: float
+) -> None:
     """Take the migration lock for `database` on `conn`, reporting who holds it meanwhile."""
     from dbos_migrate.engine import database as db
 
@@ -323,7 +350,7 @@ def take_lock(run: Run, conn: psycopg.Connection[Any], key: int, database: str, 
 
 
 def run_commands(
-    run: Run,
+    run: Run[CommandOptions],
     commands: list[tuple[str, str]],
     interrupts: Interrupts,
     *,
@@ -387,7 +414,9 @@ HISTORY_RETRY = 10.0
 class History:
     """Writes one history row per command; keeps rows it could not write for a later retry."""
 
-    def __init__(self, run: Run, conn: psycopg.Connection[Any], run_id: str, direction: str) -> None:
+    def __init__(
+        self, run: Run[ChangeOptions], conn: psycopg.Connection[Any], run_id: str, direction: str
+    ) -> None:
         self.run = run
         self.conn = conn
         self.run_id = run_id

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.options import CommandOptions, UpOptions
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.scrub import Scrubber
 
@@ -114,7 +115,9 @@ def _node_sdk(directory: Path) -> tuple[str, str] | None:
     return None
 
 
-def find_toolchain(run: Run, endpoint: Endpoint, schema: str | None) -> tuple[Toolchain | None, str]:
+def find_toolchain(
+    run: Run[UpOptions], endpoint: Endpoint, schema: str | None
+) -> tuple[Toolchain | None, str]:
     """The app's own DBOS tool for its system schema, chosen by `language` and what is
     installed; else None and the reason, for the warning."""
     cfg = run.config
@@ -209,7 +212,7 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
 
 
 def provision(
-    run: Run, interrupts: Interrupts, adjust: Callable[[Toolchain], Toolchain] | None = None
+    run: Run[UpOptions], interrupts: Interrupts, adjust: Callable[[Toolchain], Toolchain] | None = None
 ) -> Toolchain | None:
     """Create the system database if missing and bring its schema up to date (see module doc).
     `adjust` may extend the toolchain's command (appdb.with_app_database). Returns the toolchain
@@ -266,7 +269,7 @@ def provision(
     return toolchain
 
 
-def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:
+def _open(run: Run[UpOptions], endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:
     """Connect to the system database, creating it (under a creation lock) when missing."""
     from dbos_migrate.engine import database as db
     from dbos_migrate.engine.frame import maintenance_connection, take_lock
@@ -303,7 +306,7 @@ def _open(run: Run, endpoint: Endpoint, report: SystemReport) -> psycopg.Connect
 
 
 def run_toolchain(
-    run: Run,
+    run: Run[CommandOptions],
     toolchain: Toolchain,
     interrupts: Interrupts,
     *,
@@ -346,7 +349,9 @@ def run_toolchain(
     return result.exit_code
 
 
-def print_toolchain_migrations(run: Run, toolchain: Toolchain, value: str, schema: str) -> str | None:
+def print_toolchain_migrations(
+    run: Run[UpOptions], toolchain: Toolchain, value: str, schema: str
+) -> str | None:
     """The SQL of the system schema's migrations as the toolchain prints it itself
     (`dbos migrate --print-migrations all|N --schema S`, Python 2.x and later), connecting to
     nothing; None when this toolchain cannot print them."""

@@ -23,14 +23,15 @@ from dbos_migrate.settings.target import Target
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.options import RehearseOptions
     from dbos_migrate.rehearse.result import Rehearsal
 
 
-def settings(run: Run) -> datachecks.Settings:
+def settings(run: Run[RehearseOptions]) -> datachecks.Settings:
     return datachecks.Settings.from_env(run.ctx.environ, run.options.data_check_timeout)
 
 
-def plan_checks(run: Run, scratch_target: Target, before: Snapshot, after: Snapshot,
+def plan_checks(run: Run[RehearseOptions], scratch_target: Target, before: Snapshot, after: Snapshot,
                 rehearsal: Rehearsal, limits: datachecks.Settings) -> list[Check]:  # fmt: skip
     """The data checks the changes need, planned while the scratch database still exists."""
     report = datachecks.DataChecks(run.options.data_checks, database=run.target.app_database,
@@ -56,7 +57,7 @@ def plan_checks(run: Run, scratch_target: Target, before: Snapshot, after: Snaps
     return checks
 
 
-def run_checks(run: Run, rehearsal: Rehearsal, checks: list[Check]) -> None:
+def run_checks(run: Run[RehearseOptions], rehearsal: Rehearsal, checks: list[Check]) -> None:
     """Run the planned checks on the real app database; a connection failure makes them unknown."""
     report = rehearsal.data_checks
     if report is None or not checks:
@@ -81,7 +82,7 @@ def run_checks(run: Run, rehearsal: Rehearsal, checks: list[Check]) -> None:
     report.elapsed_ms = int((time.monotonic() - start) * 1000)
 
 
-def read_workflows(run: Run, rehearsal: Rehearsal) -> None:
+def read_workflows(run: Run[RehearseOptions], rehearsal: Rehearsal) -> None:
     """The unfinished workflows of the app's system database, or `unknown` and why."""
     system = run.target.system
     schema = run.config.system_schema or "dbos"

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.options import RehearseOptions
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.rehearse.rules import Change
     from dbos_migrate.settings.target import Target
@@ -79,13 +80,13 @@ class RollbackCheck:
         }
 
 
-def wanted(run: Run) -> bool:
+def wanted(run: Run[RehearseOptions]) -> bool:
     """The rollback check runs when rollback commands are declared, unless --no-rollback-check."""
     return bool(run.config.database.rollback) and run.options.rollback_check
 
 
 def rehearse_rollback(
-    run: Run,
+    run: Run[RehearseOptions],
     scratch_target: Target,
     before: Snapshot,
     interrupts: Interrupts,
@@ -101,7 +102,7 @@ def rehearse_rollback(
 
 
 def _rehearse_rollback(
-    run: Run,
+    run: Run[RehearseOptions],
     scratch_target: Target,
     before: Snapshot,
     interrupts: Interrupts,
@@ -252,7 +253,7 @@ def plan_losses(before: Snapshot, changes: list[Change]) -> list[Loss]:
     return sorted(out, key=lambda loss: (loss.schema, loss.table, loss.column or ""))
 
 
-def count_losses(run: Run, losses: list[Loss]) -> list[Loss]:
+def count_losses(run: Run[RehearseOptions], losses: list[Loss]) -> list[Loss]:
     """Count what each loss holds in the real app database, each in a bounded READ ONLY transaction."""
     from dbos_migrate.engine import database as db
 

@@ -33,6 +33,7 @@ from dbos_migrate.settings.target import Endpoint, Target, command_env, connecti
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.options import RehearseOptions
 
 Conn = psycopg.Connection[Any]
 
@@ -348,7 +349,9 @@ def remove_leftover_roles(conn: Conn, lock_class: int, lock_key: Any) -> tuple[l
 # ---------------------------------------------------------------------------- one rehearsal's steps
 
 
-def setup_env(run: Run, sandbox: Sandbox, real: Scrubber, real_urls: list[str]) -> dict[str, str]:
+def setup_env(
+    run: Run[RehearseOptions], sandbox: Sandbox, real: Scrubber, real_urls: list[str]
+) -> dict[str, str]:
     """The commands' environment, with a warning per env: entry or variable left out."""
     env, skipped, dropped = environment(sandbox, run.ctx.environ, run.config, real, real_urls)
     for problem in skipped:
@@ -359,7 +362,7 @@ def setup_env(run: Run, sandbox: Sandbox, real: Scrubber, real_urls: list[str]) 
     return env
 
 
-def create(run: Run, maint: Conn, sandbox: Sandbox) -> None:
+def create(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox) -> None:
     """Refuse when the deploy role may not create roles; else create the temporary role."""
     if sandbox.mode != "temporary-role":
         return
@@ -378,7 +381,7 @@ def create(run: Run, maint: Conn, sandbox: Sandbox) -> None:
         )
 
 
-def own_database(run: Run, maint: Conn, sandbox: Sandbox, database: str) -> None:
+def own_database(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox, database: str) -> None:
     if sandbox.mode != "temporary-role":
         return
     try:
@@ -389,7 +392,7 @@ def own_database(run: Run, maint: Conn, sandbox: Sandbox, database: str) -> None
         ) from None
 
 
-def after_copy(run: Run, maint: Conn, sandbox: Sandbox, scratch_target: Target) -> None:
+def after_copy(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox, scratch_target: Target) -> None:
     """Hand the copied objects, then the scratch database, to the temporary role (the copy
     runs as the deploy role, while it still owns the database); then make sure the
     temporary role can log in."""
@@ -418,7 +421,7 @@ def after_copy(run: Run, maint: Conn, sandbox: Sandbox, scratch_target: Target) 
         run.emit(Notice(f"rehearsal limit: {limit}", "warning"))
 
 
-def drop(run: Run, maint: Conn, sandbox: Sandbox) -> None:
+def drop(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox) -> None:
     """Drop the temporary role (after the scratch database). Never raises."""
     if not sandbox.created or sandbox.role is None:
         return
@@ -431,7 +434,7 @@ def drop(run: Run, maint: Conn, sandbox: Sandbox) -> None:
                     "the next rehearsal removes it", "warning"))  # fmt: skip
 
 
-def _drop_attempts(run: Run, maint: Conn, role: str) -> list[str] | None:
+def _drop_attempts(run: Run[RehearseOptions], maint: Conn, role: str) -> list[str] | None:
     """Drop the role, through a fresh connection if ours broke: None, or why it could not."""
     errors: list[str] = []
     for attempt in range(2):

@@ -15,6 +15,7 @@ import psycopg
 
 from dbos_migrate.engine import database as db
 from dbos_migrate.engine.frame import Run, maintenance_connection, run_commands, take_lock
+from dbos_migrate.engine.options import RehearseOptions
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError, first_line
 from dbos_migrate.events import Notice
@@ -34,7 +35,12 @@ if TYPE_CHECKING:
 
 
 def rehearse(
-    run: Run, interrupts: Interrupts, rehearse_url: str | None, *, record: bool, direction: str = "up"
+    run: Run[RehearseOptions],
+    interrupts: Interrupts,
+    rehearse_url: str | None,
+    *,
+    record: bool,
+    direction: str = "up",
 ) -> Rehearsal:
     """Copy, run, diff, drop. `record` puts the rehearsal's command results into the report's
     own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up).
@@ -120,7 +126,7 @@ def _check_server(conn: Conn) -> None:
         )
 
 
-def _prepare(run: Run, maint: Conn, name: str, rehearsal: Rehearsal) -> None:
+def _prepare(run: Run[RehearseOptions], maint: Conn, name: str, rehearsal: Rehearsal) -> None:
     """Hold this rehearsal's scratch lock, then remove what killed rehearsals left behind."""
     try:
         scratch.hold_scratch_lock(maint, name)
@@ -143,7 +149,7 @@ def _prepare(run: Run, maint: Conn, name: str, rehearsal: Rehearsal) -> None:
         run.emit(Notice(run.scrub.text(f"rehearsal: {problem}"), "warning"))
 
 
-def _create(run: Run, maint: Conn, name: str, rehearse_url: str | None) -> None:
+def _create(run: Run[RehearseOptions], maint: Conn, name: str, rehearse_url: str | None) -> None:
     try:
         created = db.create_database(maint, name, run.scrub, template0=True)
     except DatabaseError as exc:
@@ -160,7 +166,9 @@ def _create(run: Run, maint: Conn, name: str, rehearse_url: str | None) -> None:
         raise db.classify(exc, run.scrub, where=f"marking scratch database {name!r}") from None
 
 
-def _drop(run: Run, maint: Conn, instance: Endpoint | None, name: str, app_name: str) -> bool:
+def _drop(
+    run: Run[RehearseOptions], maint: Conn, instance: Endpoint | None, name: str, app_name: str
+) -> bool:
     """Drop the scratch database, through a fresh connection if ours broke. Never raises."""
     with scratch.signals_held():
         errors: list[str] = []
@@ -184,7 +192,7 @@ def _drop(run: Run, maint: Conn, instance: Endpoint | None, name: str, app_name:
     return False
 
 
-def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
+def _copy(run: Run[RehearseOptions], scratch_target: Target, rehearsal: Rehearsal) -> None:
     """Copy the real app database's schema (and version-table rows) into the scratch one."""
     target = run.target
     app_name = db.application_name("rehearse")
@@ -219,7 +227,9 @@ def _copy(run: Run, scratch_target: Target, rehearsal: Rehearsal) -> None:
     run.emit(Notice(f"rehearsal: schema copied with {rehearsal.copy_method}; version table rows: {tables}"))
 
 
-def _copy_schema(run: Run, src: Conn, dst: Conn, rehearsal: Rehearsal, deadline: float) -> str:
+def _copy_schema(
+    run: Run[RehearseOptions], src: Conn, dst: Conn, rehearsal: Rehearsal, deadline: float
+) -> str:
     environ = run.ctx.environ
     mode = (environ.get(copy.COPY_MODE_ENV) or "auto").strip().lower()
     if mode not in ("auto", "pg_dump", "catalog"):
@@ -258,7 +268,7 @@ def _copy_schema(run: Run, src: Conn, dst: Conn, rehearsal: Rehearsal, deadline:
     return "catalog"
 
 
-def _snapshot(run: Run, scratch_target: Target) -> Snapshot:
+def _snapshot(run: Run[RehearseOptions], scratch_target: Target) -> Snapshot:
     conn = db.connect(scratch_target.app, run.scrub, app_name=db.application_name("rehearse"),
                       where="reading the scratch database")  # fmt: skip
     with db.closing(conn):
@@ -269,7 +279,7 @@ def _snapshot(run: Run, scratch_target: Target) -> Snapshot:
 
 
 def _run(
-    run: Run,
+    run: Run[RehearseOptions],
     commands: list[tuple[str, str]],
     env: dict[str, str],
     interrupts: Interrupts,

@@ -12,9 +12,10 @@ from dbos_migrate.errors import GuardRefused
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
+    from dbos_migrate.engine.options import ConfirmOptions
 
 
-def confirm_by_name(run: Run, *, refusing: str, prompt: str, instead: str, done: str) -> None:
+def confirm_by_name(run: Run[ConfirmOptions], *, refusing: str, prompt: str, instead: str, done: str) -> None:
     """Return when the operator confirmed; else raise GuardRefused (exit 5).
 
     `refusing` completes "refusing to ... NAME" ("roll back production database"), `prompt`

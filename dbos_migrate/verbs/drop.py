@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import Run, maintenance_connection, prepare, take_lock
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import DropOptions
 from dbos_migrate.errors import DatabaseError, Interrupted, MigrateError, UsageError
 from dbos_migrate.events import DropWarning, Finished, Notice, Sink
 from dbos_migrate.model import DroppedDatabase, DropReport
@@ -25,14 +25,12 @@ if TYPE_CHECKING:
     from dbos_migrate.settings.target import Endpoint
 
 
-def drop(
-    ctx: Context, options: Options, emit: Sink, *, system_db: bool = False, force: bool = False
-) -> DropReport:
+def drop(ctx: Context, options: DropOptions, emit: Sink) -> DropReport:
     """Drop the app database (and the system database with `system_db`) after the warning and
     the typed confirmation; `force` ends other sessions (DROP DATABASE ... WITH (FORCE))."""
-    report = DropReport("drop", forced=force)
+    report = DropReport("drop", forced=options.force)
     try:
-        _drop(prepare(ctx, options, report, emit), report, system_db=system_db, force=force)
+        _drop(prepare(ctx, options, report, emit), report, system_db=options.system_db, force=options.force)
     except MigrateError as exc:
         report.error = exc
     except KeyboardInterrupt:
@@ -41,7 +39,7 @@ def drop(
     return report
 
 
-def _drop(run: Run, report: DropReport, *, system_db: bool, force: bool) -> None:
+def _drop(run: Run[DropOptions], report: DropReport, *, system_db: bool, force: bool) -> None:
     target = run.target
     report.databases = [DroppedDatabase(target.app_database, "app")]
     if system_db:
@@ -81,7 +79,13 @@ def _drop(run: Run, report: DropReport, *, system_db: bool, force: bool) -> None
 
 
 def _drop_app(
-    run: Run, item: DroppedDatabase, maint: psycopg.Connection[Any], key: int, deadline: float, *, force: bool
+    run: Run[DropOptions],
+    item: DroppedDatabase,
+    maint: psycopg.Connection[Any],
+    key: int,
+    deadline: float,
+    *,
+    force: bool,
 ) -> None:
     """Under the app database's migration lock (a run in progress holds it): check its other
     sessions, then drop it. With --force the lock is held through the drop; without, the
@@ -105,7 +109,7 @@ def _drop_app(
     run.emit(Notice(f"app database {item.name} dropped"))
 
 
-def _respect_lease(run: Run, conn: psycopg.Connection[Any], name: str, deadline: float) -> None:
+def _respect_lease(run: Run[DropOptions], conn: psycopg.Connection[Any], name: str, deadline: float) -> None:
     """A run whose lock's session died still holds its lease (docs/reliability.md): wait for
     it like `up` would, within --lock-timeout (exit 4); take none."""
     import time
@@ -120,7 +124,7 @@ def _respect_lease(run: Run, conn: psycopg.Connection[Any], name: str, deadline:
 
 
 def _drop_system(
-    run: Run,
+    run: Run[DropOptions],
     item: DroppedDatabase,
     maint: psycopg.Connection[Any],
     system: Endpoint,
@@ -162,7 +166,7 @@ def _refuse_other_sessions(
         )
 
 
-def confirm(run: Run) -> None:
+def confirm(run: Run[DropOptions]) -> None:
     """The typed confirmation `drop` always needs, production or not (docs/behaviour.md):
     the app database name on a terminal; without one, --yes or --confirm NAME; else exit 5."""
     where = "production database" if run.target.production else "database"

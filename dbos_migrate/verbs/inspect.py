@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import (
-    Run,
     announce,
+    connect_maintenance,
     load_config,
-    maintenance_connection,
     resolve_target,
 )
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import HistoryOptions, StatusOptions, TargetOptions, UrlOptions, WaitOptions
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError
 from dbos_migrate.events import Finished, Sink
@@ -21,13 +20,13 @@ from dbos_migrate.verbs.recovery import last_run
 
 
 def _resolve(
-    ctx: Context, options: Options, emit: Sink, verb: str
+    ctx: Context, options: TargetOptions, emit: Sink, verb: str
 ) -> tuple[Config, Target, Scrubber, Resolution]:
     cfg, target, _, scrub, where = announce(ctx, options, emit, verb)
     return cfg, target, scrub, where
 
 
-def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
+def status(ctx: Context, options: StatusOptions, emit: Sink) -> StatusReport:
     """Reachability, version, latency, existence, lock holder and recent runs, read-only."""
     from dbos_migrate.engine import database as db
 
@@ -43,11 +42,8 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
             report.exists = True
         except db.DatabaseMissing:
             report.exists = False
-            from dbos_migrate.model import RunReport
-
-            probe = Run(ctx, options, cfg, target, scrub, RunReport("status"), emit, [])
-            conn = maintenance_connection(
-                probe, app_name, purpose="to look for the app database", read_only=True
+            conn = connect_maintenance(
+                target.instance, scrub, app_name, None, purpose="to look for the app database", read_only=True
             )
         with db.closing(conn):
             conn.execute("SELECT 1")
@@ -74,7 +70,7 @@ def status(ctx: Context, options: Options, emit: Sink) -> StatusReport:
     return report
 
 
-def wait(ctx: Context, options: Options, emit: Sink) -> StatusReport:
+def wait(ctx: Context, options: WaitOptions, emit: Sink) -> StatusReport:
     """`wait`: until the target server accepts connections, like dbmate's `wait`, retrying
     with the backoff of `--wait` for at most `options.wait` seconds (docs/behaviour.md).
     A missing app database counts as accepting: `up` creates it. Read-only."""
@@ -109,12 +105,11 @@ def wait(ctx: Context, options: Options, emit: Sink) -> StatusReport:
     return report
 
 
-def history(
-    ctx: Context, options: Options, emit: Sink, limit: int = 20, run_id: str | None = None
-) -> HistoryReport:
+def history(ctx: Context, options: HistoryOptions, emit: Sink) -> HistoryReport:
     """Recent history rows, newest first; with `run_id`, every row of that one run."""
     from dbos_migrate.engine import database as db
 
+    limit, run_id = options.limit, options.run_id
     report = HistoryReport(run_id=run_id)
     try:
         _, target, scrub, report.where = _resolve(ctx, options, emit, "history")
@@ -137,7 +132,7 @@ def history(
     return report
 
 
-def resolve_only(ctx: Context, options: Options) -> Target:
+def resolve_only(ctx: Context, options: TargetOptions) -> Target:
     """The target for `url`; a missing config file is fine when the command line names the database."""
     cfg: Config | None
     try:
@@ -149,11 +144,11 @@ def resolve_only(ctx: Context, options: Options) -> Target:
     return resolve_target(ctx, cfg, options)
 
 
-def url(ctx: Context, options: Options, *, show_password: bool) -> str:
+def url(ctx: Context, options: UrlOptions) -> str:
     """The app database URL, like `dbos-cloud db url`: password masked unless asked for."""
     target = resolve_only(ctx, options)
     app = target.app_url
     password = target.instance.eff.password
     if password is not None and app.password is None:
         app = app.with_password(password)  # from PGPASSWORD, .pgpass or a service file
-    return app.masked() if not show_password else app.text
+    return app.masked() if not options.show_password else app.text

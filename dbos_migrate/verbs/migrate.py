@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import (
+    ChangeOptions,
+    ConfirmOptions,
+    DownOptions,
+    LockOptions,
+    PlanOptions,
+    TargetOptions,
+    UpOptions,
+)
 from dbos_migrate.errors import DatabaseError, UsageError
 from dbos_migrate.events import DatabaseReady, GuardWarning, Notice, Sink, WaitingForServer
 from dbos_migrate.model import CommandResult, RunReport
@@ -26,27 +34,34 @@ if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
 
 
-def up(ctx: Context, options: Options, emit: Sink) -> RunReport:
+def up(ctx: Context, options: UpOptions, emit: Sink) -> RunReport:
     """Create the app database if missing, then run `database.migrate` in order, under the lock."""
     return run_steps("up", ctx, options, emit, _up)
 
 
-def down(ctx: Context, options: Options, emit: Sink) -> RunReport:
+def down(ctx: Context, options: DownOptions, emit: Sink) -> RunReport:
     """Run `database.rollback` in order against an existing app database, behind the guard."""
     return run_steps("down", ctx, options, emit, _down)
 
 
-def plan(ctx: Context, options: Options, emit: Sink) -> RunReport:
+def plan(ctx: Context, options: PlanOptions, emit: Sink) -> RunReport:
     """What `up` would do, without doing it: `up --dry-run` under another name."""
-    return run_steps("plan", ctx, replace(options, dry_run=True), emit, _up)
+    return run_steps("plan", ctx, replace(options, dry_run=True), emit, _plan)
 
 
-def _up(run: Run, interrupts: Interrupts) -> None:
+def _plan(run: Run[PlanOptions], interrupts: Interrupts) -> None:
+    commands = run.commands(run.config.database.migrate, "migrate", run.command_env())
+    run.report.planned = [shown for _, shown in commands]
+    run.ensure_password()
+    _dry_run(run, create=True)
+
+
+def _up(run: Run[UpOptions], interrupts: Interrupts) -> None:
     commands = run.commands(run.config.database.migrate, "migrate", run.command_env())
     run.report.planned = [shown for _, shown in commands]
     run.ensure_password()
     if run.options.dry_run:
-        _dry_run(run, create=not run.options.no_create)
+        _dry_run(run, create=not run.options.no_create, system_db=run.options.system_db)
         return
     if run.target.production:
         run.emit(
@@ -59,7 +74,7 @@ def _up(run: Run, interrupts: Interrupts) -> None:
     execute(run, commands, "up", interrupts, create=not run.options.no_create)
 
 
-def require_rollback(run: Run) -> None:
+def require_rollback(run: Run[TargetOptions]) -> None:
     if not run.config.database.rollback:
         raise UsageError(
             f"{run.config.file} declares no rollback commands (database.rollback is missing or empty)",
@@ -68,7 +83,7 @@ def require_rollback(run: Run) -> None:
         )
 
 
-def require_app_database(run: Run) -> None:
+def require_app_database(run: Run[TargetOptions]) -> None:
     """`down` needs an existing app database: connect once to learn that (exit 3 if missing)."""
     from dbos_migrate.engine import database as db
 
@@ -82,12 +97,12 @@ def require_app_database(run: Run) -> None:
         ) from None
 
 
-def _down(run: Run, interrupts: Interrupts) -> None:
+def _down(run: Run[DownOptions], interrupts: Interrupts) -> None:
     require_rollback(run)
     down_body(run, interrupts)
 
 
-def down_body(run: Run, interrupts: Interrupts) -> None:
+def down_body(run: Run[DownOptions], interrupts: Interrupts) -> None:
     """The rollback itself: the commands, the dry run or the guard, then the run under the lock."""
     commands = run.commands(run.config.database.rollback, "rollback", run.command_env())
     run.report.planned = [shown for _, shown in commands]
@@ -107,7 +122,7 @@ def rollback_example(cfg: Config) -> str:
     return "alembic downgrade -1"
 
 
-def guard(run: Run) -> None:
+def guard(run: Run[ConfirmOptions]) -> None:
     """On production, `down` needs the app database name typed, --confirm NAME, or --yes."""
     if not run.target.production:
         return
@@ -116,7 +131,7 @@ def guard(run: Run) -> None:
                     done="nothing was run")  # fmt: skip
 
 
-def _dry_run(run: Run, *, create: bool) -> None:
+def _dry_run(run: Run[LockOptions], *, create: bool, system_db: str = "auto") -> None:
     """Report the plan; connect only to learn whether the app database exists."""
     from dbos_migrate.engine import database as db
 
@@ -141,13 +156,13 @@ def _dry_run(run: Run, *, create: bool) -> None:
             + (" (--no-create)" if going_up else ": nothing to roll back"),
         )
     if going_up:
-        _dry_run_system_database(run)
+        _dry_run_system_database(run, system_db)
     for i, shown in enumerate(run.report.planned, 1):
         run.emit(Notice(f"  would run [{i}/{len(run.report.planned)}] {shown}"))
     run.emit(Notice(f"dry run: {len(run.report.planned)} command(s) would run; nothing was changed"))
 
 
-def _dry_run_system_database(run: Run) -> None:
+def _dry_run_system_database(run: Run[TargetOptions], system_db: str) -> None:
     """What `up` would do to the system database, from a read-only look at it."""
     from dbos_migrate.engine import database as db
     from dbos_migrate.engine.sysdb import inspect
@@ -156,7 +171,7 @@ def _dry_run_system_database(run: Run) -> None:
     run.report.system_database = seen
     if seen.kind != "postgresql":
         text = f"system database {seen.url} is not PostgreSQL: left to the app"
-    elif run.options.system_db == "skip":
+    elif system_db == "skip":
         text = f"system database {seen.url}: left alone (--system-db skip)"
     elif seen.exists is False:
         text = f"system database {seen.url} does not exist and would be created"
@@ -167,13 +182,13 @@ def _dry_run_system_database(run: Run) -> None:
     run.emit(Notice(f"dry run: {text}"))
 
 
-def _before_anything(run: Run, conn: psycopg.Connection[Any]) -> None:
+def _before_anything(run: Run[ChangeOptions], conn: psycopg.Connection[Any]) -> None:
     """Checks that must pass before anything is created: the server accepts writes, and the
     runtime role exists (dbos-migrate grants, it never creates roles)."""
     from dbos_migrate.engine import database as db
 
     db.refuse_standby(conn, run.report.where.target or "")
-    role = run.options.app_role
+    role = run.options.app_role if isinstance(run.options, UpOptions) else None  # down grants nothing
     if role and not db.role_exists(conn, role):
         raise UsageError(
             f"--app-role {role!r}: no such role; dbos-migrate grants privileges but does not create roles; "
@@ -183,7 +198,7 @@ def _before_anything(run: Run, conn: psycopg.Connection[Any]) -> None:
 
 
 def open_app_database(
-    run: Run, verb: str, create: bool, lock_deadline: float
+    run: Run[ChangeOptions], verb: str, create: bool, lock_deadline: float
 ) -> tuple[psycopg.Connection[Any], bool]:
     """Connect to the app database, creating it under the creation lock when missing.
 
@@ -242,7 +257,7 @@ def open_app_database(
 
 
 def _locked(
-    run: Run, direction: str, create: bool, lock_deadline: float, run_id: str
+    run: Run[ChangeOptions], direction: str, create: bool, lock_deadline: float, run_id: str
 ) -> tuple[psycopg.Connection[Any], float | None]:
     """Open the app database, take the lock, then the lease (docs/reliability.md). Until
     then nothing has run, so a connection lost meanwhile (a server restart) is ridden out:
@@ -289,7 +304,12 @@ def _locked(
 
 
 def execute(
-    run: Run, commands: list[tuple[str, str]], direction: str, interrupts: Interrupts, *, create: bool
+    run: Run[ChangeOptions],
+    commands: list[tuple[str, str]],
+    direction: str,
+    interrupts: Interrupts,
+    *,
+    create: bool,
 ) -> None:
     """Open (or create) the app database, take the lock and the lease, provision the system
     database (up), run the commands with the lock and lease verified before and after each,
@@ -316,7 +336,7 @@ def execute(
 
 
 def _execute_locked(
-    run: Run,
+    run: Run[ChangeOptions],
     commands: list[tuple[str, str]],
     direction: str,
     interrupts: Interrupts,
@@ -329,12 +349,13 @@ def _execute_locked(
 
     opts = run.options
     run.report.exists = True
-    if direction == "up":
+    ups = run if _is_up(run) else None  # `up` provisions the databases and grants; `down` neither
+    if ups is not None:
         from dbos_migrate.engine import appdb
         from dbos_migrate.engine.sysdb import provision
 
-        toolchain = provision(run, interrupts, lambda found: appdb.with_app_database(run, found))
-        appdb.provision(run, interrupts, toolchain)
+        toolchain = provision(ups, interrupts, lambda found: appdb.with_app_database(ups, found))
+        appdb.provision(ups, interrupts, toolchain)
     run.report.run_id = run_id
     history = History(run, conn, run_id, direction)
     history.verify()
@@ -366,21 +387,26 @@ def _execute_locked(
                 "which had no history, is the same as before; a command may have swallowed its own failure "
                 "(see its output above)", "warning",
             ))  # fmt: skip
-        if opts.app_role:
-            schemas = db.grant_app_role(
-                conn, run.target.app_database, opts.app_role, run.scrub, opts.history_schema
-            )
+        role = ups.options.app_role if ups is not None else None
+        if role:
+            schemas = db.grant_app_role(conn, run.target.app_database, role, run.scrub, opts.history_schema)
             run.emit(
                 Notice(
-                    f"granted role {opts.app_role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
+                    f"granted role {role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
                 )
             )
     finally:
         history.flush()
 
 
+def _is_up(run: Run[ChangeOptions]) -> TypeGuard[Run[UpOptions]]:
+    """`execute` serves `up` and `down`; only `up`'s record has the system database, the
+    datasource and the runtime role to provision and grant."""
+    return isinstance(run.options, UpOptions)
+
+
 def _after_each(
-    conn: psycopg.Connection[Any], key: int, run: Run, history: History, lease: Lease | None
+    conn: psycopg.Connection[Any], key: int, run: Run[TargetOptions], history: History, lease: Lease | None
 ) -> Callable[[CommandResult], None]:
     """After each command: the lease was renewed and the lock is still held; otherwise no
     further command starts, and the command's history row says whether another run could

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import Run, load_config, resolution, resolve_target, run_steps
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import CommandOptions, DownOptions, UpOptions
 from dbos_migrate.errors import MigrateError, UsageError
 from dbos_migrate.events import Finished, Sink
 from dbos_migrate.model import RunReport
@@ -16,18 +16,20 @@ from dbos_migrate.model import RunReport
 if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.sysdb import Toolchain
+    from dbos_migrate.settings.config import Text
 
 DEFAULT_SCHEMA = "dbos"
 
 
-def check_print_options(options: Options) -> None:
+def check_print_options(options: UpOptions | DownOptions) -> None:
     """The combinations `dbos migrate` refuses, refused the same way (exit 2 here)."""
-    if options.print_user_role and options.print_migrations is not None:
-        raise UsageError("--print-user-role cannot be combined with --print-migrations")
-    if options.print_user_role and not options.app_role:
-        raise UsageError(
-            "--print-user-role needs the role: -r/--app-role ROLE", "e.g. --print-user-role -r app_rt"
-        )
+    if isinstance(options, UpOptions) and options.print_user_role:  # `down` has no --print-user-role
+        if options.print_migrations is not None:
+            raise UsageError("--print-user-role cannot be combined with --print-migrations")
+        if not options.app_role:
+            raise UsageError(
+                "--print-user-role needs the role: -r/--app-role ROLE", "e.g. --print-user-role -r app_rt"
+            )
     value = options.print_migrations
     if value is not None and value != "all" and not (value.isdigit() and int(value) >= 1):
         raise UsageError(
@@ -36,13 +38,13 @@ def check_print_options(options: Options) -> None:
         )
 
 
-def print_user_role(ctx: Context, options: Options, emit: Sink, verb: str = "up") -> RunReport:
+def print_user_role(ctx: Context, options: UpOptions, emit: Sink) -> RunReport:
     """The SQL granting the runtime role what it needs on both databases, as a psql script.
 
     Only the config and the target are resolved (for the database names): nothing connects."""
     from dbos_migrate.engine import database as db
 
-    report = RunReport(verb, dry_run=True)
+    report = RunReport("up", dry_run=True)
     try:
         check_print_options(options)
         cfg = load_config(ctx, options)
@@ -62,11 +64,12 @@ def print_user_role(ctx: Context, options: Options, emit: Sink, verb: str = "up"
     return report
 
 
-def print_migrations(ctx: Context, options: Options, emit: Sink, verb: str = "up") -> RunReport:
+def print_migrations(ctx: Context, options: UpOptions | DownOptions, emit: Sink) -> RunReport:
     """What `up` (or `down`) would run, in order, without running it or connecting: the
     databases it would create, the system schema's toolchain (with the SQL it prints for
     `--print-migrations`, when it can), the app database's DBOS provisioning, the commands
     and the grants."""
+    verb = "up" if isinstance(options, UpOptions) else "down"
     try:
         check_print_options(options)
     except UsageError as exc:
@@ -74,32 +77,39 @@ def print_migrations(ctx: Context, options: Options, emit: Sink, verb: str = "up
         emit(Finished(report))
         return report
 
-    def body(run: Run, interrupts: Interrupts) -> None:
-        run.report.steps = _steps(run, verb)
+    def up_body(run: Run[UpOptions], interrupts: Interrupts) -> None:
+        run.report.steps = _up_steps(run)
 
-    return run_steps(verb, ctx, options, emit, body)
+    def down_body(run: Run[DownOptions], interrupts: Interrupts) -> None:
+        commands = _commands(run, run.config.database.rollback, "rollback")
+        name = run.target.app_database
+        run.report.steps = [{"step": "app_database", "database": name, "action": "must exist"}, *commands]
+
+    if isinstance(options, UpOptions):
+        return run_steps(verb, ctx, options, emit, up_body)
+    return run_steps(verb, ctx, options, emit, down_body)
 
 
-def _steps(run: Run, verb: str) -> list[dict[str, Any]]:
-    key = "migrate" if verb == "up" else "rollback"
-    items = run.config.database.migrate if verb == "up" else run.config.database.rollback
+def _commands(run: Run[CommandOptions], items: tuple[Text, ...], key: str) -> list[dict[str, Any]]:
+    """The steps of database.migrate or database.rollback; also the report's `planned`."""
     commands = run.commands(items, key, run.command_env())
     run.report.planned = [shown for _, shown in commands]
-    name = run.target.app_database
-    steps: list[dict[str, Any]] = []
-    if verb == "up":
-        action = "must exist (--no-create)" if run.options.no_create else "create if missing"
-        steps.append({"step": "app_database", "database": name, "action": action})
-        system_steps, toolchain = _system_steps(run)
-        from dbos_migrate.engine.appdb import planned as appdb_planned
+    return [
+        {"step": "command", "index": index, "command": shown} for index, (_, shown) in enumerate(commands, 1)
+    ]
 
-        steps += system_steps + appdb_planned(run, toolchain)
-    else:
-        steps.append({"step": "app_database", "database": name, "action": "must exist"})
-    for index, (_, shown) in enumerate(commands, 1):
-        steps.append({"step": "command", "index": index, "command": shown})
+
+def _up_steps(run: Run[UpOptions]) -> list[dict[str, Any]]:
+    commands = _commands(run, run.config.database.migrate, "migrate")
+    name = run.target.app_database
+    action = "must exist (--no-create)" if run.options.no_create else "create if missing"
+    steps: list[dict[str, Any]] = [{"step": "app_database", "database": name, "action": action}]
+    system_steps, toolchain = _system_steps(run)
+    from dbos_migrate.engine.appdb import planned as appdb_planned
+
+    steps += system_steps + appdb_planned(run, toolchain) + commands
     role = run.options.app_role
-    if role and verb == "up":
+    if role:
         system = run.target.system.endpoint
         databases = [name, *([system.url.database or ""] if system is not None else [])]
         steps.append({"step": "grant", "role": role, "databases": databases,
@@ -107,7 +117,7 @@ def _steps(run: Run, verb: str) -> list[dict[str, Any]]:
     return steps
 
 
-def _system_steps(run: Run) -> tuple[list[dict[str, Any]], Toolchain | None]:
+def _system_steps(run: Run[UpOptions]) -> tuple[list[dict[str, Any]], Toolchain | None]:
     from dbos_migrate.engine.appdb import with_app_database
     from dbos_migrate.engine.sysdb import find_toolchain, print_toolchain_migrations
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shlex
 
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import TargetOptions
 from dbos_migrate.model import HistoryRow, LastRun, Resolution
 
 
-def last_run(rows: list[HistoryRow], where: Resolution, options: Options) -> LastRun | None:
+def last_run(rows: list[HistoryRow], where: Resolution, options: TargetOptions) -> LastRun | None:
     """The newest run among `rows` (newest first): its outcome, its failed command, and the
     recovery command line with the target as written and the password masked."""
     if not rows:
@@ -41,7 +41,7 @@ def last_run(rows: list[HistoryRow], where: Resolution, options: Options) -> Las
     return found
 
 
-def down_command(where: Resolution, options: Options) -> str:
+def down_command(where: Resolution, options: TargetOptions) -> str:
     """`dbos-migrate down` aimed where this status looked: config, target as written (masked)."""
     words = ["dbos-migrate", "down"]
     if options.config:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import Run, run_steps
-from dbos_migrate.engine.options import Options
+from dbos_migrate.engine.options import DownOptions, PlanOptions, UpOptions
 from dbos_migrate.errors import BreakingChange
 from dbos_migrate.events import Event, Finished, Notice, Resolved, Sink
 from dbos_migrate.model import RunReport
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
 
 
-def plan(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None = None) -> RunReport:
+def plan(ctx: Context, options: PlanOptions, emit: Sink) -> RunReport:
     """`plan --rehearse`: report what the migrations would change, and how risky each change is.
 
     Breaking changes do not fail `plan` (it reports, with the verdict the gate would reach;
@@ -29,8 +29,8 @@ def plan(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None
     (exit 1), as it would fail the deploy.
     """
 
-    def body(run: Run, interrupts: Interrupts) -> None:
-        rehearsal = rehearse(run, interrupts, rehearse_url, record=True)
+    def body(run: Run[PlanOptions], interrupts: Interrupts) -> None:
+        rehearsal = rehearse(run, interrupts, options.rehearse_url, record=True)
         rehearsal.verdict = decide(rehearsal, strict=options.strict)
         run.emit(RehearsalDone(rehearsal, gate=False))
         if options.strict and rehearsal.verdict.refuse:
@@ -57,15 +57,15 @@ def refuse_unrestoring_rollback(rehearsal: Rehearsal, *, strict: bool) -> None:
                          "or pass --no-rollback-check")  # fmt: skip
 
 
-def down(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None = None) -> RunReport:
+def down(ctx: Context, options: DownOptions, emit: Sink) -> RunReport:
     """`down --rehearse`: rehearse database.rollback on a scratch copy of the real schema, report
     its changes and what the destructive ones would destroy (rows counted read-only), then,
     unless --dry-run, roll back for real behind the production guard (docs/recovery.md)."""
 
-    def body(run: Run, interrupts: Interrupts) -> None:
+    def body(run: Run[DownOptions], interrupts: Interrupts) -> None:
         require_rollback(run)
         require_app_database(run)
-        rehearsal = rehearse(run, interrupts, rehearse_url, record=False, direction="down")
+        rehearsal = rehearse(run, interrupts, options.rehearse_url, record=False, direction="down")
         run.emit(RehearsalDone(rehearsal, gate=False))
         if options.dry_run:
             run.emit(
@@ -79,18 +79,11 @@ def down(ctx: Context, options: Options, emit: Sink, *, rehearse_url: str | None
     return run_steps("down", ctx, options, emit, body)
 
 
-def gated_up(
-    ctx: Context,
-    options: Options,
-    emit: Sink,
-    *,
-    allow_breaking: bool = False,
-    rehearse_url: str | None = None,
-) -> RunReport:
+def gated_up(ctx: Context, options: UpOptions, emit: Sink) -> RunReport:
     """`up --fail-on-breaking`: rehearse first; when the gate refuses (gate.decide: rows that
     fail a change, or a breaking change that meets unfinished workflows of another version,
     or whose workflows are unknown, or any breaking change with --strict) run nothing and
-    exit 6, unless `allow_breaking`, in which case `up` runs and its history rows say so."""
+    exit 6, unless `options.allow_breaking`, in which case `up` runs and its history rows say so."""
     shown: set[str] = set()
 
     def first(event: Event) -> None:
@@ -100,8 +93,10 @@ def gated_up(
 
     found: list[Rehearsal] = []
 
-    def body(run: Run, interrupts: Interrupts) -> None:
-        rehearsal = rehearse(run, interrupts, rehearse_url, record=False)
+    allow_breaking = options.allow_breaking
+
+    def body(run: Run[UpOptions], interrupts: Interrupts) -> None:
+        rehearsal = rehearse(run, interrupts, options.rehearse_url, record=False)
         rehearsal.verdict = decide(rehearsal, strict=options.strict)
         found.append(rehearsal)
         run.emit(RehearsalDone(rehearsal, gate=not allow_breaking))
