@@ -12,7 +12,9 @@ prerequisite fails instead of skipping) RUNS times in a row. Each run appends on
 to LOG: the commit, start time, seconds, the load average before and after, pytest's exit
 code, its summary line, and the failing test ids. It stops early on nothing: a failure is a
 finding, and the next run shows whether it repeats. The load on the machine is whatever else
-runs at the time; the log records it. Nothing is left behind but LOG.
+runs at the time; the log records it. A failing run's whole output is kept beside LOG
+(`LOG.runN.txt`), since a failure that does not repeat can only be read there. Nothing else
+is left behind.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def main() -> int:
                 "exit_code": proc.returncode, "summary": lines[-1] if lines else "",
                 "failed": re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M),
             }  # fmt: skip
+            if proc.returncode != 0:
+                args.log.with_name(f"{args.log.name}.run{n}.txt").write_text(proc.stdout + proc.stderr)
             with args.log.open("a") as log:
                 log.write(json.dumps(record) + "\n")
             print(f"run {n}/{args.runs}: exit {proc.returncode}, {record['summary']}", flush=True)
