@@ -58,8 +58,11 @@ class LockAcquired:
 
 @dataclass(frozen=True)
 class DatabaseReady:
+    """A database `up` needs is there: the app database, or the DBOS system database."""
+
     name: str
     created: bool
+    kind: str = "app"  # app, system
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,20 @@ class ConfigDiff:
 
 @dataclass(frozen=True)
 class CommandStarted:
+    """A command starts: migration command `index` of `total`, or the one command of a
+    `step` of `up` (the system schema's or the app schema's toolchain)."""
+
     index: int
     total: int
     command: str
+    step: str = ""
 
 
 @dataclass(frozen=True)
 class CommandFinished:
     result: CommandResult
     total: int
+    step: str = ""
 
 
 @dataclass(frozen=True)

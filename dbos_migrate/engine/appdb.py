@@ -159,7 +159,7 @@ def provision(run: Run[UpOptions], interrupts: Interrupts, system_toolchain: Too
         return
     shown = f"SQLAlchemyDatasource.migrate({run.target.app_database!r}, schema={DATASOURCE_SCHEMA!r}"
     shown += f", application_role={run.options.app_role!r})" if run.options.app_role else ")"
-    code = run_toolchain(run, tool, interrupts, what="preparing the app database's datasource schema",
+    code = run_toolchain(run, tool, interrupts, step="app schema",
                          shown=f"{shown}   # {tool.name}", ok_codes=(0, NO_API))  # fmt: skip
     if code == NO_API:
         run.emit(Notice(f"app database: {system_toolchain.name if system_toolchain else 'dbos'} "

@@ -189,16 +189,17 @@ def announce(
     verb: str,
     *,
     dry_run: bool = False,
-    report: RunReport | None = None,
+    early: Resolution | None = None,
 ) -> tuple[Config, Target, list[str | None], Scrubber, Resolution]:
     """Every verb starts here: load the config, resolve the target, and announce both (with
-    the config's warnings and the target's notes), before anything connects. `report`, when
-    given, keeps the config path and warnings even if the target cannot be resolved."""
-    if report is not None:
-        report.where.config_path = options.config or config_mod.DEFAULT_CONFIG
+    the config's warnings and the target's notes), before anything connects. `early` (the
+    report's Resolution) keeps the config path and warnings even if the target cannot be
+    resolved."""
+    if early is not None:
+        early.config_path = options.config or config_mod.DEFAULT_CONFIG
     cfg = load_config(ctx, options)
-    if report is not None:
-        report.where.warnings.extend(cfg.warnings)
+    if early is not None:
+        early.warnings.extend(cfg.warnings)
     for warning in cfg.warnings:
         emit(Notice(warning.render(), "warning"))
     notes: list[str] = []
@@ -216,7 +217,7 @@ def announce(
 def prepare(ctx: Context, options: OptionsT, report: RunReport, emit: Sink) -> Run[OptionsT]:
     """The Run of a verb that runs commands, once `announce` has resolved where it goes."""
     cfg, target, secrets, scrub, report.where = announce(
-        ctx, options, emit, report.verb, dry_run=report.dry_run, report=report
+        ctx, options, emit, report.verb, dry_run=report.dry_run, early=report.where
     )
     return Run(ctx, options, cfg, target, scrub, report, emit, secrets)
 
@@ -366,45 +367,102 @@ def run_commands(
     `on_result` records each result (report, history) before any failure is raised;
     `label` ("rehearsal ") names the kind of command in headers and messages.
     """
-    from dbos_migrate.engine.runner import CommandInterrupted, CommandStopped, run_command
-
-    opts = run.options
-    total = len(commands)
     for index, (text, shown) in enumerate(commands, start=1):
         if before_each is not None:
             before_each()
-        run.emit(CommandStarted(index, total, f"({label.strip()}) {shown}" if label else shown))
-        try:
-            result = run_command(
-                index, text, shown, cwd=str(run.config.directory), env=env, scrub=run.scrub,
-                out=run.ctx.out_bytes, err=run.ctx.err_bytes, timeout=opts.command_timeout,
-                interrupts=interrupts, grace=opts.grace,
-            )  # fmt: skip
-        except CommandInterrupted as stop:
-            on_result(stop.result)
-            run.emit(CommandFinished(stop.result, total))
-            raise Interrupted(stop.signum, f"interrupted during {label}command {index}: {shown}") from None
-        except CommandStopped as stopped:  # the lease could not be kept (docs/reliability.md)
-            on_result(stopped.result)
-            run.emit(CommandFinished(stopped.result, total))
-            if after_each is not None:
-                after_each(stopped.result)  # raises the reason's own error
-            raise DatabaseError(
-                f"{label}command {index} was stopped ({stopped.reason}); no further command was started: {shown}"
-            ) from None
-        on_result(result)
-        run.emit(CommandFinished(result, total))
+        run_command_with_events(
+            run,
+            index,
+            len(commands),
+            text,
+            shown,
+            interrupts,
+            env=env,
+            cwd=str(run.config.directory),
+            label=label,
+            on_result=on_result,
+            after_each=after_each,
+            failure_hint=failure_hint,
+        )
+
+
+def run_command_with_events(
+    run: Run[CommandOptions],
+    index: int,
+    total: int,
+    text: str,
+    shown: str,
+    interrupts: Interrupts,
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    label: str = "",
+    step: str = "",
+    ok_codes: tuple[int, ...] = (0,),
+    on_result: Callable[[CommandResult], None] | None = None,
+    after_each: Callable[[CommandResult], None] | None = None,
+    failure_hint: str | None = None,
+) -> CommandResult:
+    """Run one command the way every command of a run is run (runner.run_command: streamed,
+    scrubbed, bounded by --command-timeout, stoppable) between its CommandStarted and
+    CommandFinished events, and turn how it ended into the run's error: interrupted (exit
+    130/143), stopped (3, or `after_each`'s own error), timed out (124), failed (1).
+
+    A migration command is "command 2 of 3" (`label` "rehearsal " for the rehearsal's); a
+    step of `up` that is one command (the system schema's toolchain) is named by `step`
+    instead. An exit code in `ok_codes` counts as success. `on_result` records the result
+    before any failure is raised; `after_each` checks what must still hold after it.
+    """
+    from dataclasses import replace
+
+    from dbos_migrate.engine.runner import CommandInterrupted, CommandStopped, run_command
+
+    opts = run.options
+    subject = f"{step} command" if step else f"{label}command {index}"
+    run.emit(CommandStarted(index, total, f"({label.strip()}) {shown}" if label else shown, step))
+
+    def finished(result: CommandResult) -> None:
+        if on_result is not None:
+            on_result(result)
+        run.emit(CommandFinished(result, total, step))
+
+    try:
+        result = run_command(
+            index,
+            text,
+            shown,
+            cwd=cwd,
+            env=env,
+            scrub=run.scrub,
+            out=run.ctx.out_bytes,
+            err=run.ctx.err_bytes,
+            timeout=opts.command_timeout,
+            interrupts=interrupts,
+            grace=opts.grace,
+        )
+    except CommandInterrupted as stop:
+        finished(stop.result)
+        raise Interrupted(stop.signum, f"interrupted during {subject}: {shown}") from None
+    except CommandStopped as stopped:  # the lease could not be kept (docs/reliability.md)
+        finished(stopped.result)
         if after_each is not None:
-            after_each(result)
-        if result.status == "timed_out":
-            raise CommandTimeout(
-                f"{label}command {index} ran past --command-timeout {opts.command_timeout:g}s and was stopped: {shown}",
-                "raise --command-timeout, or make the migration faster",
-            )
-        if not result.ok:
-            raise CommandFailed(
-                f"{label}command {index} failed with {result.describe_end()}: {shown}", failure_hint
-            )
+            after_each(stopped.result)  # raises the reason's own error
+        raise DatabaseError(
+            f"{subject} was stopped ({stopped.reason}); no further command was started: {shown}"
+        ) from None
+    if result.status == "failed" and result.signal is None and result.exit_code in ok_codes:
+        result = replace(result, status="succeeded")  # an exit code the caller reads as success
+    finished(result)
+    if after_each is not None:
+        after_each(result)
+    if result.status == "timed_out":
+        raise CommandTimeout(
+            f"{subject} ran past --command-timeout {opts.command_timeout:g}s and was stopped: {shown}",
+            "raise --command-timeout, or make the migration faster",
+        )
+    if not result.ok:
+        raise CommandFailed(f"{subject} failed with {result.describe_end()}: {shown}", failure_hint)
+    return result
 
 
 #: Seconds (at least; --wait if longer) a run keeps trying to record history after a lost connection.

@@ -25,16 +25,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dbos_migrate.errors import CommandFailed, CommandTimeout, DatabaseError, Interrupted
+from dbos_migrate.errors import DatabaseError
 from dbos_migrate.events import Notice
 from dbos_migrate.model import SystemDatabase as SystemReport
 from dbos_migrate.settings.target import Endpoint, Target, pg_vars
 
 if TYPE_CHECKING:
-    import psycopg
-
     from dbos_migrate.engine.frame import Run
     from dbos_migrate.engine.options import CommandOptions, UpOptions
     from dbos_migrate.engine.runner import Interrupts
@@ -211,6 +209,16 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
 # ---------------------------------------------------------------------------- provisioning
 
 
+def check_server_first(run: Run[UpOptions]) -> None:
+    """The system database's server, when it is another, gets the checks of the app's (a
+    standby, a missing --app-role) before the app database is created (docs/behaviour.md)."""
+    from dbos_migrate.engine.ensure import check_other_server
+
+    endpoint = run.target.system.endpoint
+    if endpoint is not None and run.options.system_db != "skip":
+        check_other_server(run, endpoint, kind="system", verb="up")
+
+
 def provision(
     run: Run[UpOptions], interrupts: Interrupts, adjust: Callable[[Toolchain], Toolchain] | None = None
 ) -> Toolchain | None:
@@ -218,6 +226,7 @@ def provision(
     `adjust` may extend the toolchain's command (appdb.with_app_database). Returns the toolchain
     that ran, if one did (the app database's provisioning uses it)."""
     from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.ensure import ensure_database
 
     system = run.target.system
     report = SystemReport(url=system.url_text(mask=True), kind="postgresql", source=system.source)
@@ -230,7 +239,9 @@ def provision(
         report.action = "skipped (--system-db skip)"
         return None
     endpoint = system.endpoint
-    conn = _open(run, endpoint, report)
+    deadline = run.ctx.clock() + run.options.lock_timeout
+    ensured = ensure_database(run, endpoint, kind="system", verb="up", deadline=deadline)
+    report.exists, report.created, conn = ensured.existed, ensured.created, ensured.conn
     with db.closing(conn):
         schema = run.config.system_schema or DEFAULT_SCHEMA
         toolchain, why = (
@@ -269,83 +280,44 @@ def provision(
     return toolchain
 
 
-def _open(run: Run[UpOptions], endpoint: Endpoint, report: SystemReport) -> psycopg.Connection[Any]:
-    """Connect to the system database, creating it (under a creation lock) when missing."""
-    from dbos_migrate.engine import database as db
-    from dbos_migrate.engine.frame import maintenance_connection, take_lock
-
-    name: str = endpoint.url.database or ""
-    app_name = db.application_name("up")
-    try:
-        conn = db.connect(endpoint, run.scrub, app_name=app_name, where=f"connecting to {endpoint.masked()}")
-        report.exists = True
-        return conn
-    except db.DatabaseMissing:
-        report.exists = False
-    same_instance = endpoint.eff == run.target.instance.eff
-    maint = maintenance_connection(run, app_name, instance=None if same_instance else endpoint,
-                                   purpose=f"to create the system database {name!r}")  # fmt: skip
-    with db.closing(maint):
-        db.refuse_standby(maint, endpoint.masked())
-        if run.options.app_role and not db.role_exists(maint, run.options.app_role):
-            raise DatabaseError(
-                f"--app-role {run.options.app_role!r} does not exist on the system database's server"
-            )
-        key = db.lock_key(name)
-        take_lock(run, maint, key, maint.info.dbname, run.ctx.clock() + run.options.lock_timeout)
-        try:
-            if not db.database_exists(maint, name):
-                report.created = db.create_database(
-                    maint, name, run.scrub, template0=maint.info.dbname == "template1"
-                )
-        finally:
-            db.release_lock(maint, key)
-    if report.created:
-        run.emit(Notice(f"system database {name} created"))
-    return db.connect(endpoint, run.scrub, app_name=app_name, where=f"connecting to {endpoint.masked()}")
-
-
 def run_toolchain(
     run: Run[CommandOptions],
     toolchain: Toolchain,
     interrupts: Interrupts,
     *,
-    what: str = "migrating the system database",
+    step: str = "system schema",
     shown: str | None = None,
     ok_codes: tuple[int, ...] = (0,),
 ) -> int | None:
-    """Run the toolchain like a migration command: streamed, scrubbed, stoppable, bounded.
-    Returns its exit code (one of `ok_codes`); anything else fails the run."""
-    from dbos_migrate.engine.runner import CommandInterrupted, CommandStopped, run_command
+    """Run the toolchain like a migration command, with a command's events and exit codes
+    (frame.run_command_with_events), as the one command of `step`; in an empty temporary
+    directory when it must find no config. Returns its exit code (one of `ok_codes`)."""
+    from dbos_migrate.engine.frame import run_command_with_events
 
     shown = run.scrub.text(shown or f"{toolchain.shown}   # {toolchain.name}")
-    run.emit(
-        Notice(f"{'system database' if what == 'migrating the system database' else 'app database'}: {shown}")
-    )
     workdir = toolchain.cwd or tempfile.mkdtemp(prefix="dbos-migrate-sysdb-")
+    hint = (
+        "see its output above; --system-db create only creates the database and leaves the schema to the app"
+        if step == "system schema"
+        else "see its output above; --datasource skip leaves the app database's DBOS tables to the app"
+    )
     try:
-        result = run_command(
-            0, toolchain.shown, shown, cwd=workdir, env=toolchain.env, scrub=run.scrub, out=run.ctx.out_bytes,
-            err=run.ctx.err_bytes, timeout=run.options.command_timeout, interrupts=interrupts, grace=run.options.grace,
-        )  # fmt: skip
-    except CommandInterrupted as stop:
-        raise Interrupted(stop.signum, f"interrupted while {what}: {shown}") from None
-    except CommandStopped as stopped:
-        raise DatabaseError(
-            f"{what} was stopped ({stopped.reason}); no further command was started: {shown}"
-        ) from None
+        result = run_command_with_events(
+            run,
+            1,
+            1,
+            toolchain.shown,
+            shown,
+            interrupts,
+            env=toolchain.env,
+            cwd=workdir,
+            step=step,
+            ok_codes=ok_codes,
+            failure_hint=hint,
+        )
     finally:
         if toolchain.cwd is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    if result.status == "timed_out":
-        raise CommandTimeout(f"{what} ran past --command-timeout: {shown}")
-    if result.signal is not None or result.exit_code not in ok_codes:
-        raise CommandFailed(
-            f"{what} failed with {result.describe_end()}: {shown}",
-            "see its output above; --system-db create only creates the database and leaves the schema to the app"
-            if what == "migrating the system database"
-            else "see its output above; --datasource skip leaves the app database's DBOS tables to the app",
-        )
     return result.exit_code
 
 

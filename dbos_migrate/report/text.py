@@ -158,17 +158,23 @@ class TextReporter:
             if self.verbose:
                 self.line(s.dim(f"lock acquired after {event.waited_s:.2f}s"))
         elif isinstance(event, DatabaseReady):
-            self.info(f"app database {event.name} " + (s.green("created") if event.created else "exists"))
+            # The system database's own line, after its schema, says "exists": only its creation here.
+            if event.kind == "app" or event.created:
+                self.info(
+                    f"{event.kind} database {event.name} "
+                    + (s.green("created") if event.created else "exists")
+                )
         elif isinstance(event, GuardWarning):
             render_guard(event, self.err, self.err_style)
         elif isinstance(event, DropWarning):
             render_drop_warning(event, self.err, self.err_style)
 
         elif isinstance(event, CommandStarted):
+            head = f"[{event.step}]" if event.step else f"[{event.index}/{event.total}]"
             if not self.quiet:
-                self.line(s.bold(f"[{event.index}/{event.total}] ") + event.command)
+                self.line(s.bold(head + " ") + event.command)
             if self.live is not None:
-                self.live.begin(f"[{event.index}/{event.total}]")
+                self.live.begin(head)
         elif isinstance(event, CommandFinished):
             self._command_finished(event)
         elif isinstance(event, FeatureEvent):
@@ -230,7 +236,7 @@ class TextReporter:
         if self.live is not None:
             self.live.end()
         res = event.result
-        head = f"[{res.index}/{event.total}] "
+        head = f"[{event.step}] " if event.step else f"[{res.index}/{event.total}] "
         if res.ended:
             self.line(s.yellow("warning: ") + f"ended what the command left running: {', '.join(res.ended)}")
         if res.ok:

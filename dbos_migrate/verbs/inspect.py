@@ -10,20 +10,12 @@ from dbos_migrate.engine.frame import (
     resolve_target,
 )
 from dbos_migrate.engine.options import HistoryOptions, StatusOptions, TargetOptions, UrlOptions, WaitOptions
-from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import DatabaseError, MigrateError, UsageError
 from dbos_migrate.events import Finished, Sink
-from dbos_migrate.model import HistoryReport, Resolution, StatusReport
+from dbos_migrate.model import HistoryReport, StatusReport
 from dbos_migrate.settings.config import Config
 from dbos_migrate.settings.target import Target
 from dbos_migrate.verbs.recovery import last_run
-
-
-def _resolve(
-    ctx: Context, options: TargetOptions, emit: Sink, verb: str
-) -> tuple[Config, Target, Scrubber, Resolution]:
-    cfg, target, _, scrub, where = announce(ctx, options, emit, verb)
-    return cfg, target, scrub, where
 
 
 def status(ctx: Context, options: StatusOptions, emit: Sink) -> StatusReport:
@@ -31,9 +23,8 @@ def status(ctx: Context, options: StatusOptions, emit: Sink) -> StatusReport:
     from dbos_migrate.engine import database as db
 
     report = StatusReport()
-    report.where.config_path = options.config
     try:
-        cfg, target, scrub, report.where = _resolve(ctx, options, emit, "status")
+        cfg, target, _, scrub, report.where = announce(ctx, options, emit, "status", early=report.where)
         app_name = db.application_name("status")
         start = ctx.clock()
         try:
@@ -78,9 +69,8 @@ def wait(ctx: Context, options: WaitOptions, emit: Sink) -> StatusReport:
     from dbos_migrate.events import WaitingForServer
 
     report = StatusReport(verb="wait")
-    report.where.config_path = options.config
     try:
-        _, target, scrub, report.where = _resolve(ctx, options, emit, "wait")
+        _, target, _, scrub, report.where = announce(ctx, options, emit, "wait", early=report.where)
         start = ctx.clock()
         try:
             conn = db.connect_waiting(
@@ -112,7 +102,7 @@ def history(ctx: Context, options: HistoryOptions, emit: Sink) -> HistoryReport:
     limit, run_id = options.limit, options.run_id
     report = HistoryReport(run_id=run_id)
     try:
-        _, target, scrub, report.where = _resolve(ctx, options, emit, "history")
+        _, target, _, scrub, report.where = announce(ctx, options, emit, "history", early=report.where)
         try:
             conn = db.connect(target.app, scrub, app_name=db.application_name("history"),
                               where="connecting to the app database", read_only=True)  # fmt: skip

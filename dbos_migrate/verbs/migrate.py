@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from dbos_migrate.context import Context
-from dbos_migrate.engine.frame import History, Run, maintenance_connection, run_commands, run_steps, take_lock
+from dbos_migrate.engine.frame import History, Run, maintenance_connection, run_commands, run_steps
 from dbos_migrate.engine.options import (
     ChangeOptions,
     ConfirmOptions,
@@ -22,7 +22,7 @@ from dbos_migrate.engine.options import (
     UpOptions,
 )
 from dbos_migrate.errors import DatabaseError, UsageError
-from dbos_migrate.events import DatabaseReady, GuardWarning, Notice, Sink, WaitingForServer
+from dbos_migrate.events import GuardWarning, Notice, Sink, WaitingForServer
 from dbos_migrate.model import CommandResult, RunReport
 from dbos_migrate.settings.config import Config
 from dbos_migrate.verbs.confirm import confirm_by_name
@@ -182,78 +182,28 @@ def _dry_run_system_database(run: Run[TargetOptions], system_db: str) -> None:
     run.emit(Notice(f"dry run: {text}"))
 
 
-def _before_anything(run: Run[ChangeOptions], conn: psycopg.Connection[Any]) -> None:
-    """Checks that must pass before anything is created: the server accepts writes, and the
-    runtime role exists (dbos-migrate grants, it never creates roles)."""
-    from dbos_migrate.engine import database as db
-
-    db.refuse_standby(conn, run.report.where.target or "")
-    role = run.options.app_role if isinstance(run.options, UpOptions) else None  # down grants nothing
-    if role and not db.role_exists(conn, role):
-        raise UsageError(
-            f"--app-role {role!r}: no such role; dbos-migrate grants privileges but does not create roles; "
-            "nothing was changed",
-            f"create it first, e.g. CREATE ROLE {role} LOGIN PASSWORD '...'",
-        )
-
-
 def open_app_database(
     run: Run[ChangeOptions], verb: str, create: bool, lock_deadline: float
-) -> tuple[psycopg.Connection[Any], bool]:
-    """Connect to the app database, creating it under the creation lock when missing.
-
-    Returns the connection and whether the migration lock is already held on it.
-    """
+) -> psycopg.Connection[Any]:
+    """The app database, ensured (engine/ensure.py) with the migration lock held on the
+    returned connection; what is verb-specific here is the refusal of a missing database."""
     from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.ensure import ensure_database
 
-    target, scrub, opts = run.target, run.scrub, run.options
-    app_name = db.application_name(verb)
-    shown = target.app_url.masked()
-
-    def retrying(left: float, reason: str) -> None:
-        run.emit(WaitingForServer(left, reason))
-
+    target = run.target
     try:
-        existing = db.connect_waiting(target.app, scrub, dbname=None, app_name=app_name, wait=opts.wait,
-                                      on_retry=retrying, where=f"connecting to {shown}")  # fmt: skip
+        ensured = ensure_database(
+            run, target.app, kind="app", verb=verb, deadline=lock_deadline, create=create, keep_lock=True
+        )
     except db.DatabaseMissing:
-        if not create:
-            hint = "drop --no-create to let dbos-migrate create it" if verb == "up" else None
-            raise DatabaseError(
-                f"app database {target.app_database!r} does not exist"
-                + (": nothing to roll back" if verb == "down" else " and --no-create was given"),
-                hint,
-            ) from None
-    else:
-        try:
-            _before_anything(run, existing)
-        except BaseException:
-            existing.close()
-            raise
-        return existing, False
-    maint = maintenance_connection(
-        run, app_name, purpose=f"to create the app database {target.app_database!r}, which does not exist"
-    )
-    key = db.lock_key(target.app_database)
-    with db.closing(maint):
-        _before_anything(run, maint)
-        take_lock(run, maint, key, maint.info.dbname, lock_deadline)
-        created = False
-        if not db.database_exists(maint, target.app_database):
-            created = db.create_database(
-                maint, target.app_database, scrub, template0=maint.info.dbname == "template1"
-            )
-        run.report.created = created
-        conn = db.connect(target.app, scrub, app_name=app_name, where=f"connecting to {shown}")
-        # Take the app database lock before giving up the creation lock: no gap to race into.
-        try:
-            take_lock(run, conn, key, target.app_database, lock_deadline)
-        except BaseException:
-            conn.close()
-            raise
-        db.release_lock(maint, key)
-    run.emit(DatabaseReady(target.app_database, created))
-    return conn, True
+        hint = "drop --no-create to let dbos-migrate create it" if verb == "up" else None
+        raise DatabaseError(
+            f"app database {target.app_database!r} does not exist"
+            + (": nothing to roll back" if verb == "down" else " and --no-create was given"),
+            hint,
+        ) from None
+    run.report.created = ensured.created
+    return ensured.conn
 
 
 def _locked(
@@ -269,14 +219,10 @@ def _locked(
     from dbos_migrate.engine import lease as leases
 
     opts, name = run.options, run.target.app_database
-    key = db.lock_key(name)
     while True:
         conn: psycopg.Connection[Any] | None = None
         try:
-            conn, locked = open_app_database(run, direction, create, lock_deadline)
-            if not locked:
-                take_lock(run, conn, key, name, lock_deadline)
-                run.emit(DatabaseReady(name, False))
+            conn = open_app_database(run, direction, create, lock_deadline)
             if not opts.no_history:  # the history's objects first: the lease lives in its schema
                 db.check_history(conn, db.check_history_schema(opts.history_schema))
             deadline = time.monotonic() + max(lock_deadline - run.ctx.clock(), 0)
@@ -318,6 +264,10 @@ def execute(
     from dbos_migrate.engine.lease import Lease
 
     opts = run.options
+    if _is_up(run):
+        from dbos_migrate.engine.sysdb import check_server_first
+
+        check_server_first(run)
     lock_deadline = run.ctx.clock() + opts.lock_timeout
     run_id = db.new_run_id()
     conn, left = _locked(run, direction, create, lock_deadline, run_id)
