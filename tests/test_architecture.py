@@ -120,3 +120,48 @@ def test_the_check_sees_function_local_and_type_only_imports(tmp_path: Path) -> 
     )
     found = _imports("dbos_migrate.events", source, _modules())
     assert found == {"dbos_migrate.rehearse.result", "dbos_migrate.engine.database"}
+
+
+#: docs/architecture.md, "Sizes": the most lines a module, and a function, may have.
+MAX_MODULE_LINES = 800
+MAX_FUNCTION_LINES = 80
+
+
+def _oversized(path: Path) -> list[str]:
+    """The module at `path` if it is over MAX_MODULE_LINES lines, and each of its functions
+    (methods and nested functions too) over MAX_FUNCTION_LINES, counted from the `def` line to
+    the body's last line."""
+    text = path.read_text("utf-8")
+    found = []
+    if len(text.splitlines()) > MAX_MODULE_LINES:
+        found.append(f"{path.name}: {len(text.splitlines())} lines")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > MAX_FUNCTION_LINES:
+                found.append(f"{path.name}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_no_module_or_function_too_long() -> None:
+    wrong = [f"{path.parent.name}/{o}" for path in sorted(PACKAGE.rglob("*.py")) for o in _oversized(path)]
+    assert not wrong, (
+        f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function "
+        "(split it; docs/architecture.md, Sizes):\n" + "\n".join(wrong)
+    )
+
+
+def test_the_size_check_sees_long_functions_and_modules(tmp_path: Path) -> None:
+    """At the limits passes; one line over fails, for a method too."""
+    body = [f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES - 1)]
+    at_limit = ["def f():", *body]
+    at_limit += ["# pad"] * (MAX_MODULE_LINES - len(at_limit))
+    (tmp_path / "ok.py").write_text("\n".join(at_limit) + "\n")
+    assert _oversized(tmp_path / "ok.py") == []
+    over = ["class C:", *(f"    {line}" for line in ["def g(self):", *body, "    return 0"])]
+    over += ["# pad"] * (MAX_MODULE_LINES + 1 - len(over))
+    (tmp_path / "long.py").write_text("\n".join(over) + "\n")
+    assert _oversized(tmp_path / "long.py") == [
+        f"long.py: {MAX_MODULE_LINES + 1} lines",
+        f"long.py:2 g: {MAX_FUNCTION_LINES + 1} lines",
+    ]

@@ -203,12 +203,7 @@ def up(
     """Create the app and system databases if missing, then run database.migrate in order."""
     from dbos_migrate import verbs
 
-    verb: Any = verbs.up
-    if fail_on_breaking:
-        from dbos_migrate.verbs.rehearsal import gated_up
-
-        verb = gated_up
-    verb = _printing(print_user_role, print_migrations) or verb
+    verb = _up_verb(fail_on_breaking, print_user_role, print_migrations)
     options = verbs.UpOptions(
         config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
         app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
@@ -220,6 +215,21 @@ def up(
         rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
     )  # fmt: skip
     _run(typer_ctx, verb, options, output, quiet, verbose)
+
+
+def _up_verb(fail_on_breaking: bool, print_user_role: bool, print_migrations: str | None) -> Any:
+    """The verb `up` calls: the printer of --print-user-role or --print-migrations (which wins),
+    the gated up with --fail-on-breaking, else the plain up."""
+    printer = _printing(print_user_role, print_migrations)
+    if printer is not None:
+        return printer
+    if fail_on_breaking:
+        from dbos_migrate.verbs.rehearsal import gated_up
+
+        return gated_up
+    from dbos_migrate import verbs
+
+    return verbs.up
 
 
 @command()

@@ -1,4 +1,5 @@
-"""Everything that talks to PostgreSQL: connect, ensure the app database, lock, history.
+"""Everything that talks to PostgreSQL: connect, ensure the app database, lock, history (the
+runtime role's grants are in grants.py).
 
 All connections are autocommit: the lock is a session advisory lock, so no transaction
 stays open while commands run (an open one would block `CREATE INDEX CONCURRENTLY`).
@@ -535,7 +536,7 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
     return str(row[0]) if row else "unknown"
 
 
-# ---------------------------------------------------------------------------- app role
+# ---------------------------------------------------------------------------- roles (grants: engine/grants.py)
 
 
 def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
@@ -544,86 +545,7 @@ def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     )
 
 
-#: What `up --app-role` grants on each schema of the app database (docs/dbos-compatibility.md).
-APP_ROLE_GRANTS = (
-    "GRANT USAGE ON SCHEMA {s} TO {r}",
-    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}",
-    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
-    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {r}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON FUNCTIONS TO {r}",
-)
-#: The app database's schemas the runtime role is granted on (all but the catalogs and ours).
-_APP_SCHEMAS = """SELECT nspname FROM pg_catalog.pg_namespace
-                WHERE nspname NOT IN ('information_schema', 'dbos_migrate', {history})
-                  AND nspname NOT LIKE 'pg\\_%'
-                ORDER BY nspname"""
-
-
-def grant_app_role(
-    conn: psycopg.Connection[Any],
-    database: str,
-    role: str,
-    scrub: Scrubber,
-    history_schema: str = HISTORY_SCHEMA,
-) -> list[str]:
-    """What `dbos migrate -r` grants a runtime role (never on the history schema). Returns the
-    schemas covered."""
-    r = sql.Identifier(role)
-    query = sql.SQL(_APP_SCHEMAS).format(history=sql.Literal(history_schema))
-    schemas = [row[0] for row in conn.execute(query).fetchall()]
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), r))
-            for name in schemas:
-                s = sql.Identifier(name)
-                for stmt in APP_ROLE_GRANTS:
-                    conn.execute(sql.SQL(stmt).format(s=s, r=r))
-    except psycopg.Error as exc:
-        raise classify(exc, scrub, where=f"granting privileges to role {role!r}") from None
-    return schemas
-
-
 # ---------------------------------------------------------------------------- the system database
-
-
-def grant_system_database(
-    conn: psycopg.Connection[Any], database: str, role: str, schema: str | None, scrub: Scrubber
-) -> None:
-    """What a runtime role needs on the system database (docs/dbos-compatibility.md).
-
-    Always CONNECT (DBOS relies on PUBLIC having it; hardened servers revoke that). With
-    `schema` (no toolchain ran): CREATE on the database so the app can create the schema at
-    its first launch, and, when the schema already exists, the grants `dbos migrate -r` gives.
-    """
-    r = sql.Identifier(role)
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), r))
-            if schema is None:
-                return
-            conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), r))
-            exists = conn.execute(
-                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
-            ).fetchone()
-            if exists:
-                for statement in DBOS_ROLE_GRANTS:
-                    conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema), r=r))
-    except psycopg.Error as exc:
-        raise classify(exc, scrub, where=f"granting role {role!r} access to the system database") from None
-
-
-#: The seven statements `dbos migrate -r ROLE` runs on the DBOS system schema (all releases 1.x-3.x).
-DBOS_ROLE_GRANTS = (
-    "GRANT USAGE ON SCHEMA {s} TO {r}",
-    "GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA {s} TO {r}",
-    "GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
-    "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON TABLES TO {r}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT ALL ON SEQUENCES TO {r}",
-    "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON FUNCTIONS TO {r}",
-)
 
 
 def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | None:
@@ -666,7 +588,7 @@ def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | N
     return None
 
 
-# ---------------------------------------------------------------------------- grants as text
+# ---------------------------------------------------------------------------- SQL printed rather than run
 
 
 def quote_ident(name: str) -> str:
@@ -676,55 +598,6 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def user_role_script(
-    app_database: str,
-    system_database: str | None,
-    role: str,
-    schema: str,
-    history_schema: str = HISTORY_SCHEMA,
-) -> str:
-    """The SQL `up --app-role ROLE` runs, as a psql script (`\\connect` between the databases):
-    for a DBA who applies grants by hand. The app database's schemas are only known there, so
-    its grants loop over them as `grant_app_role` does (docs/dbos-compatibility.md)."""
-    r = quote_ident(role)
-    tag = "$grant$"
-    while tag in role:
-        tag = tag[:-1] + "_$"
-    loop = "\n".join(
-        f"    EXECUTE format({quote_literal(stmt.format(s='%I', r='%I'))}, s, {quote_literal(role)});"
-        for stmt in APP_ROLE_GRANTS
-    )
-    app = quote_ident(app_database)
-    lines = [
-        f"-- The privileges role {r} needs at run time: what `dbos-migrate up --app-role {role}` grants.",
-        "-- Run it after the migrations, as the role that runs them (default privileges cover",
-        "-- the objects that role creates later), e.g. piped to psql.",
-        f"\\connect {app}",
-        f"GRANT CONNECT ON DATABASE {app} TO {r};",
-        "-- every schema of the app database but the catalogs and dbos-migrate's own",
-        f"DO {tag}",
-        "DECLARE s text;",
-        "BEGIN",
-        "  FOR s IN "
-        + " ".join(_APP_SCHEMAS.format(history=quote_literal(history_schema)).split())
-        + " LOOP",
-        loop,
-        "  END LOOP;",
-        f"END {tag};",
-    ]
-    if system_database is not None:
-        sysdb, s = quote_ident(system_database), quote_ident(schema)
-        lines += [
-            f"\\connect {sysdb}",
-            f"GRANT CONNECT ON DATABASE {sysdb} TO {r};",
-            f"-- what `dbos migrate -r {role}` grants on the DBOS system schema {s}",
-            *(stmt.format(s=s, r=r) + ";" for stmt in DBOS_ROLE_GRANTS),
-        ]
-    else:
-        lines.append("-- the system database is not PostgreSQL: nothing to grant there")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------- did the migrations change anything

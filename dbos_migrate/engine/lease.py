@@ -197,17 +197,7 @@ def acquire(
     like --lock-timeout: past it, exit 4 naming the lease's holder. With `keep` False
     (--no-history: nothing of the tool's is created in the app database) another run's live
     lease is still waited for, if the table exists, but none is taken."""
-    if not keep:
-        found = conn.execute("SELECT pg_catalog.to_regclass(%s)", (table(schema),)).fetchone()
-        if not found or found[0] is None:
-            return None
-        _verify_lease_table(conn, schema)
-    elif not prepare_table(conn, schema):
-        on_notice(
-            f"no lease kept: the role may not create schema {schema}; runs are kept apart by the lock's "
-            "session alone (docs/reliability.md)",
-            "warning",
-        )
+    if not _table_ready(conn, schema, keep, on_notice):
         return None
     start = time.monotonic()
     waited_for: Holder | None = None
@@ -254,6 +244,26 @@ def acquire(
                 "warning",
             )
         _wait_for_release(conn, app_database, holder, deadline)
+
+
+def _table_ready(
+    conn: psycopg.Connection[Any], schema: str, keep: bool, on_notice: Callable[[str, str], None]
+) -> bool:
+    """Whether there is a lease table to wait on: with `keep`, prepared (False, with a warning,
+    when the role may not create it); without, only one that already exists, verified."""
+    if not keep:
+        found = conn.execute("SELECT pg_catalog.to_regclass(%s)", (table(schema),)).fetchone()
+        if not found or found[0] is None:
+            return False
+        _verify_lease_table(conn, schema)
+    elif not prepare_table(conn, schema):
+        on_notice(
+            f"no lease kept: the role may not create schema {schema}; runs are kept apart by the lock's "
+            "session alone (docs/reliability.md)",
+            "warning",
+        )
+        return False
+    return True
 
 
 def _wait_for_release(

@@ -227,6 +227,7 @@ def provision(
     that ran, if one did (the app database's provisioning uses it)."""
     from dbos_migrate.engine import database as db
     from dbos_migrate.engine.ensure import ensure_database
+    from dbos_migrate.engine.grants import grant_system_database
 
     system = run.target.system
     report = SystemReport(url=system.url_text(mask=True), kind="postgresql", source=system.source)
@@ -254,13 +255,13 @@ def provision(
             run_toolchain(run, toolchain, interrupts)
             report.toolchain, report.action = toolchain.name, "migrated"
             if run.options.app_role:
-                db.grant_system_database(
+                grant_system_database(
                     conn, endpoint.url.database or "", run.options.app_role, None, run.scrub
                 )
         else:
             report.action = "created" if report.created else "exists"
             if run.options.app_role:
-                db.grant_system_database(
+                grant_system_database(
                     conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub
                 )
         report.schema_version = db.system_schema_version(conn, schema)

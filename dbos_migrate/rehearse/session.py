@@ -46,20 +46,9 @@ def rehearse(
     own `commands` (plan); otherwise they stay under `rehearsal.commands` (gated up).
     `direction` "down" rehearses database.rollback instead (rehearse/rollback.py)."""
     run.ensure_password()
-    # The real target's secrets and URLs: none of them may reach the commands (docs/rehearsal.md).
-    real = Scrubber(list(run.secrets))
-    real_urls = [run.target.app_url.without_secrets().text]
-    if run.target.system.endpoint is not None:
-        real_urls.append(run.target.system.endpoint.url.without_secrets().text)
-    instance = run.target.instance
-    if rehearse_url:
-        url = parse_url(rehearse_url, what="--rehearse-url")
-        instance = Endpoint(url, effective(url, run.ctx.environ))
-        run.add_secrets(instance.eff.secrets)
-    name = scratch.scratch_name(run.target.app_database)
-    # The commands must reach the scratch database and never the real system database.
-    scratch_target = replace(run.target, instance=instance, app_database=name,
-                             system=SystemDatabase("the scratch database", instance.at(name)))  # fmt: skip
+    real, real_urls = _real(run)  # taken before --rehearse-url's secrets join the run's
+    instance, scratch_target = _scratch_target(run, rehearse_url)
+    name = scratch_target.app_database
     listed = "migrate" if direction == "up" else "rollback"
     box = sandbox.prepare(scratch_target, rehearse_url=bool(rehearse_url),
                           shared=run.options.rehearse_shared_credentials)  # fmt: skip
@@ -77,8 +66,7 @@ def rehearse(
     limits = live.settings(run)  # a bad $DBOS_MIGRATE_LARGE_TABLE stops the run before anything starts
     app_name = db.application_name("rehearse")
     other = instance if rehearse_url else None
-    maint = maintenance_connection(run, app_name, instance=other, prefer=other.url.database if other else None,
-                                   purpose="for the rehearsal")  # fmt: skip
+    maint = _maintenance(run, app_name, other, "for the rehearsal")
     checks: list[Check] = []
     losses: list[Loss] = []
     try:
@@ -116,6 +104,34 @@ def rehearse(
         rehearsal.destroys = undo.count_losses(run, losses)
     live.read_workflows(run, rehearsal)
     return rehearsal
+
+
+def _real(run: Run[RehearseOptions]) -> tuple[Scrubber, list[str]]:
+    """The real target's secrets and URLs: none of them may reach the commands (docs/rehearsal.md)."""
+    real_urls = [run.target.app_url.without_secrets().text]
+    if run.target.system.endpoint is not None:
+        real_urls.append(run.target.system.endpoint.url.without_secrets().text)
+    return Scrubber(list(run.secrets)), real_urls
+
+
+def _scratch_target(run: Run[RehearseOptions], rehearse_url: str | None) -> tuple[Endpoint, Target]:
+    """The instance the rehearsal runs on (--rehearse-url's, or the target's) and the target the
+    commands get: the scratch database, and never the real system database."""
+    instance = run.target.instance
+    if rehearse_url:
+        url = parse_url(rehearse_url, what="--rehearse-url")
+        instance = Endpoint(url, effective(url, run.ctx.environ))
+        run.add_secrets(instance.eff.secrets)
+    name = scratch.scratch_name(run.target.app_database)
+    system = SystemDatabase("the scratch database", instance.at(name))
+    return instance, replace(run.target, instance=instance, app_database=name, system=system)
+
+
+def _maintenance(run: Run[RehearseOptions], app_name: str, instance: Endpoint | None, purpose: str) -> Conn:
+    """A maintenance connection to --rehearse-url's instance (its own database first), or to
+    the target's instance when `instance` is None."""
+    prefer = instance.url.database if instance else None
+    return maintenance_connection(run, app_name, instance=instance, prefer=prefer, purpose=purpose)
 
 
 def _check_server(conn: Conn) -> None:
@@ -176,9 +192,7 @@ def _drop(
             conn = maint
             try:
                 if attempt:
-                    conn = maintenance_connection(run, app_name, instance=instance,
-                                                  prefer=instance.url.database if instance else None,
-                                                  purpose="to drop the scratch database")  # fmt: skip
+                    conn = _maintenance(run, app_name, instance, "to drop the scratch database")
                 try:
                     conn.execute(scratch.drop_statement(conn, name))
                     return True

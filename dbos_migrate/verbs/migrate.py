@@ -296,6 +296,7 @@ def _execute_locked(
     lease: Lease | None,
 ) -> None:
     from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.grants import grant_app_role
 
     opts = run.options
     run.report.exists = True
@@ -339,7 +340,7 @@ def _execute_locked(
             ))  # fmt: skip
         role = ups.options.app_role if ups is not None else None
         if role:
-            schemas = db.grant_app_role(conn, run.target.app_database, role, run.scrub, opts.history_schema)
+            schemas = grant_app_role(conn, run.target.app_database, role, run.scrub, opts.history_schema)
             run.emit(
                 Notice(
                     f"granted role {role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"

@@ -42,7 +42,7 @@ def print_user_role(ctx: Context, options: UpOptions, emit: Sink) -> RunReport:
     """The SQL granting the runtime role what it needs on both databases, as a psql script.
 
     Only the config and the target are resolved (for the database names): nothing connects."""
-    from dbos_migrate.engine import database as db
+    from dbos_migrate.engine.grants import user_role_script
 
     report = RunReport("up", dry_run=True)
     try:
@@ -51,7 +51,7 @@ def print_user_role(ctx: Context, options: UpOptions, emit: Sink) -> RunReport:
         target = resolve_target(ctx, cfg, options)
         report.where = resolution(ctx, options, cfg, target)
         system = target.system.endpoint
-        report.user_role_sql = db.user_role_script(
+        report.user_role_sql = user_role_script(
             target.app_database,
             system.url.database if system is not None else None,
             options.app_role or "",
