@@ -150,9 +150,14 @@ def datasource_toolchain(run: Run, toolchain: Toolchain | None) -> Toolchain | N
 
 
 def provision(run: Run, interrupts: Interrupts, system_toolchain: Toolchain | None) -> None:
-    """Prepare the datasource schema of a DBOS Python 3.x app in the app database."""
+    """Prepare the datasource schema of a DBOS Python 3.x app in the app database; for a
+    TypeScript SDK 1.x-2.x app (whose toolchain already provisioned the app database), grant
+    the runtime role on the system database, which that SDK cannot do itself."""
+    from dbos_migrate.engine import tsprovision
     from dbos_migrate.engine.sysdb import run_toolchain
 
+    if system_toolchain is not None:
+        tsprovision.grant_system_database(run, system_toolchain.name, system_toolchain.argv)
     tool = datasource_toolchain(run, system_toolchain)
     if tool is None:
         return
@@ -176,6 +181,13 @@ def planned(run: Run, system_toolchain: Toolchain | None) -> list[dict[str, Any]
     if major in (1, 2) and system_toolchain is not None and "-D" in system_toolchain.argv:
         return [{"step": "app_schema", "toolchain": system_toolchain.name,
                  "action": "dbos.transaction_outputs, by the system schema's command above (-D)"}]  # fmt: skip
+    from dbos_migrate.engine import tsprovision
+
+    if system_toolchain is not None and tsprovision.sdk_major(system_toolchain.name, system_toolchain.argv):
+        both = system_toolchain.env.get("DBOS_MIGRATE_TS_MODE") == "both"
+        return [{"step": "app_schema", "toolchain": system_toolchain.name,
+                 "action": "dbos.transaction_outputs, by the system schema's step above (the SDK's migrate)"
+                 if both else "left to the app (on another server than the system database)"}]  # fmt: skip
     if datasource_toolchain(run, system_toolchain) is not None:
         return [{"step": "app_schema", "toolchain": system_toolchain.name if system_toolchain else None,
                  "action": f"SQLAlchemyDatasource.migrate: schema {DATASOURCE_SCHEMA!r} "
