@@ -2,8 +2,9 @@
 `up --app-role`, measured with the real SDK from the npm registry (docs/dbos-compatibility.md,
 "App shapes and the runtime role").
 
-On the machine's server, with names of its own: the SDK's own `npx dbos migrate` provisions a
-reference app; `up --app-role` as the admin provisions another. Both leave the same tables and
+On the machine's server, with names of its own: the SDK's own `npx dbos migrate` (3.x: and
+`dbos schema -r`) provisions a reference app, which the role then cannot run; `up --app-role`
+as the admin provisions another. Both leave the same tables and
 schema version in the system database and the same DBOS tables in the app database. Then the
 app connects as the role (LOGIN NOCREATEDB, owner of nothing), launches and completes a
 workflow whose `@Transaction` writes the app database with knex. The control
@@ -139,8 +140,21 @@ def test_a_typescript_app_runs_as_the_runtime_role_after_up(
     try:
         # The reference: the SDK's own `npx dbos migrate`, as the admin.
         (ref / "dbos-config.yaml").write_text(config(line, "shop", ref_db, pg_url, "true"))
-        done = run_node(ref, [str(ref / "node_modules" / ".bin" / "dbos"), "migrate"], node_env(admin_pg))
-        assert done.returncode == 0, done.stdout + done.stderr
+        dbos = str(ref / "node_modules" / ".bin" / "dbos")
+        sdk_own = [[dbos, "migrate"]]
+        if line == "3.x":  # its `dbos schema -r` grants the role on the system database
+            sdk_own.append([dbos, "schema", with_dbname(pg_url, f"{ref_db}_dbos_sys"), "-r", role])
+        for argv in sdk_own:
+            done = run_node(ref, argv, node_env(admin_pg))
+            assert done.returncode == 0, done.stdout + done.stderr
+        # What the SDK's own migrate leaves does not let the role run the app.
+        (ref / "dbos-config.yaml").write_text(config(line, "shop", ref_db, runtime_url, "true"))
+        (ref / "app.js").write_text(APP_JS)
+        theirs_denied = run_node(ref, ["node", "app.js"], node_env())
+        assert theirs_denied.returncode != 0, theirs_denied.stdout
+        assert "permission denied" in theirs_denied.stdout + theirs_denied.stderr, theirs_denied.stderr[
+            -2000:
+        ]
         # The app's config names the runtime role; `up` gets the admin's URL with -D.
         (app / "dbos-config.yaml").write_text(config(line, "shop", app_db, runtime_url, CREATE_ITEMS))
         cfg = app / "dbos-config.yaml"

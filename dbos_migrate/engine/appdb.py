@@ -8,7 +8,10 @@ generation's own code, so that a runtime role can run the app (docs/dbos-compati
 - DBOS Python 3.x with `SQLAlchemyDatasource.migrate` (a datasource's checkpoint table):
   `SQLAlchemyDatasource.migrate(url, schema="dbos", application_role=ROLE)`, run by the
   Python the app's `dbos` runs with; it creates `dbos.datasource_outputs` and its version
-  table in the app database.
+  table in the app database;
+- TypeScript `@dbos-inc/dbos-sdk` 1.x-3.x: the system schema's step (tsprovision.py) already
+  creates `dbos.transaction_outputs`; for 1.x-2.x the runtime role's grants on the system
+  database are given here, which those SDKs cannot do.
 
 `--datasource skip` leaves the app database to the app. No password is on these command
 lines: the URLs go without it and PGPASSWORD carries it.
