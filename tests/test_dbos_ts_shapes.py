@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import query
-from pgharness import drop_database, invoke, skip_or_fail, with_dbname
+from pgharness import drop_database, invoke, skip_or_fail, with_dbname, with_user
 
 from dbos_migrate.settings.conninfo import parse_url
 
@@ -76,7 +76,9 @@ def config(line: str, name: str, app_db: str, url: str, migrate: str) -> str:
                       f"  username: {p.user}\n  password: {json.dumps(p.password or 'unused-under-trust')}\n  ssl: false\n")  # fmt: skip
         top = ""
     else:
-        top = f"database_url: {json.dumps(with_dbname(url, app_db) + '?sslmode=disable')}\n"
+        app_url = with_dbname(url, app_db)
+        app_url += ("&" if "?" in app_url else "?") + "sslmode=disable"
+        top = f"database_url: {json.dumps(app_url)}\n"
         connection = ""
     runtime = f"runtimeConfig:\n  port: {free_port()}\n  admin_port: {free_port()}\n"
     return (f"name: {name}\nlanguage: node\n{top}database:\n{connection}  app_db_name: {app_db}\n"
@@ -128,8 +130,7 @@ def test_a_typescript_app_runs_as_the_runtime_role_after_up(
                 "PGUSER": host.user or "postgres", "PGSSLMODE": "disable"}  # fmt: skip
     if host.password:
         admin_pg["PGPASSWORD"] = host.password
-    runtime_url = pg_url.replace(f"//{host.user}", f"//{role}", 1) if host.user else pg_url
-    runtime_url = runtime_url.replace(f":{host.password}@", ":rt-pw@", 1) if host.password else runtime_url
+    runtime_url = with_user(pg_url, role, "rt-pw")
     query(pg_url, f"CREATE ROLE \"{role}\" LOGIN NOCREATEDB PASSWORD 'rt-pw'")
     ref, app = tmp_path / "ref", tmp_path / "app"
     for directory in (ref, app):

@@ -10,8 +10,8 @@ generation's own code, so that a runtime role can run the app (docs/dbos-compati
   Python the app's `dbos` runs with; it creates `dbos.datasource_outputs` and its version
   table in the app database;
 - TypeScript `@dbos-inc/dbos-sdk` 1.x-3.x: the system schema's step (tsprovision.py) already
-  creates `dbos.transaction_outputs`; for 1.x-2.x the runtime role's grants on the system
-  database are given here, which those SDKs cannot do.
+  creates `dbos.transaction_outputs`; the runtime role's grants on the system database are
+  given here (tsprovision.grant_system_database), which those SDKs' migrate does not do.
 
 `--datasource skip` leaves the app database to the app. No password is on these command
 lines: the URLs go without it and PGPASSWORD carries it.
@@ -154,8 +154,8 @@ def datasource_toolchain(run: Run, toolchain: Toolchain | None) -> Toolchain | N
 
 def provision(run: Run, interrupts: Interrupts, system_toolchain: Toolchain | None) -> None:
     """Prepare the datasource schema of a DBOS Python 3.x app in the app database; for a
-    TypeScript SDK 1.x-2.x app (whose toolchain already provisioned the app database), grant
-    the runtime role on the system database, which that SDK cannot do itself."""
+    TypeScript SDK 1.x-3.x app (whose toolchain already provisioned the app database), grant
+    the runtime role on the system database, which that SDK's migrate does not do."""
     from dbos_migrate.engine import tsprovision
     from dbos_migrate.engine.sysdb import run_toolchain
 

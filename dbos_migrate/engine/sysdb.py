@@ -135,7 +135,7 @@ def find_toolchain(run: Run, endpoint: Endpoint, schema: str | None) -> tuple[To
             if major in tsprovision.LINES:  # their `dbos migrate` also runs the user's commands
                 node = _which("node", run.command_env(), cfg.directory)
                 env_for = partial(toolchain_env, run.command_env())
-                legacy, reason = tsprovision.toolchain(run, endpoint, (binary, version, major), node, env_for)
+                legacy, reason = tsprovision.toolchain(run, endpoint, found, node, env_for)
                 if legacy is not None:
                     return Toolchain(legacy[0], legacy[1], legacy[2], None), ""
                 tried.append(reason)

@@ -46,14 +46,14 @@ def sdk_major(name: str, argv: Sequence[str]) -> int | None:
 def toolchain(
     run: Run,
     system: Endpoint,
-    found: tuple[str, str, int],
+    found: tuple[str, str],
     node: str | None,
     env_for: Callable[[Endpoint], dict[str, str]],
 ) -> tuple[tuple[str, tuple[str, ...], dict[str, str]] | None, str]:
     """(name, argv, env) of the app's `node` running tsprovision.js with the app's SDK
-    (`found`: its node_modules/.bin/dbos, version and line), or None and why not. `env_for`
+    (`found`: its node_modules/.bin/dbos and version), or None and why not. `env_for`
     gives the commands' environment with PG* pointed at an endpoint (sysdb.toolchain_env)."""
-    binary, version, major = found
+    binary, version = found
     if node is None:
         return None, f"@dbos-inc/dbos-sdk {version} is installed but there is no `node` on the commands' PATH"
     sdk = Path(binary).parent.parent / "@dbos-inc" / "dbos-sdk"
@@ -67,11 +67,9 @@ def toolchain(
     env = env_for(app if both else system)
     env.update(
         DBOS_MIGRATE_SDK_DIR=str(sdk),
-        DBOS_MIGRATE_SDK_MAJOR=str(major),
         DBOS_MIGRATE_TS_MODE="both" if both else "system",
         DBOS_MIGRATE_APP_URL=app.url.without_secrets().libpq_text(),
         DBOS_MIGRATE_SYS_URL=system.url.without_secrets().libpq_text(),
-        DBOS_MIGRATE_ROLE=run.options.app_role or "",
     )
     return (f"@dbos-inc/dbos-sdk {version} (TypeScript)", (node, str(SCRIPT)), env), ""
 
@@ -82,10 +80,10 @@ def _server(endpoint: Endpoint) -> tuple[str, ...]:
 
 
 def grant_system_database(run: Run, name: str, argv: Sequence[str]) -> None:
-    """SDK 1.x-2.x have no `-r ROLE`: grant the runtime role, on the system database, what
-    `dbos migrate -r` grants on schema `dbos` (the seven statements) and what knex's migrate
-    at each launch needs on its two tables. (SDK 3.x grants itself, with its own
-    `grantDbosSchemaPermissions`, in tsprovision.js.)"""
+    """Grant the runtime role, on the system database, what `dbos migrate -r` grants on schema
+    `dbos` (the seven statements; 3.5's own `dbos schema -r` grants the same, 1.x-2.x and
+    early 3.x have no such option) and, where knex's two tables exist (1.x-2.x, early 3.x),
+    what knex's migrate at each launch needs on them."""
     import psycopg
     from psycopg import sql
 
@@ -93,7 +91,7 @@ def grant_system_database(run: Run, name: str, argv: Sequence[str]) -> None:
 
     role = run.options.app_role
     system = run.target.system.endpoint
-    if not role or system is None or (sdk_major(name, argv) or 3) >= 3:
+    if not role or system is None or sdk_major(name, argv) is None:
         return
     r = sql.Identifier(role)
     where = f"granting role {role!r} access to the system database"
@@ -104,11 +102,12 @@ def grant_system_database(run: Run, name: str, argv: Sequence[str]) -> None:
                 for statement in db.DBOS_ROLE_GRANTS:
                     conn.execute(sql.SQL(statement).format(s=sql.Identifier("dbos"), r=r))
                 for table in KNEX_TABLES:
-                    if conn.execute("SELECT pg_catalog.to_regclass(%s)", (f"public.{table}",)).fetchone() != (
-                        None,
-                    ):
-                        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}")
-                                     .format(sql.Identifier("public", table), r))  # fmt: skip
+                    found = conn.execute(
+                        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"public.{table}",)
+                    ).fetchone()
+                    if found and found[0]:
+                        grant = sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}")
+                        conn.execute(grant.format(sql.Identifier("public", table), r))
         except psycopg.Error as exc:
             raise db.classify(exc, run.scrub, where=where) from None
-    run.emit(Notice(f"system database: granted role {role!r} the DBOS schema and knex's migration tables"))
+    run.emit(Notice(f"system database: granted role {role!r} runtime privileges on schema 'dbos'"))
