@@ -12,6 +12,9 @@
 * `dbos_ts` (session): a directory whose node_modules holds the real @dbos-inc/dbos-sdk 4.x.
 * `dbos_py` (session): the bin dir of a venv holding the real `dbos` 3.4.0 from the package
   index (not a copy of its code). Skips when the index cannot be reached; fails under CI=true.
+* `dbos_py1`, `dbos_py2` (session): the same with the real `dbos` 1.14.0 and 2.31.1.
+* `dbos_ts_line` (session): installs the real @dbos-inc/dbos-sdk of a line ("1.x", "2.x",
+  "3.x") once per run and returns the directory whose node_modules holds it.
 
 Helpers such as `run_cli` live in pgharness.py (`from pgharness import run_cli`).
 """
@@ -23,7 +26,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -183,6 +186,17 @@ def dbos_py2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_venv(tmp_path_factory, "dbos-py2", packages, "the real dbos 2.x package")
 
 
+#: The DBOS Python 1.x release the app-database shape is measured against.
+DBOS_PY1_VERSION = "1.14.0"
+
+
+@pytest.fixture(scope="session")
+def dbos_py1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a venv with the real `dbos` 1.x (`database_url` and `@DBOS.transaction`, as 2.x)."""
+    packages = [f"dbos=={DBOS_PY1_VERSION}", "psycopg[binary]"]
+    return shared_venv(tmp_path_factory, "dbos-py1", packages, "the real dbos 1.x package")
+
+
 @pytest.fixture(scope="session")
 def sqlalchemy20(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a venv with alembic on SQLAlchemy 2.0 (not 2.1) and psycopg 3 only: a URL that
@@ -221,6 +235,31 @@ def knex_pg(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not ready:
             _npm_install(npm, root, ("knex", "pg"))
     return root
+
+
+#: The TypeScript SDK releases whose app shapes are measured, one per line without `dbos schema`
+#: for the app database (docs/dbos-compatibility.md, "App shapes and the runtime role").
+DBOS_TS_LINES = {"1.x": "1.30.13", "2.x": "2.10.24", "3.x": "3.5.8"}
+
+
+@pytest.fixture(scope="session")
+def dbos_ts_line(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The directory whose node_modules holds @dbos-inc/dbos-sdk of a line ("1.x"), installed
+    from the npm registry once per run and line. npm and node are required under CI=true."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        if in_ci():
+            pytest.fail("npm and node are needed for the TypeScript shape tests under CI=true", pytrace=False)
+        pytest.skip("npm or node is not installed")
+
+    def install(line: str) -> Path:
+        version = DBOS_TS_LINES[line]
+        with shared_by_workers(tmp_path_factory, f"dbos-ts-{version}") as (root, ready):
+            if not ready:
+                _npm_install(npm, root, (f"@dbos-inc/dbos-sdk@{version}",))
+        return root
+
+    return install
 
 
 def _npm_install(npm: str, root: Path, packages: tuple[str, ...] = (DBOS_TS_REQUIREMENT,)) -> None:

@@ -53,7 +53,7 @@ def checkout(tag: str) -> int:
     + RUN
 )
 
-#: DBOS Python 2.x with an app database: database_url and a @DBOS.transaction step.
+#: DBOS Python 1.x-2.x with an app database: database_url and a @DBOS.transaction step.
 TRANSACTION_APP = (
     """
 import os, uuid
@@ -134,12 +134,15 @@ def runtime_role(pg_url: str, app_db: str) -> Iterator[str]:
     query(pg_url, f'DROP ROLE IF EXISTS "{name}"')
 
 
-def test_a_dbos2_app_database_app_runs_as_the_runtime_role_after_up(
-    pg_url: str, app_db: str, runtime_role: str, dbos_py2: Path, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize(("venv", "version"), [("dbos_py1", "1.14.0"), ("dbos_py2", "2.31.1")])
+def test_a_dbos1_or_2_app_database_app_runs_as_the_runtime_role_after_up(
+    venv: str, version: str, pg_url: str, app_db: str, runtime_role: str, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     # On the shared server: DBOS 2.x's first system migration needs the uuid-ossp extension,
-    # which the throwaway clusters' binaries lack.
-    out = check_shape(pg_url, runtime_role, app_db, dbos_py2, tmp_path, TRANSACTION_APP, "postgresql://")
-    assert " migrate -D postgresql://" in out and "dbos 2.31.1 (Python)" in out
+    # which the throwaway clusters' binaries lack. 1.x provisions the app database as 2.x does.
+    python = request.getfixturevalue(venv)
+    out = check_shape(pg_url, runtime_role, app_db, python, tmp_path, TRANSACTION_APP, "postgresql://")
+    assert " migrate -D postgresql://" in out and f"dbos {version} (Python)" in out
     tables = query(pg_url, "SELECT to_regclass('dbos.transaction_outputs') IS NOT NULL", dbname=app_db)
     assert tables == [(True,)]

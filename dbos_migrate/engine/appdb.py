@@ -8,7 +8,10 @@ generation's own code, so that a runtime role can run the app (docs/dbos-compati
 - DBOS Python 3.x with `SQLAlchemyDatasource.migrate` (a datasource's checkpoint table):
   `SQLAlchemyDatasource.migrate(url, schema="dbos", application_role=ROLE)`, run by the
   Python the app's `dbos` runs with; it creates `dbos.datasource_outputs` and its version
-  table in the app database.
+  table in the app database;
+- TypeScript `@dbos-inc/dbos-sdk` 1.x-3.x: the system schema's step (tsprovision.py) already
+  creates `dbos.transaction_outputs`; the runtime role's grants on the system database are
+  given here (tsprovision.grant_system_database), which those SDKs' migrate does not do.
 
 `--datasource skip` leaves the app database to the app. No password is on these command
 lines: the URLs go without it and PGPASSWORD carries it.
@@ -151,9 +154,14 @@ def datasource_toolchain(run: Run[UpOptions], toolchain: Toolchain | None) -> To
 
 
 def provision(run: Run[UpOptions], interrupts: Interrupts, system_toolchain: Toolchain | None) -> None:
-    """Prepare the datasource schema of a DBOS Python 3.x app in the app database."""
+    """Prepare the datasource schema of a DBOS Python 3.x app in the app database; for a
+    TypeScript SDK 1.x-3.x app (whose toolchain already provisioned the app database), grant
+    the runtime role on the system database, which that SDK's migrate does not do."""
+    from dbos_migrate.engine import tsprovision
     from dbos_migrate.engine.sysdb import run_toolchain
 
+    if system_toolchain is not None:
+        tsprovision.grant_system_database(run, system_toolchain.name, system_toolchain.argv)
     tool = datasource_toolchain(run, system_toolchain)
     if tool is None:
         return
@@ -177,6 +185,13 @@ def planned(run: Run[UpOptions], system_toolchain: Toolchain | None) -> list[dic
     if major in (1, 2) and system_toolchain is not None and "-D" in system_toolchain.argv:
         return [{"step": "app_schema", "toolchain": system_toolchain.name,
                  "action": "dbos.transaction_outputs, by the system schema's command above (-D)"}]  # fmt: skip
+    from dbos_migrate.engine import tsprovision
+
+    if system_toolchain is not None and tsprovision.sdk_major(system_toolchain.name, system_toolchain.argv):
+        both = system_toolchain.env.get("DBOS_MIGRATE_TS_MODE") == "both"
+        return [{"step": "app_schema", "toolchain": system_toolchain.name,
+                 "action": "dbos.transaction_outputs, by the system schema's step above (the SDK's migrate)"
+                 if both else "left to the app (on another server than the system database)"}]  # fmt: skip
     if datasource_toolchain(run, system_toolchain) is not None:
         return [{"step": "app_schema", "toolchain": system_toolchain.name if system_toolchain else None,
                  "action": f"SQLAlchemyDatasource.migrate: schema {DATASOURCE_SCHEMA!r} "

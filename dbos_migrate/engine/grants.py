@@ -99,6 +99,28 @@ DBOS_ROLE_GRANTS = (
 # ---------------------------------------------------------------------------- grants as text
 
 
+def grant_schema_and_tables(
+    conn: psycopg.Connection[Any], role: str, schema: str, tables: list[tuple[str, str]], scrub: Scrubber
+) -> None:
+    """The `dbos migrate -r` statements on `schema`, and read-write on each of `tables` that
+    exists (knex's bookkeeping tables of TypeScript SDK 1.x-2.x, which the app's knex migrate
+    updates at every launch: docs/dbos-compatibility.md)."""
+    r = sql.Identifier(role)
+    try:
+        with conn.transaction():
+            for statement in DBOS_ROLE_GRANTS:
+                conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema), r=r))
+            for namespace, table in tables:
+                found = conn.execute(
+                    "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"{namespace}.{table}",)
+                ).fetchone()
+                if found and found[0]:
+                    grant = sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}")
+                    conn.execute(grant.format(sql.Identifier(namespace, table), r))
+    except psycopg.Error as exc:
+        raise classify(exc, scrub, where=f"granting role {role!r} access to the system database") from None
+
+
 def user_role_script(
     app_database: str,
     system_database: str | None,

@@ -5,7 +5,8 @@ The schema must match the app's DBOS version, so `up` never writes it itself: it
 toolchain the app would use (docs/dbos-compatibility.md):
 - Python (`dbos` 1.x+ on the commands' PATH): `dbos migrate -s URL [--schema S] [-r ROLE]`,
   in an empty temporary directory so that it finds no config and runs no user command;
-- TypeScript (`@dbos-inc/dbos-sdk` 3.x+ in the app's node_modules): `dbos schema URL [-r ROLE]`;
+- TypeScript (`@dbos-inc/dbos-sdk` 4.x+ in the app's node_modules): `dbos schema URL [-r ROLE]`;
+  1.x-3.x: the SDK's own `migrate` function without the user's commands (tsprovision.py);
 - `dbosctl sysdb migrate [-r ROLE]` when that is what is installed.
 No password is ever on these command lines: the URL goes without it and PGPASSWORD (or,
 for dbosctl, DBOS_SYSTEM_DATABASE_URL) carries it in the environment.
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,6 +120,8 @@ def find_toolchain(
 ) -> tuple[Toolchain | None, str]:
     """The app's own DBOS tool for its system schema, chosen by `language` and what is
     installed; else None and the reason, for the warning."""
+    from dbos_migrate.engine import tsprovision
+
     cfg = run.config
     role = run.options.app_role
     env = toolchain_env(run.command_env(), endpoint)
@@ -128,14 +132,23 @@ def find_toolchain(
         found = _node_sdk(cfg.directory)
         if found is not None:
             binary, version = found
-            if (_version_tuple(version) or (0,)) >= MIN_TYPESCRIPT:
+            major = (_version_tuple(version) or (0,))[0]
+            if major in tsprovision.LINES:  # their `dbos migrate` also runs the user's commands
+                node = _which("node", run.command_env(), cfg.directory)
+                env_for = partial(toolchain_env, run.command_env())
+                legacy, reason = tsprovision.toolchain(run, endpoint, found, node, env_for)
+                if legacy is not None:
+                    return Toolchain(legacy[0], legacy[1], legacy[2], None), ""
+                tried.append(reason)
+            elif (_version_tuple(version) or (0,)) >= MIN_TYPESCRIPT:
                 argv = [binary, "schema", url, *(["-r", role] if role else [])]
                 if schema and (_version_tuple(version) or (0,)) >= (4, 0):
                     argv += ["--schema", schema]
                 return Toolchain(
                     f"@dbos-inc/dbos-sdk {version} (TypeScript)", tuple(argv), env, str(cfg.directory)
                 ), ""
-            tried.append(f"@dbos-inc/dbos-sdk {version} has no `dbos schema` command (3.x and later have)")
+            else:
+                tried.append(f"@dbos-inc/dbos-sdk {version} is not a release line dbos-migrate knows")
         else:
             tried.append("no @dbos-inc/dbos-sdk in node_modules")
     else:
