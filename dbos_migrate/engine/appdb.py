@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.sysdb import Toolchain
+    from dbos_migrate.model import ConnectionDetail
 
 DATASOURCE_SCHEMA = "dbos"
 #: Run by the app's Python: exit 3 when its DBOS has no SQLAlchemyDatasource.migrate.
@@ -61,7 +62,7 @@ def with_app_database(run: Run, toolchain: Toolchain) -> Toolchain:
     system = run.target.system.endpoint
     if major not in (1, 2) or run.options.datasource == "skip" or system is None:
         return toolchain
-    if _server(system.eff.as_dict()) != _server(run.target.app.eff.as_dict()):
+    if _server(system.eff.detail()) != _server(run.target.app.eff.detail()):
         run.emit(Notice("app database: on another server than the system database; "
                         f"its DBOS tables are left to the app ({toolchain.name})", "warning"))  # fmt: skip
         return toolchain
@@ -70,8 +71,8 @@ def with_app_database(run: Run, toolchain: Toolchain) -> Toolchain:
     return replace(toolchain, argv=argv)
 
 
-def _server(detail: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(detail.get(k)) for k in ("hosts", "hostaddrs", "port", "user"))
+def _server(detail: ConnectionDetail) -> tuple[object, ...]:
+    return (detail.hosts, detail.hostaddrs, detail.port, detail.user)
 
 
 def _interpreter(script: str) -> str | None:
