@@ -59,16 +59,6 @@ class Problem:
             text += f"\n    hint: {self.hint}"
         return text
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "file": self.file,
-            "line": self.line,
-            "column": self.column,
-            "path": self.path,
-            "message": self.message,
-            "hint": self.hint,
-        }
-
 
 class ConfigError(UsageError):
     """The config file is unreadable or invalid. Carries every problem found, not just the first."""

@@ -52,19 +52,6 @@ class CommandResult:
             return "exit code 126 (not executable)"
         return f"exit code {self.exit_code}"
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "index": self.index,
-            "command": self.command,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "status": self.status,
-            "duration_s": round(self.duration_s, 3),
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat(),
-            "ended_descendants": list(self.ended),
-        }
-
 
 def signal_name(num: int) -> str:
     try:
@@ -91,15 +78,6 @@ class LockHolder:
         app = self.application_name or "(no application_name)"
         return f"{app}, pid {self.pid}, user {self.user}, from {self.client}, since {since}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "pid": self.pid,
-            "application_name": self.application_name,
-            "client": self.client,
-            "since": self.since.isoformat() if self.since else None,
-            "user": self.user,
-        }
-
 
 @dataclass(frozen=True)
 class HistoryRow:
@@ -119,25 +97,22 @@ class HistoryRow:
     host: str = ""
     os_user: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "direction": self.direction,
-            "command_index": self.command_index,
-            "command": self.command,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "exit_code": self.exit_code,
-            "status": self.status,
-            "tool_version": self.tool_version,
-            "host": self.host,
-            "os_user": self.os_user,
-            "instance": self.instance,
-            "note": self.note,
-        }
-
 
 # ---------------------------------------------------------------------------- what the verbs return
+
+
+@dataclass(frozen=True)
+class ConnectionDetail:
+    """Where a run's connections really go, as libpq reads the target (settings/conninfo.py):
+    each parameter's source, and where the password came from, never the password."""
+
+    hosts: list[str]  # "" stands for libpq's default unix socket directory
+    hostaddrs: list[str]
+    port: str
+    user: str | None
+    sslmode: str | None
+    sources: dict[str, str]
+    password_source: str | None
 
 
 @dataclass
@@ -152,26 +127,10 @@ class Resolution:
     target_source: str | None = None
     production: bool | None = None
     production_reason: str | None = None
-    connection_detail: dict[str, Any] | None = None
+    connection_detail: ConnectionDetail | None = None
     system_database: str | None = None  # masked URL, or the SQLite URL left to the app
     system_database_source: str | None = None
     warnings: list[Problem] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config_path,
-            "app_name": self.app_name,
-            "app_database": self.app_database,
-            "app_database_source": self.app_database_source,
-            "target": self.target,
-            "target_source": self.target_source,
-            "connection": self.connection_detail,
-            "production": self.production,
-            "production_reason": self.production_reason,
-            "system_database_url": self.system_database,
-            "system_database_source": self.system_database_source,
-            "warnings": [w.as_dict() for w in self.warnings],
-        }
 
 
 @dataclass
@@ -186,18 +145,6 @@ class SystemDatabase:
     schema_version: str | None = None
     toolchain: str | None = None  # what brought the schema up to date, with its version
     action: str = "none"  # what up did: migrated, created, skipped, left to the app, none
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "kind": self.kind,
-            "source": self.source,
-            "exists": self.exists,
-            "created": self.created,
-            "schema_version": self.schema_version,
-            "toolchain": self.toolchain,
-            "action": self.action,
-        }
 
 
 @dataclass
@@ -233,9 +180,6 @@ class DroppedDatabase:
     role: str  # app, system
     existed: bool | None = None
     dropped: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "existed": self.existed, "dropped": self.dropped}
 
 
 @dataclass
@@ -278,21 +222,6 @@ class LastRun:
     exit_code: int | None = None
     next_command: str | None = None  # the target as written, password masked
     next_reason: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "direction": self.direction,
-            "outcome": self.outcome,
-            "at": self.at.isoformat() if self.at else None,
-            "failed_command": (
-                {"index": self.failed_index, "command": self.failed_command, "exit_code": self.exit_code}
-                if self.failed_command is not None
-                else None
-            ),
-            "next_command": self.next_command,
-            "next_reason": self.next_reason,
-        }
 
 
 @dataclass

@@ -165,3 +165,38 @@ def test_the_size_check_sees_long_functions_and_modules(tmp_path: Path) -> None:
         f"long.py: {MAX_MODULE_LINES + 1} lines",
         f"long.py:2 g: {MAX_FUNCTION_LINES + 1} lines",
     ]
+
+
+def _json_methods(path: Path) -> list[str]:
+    """Methods of the classes in `path` that turn their object into JSON: `as_dict`, `to_dict`,
+    `to_json` and any other method named `..._dict` or `..._json`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            found += [
+                f"{node.name}.{item.name}"
+                for item in node.body
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.endswith(("_dict", "_json"))
+            ]
+    return found
+
+
+def test_only_report_renders_json() -> None:
+    """The JSON contract lives in report/ (docs/architecture.md): the records below it are plain
+    values, and no class outside report/ says how it looks as JSON."""
+    wrong = [
+        f"{module}: {method}"
+        for module, path in sorted(_modules().items())
+        if _room(module) != "report"
+        for method in _json_methods(path)
+    ]
+    assert not wrong, "JSON rendering outside report/:\n" + "\n".join(wrong)
+
+
+def test_the_json_check_sees_methods_in_nested_classes(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "class A:\n    def as_dict(self): ...\n    class B:\n        def to_json(self): ...\n"
+        "    def describe(self): ...\ndef as_dict(x): ...\n"
+    )
+    assert sorted(_json_methods(source)) == ["A.as_dict", "B.to_json"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dbos_migrate.errors import Problem
+from dbos_migrate.report.jsonshape import to_json
 from dbos_migrate.settings import config
 from dbos_migrate.settings.cloud import cloud_problems
 from dbos_migrate.settings.config import Config
@@ -115,7 +116,7 @@ def test_invalid_passwords_never_show_the_password(tmp_path: Path, pw: str, mess
     (p,) = found
     assert message in p.message
     assert (p.line, p.column) == (3, 13)
-    for text in (p.render(), str(p.as_dict()), repr(p)):
+    for text in (p.render(), str(to_json(p)), repr(p)):
         assert pw not in text
 
 

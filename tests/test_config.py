@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dbos_migrate.errors import ConfigError, Problem, UsageError
+from dbos_migrate.report.jsonshape import to_json
 from dbos_migrate.settings import config
 from dbos_migrate.settings.config import Config, Text, check_app_db_name, derive_app_db_name
 
@@ -684,7 +685,7 @@ def test_substituted_secret_never_in_messages(tmp_path: Path, text: str) -> None
         assert SECRET not in p.message
         assert SECRET not in (p.hint or "")
         assert SECRET not in p.render()
-        assert SECRET not in str(p.as_dict())
+        assert SECRET not in str(to_json(p))
 
 
 def test_docker_secret_never_in_messages(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from dbos_migrate.engine.options import UpOptions
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.sysdb import Toolchain
+    from dbos_migrate.model import ConnectionDetail
 
 DATASOURCE_SCHEMA = "dbos"
 #: Run by the app's Python: exit 3 when its DBOS has no SQLAlchemyDatasource.migrate.
@@ -65,7 +66,7 @@ def with_app_database(run: Run[UpOptions], toolchain: Toolchain) -> Toolchain:
     system = run.target.system.endpoint
     if major not in (1, 2) or run.options.datasource == "skip" or system is None:
         return toolchain
-    if _server(system.eff.as_dict()) != _server(run.target.app.eff.as_dict()):
+    if _server(system.eff.detail()) != _server(run.target.app.eff.detail()):
         run.emit(Notice("app database: on another server than the system database; "
                         f"its DBOS tables are left to the app ({toolchain.name})", "warning"))  # fmt: skip
         return toolchain
@@ -74,8 +75,8 @@ def with_app_database(run: Run[UpOptions], toolchain: Toolchain) -> Toolchain:
     return replace(toolchain, argv=argv)
 
 
-def _server(detail: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(detail.get(k)) for k in ("hosts", "hostaddrs", "port", "user"))
+def _server(detail: ConnectionDetail) -> tuple[object, ...]:
+    return (detail.hosts, detail.hostaddrs, detail.port, detail.user)
 
 
 def _interpreter(script: str) -> str | None:

@@ -175,7 +175,7 @@ def resolution(ctx: Context, options: TargetOptions, cfg: Config, target: Target
         target_source=target.source,
         production=target.production,
         production_reason=target.production_reason,
-        connection_detail=target.instance.eff.as_dict(),
+        connection_detail=target.instance.eff.detail(),
         system_database=target.system.url_text(mask=True),
         system_database_source=target.system.source,
         warnings=list(cfg.warnings),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbos_migrate.events import Notice
 
@@ -75,9 +75,10 @@ def toolchain(
     return (f"@dbos-inc/dbos-sdk {version} (TypeScript)", (node, str(SCRIPT)), env), ""
 
 
-def _server(endpoint: Endpoint) -> tuple[str, ...]:
-    detail: dict[str, Any] = endpoint.eff.as_dict()
-    return tuple(str(detail.get(k)) for k in ("hosts", "hostaddrs", "port", "user"))
+def _server(endpoint: Endpoint) -> tuple[object, ...]:
+    """The server and user a URL reaches (as engine/appdb.py compares them), its database aside."""
+    detail = endpoint.eff.detail()
+    return (detail.hosts, detail.hostaddrs, detail.port, detail.user)
 
 
 def grant_system_database(run: Run[UpOptions], name: str, argv: Sequence[str]) -> None:

@@ -73,26 +73,6 @@ class Finding(Ruled):
     elapsed_ms: int | None = None
     reason: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.rule_dict(),
-            "check": self.check,
-            "status": self.status,
-            "object": self.object,
-            "table": self.table,
-            "detail": self.detail,
-            "hint": self.spec.hint,
-            "examined_rows": self.examined_rows,
-            "estimated_rows": self.estimated_rows,
-            "violating_rows": self.violating_rows,
-            "sampled": self.sampled,
-            "sample_percent": self.sample_percent,
-            "table_bytes": self.table_bytes,
-            "estimated_seconds": self.estimated_seconds,
-            "elapsed_ms": self.elapsed_ms,
-            "reason": self.reason,
-        }
-
 
 @dataclass
 class DataChecks:
@@ -104,20 +84,6 @@ class DataChecks:
     settings: Settings = field(default_factory=Settings)
     checks: int = 0
     elapsed_ms: int = 0
-
-    def as_dict(self, findings: list[Finding]) -> dict[str, Any]:
-        return {
-            "enabled": self.enabled,
-            "skipped": self.skipped,
-            "database": self.database,
-            "timeout_s": self.settings.timeout_s,
-            "sample_bytes": self.settings.sample_bytes,
-            "large_table_bytes": self.settings.large_bytes,
-            "role": self.settings.role,
-            "checks": self.checks,
-            "elapsed_ms": self.elapsed_ms,
-            "summary": summary(findings),
-        }
 
 
 def summary(findings: list[Finding]) -> dict[str, int]:

@@ -5,7 +5,7 @@ runs a rehearsal so the gate and report/ read them without importing it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbos_migrate.events import FeatureEvent
 from dbos_migrate.model import CommandResult
@@ -28,13 +28,15 @@ class Verdict:
         default_factory=list
     )  # data, strict, data-unknown, workflows, workflows-unknown
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "refuse": self.refuse,
-            "message": self.message,
-            "strict": self.strict,
-            "reasons": list(self.reasons),
-        }
+
+@dataclass(frozen=True)
+class Credentials:
+    """JSON's `rehearsal.credentials`: who the commands log in as (rehearse/sandbox.py's mode:
+    temporary-role, rehearse-url or shared), and the limits that come with it."""
+
+    mode: str
+    role: str | None
+    limits: list[str]
 
 
 @dataclass
@@ -58,7 +60,7 @@ class Rehearsal:
     verdict: Verdict | None = None
     rollback: RollbackCheck | None = None  # plan --rehearse: does database.rollback restore? (rollback.py)
     destroys: list[Loss] | None = None  # down --rehearse: what the rollback would destroy
-    credentials: dict[str, Any] | None = None  # who the commands log in as, and the limits that come with it
+    credentials: Credentials | None = None
     _grouped: dict[int, list[Finding]] = field(default_factory=dict, repr=False, compare=False)
     _grouped_key: tuple[int, int] = field(default=(0, -1), repr=False, compare=False)
 
@@ -79,27 +81,6 @@ class Rehearsal:
     def counts(self) -> dict[str, int]:
         return {
             sev: sum(1 for c in self.changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "scratch_database": self.scratch_database,
-            "instance": self.instance,
-            "copy_method": self.copy_method,
-            "version_tables": list(self.version_tables),
-            "copy_warnings": list(self.copy_warnings),
-            "leftovers_removed": list(self.leftovers_removed),
-            "warnings": list(self.warnings),
-            "commands": [c.as_dict() for c in self.commands],
-            "summary": self.counts(),
-            "created": self.created,
-            "dropped": self.dropped,
-            "data_checks": self.data_checks.as_dict(self.findings) if self.data_checks else None,
-            "workflows": self.workflows.as_dict() if self.workflows else None,
-            "verdict": self.verdict.as_dict() if self.verdict else None,
-            "rollback": self.rollback.as_dict() if self.rollback else None,
-            "destroys": [loss.as_dict() for loss in self.destroys] if self.destroys is not None else None,
-            "credentials": self.credentials,
         }
 
 

@@ -10,7 +10,7 @@ real rows, read-only and bounded, what the destructive ones would destroy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -46,9 +46,6 @@ class Difference:
     issue: str  # left over, missing, changed
     detail: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"object": self.object, "kind": self.kind, "issue": self.issue, "detail": self.detail}
-
     def describe(self) -> str:
         return f"{self.kind} {self.object} {self.issue}" + (f" ({self.detail})" if self.detail else "")
 
@@ -65,19 +62,6 @@ class RollbackCheck:
     exit_code: int | None = None
     failure: str | None = None  # how the failed command ended, in words
     elapsed_ms: int = 0  # the whole check: commands, snapshot, comparison
-
-    def as_dict(self) -> dict[str, Any]:
-        failed = None
-        if self.failed_command is not None:
-            failed = {"command": self.failed_command, "exit_code": self.exit_code, "end": self.failure}
-        return {
-            "ran": self.ran,
-            "restores": self.restores,
-            "differences": [d.as_dict() for d in self.differences],
-            "failed": failed,
-            "commands": [c.as_dict() for c in self.commands],
-            "elapsed_ms": self.elapsed_ms,
-        }
 
 
 def wanted(run: Run[RehearseOptions]) -> bool:
@@ -224,9 +208,6 @@ class Loss:
     column: str | None
     rows: int | None = None  # rows in the table; for a column, its non-NULL values
     unknown: str | None = None  # why it could not be counted
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"object": self.object, "kind": self.kind, "rows": self.rows, "unknown": self.unknown}
 
     def describe(self) -> str:
         if self.rows is None:

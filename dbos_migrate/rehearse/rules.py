@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 BREAKING = "breaking"
 LOCK_HEAVY = "lock-heavy"
@@ -175,9 +175,6 @@ class Ruled:
     def severity(self) -> str:
         return self.spec.severity
 
-    def rule_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "name": self.spec.name, "severity": self.severity}
-
 
 @dataclass(frozen=True)
 class Change(Ruled):
@@ -188,15 +185,6 @@ class Change(Ruled):
     detail: str
     group: str  # what the text output groups by: "table public.orders", "type public.mood", ...
     table: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.rule_dict(),
-            "object": self.object,
-            "table": self.table,
-            "detail": self.detail,
-            "hint": self.spec.hint,
-        }
 
 
 class Named(Protocol):

@@ -26,6 +26,7 @@ from dbos_migrate.engine import database as db
 from dbos_migrate.engine.scrub import Scrubber
 from dbos_migrate.errors import MigrateError, Problem, UsageError, first_line
 from dbos_migrate.events import Notice
+from dbos_migrate.rehearse.result import Credentials
 from dbos_migrate.rehearse.scratch import signals_held
 from dbos_migrate.settings.config import Config
 from dbos_migrate.settings.conninfo import Effective, parse_url
@@ -73,8 +74,9 @@ class Sandbox:
     created: bool = False
     limits: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "role": self.role, "limits": list(self.limits)}
+    def credentials(self) -> Credentials:
+        """What the rehearsal reports of these credentials: never the password."""
+        return Credentials(self.mode, self.role, list(self.limits))
 
 
 def prepare(scratch_target: Target, *, rehearse_url: bool, shared: bool) -> Sandbox:

@@ -57,7 +57,7 @@ def rehearse(
     commands = run.commands(getattr(run.config.database, listed), listed, env)
     run.report.planned = [shown for _, shown in commands]
     rehearsal = Rehearsal(name, instance.masked())
-    rehearsal.credentials = box.as_dict()
+    rehearsal.credentials = box.credentials()
     run.report.rehearsal = rehearsal
     if not commands:
         rehearsal.copy_method = f"skipped: database.{listed} lists no commands"
@@ -94,7 +94,7 @@ def rehearse(
         finally:
             rehearsal.dropped = _drop(run, maint, other, name, app_name)
             sandbox.drop(run, maint, box)  # after the database it owned
-            rehearsal.credentials = box.as_dict()
+            rehearsal.credentials = box.credentials()
     finally:
         with contextlib.suppress(psycopg.Error):
             maint.close()

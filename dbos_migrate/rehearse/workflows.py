@@ -41,15 +41,6 @@ class VersionCount:
     oldest_age_s: float | None = None
     names: list[tuple[str, int]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "count": self.count,
-            "statuses": dict(self.statuses),
-            "oldest_age_s": self.oldest_age_s,
-            "names": [{"name": n, "count": c} for n, c in self.names],
-        }
-
 
 @dataclass
 class WorkflowReport:
@@ -74,22 +65,6 @@ class WorkflowReport:
         """Unfinished workflows of versions other than the one being deployed (all of them
         when that one is not known)."""
         return [v for v in self.versions if self.this_version is None or v.version != self.this_version]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "database": self.database,
-            "schema": self.schema,
-            "generation": self.generation,
-            "schema_version": self.schema_version,
-            "statuses_counted": list(UNFINISHED),
-            "this_version": self.this_version,
-            "unfinished": self.unfinished,
-            "unfinished_other_versions": sum(v.count for v in self.others()),
-            "versions": [v.as_dict() for v in self.versions],
-            "missing_columns": list(self.missing_columns),
-        }
 
 
 def unknown(reason: str, database: str | None, schema: str, environ: Mapping[str, str]) -> WorkflowReport:
@@ -319,10 +294,6 @@ class Tie:
     count: int
     via: str  # "step update_orders" or "workflow checkout_orders"
     word: str  # the word both share
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "workflow": self.workflow, "count": self.count, "via": self.via,
-                "word": self.word}  # fmt: skip
 
 
 _STOP = frozenset(

@@ -1,4 +1,7 @@
-"""One JSON document per command (schemas/output.schema.json), whatever the outcome."""
+"""One JSON document per command (schemas/output.schema.json), whatever the outcome.
+
+The documents are written here; the records inside them take their shape from
+report/jsonshape.py."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from dbos_migrate.context import TextWriter
 from dbos_migrate.errors import MigrateError
 from dbos_migrate.events import ConfigDiff, DropWarning, Event, Finished, GuardWarning, Result
 from dbos_migrate.model import DropReport, HistoryReport, InitReport, RunReport, StatusReport, Validation
+from dbos_migrate.report.jsonshape import to_json
 
 
 def error_json(error: MigrateError | None) -> dict[str, Any] | None:
@@ -23,7 +27,7 @@ def error_json(error: MigrateError | None) -> dict[str, Any] | None:
     }
     problems = getattr(error, "problems", None)
     if problems:
-        out["problems"] = [p.as_dict() for p in problems]
+        out["problems"] = to_json(problems)
     return out
 
 
@@ -39,13 +43,13 @@ def document(result: Result) -> dict[str, Any]:
                 {
                     "path": part.config_path,
                     "ok": part.ok,
-                    "errors": [p.as_dict() for p in part.errors],
-                    "warnings": [p.as_dict() for p in part.warnings],
+                    "errors": to_json(part.errors),
+                    "warnings": to_json(part.warnings),
                 }
                 for part in (result.parts or [result])
             ],
-            "errors": [p.as_dict() for p in result.errors],
-            "warnings": [p.as_dict() for p in result.warnings],
+            "errors": to_json(result.errors),
+            "warnings": to_json(result.warnings),
             "error": error_json(result.error),
         }
     if isinstance(result, InitReport):
@@ -54,16 +58,16 @@ def document(result: Result) -> dict[str, Any]:
             "existed": result.existed, "added": list(result.added), "diff": result.diff,
             "written": result.written, "error": error_json(result.error),
         }  # fmt: skip
-    doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **result.where.as_dict()}
+    doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **to_json(result.where)}
     if isinstance(result, DropReport):
-        doc.update(databases=[d.as_dict() for d in result.databases], forced=result.forced)
+        doc.update(databases=to_json(result.databases), forced=result.forced)
     elif isinstance(result, RunReport):
         doc.update(
             exists=result.exists,
             created=result.created,
             dry_run=result.dry_run,
             run_id=result.run_id,
-            commands=[c.as_dict() for c in result.commands],
+            commands=to_json(result.commands),
             planned_commands=list(result.planned),
             history_written=result.history_written,
             schema_unchanged=result.schema_unchanged,
@@ -76,7 +80,7 @@ def document(result: Result) -> dict[str, Any]:
             from dbos_migrate.report.rehearsal import change_json
 
             rehearsal = result.rehearsal
-            doc["rehearsal"] = rehearsal.as_dict()
+            doc["rehearsal"] = to_json(rehearsal)
             doc["changes"] = [change_json(rehearsal, i, c) for i, c in enumerate(rehearsal.changes)]
     elif isinstance(result, StatusReport):
         doc.update(
@@ -86,15 +90,15 @@ def document(result: Result) -> dict[str, Any]:
             server_version=result.server_version,
             latency_ms=result.latency_ms,
             standby=result.standby,
-            lock_holder=result.lock_holder.as_dict() if result.lock_holder else None,
-            recent_runs=[r.as_dict() for r in result.recent_runs],
-            last_run=result.last_run.as_dict() if result.last_run else None,
+            lock_holder=to_json(result.lock_holder),
+            recent_runs=to_json(result.recent_runs),
+            last_run=to_json(result.last_run),
         )
     elif isinstance(result, HistoryReport):
-        doc.update(exists=result.exists, run_id=result.run_id, runs=[r.as_dict() for r in result.runs])
+        doc.update(exists=result.exists, run_id=result.run_id, runs=to_json(result.runs))
     system = getattr(result, "system_database", None)  # up, plan and status
     if system is not None:
-        doc["system_database"] = system.as_dict()
+        doc["system_database"] = to_json(system)
     doc["error"] = error_json(result.error)
     return doc
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from dbos_migrate.rehearse.gate import unknown_summary
 from dbos_migrate.rehearse.rules import BREAKING, LOCK_HEAVY, SAFE, UNKNOWN, Change
 from dbos_migrate.rehearse.units import human_age
+from dbos_migrate.report.jsonshape import to_json
 
 if TYPE_CHECKING:
     from dbos_migrate.rehearse.result import Rehearsal
@@ -22,8 +23,8 @@ def ties(change: Change, report: WorkflowReport) -> list[Tie]:
 
 def change_json(rehearsal: Rehearsal, index: int, change: Change) -> dict[str, Any]:
     """One item of `changes[]`: the change, its data findings and (breaking ones) the workflows."""
-    doc = change.as_dict()
-    doc["data_checks"] = [f.as_dict() for f in rehearsal.findings_of(index)]
+    doc: dict[str, Any] = to_json(change)
+    doc["data_checks"] = to_json(rehearsal.findings_of(index))
     doc["workflows"] = workflows_json(change, rehearsal.workflows) if change.severity == BREAKING else None
     return doc
 
@@ -39,7 +40,7 @@ def workflows_json(change: Change, report: WorkflowReport | None) -> dict[str, A
         "versions": [
             {"version": v.version, "count": v.count, "oldest_age_s": v.oldest_age_s} for v in others
         ],
-        "related": [t.as_dict() for t in ties(change, report)] if report.status == "found" else [],
+        "related": to_json(ties(change, report)) if report.status == "found" else [],
     }
 
 

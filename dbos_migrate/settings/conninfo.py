@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from dbos_migrate.errors import UsageError
+from dbos_migrate.model import ConnectionDetail
 
 MASK = "***"
 #: Query parameters whose values are secrets: masked when shown, scrubbed everywhere.
@@ -469,16 +470,18 @@ class Effective:
         ]
         return ", ".join(parts) + (f" ({'; '.join(notes)})" if notes else "")
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "hosts": self.hosts,
-            "hostaddrs": self.hostaddrs,
-            "port": self.get("port") or "5432",
-            "user": self.get("user"),
-            "sslmode": self.get("sslmode"),
-            "sources": {k: s for k, s in self.sources if k not in SECRET_PARAMS},
-            "password_source": self.password_source,
-        }
+    def detail(self) -> ConnectionDetail:
+        """What may be shown of the connection: the parameters and their sources, never the
+        password (only where it came from)."""
+        return ConnectionDetail(
+            hosts=self.hosts,
+            hostaddrs=self.hostaddrs,
+            port=self.get("port") or "5432",
+            user=self.get("user"),
+            sslmode=self.get("sslmode"),
+            sources={k: s for k, s in self.sources if k not in SECRET_PARAMS},
+            password_source=self.password_source,
+        )
 
 
 def effective(
