@@ -64,3 +64,13 @@ def test_the_system_schema_version_is_probed_in_one_transaction(pg_url: str, app
         found: list[str | None] = []
         assert round_trips(conn, lambda: found.append(db.system_schema_version(conn, "dbos"))) == 6
         assert found == [None]
+
+
+def test_the_lock_sessions_timeouts_are_lifted_in_one_round_trip(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert round_trips(conn, lambda: db.protect_lock_session(conn)) == 1
+        lifted = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        assert lifted is not None and lifted[0] == "0"
+        if conn.info.server_version >= 140000:
+            lifted = conn.execute("SHOW idle_session_timeout").fetchone()
+            assert lifted is not None and lifted[0] == "0"

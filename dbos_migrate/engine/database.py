@@ -197,9 +197,10 @@ def protect_lock_session(conn: psycopg.Connection[Any]) -> None:
     """Keep the session that holds the lock alive while commands run: a role's or database's
     idle_session_timeout (PostgreSQL 14+) or idle_in_transaction_session_timeout would end
     it, release the lock, and let another run start while ours is still migrating."""
-    conn.execute("SET idle_in_transaction_session_timeout = 0")
-    if conn.info.server_version >= 140000:
-        conn.execute("SET idle_session_timeout = 0")
+    both = conn.info.server_version >= 140000  # one round trip for the two
+    conn.execute(
+        "SET idle_in_transaction_session_timeout = 0" + ("; SET idle_session_timeout = 0" if both else "")
+    )
 
 
 def in_recovery(conn: psycopg.Connection[Any]) -> bool:
