@@ -1,5 +1,5 @@
 """The safety checks a no-op `up` makes stay, but each costs as few round trips as it can
-(docs/architecture.md, "Start-up cost"): every round trip is a wait on the server, paid on
+(docs/architecture.md, "Start-up"): every round trip is a wait on the server, paid on
 every deploy. Counted from libpq's own protocol trace on a real server."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_help_version_and_validate_never_import_psycopg(tmp_path: Path) -> None:
 
 def test_help_and_version_load_no_renderer_and_no_event(tmp_path: Path) -> None:
     """--help and --version print a few lines: the renderers, the events and the records
-    they carry are not imported for them (docs/architecture.md, "Start-up cost")."""
+    they carry are not imported for them (docs/architecture.md, "Start-up")."""
     for args in (["--help"], ["--version"]):
         ours = probe(args, tmp_path)["OURS"]
         assert not ours & {"dbos_migrate.events", "dbos_migrate.model", "dbos_migrate.report.text",

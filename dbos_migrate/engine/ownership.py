@@ -109,7 +109,7 @@ def verify_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
 
 
 #: The table, its own sequences and what its defaults, constraints and indexes depend on, in
-#: one statement: one round trip per verification (docs/architecture.md, "Start-up cost").
+#: one statement: one round trip per verification (docs/architecture.md, "Start-up").
 #: `rel` is the relation with every fact the checks need; `seq` the sequences owned by one of
 #: its columns; the last column counts the dependencies of its defaults, constraints and
 #: indexes on anything but the table itself, its own sequences and its own constraints (a

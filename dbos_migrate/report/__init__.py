@@ -3,7 +3,7 @@
 `reporting()` picks them for an output mode; each writes only to the streams of the Context.
 A renderer's module is imported only when its mode is used (a no-op `up` in a terminal
 loads neither the JSON nor the GitHub one; `--help` none), see docs/architecture.md,
-"Start-up cost".
+"Start-up".
 """
 
 from __future__ import annotations
