@@ -16,19 +16,31 @@ sys.argv = ["dbos-migrate", *{args!r}]
 from dbos_migrate.cli import console
 try:
     console()
-except SystemExit:
-    pass
+except SystemExit as exc:
+    sys.stderr.write(f"EXIT={{exc.code}}\\n")
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"psycopg", "jsonschema", "yaml", "rich", "pydantic"}})
 sys.stderr.write("LOADED=" + ",".join(heavy) + "\\n")
+sys.stderr.write("OURS=" + ",".join(sorted(m for m in sys.modules if m.startswith("dbos_migrate"))) + "\\n")
 """
 
 
-def loaded_modules(args: list[str], cwd: Path) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], cwd=cwd, env=dict(os.environ),
+def probe(args: list[str], cwd: Path) -> dict[str, set[str]]:
+    """What a fresh process running `args` reported: EXIT (its status), LOADED (the heavy
+    libraries it imported) and OURS (our own modules it imported)."""
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}  # GitHub's renderer: not here
+    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    line = [ln for ln in out.stderr.splitlines() if ln.startswith("LOADED=")]
-    assert line, out.stderr
-    return {m for m in line[-1][len("LOADED=") :].split(",") if m}
+    found: dict[str, set[str]] = {}
+    for line in out.stderr.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and key in ("EXIT", "LOADED", "OURS"):
+            found[key] = {m for m in value.split(",") if m}
+    assert "LOADED" in found, out.stderr
+    return found
+
+
+def loaded_modules(args: list[str], cwd: Path) -> set[str]:
+    return probe(args, cwd)["LOADED"]
 
 
 def test_help_version_and_validate_never_import_psycopg(tmp_path: Path) -> None:
@@ -40,6 +52,30 @@ def test_help_version_and_validate_never_import_psycopg(tmp_path: Path) -> None:
     assert "jsonschema" not in valid  # a valid config needs no messages: the quick check suffices
     (tmp_path / "dbos-config.yaml").write_text("name: x\ndatabse: {}\n")
     assert "jsonschema" in loaded_modules(["validate"], tmp_path)  # messages for the bad one
+
+
+def test_help_and_version_load_no_renderer_and_no_event(tmp_path: Path) -> None:
+    """--help and --version print a few lines: the renderers, the events and the records
+    they carry are not imported for them (docs/architecture.md, "Start-up")."""
+    for args in (["--help"], ["--version"]):
+        ours = probe(args, tmp_path)["OURS"]
+        assert not ours & {"dbos_migrate.events", "dbos_migrate.model", "dbos_migrate.report.text",
+                           "dbos_migrate.report.json", "dbos_migrate.report.github"}, args  # fmt: skip
+
+
+def test_a_noop_up_loads_only_the_renderer_it_uses(tmp_path: Path, pg_url: str, app_db: str) -> None:
+    """A no-op `up` in text mode renders text: neither the JSON nor the GitHub renderer, no
+    rehearsal, no JSON Schema library for a valid config."""
+    write_config(tmp_path, app_db_name=app_db, migrate=["true"])
+    args = ["up", "-D", pg_url, "--system-db", "skip"]
+    assert probe(args, tmp_path)["EXIT"] == {"0"}  # creates the database
+    noop = probe(args, tmp_path)
+    assert noop["EXIT"] == {"0"}
+    assert noop["LOADED"] & {"psycopg", "jsonschema"} == {"psycopg"}
+    ours = noop["OURS"]
+    assert {"dbos_migrate.verbs.migrate", "dbos_migrate.report.text"} <= ours
+    assert not ours & {"dbos_migrate.report.json", "dbos_migrate.report.github"}
+    assert not {m for m in ours if m.startswith("dbos_migrate.rehearse")}
 
 
 def test_no_cache_or_gate_files_are_written(tmp_path: Path) -> None:

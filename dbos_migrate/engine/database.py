@@ -198,9 +198,10 @@ def protect_lock_session(conn: psycopg.Connection[Any]) -> None:
     """Keep the session that holds the lock alive while commands run: a role's or database's
     idle_session_timeout (PostgreSQL 14+) or idle_in_transaction_session_timeout would end
     it, release the lock, and let another run start while ours is still migrating."""
-    conn.execute("SET idle_in_transaction_session_timeout = 0")
-    if conn.info.server_version >= 140000:
-        conn.execute("SET idle_session_timeout = 0")
+    both = conn.info.server_version >= 140000  # one round trip for the two
+    conn.execute(
+        "SET idle_in_transaction_session_timeout = 0" + ("; SET idle_session_timeout = 0" if both else "")
+    )
 
 
 def in_recovery(conn: psycopg.Connection[Any]) -> bool:
@@ -562,9 +563,10 @@ def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | N
         ("public", "knex_migrations", "id", "SELECT pg_catalog.count(*)::text FROM {t}", r"[0-9]{1,18}",
          "knex {} migrations"),
     )  # fmt: skip
-    for nsp, table, column, query, pattern, shown in probes:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION READ ONLY")
+    with conn.transaction():  # one READ ONLY transaction for every probe: fewer round trips
+        conn.execute("SET TRANSACTION READ ONLY")
+        for probe in probes:
+            nsp, table, column, query = probe[:4]
             why = unsafe_to_read(conn, nsp, table, [column])
             if why == "missing":
                 continue
@@ -576,16 +578,19 @@ def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | N
                     row = conn.execute(statement).fetchone()
             except psycopg.Error:
                 return "unreadable"
-        value = row[0] if row else None
-        if value is None:
+            break
+        else:
             return None
-        if not re.fullmatch(pattern, str(value)):
-            text = str(value)
-            return f"unknown: {nsp}.{table}.{column} holds {text[:40]!a}" + (
-                f"... ({len(text)} characters)" if len(text) > 40 else ""
-            )
-        return shown.format(value)
-    return None
+    pattern, shown = probe[4:]
+    value = row[0] if row else None
+    if value is None:
+        return None
+    if not re.fullmatch(pattern, str(value)):
+        text = str(value)
+        return f"unknown: {nsp}.{table}.{column} holds {text[:40]!a}" + (
+            f"... ({len(text)} characters)" if len(text) > 40 else ""
+        )
+    return shown.format(value)
 
 
 # ---------------------------------------------------------------------------- SQL printed rather than run

@@ -108,8 +108,16 @@ def verify_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
     return True
 
 
+#: The table, its own sequences and what its defaults, constraints and indexes depend on, in
+#: one statement: one round trip per verification (docs/architecture.md, "Start-up").
+#: `rel` is the relation with every fact the checks need; `seq` the sequences owned by one of
+#: its columns; the last column counts the dependencies of its defaults, constraints and
+#: indexes on anything but the table itself, its own sequences and its own constraints (a
+#: function, operator, type, collation...). Built-in objects are pinned and never appear in
+#: pg_depend.
 _TABLE = f"""
-SELECT c.oid::bigint, c.relkind::text, {_owner_sql("c.relowner")}, {_owner_sql("n.nspowner")}, c.relrowsecurity, c.relforcerowsecurity,
+WITH rel AS (
+SELECT c.oid, c.relkind::text AS kind, {_owner_sql("c.relowner")}, {_owner_sql("n.nspowner")}, c.relrowsecurity, c.relforcerowsecurity,
        c.relispartition,
        ARRAY(SELECT a.attname::text || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
                FROM pg_catalog.pg_attribute a
@@ -126,32 +134,28 @@ SELECT c.oid::bigint, c.relkind::text, {_owner_sql("c.relowner")}, {_owner_sql("
        (SELECT pg_catalog.count(*) FROM pg_catalog.pg_index x
          WHERE x.indrelid = c.oid AND (x.indexprs IS NOT NULL OR x.indpred IS NOT NULL))
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = %s AND c.relname = %s
-"""
-
-#: The table's own sequences: (oid, name, kind, owner) of every sequence owned by a column.
-_SEQUENCES = f"""
-SELECT s.oid::bigint, s.relname::text, {_owner_sql("s.relowner")}
-  FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid
+ WHERE n.nspname = %(schema)s AND c.relname = %(table)s
+), seq (oid, name, owner, ok) AS (
+SELECT s.oid, s.relname::text, {_owner_sql("s.relowner")}
+  FROM rel, pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid
  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-   AND d.refobjid = %s AND d.deptype IN ('a', 'i') AND s.relkind = 'S'
-"""
-
-#: What the table's defaults, constraints and indexes depend on besides the table itself,
-#: its own sequences and its own constraints: a function, operator, type, collation...
-#: Built-in objects are pinned and never appear in pg_depend.
-_FOREIGN_DEPENDENCIES = """
-WITH mine AS (
-    SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass AS classid, d.oid FROM pg_catalog.pg_attrdef d WHERE d.adrelid = %(t)s
+   AND d.refobjid = rel.oid AND d.deptype IN ('a', 'i') AND s.relkind = 'S'
+), mine AS (
+    SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass AS classid, d.oid FROM rel, pg_catalog.pg_attrdef d WHERE d.adrelid = rel.oid
     UNION ALL
-    SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid FROM pg_catalog.pg_constraint k WHERE k.conrelid = %(t)s
+    SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid FROM rel, pg_catalog.pg_constraint k WHERE k.conrelid = rel.oid
     UNION ALL
-    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, x.indexrelid FROM pg_catalog.pg_index x WHERE x.indrelid = %(t)s
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, x.indexrelid FROM rel, pg_catalog.pg_index x WHERE x.indrelid = rel.oid
 )
-SELECT pg_catalog.count(*) FROM pg_catalog.pg_depend d JOIN mine m ON m.classid = d.classid AND m.oid = d.objid
- WHERE NOT (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = ANY(%(ok)s::pg_catalog.oid[]))
-   AND NOT (d.refclassid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
-            AND d.refobjid IN (SELECT k.oid FROM pg_catalog.pg_constraint k WHERE k.conrelid = %(t)s))
+SELECT rel.*,
+       ARRAY(SELECT seq.name FROM seq WHERE NOT seq.ok ORDER BY seq.name),
+       ARRAY(SELECT seq.owner FROM seq WHERE NOT seq.ok ORDER BY seq.name),
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_depend d JOIN mine m ON m.classid = d.classid AND m.oid = d.objid
+         WHERE NOT (d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND d.refobjid IN (SELECT rel.oid FROM rel UNION ALL SELECT seq.oid FROM seq))
+           AND NOT (d.refclassid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+                    AND d.refobjid IN (SELECT k.oid FROM rel, pg_catalog.pg_constraint k WHERE k.conrelid = rel.oid)))
+  FROM rel
 """
 
 
@@ -160,12 +164,12 @@ def verify_owned_table(
 ) -> bool:
     """True: `schema.table` exists and is what the tool made; False: no relation of that name
     exists (nor, maybe, the schema). Raises PlantedObject otherwise (module docstring)."""
-    row = conn.execute(_TABLE, (schema, table)).fetchone()
+    row = conn.execute(_TABLE, {"schema": schema, "table": table}).fetchone()
     if row is None:
         verify_schema(conn, schema)
         return False
-    (oid, kind, owner, owner_ok, schema_owner, schema_ok, rls, force_rls, partition, columns, odd_columns,
-     triggers, rules, policies, inherits, odd_constraints, odd_indexes) = row  # fmt: skip
+    (_oid, kind, owner, owner_ok, schema_owner, schema_ok, rls, force_rls, partition, columns, odd_columns,
+     triggers, rules, policies, inherits, odd_constraints, odd_indexes, bad_sequences, bad_owners, foreign) = row  # fmt: skip
     what = f"{_KINDS.get(kind, 'relation')} {schema}.{table}"
     problems: list[str] = []
     if not owner_ok:
@@ -190,15 +194,11 @@ def verify_owned_table(
             problems.append(f"it has {count} {name}(s)")
     if rls or force_rls:
         problems.append("row-level security is enabled on it")
-    sequences = conn.execute(_SEQUENCES, (oid,)).fetchall()
-    for _seq_oid, seq_name, seq_owner_name, seq_ok in sequences:
-        if not seq_ok:
-            problems.append(f"its sequence {schema}.{seq_name} is owned by {seq_owner_name}")
-    allowed = [int(oid)] + [int(s[0]) for s in sequences]
-    found = conn.execute(_FOREIGN_DEPENDENCIES, {"t": oid, "ok": allowed}).fetchone()
-    if found and found[0]:
+    for seq_name, seq_owner_name in zip(bad_sequences, bad_owners, strict=True):
+        problems.append(f"its sequence {schema}.{seq_name} is owned by {seq_owner_name}")
+    if foreign:
         problems.append(
-            f"{found[0]} of its defaults, constraints or indexes use objects other than its own "
+            f"{foreign} of its defaults, constraints or indexes use objects other than its own "
             "(a function, operator, type or another table)"
         )
     if problems:

@@ -23,11 +23,6 @@ SUMMARY_ROWS = 200
 ANNOTATIONS = 50
 
 
-def in_github_actions(environ: Mapping[str, str]) -> bool:
-    # GitHub's own variable, read as GitHub sets it (docs/behaviour.md, "Yes and no").
-    return environ.get("GITHUB_ACTIONS", "").lower() == "true"
-
-
 def escape(text: str, *, prop: bool = False) -> str:
     """`text` made printable (a property one line of FIELD_LIMIT characters, a message free
     text of TEXT_LIMIT), then escaped as workflow commands require: %25, %0D, %0A, and in a
