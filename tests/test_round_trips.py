@@ -39,7 +39,7 @@ def round_trips(conn: psycopg.Connection[object], action: Callable[[], object]) 
 def made(tmp_path: Path, pg_url: str, app_db: str) -> Iterator[psycopg.Connection[object]]:
     """An app database where one real `up` made the history and lease tables."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    options = verbs.Options(config=str(cfg), db_url=pg_url, system_db="skip")
+    options = verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip")
     report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}), options, lambda e: None)
     assert report.error is None, report.error
     with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True) as conn:
