@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from dbos_migrate import __version__
 from dbos_migrate.errors import MigrateError, Problem
@@ -147,6 +147,74 @@ class SystemDatabase:
     action: str = "none"  # what up did: migrated, created, skipped, left to the app, none
 
 
+# ---------------------------------------------------------------------------- --print-migrations
+# What `up` (or `down`) would do, one record per step, in order (docs/dbos-compatibility.md,
+# "The flags DBOS users type"). A kind of step is one set of keys in the JSON `steps[]`: `step`
+# names it, fixed where a kind is a single step.
+
+
+@dataclass(frozen=True)
+class DatabaseStep:
+    """A database that would be created if missing, must exist, or is left alone, and why."""
+
+    step: Literal["app_database", "system_database"]
+    database: str | None  # the name, or the masked URL of a database left alone
+    action: str
+
+
+@dataclass(frozen=True)
+class SchemaStep:
+    """A schema provisioned by no command of its own shown here: the toolchain that would do it
+    (None: none found) and what happens."""
+
+    step: Literal["system_schema", "app_schema"]
+    toolchain: str | None
+    action: str
+
+
+@dataclass(frozen=True)
+class AppSchemaSkipped:
+    """The app database's DBOS tables left to the app (--datasource skip): no toolchain asked."""
+
+    step: Literal["app_schema"] = field(default="app_schema", init=False)
+    action: str
+
+
+@dataclass(frozen=True)
+class ToolchainStep:
+    """The system schema's toolchain command, and the SQL it prints for its own
+    --print-migrations (None: a toolchain that prints none)."""
+
+    step: Literal["system_schema"] = field(default="system_schema", init=False)
+    toolchain: str
+    command: str  # scrubbed
+    sql: str | None
+
+
+@dataclass(frozen=True)
+class CommandStep:
+    """One of the config's migrate (or rollback) commands."""
+
+    step: Literal["command"] = field(default="command", init=False)
+    index: int
+    command: str  # as shown
+
+
+@dataclass(frozen=True)
+class GrantStep:
+    """The runtime role's grants on these databases; `sql` says where to get them."""
+
+    step: Literal["grant"] = field(default="grant", init=False)
+    role: str
+    databases: tuple[str, ...]
+    sql: str
+
+
+PlannedStep: TypeAlias = (
+    DatabaseStep | SchemaStep | AppSchemaSkipped | ToolchainStep | CommandStep | GrantStep
+)
+
+
 @dataclass
 class RunReport:
     """What `up`, `down` or `plan` did, filled in as it goes, whether or not it succeeded."""
@@ -163,7 +231,7 @@ class RunReport:
     system_database: SystemDatabase | None = None
     rehearsal: Any = None  # a rehearse.Rehearsal, when one ran
     error: MigrateError | None = None
-    steps: list[dict[str, Any]] | None = None  # --print-migrations: what would run, in order
+    steps: list[PlannedStep] | None = None  # --print-migrations: what would run, in order
     user_role_sql: str | None = None  # --print-user-role: the grants, as a psql script
     schema_unchanged: bool = False  # a first run's commands all exited 0 but changed no schema
 

@@ -22,19 +22,26 @@ from jsonschema import Draft202012Validator
 
 from dbos_migrate.errors import CommandFailed, ConfigError, Problem, UsageError
 from dbos_migrate.model import (
+    AppSchemaSkipped,
     CommandResult,
+    CommandStep,
     ConnectionDetail,
+    DatabaseStep,
     DroppedDatabase,
     DropReport,
+    GrantStep,
     HistoryReport,
     HistoryRow,
     InitReport,
     LastRun,
     LockHolder,
+    PlannedStep,
     Resolution,
     RunReport,
+    SchemaStep,
     StatusReport,
     SystemDatabase,
+    ToolchainStep,
     Validation,
 )
 from dbos_migrate.rehearse import result as rehearse_result
@@ -53,9 +60,9 @@ MASKED = "postgresql://deploy:***@db.example.com:5432/postgres"
 
 def closed(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema with every object that declares properties closed to undeclared keys. Left
-    open: what others extend through `allOf` (the extension closes it), `usage` (an option
-    error of a command also carries that command's keys) and `steps[]`, whose keys depend on
-    the step."""
+    open: what others extend through `allOf` (the extension closes it) and `usage` (an option
+    error of a command also carries that command's keys). A step of `steps[]` is closed twice:
+    by its kind (each `anyOf` part) and by the keys of the kinds it matches."""
     out = copy.deepcopy(schema)
     extended = {ref.rpartition("/")[2] for node in _nodes(out) for part in node.get("allOf", []) if (ref := part.get("$ref"))}
 
@@ -68,7 +75,7 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
         for key, value in node.items():
             close(value, (*path, key))
         extension = (path[-2:-1] == ("$defs",) and path[-1] in (*extended, "usage")) or path[-2:-1] == ("allOf",)
-        if "properties" in node and "additionalProperties" not in node and not extension and path[-2:] != ("steps", "items"):
+        if "properties" in node and "additionalProperties" not in node and not extension:
             node["unevaluatedProperties"] = False
 
     close(out, ())
@@ -164,12 +171,27 @@ def rehearsal() -> Rehearsal:
     )
 
 
+def steps() -> list[PlannedStep]:
+    """Every kind of --print-migrations step, and those whose toolchain or SQL may be null."""
+    return [
+        DatabaseStep("app_database", "shop", "create if missing"),
+        DatabaseStep("system_database", "sqlite:///shop.db", "not PostgreSQL: left to the app"),
+        ToolchainStep("dbos 3.4.0 (Python)", "dbos migrate -s postgresql://deploy@db.example.com/shop_dbos_sys", "CREATE TABLE ...;\n"),
+        ToolchainStep("@dbos-inc/dbos-sdk 2.1.0 (TypeScript)", "node tsprovision.js", None),
+        SchemaStep("system_schema", None, "none found (no `dbos` on the commands' PATH): the app creates the schema"),
+        SchemaStep("app_schema", "dbos 2.4.0 (Python)", "dbos.transaction_outputs, by the system schema's command above (-D)"),
+        AppSchemaSkipped("left to the app (--datasource skip)"),
+        CommandStep(1, "alembic upgrade head"),
+        GrantStep("app_rt", ("shop", "shop_dbos_sys"), "see --print-user-role -r app_rt"),
+    ]
+
+
 def run_report(verb: str = "plan") -> RunReport:
     error = CommandFailed("alembic upgrade head exited 1", "fix the migration") if verb != "up" else config_error()
     return RunReport(
         verb, resolution(), exists=True, created=True, dry_run=True, run_id="0f8e-run", commands=[command(1), command(2)],
         planned=["alembic upgrade head"], history_written=True, system_database=system_database(), rehearsal=rehearsal(),
-        error=error, steps=[{"step": "command", "index": 1, "command": "alembic upgrade head"}], user_role_sql="GRANT ...;",
+        error=error, steps=steps(), user_role_sql="GRANT ...;",
         schema_unchanged=True,
     )
 
@@ -258,6 +280,11 @@ def test_the_closed_schema_refuses_a_renamed_key() -> None:
     doc = json.loads(json.dumps(report_json.document(run_report()), default=str))
     doc["config_path"] = doc.pop("config")
     assert errors_of(doc, "run")
+    for i, step in enumerate(json.loads(json.dumps(report_json.document(run_report()), default=str))["steps"]):
+        doc = json.loads(json.dumps(report_json.document(run_report()), default=str))
+        key = list(step)[-1]
+        doc["steps"][i][f"{key}_renamed"] = doc["steps"][i].pop(key)
+        assert errors_of(doc, "run"), f"steps[{i}].{key} renamed"
 
 
 def _declared(node: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:

@@ -22,16 +22,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbos_migrate.events import Notice
+from dbos_migrate.model import AppSchemaSkipped, SchemaStep
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.frame import Run
     from dbos_migrate.engine.options import UpOptions
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.sysdb import Toolchain
-    from dbos_migrate.model import ConnectionDetail
+    from dbos_migrate.model import ConnectionDetail, PlannedStep
 
 DATASOURCE_SCHEMA = "dbos"
 #: Run by the app's Python: exit 3 when its DBOS has no SQLAlchemyDatasource.migrate.
@@ -178,23 +179,25 @@ def provision(run: Run[UpOptions], interrupts: Interrupts, system_toolchain: Too
                         f"{DATASOURCE_SCHEMA!r} prepared by {tool.name}"))  # fmt: skip
 
 
-def planned(run: Run[UpOptions], system_toolchain: Toolchain | None) -> list[dict[str, Any]]:
+def planned(run: Run[UpOptions], system_toolchain: Toolchain | None) -> list[PlannedStep]:
     """The app-database steps, for --print-migrations."""
     if run.options.datasource == "skip":
-        return [{"step": "app_schema", "action": "left to the app (--datasource skip)"}]
+        return [AppSchemaSkipped("left to the app (--datasource skip)")]
+    name = system_toolchain.name if system_toolchain is not None else None
     major = python_major(system_toolchain)
     if major in (1, 2) and system_toolchain is not None and "-D" in system_toolchain.argv:
-        return [{"step": "app_schema", "toolchain": system_toolchain.name,
-                 "action": "dbos.transaction_outputs, by the system schema's command above (-D)"}]  # fmt: skip
+        action = "dbos.transaction_outputs, by the system schema's command above (-D)"
+        return [SchemaStep("app_schema", name, action)]
     from dbos_migrate.engine import tsprovision
 
     if system_toolchain is not None and tsprovision.sdk_major(system_toolchain.name, system_toolchain.argv):
-        both = system_toolchain.env.get("DBOS_MIGRATE_TS_MODE") == "both"
-        return [{"step": "app_schema", "toolchain": system_toolchain.name,
-                 "action": "dbos.transaction_outputs, by the system schema's step above (the SDK's migrate)"
-                 if both else "left to the app (on another server than the system database)"}]  # fmt: skip
+        if system_toolchain.env.get("DBOS_MIGRATE_TS_MODE") == "both":
+            action = "dbos.transaction_outputs, by the system schema's step above (the SDK's migrate)"
+        else:
+            action = "left to the app (on another server than the system database)"
+        return [SchemaStep("app_schema", name, action)]
     if datasource_toolchain(run, system_toolchain) is not None:
-        return [{"step": "app_schema", "toolchain": system_toolchain.name if system_toolchain else None,
-                 "action": f"SQLAlchemyDatasource.migrate: schema {DATASOURCE_SCHEMA!r} "
-                 "(datasource_outputs), when the app's DBOS has it"}]  # fmt: skip
+        action = f"SQLAlchemyDatasource.migrate: schema {DATASOURCE_SCHEMA!r} (datasource_outputs), "
+        action += "when the app's DBOS has it"
+        return [SchemaStep("app_schema", name, action)]
     return []

@@ -73,7 +73,7 @@ def document(result: Result) -> dict[str, Any]:
             schema_unchanged=result.schema_unchanged,
         )
         if result.steps is not None:
-            doc["steps"] = result.steps
+            doc["steps"] = to_json(result.steps)
         if result.user_role_sql is not None:
             doc["user_role_sql"] = result.user_role_sql
         if result.rehearsal is not None:

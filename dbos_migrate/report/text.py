@@ -24,7 +24,19 @@ from dbos_migrate.events import (
     WaitingForLock,
     WaitingForServer,
 )
-from dbos_migrate.model import HistoryReport, HistoryRow, RunReport, StatusReport, SystemDatabase, Validation
+from dbos_migrate.model import (
+    CommandStep,
+    DatabaseStep,
+    GrantStep,
+    HistoryReport,
+    HistoryRow,
+    PlannedStep,
+    RunReport,
+    StatusReport,
+    SystemDatabase,
+    ToolchainStep,
+    Validation,
+)
 from dbos_migrate.report.style import LiveLine, LiveStream, Style, printable, printable_fields, printable_text
 
 if TYPE_CHECKING:
@@ -290,30 +302,22 @@ class TextReporter:
             )
 
 
-def render_steps(steps: list[dict[str, object]], line: Callable[[str], None], s: Style) -> None:
+def render_steps(steps: list[PlannedStep], line: Callable[[str], None], s: Style) -> None:
     """--print-migrations: each step `up` (or `down`) would take, then any SQL the toolchain printed."""
     line(s.bold("would run, in this order (nothing was run):"))
-    sql: list[tuple[object, str]] = []
+    sql: list[tuple[str, str]] = []
     for i, step in enumerate(steps, 1):
-        kind = step["step"]
-        if kind == "command":
-            text = f"command {step['index']}: {step['command']}"
-        elif kind == "system_schema" and step.get("toolchain"):
-            text = f"system schema: {step['command']}   # {step['toolchain']}"
-            if isinstance(step.get("sql"), str):
-                sql.append((step["toolchain"], str(step["sql"])))
-        elif kind == "grant":
-            databases = step["databases"] if isinstance(step["databases"], list) else []
-            text = f"grant role {step['role']} runtime privileges on {', '.join(map(str, databases))} ({step['sql']})"
+        if isinstance(step, CommandStep):
+            text = f"command {step.index}: {step.command}"
+        elif isinstance(step, ToolchainStep):
+            text = f"system schema: {step.command}   # {step.toolchain}"
+            if step.sql is not None:
+                sql.append((step.toolchain, step.sql))
+        elif isinstance(step, GrantStep):
+            text = f"grant role {step.role} runtime privileges on {', '.join(step.databases)} ({step.sql})"
         else:
-            where = step.get("database")
-            text = (
-                f"{str(kind).replace('_', ' ')}"
-                + (f" {where}" if where else "")
-                + f": {step.get('action', '')}"
-            )
-            if step.get("command"):
-                text += f": {step['command']}"
+            where = step.database if isinstance(step, DatabaseStep) else None
+            text = step.step.replace("_", " ") + (f" {where}" if where else "") + f": {step.action}"
         line(f"  {i:>2}. {text}")
     for who, text in sql:
         line("")

@@ -4,14 +4,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbos_migrate.context import Context
 from dbos_migrate.engine.frame import Run, load_config, resolution, resolve_target, run_steps
 from dbos_migrate.engine.options import CommandOptions, DownOptions, UpOptions
 from dbos_migrate.errors import MigrateError, UsageError
 from dbos_migrate.events import Finished, Sink
-from dbos_migrate.model import RunReport
+from dbos_migrate.model import (
+    CommandStep,
+    DatabaseStep,
+    GrantStep,
+    PlannedStep,
+    RunReport,
+    SchemaStep,
+    ToolchainStep,
+)
 
 if TYPE_CHECKING:
     from dbos_migrate.engine.runner import Interrupts
@@ -83,27 +91,25 @@ def print_migrations(ctx: Context, options: UpOptions | DownOptions, emit: Sink)
     def down_body(run: Run[DownOptions], interrupts: Interrupts) -> None:
         commands = _commands(run, run.config.database.rollback, "rollback")
         name = run.target.app_database
-        run.report.steps = [{"step": "app_database", "database": name, "action": "must exist"}, *commands]
+        run.report.steps = [DatabaseStep("app_database", name, "must exist"), *commands]
 
     if isinstance(options, UpOptions):
         return run_steps(verb, ctx, options, emit, up_body)
     return run_steps(verb, ctx, options, emit, down_body)
 
 
-def _commands(run: Run[CommandOptions], items: tuple[Text, ...], key: str) -> list[dict[str, Any]]:
+def _commands(run: Run[CommandOptions], items: tuple[Text, ...], key: str) -> list[PlannedStep]:
     """The steps of database.migrate or database.rollback; also the report's `planned`."""
     commands = run.commands(items, key, run.command_env())
     run.report.planned = [shown for _, shown in commands]
-    return [
-        {"step": "command", "index": index, "command": shown} for index, (_, shown) in enumerate(commands, 1)
-    ]
+    return [CommandStep(index, shown) for index, (_, shown) in enumerate(commands, 1)]
 
 
-def _up_steps(run: Run[UpOptions]) -> list[dict[str, Any]]:
+def _up_steps(run: Run[UpOptions]) -> list[PlannedStep]:
     commands = _commands(run, run.config.database.migrate, "migrate")
     name = run.target.app_database
     action = "must exist (--no-create)" if run.options.no_create else "create if missing"
-    steps: list[dict[str, Any]] = [{"step": "app_database", "database": name, "action": action}]
+    steps: list[PlannedStep] = [DatabaseStep("app_database", name, action)]
     system_steps, toolchain = _system_steps(run)
     from dbos_migrate.engine.appdb import planned as appdb_planned
 
@@ -112,44 +118,32 @@ def _up_steps(run: Run[UpOptions]) -> list[dict[str, Any]]:
     if role:
         system = run.target.system.endpoint
         databases = [name, *([system.url.database or ""] if system is not None else [])]
-        steps.append({"step": "grant", "role": role, "databases": databases,
-                      "sql": "see --print-user-role -r " + role})  # fmt: skip
+        steps.append(GrantStep(role, tuple(databases), "see --print-user-role -r " + role))
     return steps
 
 
-def _system_steps(run: Run[UpOptions]) -> tuple[list[dict[str, Any]], Toolchain | None]:
+def _system_steps(run: Run[UpOptions]) -> tuple[list[PlannedStep], Toolchain | None]:
     from dbos_migrate.engine.appdb import with_app_database
     from dbos_migrate.engine.sysdb import find_toolchain, print_toolchain_migrations
 
     system = run.target.system
     shown = system.url_text(mask=True)
     if system.endpoint is None:
-        return [
-            {"step": "system_database", "database": shown, "action": "not PostgreSQL: left to the app"}
-        ], None
+        return [DatabaseStep("system_database", shown, "not PostgreSQL: left to the app")], None
     if run.options.system_db == "skip":
-        return [
-            {"step": "system_database", "database": shown, "action": "left alone (--system-db skip)"}
-        ], None
-    steps: list[dict[str, Any]] = [
-        {"step": "system_database", "database": system.endpoint.url.database, "action": "create if missing"}
+        return [DatabaseStep("system_database", shown, "left alone (--system-db skip)")], None
+    steps: list[PlannedStep] = [
+        DatabaseStep("system_database", system.endpoint.url.database, "create if missing")
     ]
     if run.options.system_db == "create":
         return steps, None
     toolchain, why = find_toolchain(run, system.endpoint, run.config.system_schema)
     if toolchain is None:
-        steps.append({"step": "system_schema", "toolchain": None,
-                      "action": f"none found ({why}): the app creates the schema at its first launch"})  # fmt: skip
+        action = f"none found ({why}): the app creates the schema at its first launch"
+        steps.append(SchemaStep("system_schema", None, action))
         return steps, None
     toolchain = with_app_database(run, toolchain)
-    step: dict[str, Any] = {
-        "step": "system_schema",
-        "toolchain": toolchain.name,
-        "command": run.scrub.text(toolchain.shown),
-    }
     value = run.options.print_migrations or "all"
-    step["sql"] = print_toolchain_migrations(
-        run, toolchain, value, run.config.system_schema or DEFAULT_SCHEMA
-    )
-    steps.append(step)
+    sql = print_toolchain_migrations(run, toolchain, value, run.config.system_schema or DEFAULT_SCHEMA)
+    steps.append(ToolchainStep(toolchain.name, run.scrub.text(toolchain.shown), sql))
     return steps, toolchain
