@@ -49,7 +49,11 @@ def main() -> int:
         subprocess.run(["git", "-C", str(tree), "checkout", "-q", rev], check=True)
         subprocess.run([sys.executable, "-m", "venv", ".venv"], cwd=tree, check=True)
         subprocess.run([".venv/bin/pip", "install", "-q", ".[test]"], cwd=tree, check=True)
+        # As .ci/run: the machine's PostgreSQL unless the caller names another. Without it the
+        # harness falls back to a throwaway cluster, whose binaries may lack what some tests
+        # need (uuid-ossp, a matching pg_dump), which CI=true rightly turns into failures.
         env = dict(os.environ, CI="true")
+        env.setdefault("DBOS_MIGRATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
         for n in range(1, args.runs + 1):
             load_before = os.getloadavg()
             start = time.time()
