@@ -56,6 +56,26 @@ FILES = [
     "dbos_migrate/rehearse/diff/*",
 ]
 
+#: The files each group's functions live in: a run mutates only those of its groups (mutmut
+#: spends minutes generating the mutants of every file it may mutate, wanted or not).
+GROUP_FILES: dict[str, list[str]] = {
+    "guard": [
+        "dbos_migrate/settings/target.py",
+        "dbos_migrate/settings/conninfo.py",
+        "dbos_migrate/verbs/migrate.py",
+        "dbos_migrate/verbs/confirm.py",
+    ],
+    "scrubber": ["dbos_migrate/engine/scrub.py"],
+    "lock": ["dbos_migrate/engine/database.py", "dbos_migrate/engine/frame.py"],
+    "lease": ["dbos_migrate/engine/lease.py"],
+    "config": ["dbos_migrate/settings/config.py"],
+    "rehearsal": [
+        "dbos_migrate/rehearse/rules.py",
+        "dbos_migrate/rehearse/scratch.py",
+        "dbos_migrate/rehearse/diff/*",
+    ],
+}
+
 #: Mutant name patterns (fnmatch) per group. mutmut names a mutant
 #: `<module>.x_<function>__mutmut_<n>`, or `<module>.xǁ<Class>ǁ<method>__mutmut_<n>` for a method.
 GROUPS: dict[str, list[str]] = {
@@ -144,6 +164,13 @@ GROUP_TESTS: dict[str, list[str]] = {
             )
         ),
     ],
+    # The lease is reached by every in-process run; these are the runs that look at it (its
+    # renewal and expiry are tested only by tests/test_lease.py, in subprocesses).
+    "lease": [
+        "tests/test_drop.py::test_a_live_lease_of_a_run_whose_lock_session_died_is_respected",
+        "tests/test_verbs_inprocess.py::test_up_emits_the_run_in_order_and_prints_nothing_itself",
+        "tests/test_safety_inprocess.py::test_a_held_lock_is_reported_while_waiting_and_named_on_timeout",
+    ],
     "config": ["tests/test_config.py", "tests/test_fuzz_config.py", "tests/test_target.py"],
     "rehearsal": [
         "tests/test_diff_unit.py",
@@ -182,7 +209,7 @@ def venv() -> Path:
     return VENV / "bin"
 
 
-def copy_tree(tests: list[str]) -> Path:
+def copy_tree(tests: list[str], files: list[str]) -> Path:
     """The working tree (tracked and untracked, not ignored files) copied to bench/.mutation/work."""
     work = WORK / "work"
     if work.exists():
@@ -203,7 +230,7 @@ def copy_tree(tests: list[str]) -> Path:
         "",
         "[tool.mutmut]",
         'source_paths = ["dbos_migrate/"]',
-        f"only_mutate = {json.dumps(FILES)}",
+        f"only_mutate = {json.dumps(files)}",
         f"pytest_add_cli_args = {json.dumps(args)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         "use_git_change_detection = false",
@@ -262,7 +289,7 @@ def main() -> int:
     else:
         tests = FAST_TESTS if ns.all_fast_tests else tests_for(groups)
         log("tests: " + " ".join(tests))
-        work = copy_tree(tests)
+        work = copy_tree(tests, list(dict.fromkeys(f for g in groups for f in GROUP_FILES.get(g, FILES))))
         (WORK / "tmp").mkdir(parents=True, exist_ok=True)
         patterns = ns.mutants or [p for g in groups for p in GROUPS[g]]
         cmd = ["nice", "-n", "10", str(bin_dir / "mutmut"), "run", "--max-children", str(ns.jobs), *patterns]

@@ -108,8 +108,15 @@ def _down_on_production(
 
 
 def test_guard_warning_names_the_target_and_the_commands(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    report, events, _ = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(_answering(app_db)))
+    prompts: list[str] = []
+
+    def ask(prompt: str, secret: bool) -> str | None:
+        prompts.append(prompt)
+        return _answering(app_db)(prompt, secret)
+
+    report, events, _ = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(ask))
     assert report.ok, report.error
+    assert prompts == [f"Type the app database name ({app_db}) to roll it back: "]
     (warning,) = [e for e in events if isinstance(e, GuardWarning)]
     assert warning.where is report.where and warning.where.app_database == app_db
     assert warning.commands == (f"touch {tmp_path / 'rolled'}",)
