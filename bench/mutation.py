@@ -167,6 +167,7 @@ GROUP_TESTS: dict[str, list[str]] = {
     # The lease is reached by every in-process run; these are the runs that look at it (its
     # renewal and expiry are tested only by tests/test_lease.py, in subprocesses).
     "lease": [
+        "tests/test_lease_unit.py",
         "tests/test_drop.py::test_a_live_lease_of_a_run_whose_lock_session_died_is_respected",
         "tests/test_verbs_inprocess.py::test_up_emits_the_run_in_order_and_prints_nothing_itself",
         "tests/test_safety_inprocess.py::test_a_held_lock_is_reported_while_waiting_and_named_on_timeout",
@@ -209,7 +210,7 @@ def venv() -> Path:
     return VENV / "bin"
 
 
-def copy_tree(tests: list[str], files: list[str]) -> Path:
+def copy_tree(tests: list[str], mutate: list[str]) -> Path:
     """The working tree (tracked and untracked, not ignored files) copied to bench/.mutation/work."""
     work = WORK / "work"
     if work.exists():
@@ -230,7 +231,7 @@ def copy_tree(tests: list[str], files: list[str]) -> Path:
         "",
         "[tool.mutmut]",
         'source_paths = ["dbos_migrate/"]',
-        f"only_mutate = {json.dumps(files)}",
+        f"only_mutate = {json.dumps(mutate)}",
         f"pytest_add_cli_args = {json.dumps(args)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         "use_git_change_detection = false",
