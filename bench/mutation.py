@@ -56,6 +56,26 @@ FILES = [
     "dbos_migrate/rehearse/diff/*",
 ]
 
+#: The files each group's functions live in: a run mutates only those of its groups (mutmut
+#: spends minutes generating the mutants of every file it may mutate, wanted or not).
+GROUP_FILES: dict[str, list[str]] = {
+    "guard": [
+        "dbos_migrate/settings/target.py",
+        "dbos_migrate/settings/conninfo.py",
+        "dbos_migrate/verbs/migrate.py",
+        "dbos_migrate/verbs/confirm.py",
+    ],
+    "scrubber": ["dbos_migrate/engine/scrub.py"],
+    "lock": ["dbos_migrate/engine/database.py", "dbos_migrate/engine/frame.py"],
+    "lease": ["dbos_migrate/engine/lease.py"],
+    "config": ["dbos_migrate/settings/config.py"],
+    "rehearsal": [
+        "dbos_migrate/rehearse/rules.py",
+        "dbos_migrate/rehearse/scratch.py",
+        "dbos_migrate/rehearse/diff/*",
+    ],
+}
+
 #: Mutant name patterns (fnmatch) per group. mutmut names a mutant
 #: `<module>.x_<function>__mutmut_<n>`, or `<module>.xǁ<Class>ǁ<method>__mutmut_<n>` for a method.
 GROUPS: dict[str, list[str]] = {
@@ -74,6 +94,7 @@ GROUPS: dict[str, list[str]] = {
         "dbos_migrate.engine.database.x_lock_holder__mutmut_*",
         "dbos_migrate.engine.database.x__channel__mutmut_*",
         "dbos_migrate.engine.database.x_acquire_lock__mutmut_*",
+        "dbos_migrate.engine.database.x_lock_timed_out__mutmut_*",
         "dbos_migrate.engine.database.x_release_lock__mutmut_*",
         "dbos_migrate.engine.database.x_holds_lock__mutmut_*",
         "dbos_migrate.engine.database.x_verify_lock__mutmut_*",
@@ -108,6 +129,66 @@ FAST_TESTS = [
 ]
 DESELECT = ["tests/test_scrub.py::test_password_in_every_spelling_never_reaches_output_or_history"]
 
+#: A narrower test selection per group, used instead of FAST_TESTS when only such groups run (the
+#: union of theirs). mutmut runs, for each mutant, every selected test that calls the mutated
+#: function; the lock and the guard are reached by every in-process `up`/`down`, so with FAST_TESTS
+#: each of their mutants costs a minute of in-process runs that check nothing about them.
+GROUP_TESTS: dict[str, list[str]] = {
+    "lock": [
+        f"tests/test_safety_inprocess.py::{name}"
+        for name in (
+            "test_the_creation_lock_is_released_only_once_the_app_database_lock_is_held",
+            "test_lock_holder_names_the_session_that_holds_the_lock",
+            "test_the_timeout_names_the_holder_or_says_it_has_since_ended",
+            "test_a_held_lock_is_reported_while_waiting_and_named_on_timeout",
+            "test_a_driver_error_while_taking_the_lock_becomes_a_database_error",
+            "test_verify_lock_stops_the_run_when_the_lock_or_its_session_is_gone",
+            "test_lock_keys_are_stable_across_versions",
+            "test_release_wakes_the_waiters_on_the_lock_channel",
+            "test_release_on_a_dead_session_is_silent",
+            "test_a_waiter_listens_while_it_waits_and_tries_first_once",
+            "test_a_waiter_names_a_new_holder_once_five_seconds_passed_and_never_the_same_twice",
+            "test_a_waiter_pauses_a_growing_jittered_while_and_never_past_its_deadline",
+        )
+    ],
+    "guard": [
+        "tests/test_target.py",
+        "tests/test_conninfo.py",
+        *(
+            f"tests/test_safety_inprocess.py::{name}"
+            for name in (
+                "test_down_on_production_runs_only_after_the_name_is_typed",
+                "test_guard_warning_names_the_target_and_the_commands",
+                "test_confirm_runs_only_on_the_exact_name",
+                "test_no_terminal_and_a_wrong_answer_are_refused_with_the_way_out",
+            )
+        ),
+    ],
+    # The lease is reached by every in-process run; these are the runs that look at it (its
+    # renewal and expiry are tested only by tests/test_lease.py, in subprocesses).
+    "lease": [
+        "tests/test_lease_unit.py",
+        "tests/test_drop.py::test_a_live_lease_of_a_run_whose_lock_session_died_is_respected",
+        "tests/test_verbs_inprocess.py::test_up_emits_the_run_in_order_and_prints_nothing_itself",
+        "tests/test_safety_inprocess.py::test_a_held_lock_is_reported_while_waiting_and_named_on_timeout",
+    ],
+    "config": ["tests/test_config.py", "tests/test_fuzz_config.py", "tests/test_target.py"],
+    "rehearsal": [
+        "tests/test_diff_unit.py",
+        "tests/test_rollback_unit.py",
+        "tests/test_rehearse.py::test_scratch_name_fits_63_bytes",
+        "tests/test_safety_inprocess.py::test_a_failing_command_still_drops_the_scratch_database",
+    ],
+}
+
+
+def tests_for(groups: list[str]) -> list[str]:
+    """GROUP_TESTS' union when every group has one, else FAST_TESTS."""
+    if not all(g in GROUP_TESTS for g in groups):
+        return FAST_TESTS
+    return list(dict.fromkeys(t for g in groups for t in GROUP_TESTS[g]))
+
+
 ALSO_COPY = ["schemas/", "examples/", "sample_app/", "docs/", "README.md", "action.yml"]
 
 #: mutmut's exit codes (mutmut/stats.py) in four columns; 33 is "no test covers it", None "not run yet".
@@ -129,7 +210,7 @@ def venv() -> Path:
     return VENV / "bin"
 
 
-def copy_tree() -> Path:
+def copy_tree(tests: list[str], mutate: list[str]) -> Path:
     """The working tree (tracked and untracked, not ignored files) copied to bench/.mutation/work."""
     work = WORK / "work"
     if work.exists():
@@ -150,9 +231,9 @@ def copy_tree() -> Path:
         "",
         "[tool.mutmut]",
         'source_paths = ["dbos_migrate/"]',
-        f"only_mutate = {json.dumps(FILES)}",
+        f"only_mutate = {json.dumps(mutate)}",
         f"pytest_add_cli_args = {json.dumps(args)}",
-        f"pytest_add_cli_args_test_selection = {json.dumps(FAST_TESTS)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         "use_git_change_detection = false",
         # Files the tests read relative to the checkout (the config schema, examples, docs).
         f"also_copy = {json.dumps(ALSO_COPY)}",
@@ -190,6 +271,7 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="show the groups and exit")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--mutants", action="append", help="run only these mutant name patterns (of the groups)")
+    parser.add_argument("--all-fast-tests", action="store_true", help="FAST_TESTS, not GROUP_TESTS")
     parser.add_argument("--report-only", action="store_true", help="tally the last run (even an interrupted one)")
     ns = parser.parse_args()
     if ns.list:
@@ -206,7 +288,9 @@ def main() -> int:
     if ns.report_only:
         work, rc = WORK / "work", -1
     else:
-        work = copy_tree()
+        tests = FAST_TESTS if ns.all_fast_tests else tests_for(groups)
+        log("tests: " + " ".join(tests))
+        work = copy_tree(tests, list(dict.fromkeys(f for g in groups for f in GROUP_FILES.get(g, FILES))))
         (WORK / "tmp").mkdir(parents=True, exist_ok=True)
         patterns = ns.mutants or [p for g in groups for p in GROUPS[g]]
         cmd = ["nice", "-n", "10", str(bin_dir / "mutmut"), "run", "--max-children", str(ns.jobs), *patterns]

@@ -581,6 +581,31 @@ def test_docker_secret_name_cannot_escape_the_directory(tmp_path: Path) -> None:
     assert cfg.name is not None and "leak" not in cfg.name.value
 
 
+def test_docker_secret_substitution_exactly(tmp_path: Path) -> None:
+    """config.substitute on DOCKER_SECRET: the file's text with only its line ending removed
+    (trailing blanks and letters are the secret's own); a missing file expands to nothing and
+    is named; a name that could leave the directory is left as written, whole."""
+    (tmp_path / "token").write_bytes(b"pa ss X  \r\n")
+    assert config.substitute("<${DOCKER_SECRET:token}>", {}, str(tmp_path)) == ("<pa ss X  >", ())
+    (tmp_path / "key").write_bytes(b"XsecretX\n")
+    assert config.substitute("${DOCKER_SECRET:key}", {}, str(tmp_path)) == ("XsecretX", ())
+    assert config.substitute("<${DOCKER_SECRET:nope}>", {}, str(tmp_path)) == ("<>", ("DOCKER_SECRET:nope",))
+    for text in ("${DOCKER_SECRET:../token}", "${DOCKER_SECRET:}", "${DOCKER_SECRET:a/b}"):
+        assert config.substitute(text, {}, str(tmp_path)) == (text, ())
+
+
+def test_only_docker_secret_values_that_were_read_are_kept_for_scrubbing(tmp_path: Path) -> None:
+    """Config.secrets (scrubbed from all output) holds each value read through DOCKER_SECRET,
+    and nothing else: not a variable's default, not a secret that could not be read."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text("s3cret-token\n", encoding="utf-8")
+    text = "name: ${APP:-fallback}\nenv:\n  TOKEN: ${DOCKER_SECRET:token}\n  OTHER: ${DOCKER_SECRET:nope}\n"
+    cfg = load(tmp_path, text, {"DBOS_MIGRATE_SECRETS_DIR": str(secrets)})
+    assert cfg.name is not None and cfg.name.value == "fallback"
+    assert cfg.secrets == ("s3cret-token",)
+
+
 # Values that would change the document if substituted into the raw text.
 HOSTILE_VALUES = [
     "a: b",
@@ -754,6 +779,26 @@ def test_app_db_name_limit_counts_bytes_not_characters() -> None:
     with pytest.raises(UsageError) as info:
         check_app_db_name(name, "database.app_db_name")
     assert "64 bytes" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a" * 64, "app database name from SRC is 64 bytes long; PostgreSQL truncates names past 63 bytes, "
+                   "so two apps could collide"),
+        ("My-App", "app database name 'My-App' from SRC is not valid: it must match ^[a-z_][a-z0-9_]*$"),
+        ("template1", "app database name 'template1' from SRC is a database every PostgreSQL instance has, "
+                      "not an app's own"),
+        ("dbos_rehearse_x", "app database name 'dbos_rehearse_x' from SRC starts with 'dbos_rehearse_', which is "
+                            "kept for the rehearsal's scratch databases (dropped after each rehearsal)"),
+    ],
+    ids=["too-long", "invalid", "reserved", "scratch-prefix"],
+)
+def test_each_app_db_name_refusal_says_why_and_how_to_fix_it(name: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        check_app_db_name(name, "SRC")
+    assert info.value.message == message
+    assert info.value.hint == "set database.app_db_name to a name of lowercase letters, digits and underscores"
 
 
 # ---------------------------------------------------------------------------- files

@@ -5,6 +5,7 @@ rehearse/rules.py asserted by at least one case (test_every_rule_has_a_unit_case
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -209,6 +210,151 @@ def test_renamed_index_and_constraint() -> None:
     assert sorted(rules(before, after)) == [
         ("SAFE011", "public.orders.amount_positive"), ("SAFE011", "public.orders_by_amount"),
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- what each change says
+# The cases above check which rule fires; these check everything a finding carries (its detail,
+# the group the text output files it under, its table), as the report shows it.
+
+
+def _scenarios() -> Iterator[tuple[str, Snapshot, Snapshot]]:
+    """Before/after pairs, one or more per way the differ recognises a change."""
+    other = table(200, "audit", col("at", 1, "timestamptz"))
+    yield "tables dropped and added", snap(ORDERS), snap(other)
+    yield "table renamed", snap(ORDERS), snap(replace(ORDERS, name="purchases"))
+    yield "table recreated", snap(ORDERS), snap(replace(ORDERS, oid=301, relfilenode=301))
+    yield "column renamed", snap(ORDERS), snap(table(100, "orders", col("id", 1, notnull=True), col("total", 2, "numeric(10,2)"), col("note", 3, "text")))
+    yield "columns dropped", snap(ORDERS), snap(table(100, "orders", col("id", 1, notnull=True)))
+    grown = replace(ORDERS, columns={**ORDERS.columns, "extra": col("extra", 4, notnull=True), "flag": col("flag", 5, "boolean", notnull=True, default="false"), "memo": col("memo", 6, "text")})
+    yield "columns added", snap(ORDERS), snap(grown)
+    before = table(1, "t", col("a", 1, "numeric(10,2)"), col("b", 2, "numeric(10,2)"), col("c", 3, "character varying(10)"), col("d", 4, default="0"), col("e", 5, notnull=True, default="1"), col("f", 6, notnull=True), col("g", 7))
+    after = table(1, "t", col("a", 1, "numeric(12,2)"), col("b", 2, "text"), col("c", 3, "character varying(20)"), col("d", 4, notnull=True, default="1"), col("e", 5, notnull=True), col("f", 6), col("g", 7, default="'x'::text"))
+    yield "columns changed", snap(before), snap(after)
+    unique = Constraint(10, 100, "orders_note_key", "u", "UNIQUE (note)", True, 11, ("note",))
+    backing = Index(11, "public", "orders_note_key", 100, "CREATE UNIQUE INDEX ...", True, True, False, True, ("note",))
+    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
+    concurrent = replace(plain, oid=13, name="orders_note_idx", definition="CREATE INDEX ... (note)", concurrently=True,
+                         columns=("note",))  # fmt: skip
+    yield "unique dropped, index added concurrently", snap(ORDERS, constraints={10: unique}, indexes={11: backing, 12: plain}), snap(ORDERS, indexes={12: plain, 13: concurrent})
+    yield "index added with a lock", snap(ORDERS, indexes={12: plain}), snap(ORDERS, indexes={12: plain, 14: replace(plain, oid=14, name="orders_note_idx2")})
+    check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", False, 0, ("amount",))
+    yield "check added not valid", snap(ORDERS), snap(ORDERS, constraints={15: check})
+    yield "check added validated", snap(ORDERS), snap(ORDERS, constraints={15: replace(check, validated=True)})
+    vcheck = replace(check, validated=True)
+    yield "check and index dropped", snap(ORDERS, constraints={15: vcheck}, indexes={12: plain}), snap(ORDERS)
+    yield "index and constraint renamed", snap(ORDERS, indexes={12: plain}, constraints={15: vcheck}), snap(ORDERS, indexes={12: replace(plain, name="orders_by_amount")}, constraints={15: replace(vcheck, name="amount_positive")})
+    yield "check dropped and added anew", snap(ORDERS, constraints={15: vcheck}), snap(ORDERS, constraints={17: replace(vcheck, oid=17, definition="CHECK (amount >= 0)")})
+    fk = Constraint(16, 100, "orders_customer_fk", "f", "FOREIGN KEY (id) REFERENCES customers(id)", True, 0, ("id",))
+    yield "foreign key added", snap(ORDERS), snap(ORDERS, constraints={16: fk})
+    mood = Enum(50, "public.mood", ("happy", "sad"))
+    view = View(60, "public.totals", "v", "SELECT ...", ("id", "amount"))
+    fn = Function(70, "public", "total", "integer", "numeric", "f", "abc")
+    yield "enum, view, function changed", snap(enums={50: mood}, views={60: view}, functions={70: fn}), snap(enums={50: replace(mood, labels=("happy", "ok"))}, views={60: replace(view, columns=("id",))}, functions={70: replace(fn, result="integer")})
+    yield "enum, view, function dropped", snap(enums={50: mood}, views={60: view}, functions={70: fn}), snap()
+    yield "enum renamed, view and function redefined", snap(enums={50: mood}, views={60: view}, functions={70: fn}), snap(enums={50: replace(mood, qualname="public.feeling")}, views={60: replace(view, definition="SELECT 2")}, functions={70: replace(fn, body="def")})
+    yield "enum, view, function added", snap(), snap(enums={51: Enum(51, "public.mood", ("ok",))}, views={61: View(61, "public.big_orders", "v", "SELECT ...", ("id",))}, functions={71: Function(71, "public", "order_total", "integer", "numeric", "f", "h1")})
+    trigger = Function(72, "public", "touch", "", "trigger", "f", "h")
+    proc = Function(73, "public", "tidy", "", "void", "p", "h")
+    yield "trigger function and procedure dropped", snap(functions={72: trigger, 73: proc}), snap()
+
+
+_EVERY_CHANGE_IN_FULL: dict[str, list[tuple[str, str, str, str, str | None]]] = {
+    'tables dropped and added': [
+        ('BRK001', 'public.orders', 'table public.orders dropped (id, amount, note)', 'table public.orders', 'public.orders'),
+        ('SAFE001', 'public.audit', 'table public.audit added (at)', 'table public.audit', 'public.audit'),
+    ],
+    'table renamed': [
+        ('BRK003', 'public.orders', 'table public.orders renamed to public.purchases', 'table public.purchases', 'public.purchases'),
+    ],
+    'table recreated': [
+        ('LCK002', 'public.orders', 'table public.orders dropped and re-created: its rows are not carried over unless the migration copies them', 'table public.orders', 'public.orders'),
+    ],
+    'column renamed': [
+        ('BRK004', 'public.orders.amount', 'column amount renamed to total', 'table public.orders', 'public.orders'),
+    ],
+    'columns dropped': [
+        ('BRK002', 'public.orders.amount', 'column amount (numeric(10,2)) dropped', 'table public.orders', 'public.orders'),
+        ('BRK002', 'public.orders.note', 'column note (text) dropped', 'table public.orders', 'public.orders'),
+    ],
+    'columns added': [
+        ('BRK007', 'public.orders.extra', 'column extra integer NOT NULL added without a default', 'table public.orders', 'public.orders'),
+        ('SAFE002', 'public.orders.flag', 'column flag boolean NOT NULL added DEFAULT false', 'table public.orders', 'public.orders'),
+        ('SAFE002', 'public.orders.memo', 'column memo text added', 'table public.orders', 'public.orders'),
+    ],
+    'columns changed': [
+        ('BRK005', 'public.t.b', 'column b type numeric(10,2) → text', 'table public.t', 'public.t'),
+        ('BRK006', 'public.t.d', 'column d SET NOT NULL', 'table public.t', 'public.t'),
+        ('BRK012', 'public.t.e', 'column e (NOT NULL) lost its default 1', 'table public.t', 'public.t'),
+        ('SAFE004', 'public.t.a', 'column a type numeric(10,2) → numeric(12,2)', 'table public.t', 'public.t'),
+        ('SAFE004', 'public.t.c', 'column c type character varying(10) → character varying(20)', 'table public.t', 'public.t'),
+        ('SAFE010', 'public.t.d', 'column d default 0 → 1', 'table public.t', 'public.t'),
+        ('SAFE008', 'public.t.f', 'column f DROP NOT NULL', 'table public.t', 'public.t'),
+        ('SAFE010', 'public.t.g', "column g default no default → 'x'::text", 'table public.t', 'public.t'),
+    ],
+    'unique dropped, index added concurrently': [
+        ('BRK011', 'public.orders.orders_note_key', 'unique constraint orders_note_key dropped: UNIQUE (note)', 'table public.orders', 'public.orders'),
+        ('SAFE003', 'public.orders_note_idx', 'index orders_note_idx added: CREATE INDEX ... (note) (built CONCURRENTLY)', 'table public.orders', 'public.orders'),
+    ],
+    'index added with a lock': [
+        ('LCK001', 'public.orders_note_idx2', 'index orders_note_idx2 added: CREATE INDEX ... (amount)', 'table public.orders', 'public.orders'),
+    ],
+    'check added not valid': [
+        ('SAFE009', 'public.orders.positive', 'check constraint positive added NOT VALID: CHECK (amount > 0)', 'table public.orders', 'public.orders'),
+    ],
+    'check added validated': [
+        ('LCK003', 'public.orders.positive', 'check constraint positive added (scans the table under lock): CHECK (amount > 0)', 'table public.orders', 'public.orders'),
+    ],
+    'check and index dropped': [
+        ('SAFE008', 'public.orders.positive', 'check constraint positive dropped: CHECK (amount > 0)', 'table public.orders', 'public.orders'),
+        ('SAFE008', 'public.orders_amount_idx', 'index orders_amount_idx dropped: CREATE INDEX ... (amount)', 'table public.orders', 'public.orders'),
+    ],
+    'index and constraint renamed': [
+        ('SAFE011', 'public.orders.amount_positive', 'constraint positive renamed to amount_positive', 'table public.orders', 'public.orders'),
+        ('SAFE011', 'public.orders_by_amount', 'index orders_amount_idx renamed to orders_by_amount', 'table public.orders', 'public.orders'),
+    ],
+    'check dropped and added anew': [
+        ('LCK003', 'public.orders.positive', 'check constraint positive re-created: CHECK (amount > 0) → CHECK (amount >= 0)', 'table public.orders', 'public.orders'),
+    ],
+    'foreign key added': [
+        ('LCK003', 'public.orders.orders_customer_fk', 'foreign key constraint orders_customer_fk added (scans the table under lock): FOREIGN KEY (id) REFERENCES customers(id)', 'table public.orders', 'public.orders'),
+    ],
+    'enum, view, function changed': [
+        ('BRK008', 'public.mood', 'enum public.mood lost value(s): sad', 'type public.mood', None),
+        ('SAFE005', 'public.mood', 'enum public.mood gained value(s): ok', 'type public.mood', None),
+        ('BRK009', 'public.totals', 'view public.totals lost column(s): amount', 'view public.totals', None),
+        ('BRK010', 'public.total(integer)', 'function public.total(integer) return type numeric → integer', 'function public.total(integer)', None),
+    ],
+    'enum, view, function dropped': [
+        ('BRK008', 'public.mood', 'enum public.mood dropped (values: happy, sad)', 'type public.mood', None),
+        ('BRK009', 'public.totals', 'view public.totals dropped', 'view public.totals', None),
+        ('BRK010', 'public.total(integer)', 'function public.total(integer) dropped', 'function public.total(integer)', None),
+    ],
+    'enum renamed, view and function redefined': [
+        ('BRK008', 'public.mood', 'enum public.mood renamed to public.feeling (values: happy, sad)', 'type public.mood', None),
+        ('SAFE007', 'public.totals', 'view public.totals query changed', 'view public.totals', None),
+        ('SAFE007', 'public.total(integer)', 'function public.total(integer) body changed', 'function public.total(integer)', None),
+    ],
+    'enum, view, function added': [
+        ('SAFE006', 'public.mood', 'enum public.mood added (ok)', 'type public.mood', None),
+        ('SAFE006', 'public.big_orders', 'view public.big_orders added', 'view public.big_orders', None),
+        ('SAFE006', 'public.order_total(integer)', 'function public.order_total(integer) added', 'function public.order_total(integer)', None),
+    ],
+    'trigger function and procedure dropped': [
+        ('SAFE008', 'public.touch()', 'function public.touch() dropped', 'function public.touch()', None),
+        ('BRK010', 'public.tidy()', 'procedure public.tidy() dropped', 'function public.tidy()', None),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_EVERY_CHANGE_IN_FULL))
+def test_every_change_says_what_changed_where(name: str) -> None:
+    (before, after) = next((b, a) for n, b, a in _scenarios() if n == name)
+    found = [(c.rule, c.object, c.detail, c.group, c.table) for c in diff(before, after)]
+    assert found == _EVERY_CHANGE_IN_FULL[name]
+
+
+def test_every_scenario_has_its_expectation() -> None:
+    assert [n for n, _, _ in _scenarios()] == list(_EVERY_CHANGE_IN_FULL)
 
 
 # ---------------------------------------------------------------------------- the data rules (DATA0xx)

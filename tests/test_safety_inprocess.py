@@ -108,8 +108,15 @@ def _down_on_production(
 
 
 def test_guard_warning_names_the_target_and_the_commands(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    report, events, _ = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(_answering(app_db)))
+    prompts: list[str] = []
+
+    def ask(prompt: str, secret: bool) -> str | None:
+        prompts.append(prompt)
+        return _answering(app_db)(prompt, secret)
+
+    report, events, _ = _down_on_production(tmp_path, pg_url, app_db, _PromptContext(ask))
     assert report.ok, report.error
+    assert prompts == [f"Type the app database name ({app_db}) to roll it back: "]
     (warning,) = [e for e in events if isinstance(e, GuardWarning)]
     assert warning.where is report.where and warning.where.app_database == app_db
     assert warning.commands == (f"touch {tmp_path / 'rolled'}",)
@@ -279,6 +286,32 @@ def test_lock_holder_names_the_session_that_holds_the_lock(pg_url: str, app_db: 
         assert not db.holds_lock(other, key)
 
 
+def test_the_timeout_names_the_holder_or_says_it_has_since_ended() -> None:
+    """The LockTimeout's message when the last look found the holder, and when the holder ended
+    between the last failed try and that look (the race acquire_lock cannot stage on demand)."""
+    from datetime import datetime, timezone
+
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.errors import LockTimeout
+    from dbos_migrate.model import LockHolder
+
+    hint = (
+        "wait for that run to finish, raise --lock-timeout, or end the holder's session "
+        "(SELECT pg_terminate_backend(pid)) if it is stuck"
+    )
+    gone = db.lock_timed_out("app_db", 1.92006, None)
+    assert isinstance(gone, LockTimeout)
+    assert gone.message == "could not take the migration lock for 'app_db' within 2s; held by a session that has since ended"
+    assert gone.hint == hint
+    holder = LockHolder(4242, "deploy", "10.0.0.7", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "ops")
+    named = db.lock_timed_out("app_db", 0.3, holder)
+    assert named.message == (
+        "could not take the migration lock for 'app_db' within 0.3s; "
+        "held by deploy, pid 4242, user ops, from 10.0.0.7, since 2026-01-02 03:04:05 UTC"
+    )
+    assert named.hint == hint
+
+
 def test_a_held_lock_is_reported_while_waiting_and_named_on_timeout(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """`up` while another session holds the app database's lock: a WaitingForLock event names the
     holder and the time left (the sink then releases the lock, and the run goes on); with
@@ -398,6 +431,148 @@ def test_release_wakes_the_waiters_on_the_lock_channel(pg_url: str, app_db: str)
         # Waits for the condition (a notification), not for a time: 60 s is only a bound for a broken server.
         heard = [n.channel for n in waiter.notifies(timeout=60, stop_after=1)]
         assert heard == [f"dbos_migrate_lock_{key}"]
+
+
+class _SteppedClock:
+    """time.monotonic for acquire_lock in another thread, in lock step with the test: each call
+    waits until the test answers it with a time. Between two calls the waiter does one turn of
+    its loop, so whatever it reported for one answer is known when the next call arrives."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.calls: queue.Queue[None] = queue.Queue()
+        self.answers: queue.Queue[float] = queue.Queue()
+
+    def monotonic(self) -> float:
+        self.calls.put(None)
+        return self.answers.get(timeout=60)
+
+    def answer(self, now: float) -> None:
+        """Wait for the waiter's next call (60 s bounds a broken test, it is not a timing), answer `now`."""
+        self.calls.get(timeout=60)
+        self.answers.put(now)
+
+    def called_again(self, thread: Any) -> bool:
+        """Wait until the waiter's thread ends (False) or it calls the clock once more (True)."""
+        bound = time.monotonic() + 60
+        while thread.is_alive() and self.calls.empty() and time.monotonic() < bound:
+            thread.join(timeout=0.01)
+        return not self.calls.empty()
+
+
+def test_a_waiter_names_a_new_holder_once_five_seconds_passed_and_never_the_same_twice(
+    pg_url: str, app_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While it waits, acquire_lock looks up the holder at first and then once more than 5 s
+    have passed since its last look (on its clock, driven here step by step), and reports a
+    holder only when it differs from the last one reported, with the time left."""
+    import threading
+    from types import SimpleNamespace
+
+    from dbos_migrate.engine import database as db
+
+    clock = _SteppedClock()
+    monkeypatch.setattr(db, "time", SimpleNamespace(monotonic=clock.monotonic))
+    key = db.lock_key(app_db)
+    reports: list[tuple[int, float]] = []
+    failed: list[BaseException] = []
+    with psycopg.connect(pg_url, autocommit=True) as first, psycopg.connect(pg_url, autocommit=True) as second, \
+            psycopg.connect(pg_url, autocommit=True) as waiter:  # fmt: skip
+        first.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+
+        def wait() -> None:
+            try:
+                db.acquire_lock(waiter, key, "postgres", timeout=300,
+                                on_wait=lambda h, left: reports.append((h.pid if h else 0, left)))  # fmt: skip
+            except BaseException as exc:  # checked in the test's thread below
+                failed.append(exc)
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        a, b = first.info.backend_pid, second.info.backend_pid
+        clock.answer(1.0)  # the deadline: 301 (a clock that starts near 0, as right after boot)
+        clock.answer(1.0)  # the first wait: the holder is looked up and reported
+        clock.answer(1.0)
+        assert reports == [(a, 300.0)]
+        clock.answer(6.5)  # looked up again: the same holder is not reported again
+        clock.answer(6.5)
+        assert reports == [(a, 300.0)]
+        # The waiter is stopped in its clock: the lock changes hands without it trying meanwhile.
+        clock.calls.get(timeout=60)
+        db.release_lock(first, key)
+        second.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        clock.answers.put(6.5)
+        clock.answer(11.5)  # exactly 5 s after the last look: not yet
+        clock.answer(12.0)  # more than 5 s: looked up, and the new holder is reported
+        clock.calls.get(timeout=60)
+        assert reports == [(a, 300.0), (b, 289.0)]
+        db.release_lock(second, key)
+        clock.answers.put(12.0)
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not failed, failed
+        assert db.holds_lock(waiter, key)
+        db.release_lock(waiter, key)
+
+
+def test_a_waiter_pauses_a_growing_jittered_while_and_never_past_its_deadline(
+    pg_url: str, app_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two tries a waiter pauses on its LISTEN connection, returning at the first
+    notification: the pause starts at 5 ms, grows by half each turn up to a quarter second, is
+    jittered by 0.5 to 1.5, and never outlasts the deadline (at least 1 ms). The clock is driven
+    step by step and the jitter is fixed at its low end; what the waiter asks of the connection
+    is recorded (the wait itself is real)."""
+    import threading
+    from types import SimpleNamespace
+
+    from dbos_migrate.engine import database as db
+    from dbos_migrate.errors import LockTimeout
+
+    clock = _SteppedClock()
+    jitters: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        jitters.append((low, high))
+        return low
+
+    monkeypatch.setattr(db, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(db, "random", SimpleNamespace(uniform=uniform))
+    key = db.lock_key(app_db)
+    pauses: list[tuple[float, object]] = []
+    failed: list[BaseException] = []
+    with psycopg.connect(pg_url, autocommit=True) as holder, psycopg.connect(pg_url, autocommit=True) as waiter:
+        holder.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
+        notifies = waiter.notifies
+
+        def recording(*, timeout: float, stop_after: object = "unset") -> Any:
+            pauses.append((timeout, stop_after))
+            return notifies(timeout=timeout, stop_after=1 if stop_after == "unset" else stop_after)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(waiter, "notifies", recording)
+
+        def wait() -> None:
+            try:
+                db.acquire_lock(waiter, key, "postgres", timeout=300, on_wait=lambda h, left: None)
+            except BaseException as exc:  # checked in the test's thread below
+                failed.append(exc)
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        clock.answer(1000.0)  # the deadline: 1300
+        for _ in range(12):
+            clock.answer(1000.0)
+        clock.answer(1299.9999)  # a tenth of a millisecond left: the pause is 1 ms
+        clock.answer(1300.0)  # the deadline itself: the wait is over
+        assert not clock.called_again(thread) and not thread.is_alive()
+    delays = [0.005]
+    while len(delays) < 12:
+        delays.append(min(delays[-1] * 1.5, 0.25))
+    assert delays[-1] == 0.25 and delays[-3] < 0.25
+    assert [p[1] for p in pauses] == [1] * 13
+    assert [p[0] for p in pauses] == pytest.approx([d * 0.5 for d in delays] + [0.001])
+    assert jitters == [(0.5, 1.5)] * 13
+    assert len(failed) == 1 and isinstance(failed[0], LockTimeout), failed
 
 
 def test_release_on_a_dead_session_is_silent(pg_url: str, app_db: str) -> None:
