@@ -1,0 +1,187 @@
+"""The scrubber's exact rules, case by case: what a stream holds back and releases, where a
+mask goes when a password is split between reads or pipes, and what the pattern admits.
+
+tests/test_scrub.py proves that no spelling of a password gets through; these pin the rest of
+the behaviour docs/security.md describes ("Streams", "Short passwords"), so that a change that
+leaks nothing but holds output too long, drops a mask, or masks too much is caught too. Each
+case was found by mutation testing (docs/mutation.md): a change of the scrubber that every
+other fast test passed.
+"""
+
+from __future__ import annotations
+
+import io
+
+from dbos_migrate.engine.scrub import MASK, Scrubber, _spellings
+
+BMASK = MASK.encode()
+
+
+def widest(secret: str) -> str:
+    """The secret with each character in its widest spelling: `Scrubber.longest` bytes."""
+    out = []
+    for i, ch in enumerate(secret):
+        nxt = secret[i + 1] if i + 1 < len(secret) else None
+        spelling = _spellings(ch, nxt)[0]  # longest first
+        out.append("".join(atom.chars[0] * atom.hi for atom in spelling.atoms))
+    return "".join(out)
+
+
+class Sinks:
+    """A command's two sinks, recording every write in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[int, bytes]] = []
+        self.flushes = 0
+        self.out = self._Sink(self, 0)
+        self.err = self._Sink(self, 1)
+
+    class _Sink(io.BytesIO):
+        def __init__(self, owner: Sinks, index: int) -> None:
+            super().__init__()
+            self.owner, self.index = owner, index
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            self.owner.log.append((self.index, bytes(data)))
+            return super().write(data)
+
+        def flush(self) -> None:
+            self.owner.flushes += 1
+
+    def terminal(self) -> bytes:
+        return b"".join(data for _, data in self.log)
+
+    def pipe(self, index: int) -> bytes:
+        return b"".join(data for i, data in self.log if i == index)
+
+
+def run_pipes(s: Scrubber, reads: list[tuple[int, bytes]]) -> Sinks:
+    sinks = Sinks()
+    feeders = s.streams(sinks.out, sinks.err)
+    for pipe, chunk in reads:
+        feeders[pipe].feed(chunk)
+    feeders[0].flush()
+    feeders[1].flush()
+    return sinks
+
+
+# ---------------------------------------------------------------------------- what a stream holds
+
+
+def test_a_complete_match_is_released_at_once_whatever_follows() -> None:
+    """A match that is complete is masked and released with the read; what follows it is
+    released too when it cannot begin the password."""
+    s = Scrubber(["abcd"])
+    for after in (b" ", b"XXXX", b"xyz!"):
+        stream = s.stream()
+        assert stream.feed(b"abcd" + after) == BMASK + after, after
+        assert stream.flush() == b""
+
+
+def test_only_the_first_four_characters_are_checked_when_holding_back() -> None:
+    """docs/security.md, "Streams": a tail is held from where it could begin a password, and
+    only its first four characters are checked; past them it is held whatever follows, until
+    a newline or the end decides it."""
+    s = Scrubber(["abcdefgh"])
+    stream = s.stream()
+    assert stream.feed(b"x abcZ") == b"x abcZ"  # the fourth character rules it out
+    assert stream.feed(b" abcdZ") == b" "  # four characters matched: held
+    assert stream.feed(b"Z\n") == b"abcdZZ\n"
+
+
+def test_a_widest_spelling_at_the_end_of_a_read_is_masked_at_once() -> None:
+    """At most the longest spelling minus one byte is held: a match that takes the whole of
+    the longest spelling, ending the read, is decided and masked with it."""
+    for secret in ("abcd", "pw-é-x"):
+        s = Scrubber([secret])
+        form = widest(secret).encode()
+        assert len(form) == s.longest
+        assert s.data(form) == BMASK
+        stream = s.stream()
+        assert stream.feed(b"x" + form) == b"x" + BMASK, form
+        assert stream.flush() == b""
+
+
+# ---------------------------------------------------------------------------- stdout + stderr
+
+
+def test_a_secret_split_between_the_pipes_at_the_very_end_is_masked() -> None:
+    """The two pipes read together decide their tail at the end of the output too: halves that
+    meet only there, with no newline after them, are masked (a short password as well)."""
+    for secret, text in (("Xy7$p@ss:w/o%r", "url: Xy7$p@ss:w/o%r"), ("ab", "pw: ab")):
+        s = Scrubber([secret])
+        raw = text.encode()
+        start = raw.index(secret.encode())
+        for cut in range(start + 1, len(raw)):
+            sinks = run_pipes(s, [(0, raw[:cut]), (1, raw[cut:])])
+            assert sinks.pipe(0) == raw[:start] + BMASK, (secret, cut)
+            assert sinks.pipe(1) == b"", (secret, cut)
+
+
+def test_a_secret_on_one_pipe_after_a_false_start_gets_its_mask() -> None:
+    """stdout holds a false start (`abcd` could begin the password), then writes the password
+    in two pieces with stderr lines between: only stdout read alone has the match, which begins
+    where an earlier read of stdout ended. The mask goes where the match begins."""
+    s = Scrubber(["abcdefgh"])
+    reads = [(0, b"abcd"), (1, b"n\n"), (0, b"abcdef"), (1, b"m\n"), (0, b"gh\n")]
+    sinks = run_pipes(s, reads)
+    assert sinks.pipe(0) == b"abcd" + BMASK + b"\n"
+    assert sinks.pipe(1) == b"n\nm\n"
+
+
+def test_a_line_that_begins_the_password_is_released_with_its_newline() -> None:
+    """Complete lines are released at once when no password holds a newline, even a line that
+    begins like the password: it is the last newline of the read that decides."""
+    s = Scrubber(["abcdefgh"])
+    stream = s.stream()
+    assert stream.feed(b"1\nabcd\nabcd\n") == b"1\nabcd\nabcd\n"
+    assert stream.feed(b"abcd\nx abcd") == b"abcd\nx "
+
+
+def test_at_most_the_longest_spelling_minus_one_byte_is_held() -> None:
+    """A read whose beginning looks like the password, then goes on far longer than any
+    spelling of it, is released but for its last possible beginning."""
+    s = Scrubber(["abcdefgh"])
+    stream = s.stream()
+    text = b"abcd" + b"x" * (2 * s.longest) + b"a"
+    assert stream.feed(text) == text[:-1]
+    assert stream.flush() == b"a"
+
+
+def test_a_short_password_is_judged_by_the_byte_after_it_across_reads() -> None:
+    """A password of fewer than four characters is masked only as a whole token; in any
+    spelling, a letter right after it (in the next read) makes it part of a word, not a token.
+    The stream must wait for that byte even after a spelling as wide as it gets."""
+    s = Scrubber(["ab"])
+    first = widest("a")
+    for spelling in _spellings("b", None):
+        form = (first + "".join(atom.chars[0] * atom.hi for atom in spelling.atoms)).encode()
+        for after, expected in ((b"x", b"<" + form + b"x"), (b" ", b"<***" + b" ")):
+            whole = b"<" + form + after
+            assert s.data(whole) == expected, whole
+            for cut in range(len(whole) + 1):
+                stream = s.stream()
+                assert stream.feed(whole[:cut]) + stream.feed(whole[cut:]) + stream.flush() == expected, (
+                    whole,
+                    cut,
+                )
+
+
+def test_a_match_that_ends_a_read_does_not_begin_another() -> None:
+    """The byte before a read (kept to judge a short password's token) is never the start of
+    a new match: `%ab%ab%` holds one `%ab%`, not two overlapping ones, however it is read;
+    a match that starts right after that byte is found, and so is every match after a near
+    miss. With filler, the sparse search (bytes.find to each byte that may begin a match) is
+    used rather than the regex's own."""
+    s = Scrubber(["%ab%"])
+    cases = [(b"%ab%ab%", b"***ab%"), (b"%ab%%ab%", b"******"), (b"%a %ab% %ab%", b"%a *** ***")]
+    for filler in (b"", b"." * 400):
+        for whole, expected in cases:
+            whole, expected = whole + filler, expected + filler
+            assert s.data(whole) == expected
+            for cut in range(len(whole) + 1):
+                stream = s.stream()
+                assert stream.feed(whole[:cut]) + stream.feed(whole[cut:]) + stream.flush() == expected, (
+                    whole,
+                    cut,
+                )
