@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 
-from dbos_migrate.engine.scrub import MASK, Scrubber, _spellings
+from dbos_migrate.engine.scrub import _MAX_PENDING, MASK, Scrubber, _spellings
 
 BMASK = MASK.encode()
 
@@ -174,7 +174,12 @@ def test_a_match_that_ends_a_read_does_not_begin_another() -> None:
     miss. With filler, the sparse search (bytes.find to each byte that may begin a match) is
     used rather than the regex's own."""
     s = Scrubber(["%ab%"])
-    cases = [(b"%ab%ab%", b"***ab%"), (b"%ab%%ab%", b"******"), (b"%a %ab% %ab%", b"%a *** ***")]
+    cases = [
+        (b"%ab%ab%", b"***ab%"),
+        (b"%ab%%ab%", b"******"),
+        (b"%a %ab% %ab%", b"%a *** ***"),
+        (b"%%ab%", b"%***"),
+    ]
     for filler in (b"", b"." * 400):
         for whole, expected in cases:
             whole, expected = whole + filler, expected + filler
@@ -185,3 +190,48 @@ def test_a_match_that_ends_a_read_does_not_begin_another() -> None:
                     whole,
                     cut,
                 )
+
+
+def test_halves_that_meet_only_in_arrival_order_hold_both_pipes() -> None:
+    """The two pipes read together can hold a beginning that neither pipe holds alone
+    (`a` on stderr, `bcd` on stdout, `e` on stderr): nothing of it is released until the
+    password is complete, and then it is masked where it starts."""
+    s = Scrubber(["abcdefgh"])
+    sinks = Sinks()
+    out, err = s.streams(sinks.out, sinks.err)
+    err.feed(b"a")
+    out.feed(b"bcd")
+    err.feed(b"e")
+    assert sinks.terminal() == b""
+    out.feed(b"fgh")
+    out.flush()
+    err.flush()
+    assert sinks.terminal() == BMASK
+    assert sinks.pipe(1) == BMASK
+
+
+def test_the_other_pipe_waits_up_to_exactly_one_mebibyte() -> None:
+    """docs/security.md, "Streams": behind one pipe's undecided tail, the other pipe's output
+    waits; after 1 MiB it is released anyway. Up to exactly 1 MiB the held tail stays held
+    (and is masked when the password completes), also late in a long output."""
+    secret = "Xy7$p@ss:w/o%r"
+    for before in (0, 600 * 1024):
+        s = Scrubber([secret])
+        reads = [(1, b"." * before + b"\n")] if before else []
+        reads += [
+            (0, b"pw: Xy7$"),
+            (1, b"x" * (_MAX_PENDING - 4)),
+            (0, b"p@ss:w/o%r\n"),
+        ]
+        sinks = run_pipes(s, reads)
+        assert sinks.pipe(0) == b"pw: " + BMASK + b"\n", before
+
+
+def test_a_run_released_with_a_match_on_the_other_pipe_keeps_to_its_own_bytes() -> None:
+    """Both pipes released at once, the password in the middle of stderr's part: each pipe
+    gets exactly its own bytes, the mask where the password was."""
+    s = Scrubber(["Xy7$p@ss:w/o%r"])
+    sinks = run_pipes(s, [(0, b"Xy7"), (1, b"noise Xy7$p@ss:w/o%r more\n"), (0, b"!\n")])
+    assert sinks.pipe(0) == b"Xy7!\n"
+    assert sinks.pipe(1) == b"noise " + BMASK + b" more\n"
+    assert sinks.terminal() == b"Xy7noise " + BMASK + b" more\n!\n"
