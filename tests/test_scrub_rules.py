@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import io
 
+from helpers import examples
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
 from dbos_migrate.engine.scrub import _MAX_PENDING, MASK, Scrubber, _spellings
 
 BMASK = MASK.encode()
@@ -235,3 +239,66 @@ def test_a_run_released_with_a_match_on_the_other_pipe_keeps_to_its_own_bytes() 
     assert sinks.pipe(0) == b"Xy7!\n"
     assert sinks.pipe(1) == b"noise " + BMASK + b" more\n"
     assert sinks.terminal() == b"Xy7noise " + BMASK + b" more\n!\n"
+
+
+def test_a_password_with_a_newline_split_between_the_pipes_gets_its_mask() -> None:
+    """A password that holds a newline, its last character on stderr: the two pipes read
+    together find it; the mask goes on stdout where it starts, and stderr's part is dropped."""
+    s = Scrubber(["'éu\n"])
+    sinks = run_pipes(s, [(1, b"%"), (0, "&apos;éu".encode()), (1, b"\n;")])
+    assert sinks.pipe(0) == BMASK
+    assert sinks.pipe(1) == b"%;"
+
+
+def test_the_record_of_interleaved_reads_is_trimmed_as_output_is_released() -> None:
+    """docs/security.md, "Streams": memory stays flat however long the output. Where each
+    pipe's reads arrived is kept only for bytes not yet released, so two pipes that take turns
+    for a long time keep no growing record."""
+    s = Scrubber(["Xy7$p@ss:w/o%r"])
+    sinks = Sinks()
+    out, err = s.streams(sinks.out, sinks.err)
+    for _ in range(300):
+        out.feed(b".")
+        err.feed(b"-" * 10)
+    merge = out._merge
+    assert sum(len(places) for places in merge._places) <= 2
+    assert len(merge._runs) <= 1
+    assert sinks.pipe(0) == b"." * 300
+
+
+# A secret and reads drawn near its spellings: the characters escapers write, taking turns
+# between the pipes.
+_NEAR = b"\\%&#;ux0an\n\"'"
+_near = st.binary(min_size=1, max_size=8).map(lambda b: bytes(_NEAR[c % len(_NEAR)] for c in b))
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    secret=st.text(alphabet=st.sampled_from("\na\\ué\"%'x0"), min_size=4, max_size=9),
+    reads=st.lists(st.tuples(st.integers(0, 1), _near), max_size=10),
+)
+@example(
+    secret='\na\\ué"%\\',
+    reads=[
+        (0, b"\\"),
+        (1, b"%"),
+        (0, b"na"),
+        (1, '\\ué\\\\\\"'.encode()),
+        (1, b"\\"),
+        (0, b"u0025"),
+        (1, b"\\"),
+    ],
+)
+def test_output_that_holds_no_password_in_any_reading_comes_out_unchanged(
+    secret: str, reads: list[tuple[int, bytes]]
+) -> None:
+    """Where neither pipe alone nor both in arrival order hold a spelling of the password,
+    each pipe's output is exactly what the command wrote there, however the reads took turns.
+    (The example: pipe readings in different states must not be mixed up.)"""
+    s = Scrubber([secret])
+    pipes = [b"".join(c for p, c in reads if p == i) for i in (0, 1)]
+    terminal = b"".join(c for _, c in reads)
+    assume(all(s.data(x) == x for x in (*pipes, terminal)))
+    sinks = run_pipes(s, reads)
+    assert (sinks.pipe(0), sinks.pipe(1)) == (pipes[0], pipes[1])
+    assert sinks.terminal() == terminal
