@@ -115,7 +115,7 @@ DESELECT = ["tests/test_scrub.py::test_password_in_every_spelling_never_reaches_
 #: tests. Its own tests are the ones that must kill its mutants. Such a group runs in its own
 #: copy of the tree, bench/.mutation/work-<group>.
 GROUP_TESTS: dict[str, tuple[list[str], list[str]]] = {
-    "scrubber": (["tests/test_scrub.py"], DESELECT),
+    "scrubber": (["tests/test_scrub.py", "tests/test_scrub_rules.py"], DESELECT),
 }
 
 ALSO_COPY = ["schemas/", "examples/", "sample_app/", "docs/", "README.md", "action.yml"]
