@@ -322,3 +322,16 @@ def test_a_whole_password_read_after_the_other_pipe_is_masked_in_place() -> None
     assert sinks.pipe(0) == b"pw: " + BMASK + b" ok\n"
     assert sinks.pipe(1) == b"noise\n"
     assert sinks.terminal() == b"noise\npw: " + BMASK + b" ok\n"
+
+
+# ---------------------------------------------------------------------------- what the pattern admits
+
+
+def test_numeric_references_take_up_to_eight_digits_of_zero_padding_only() -> None:
+    """`\\u{...}` and `&#...;` take leading zeros up to eight digits in all; more digits, or
+    padding that is not zeros, is no spelling of the character and stays as it is."""
+    s = Scrubber(["abcd"])
+    for spelled in ("&#00000097;", "&#x00000061;", "\\u{00000061}", "&#97;", "&#X61;"):
+        assert s.text(spelled + "bcd") == MASK, spelled
+    for near in ("&#000000097;", "&#x000000061;", "\\u{000000061}", "&#xX61;", "\\u{X61}", "&#X97;"):
+        assert s.text(near + "bcd") == near + "bcd", near
