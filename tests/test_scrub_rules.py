@@ -335,3 +335,7 @@ def test_numeric_references_take_up_to_eight_digits_of_zero_padding_only() -> No
         assert s.text(spelled + "bcd") == MASK, spelled
     for near in ("&#000000097;", "&#x000000061;", "\\u{000000061}", "&#xX61;", "\\u{X61}", "&#X97;"):
         assert s.text(near + "bcd") == near + "bcd", near
+    # A code point of seven decimal digits takes one zero of padding, no more.
+    far = Scrubber(["abc\U0010fffd"])
+    assert far.text("abc&#01114109;") == MASK
+    assert far.text("abc&#001114109;") == "abc&#001114109;"
