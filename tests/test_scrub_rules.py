@@ -339,3 +339,15 @@ def test_numeric_references_take_up_to_eight_digits_of_zero_padding_only() -> No
     far = Scrubber(["abc\U0010fffd"])
     assert far.text("abc&#01114109;") == MASK
     assert far.text("abc&#001114109;") == "abc&#001114109;"
+
+
+def test_a_backslash_before_an_escaped_character_is_read_both_ways() -> None:
+    """`\\` then `\\u0075` is a raw backslash and an escaped `u`: the shortcut that skips the
+    reading `\\\\` + `u` raw must not skip a longer escape of the next character, nor the raw
+    password itself."""
+    s = Scrubber(["x\\uy"])
+    assert s.text("x\\\\u0075y") == MASK  # raw `\`, then `u` as \u0075
+    assert s.text("x\\\\uy") == MASK  # `\` escaped, then `u` raw
+    assert s.text("x\\uy") == MASK
+    odd = Scrubber(["\\XX\\XXX"])
+    assert odd.text("<\\XX\\XXX>") == "<***>"
