@@ -11,6 +11,7 @@ other fast test passed.
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from helpers import examples
@@ -351,3 +352,14 @@ def test_a_backslash_before_an_escaped_character_is_read_both_ways() -> None:
     assert s.text("x\\uy") == MASK
     odd = Scrubber(["\\XX\\XXX"])
     assert odd.text("<\\XX\\XXX>") == "<***>"
+
+
+def test_characters_at_the_edges_of_the_escape_ranges() -> None:
+    """`\\xHH` is for code points below 0x100, `\\uXXXX` below 0x10000, and a surrogate pair
+    beyond (JSON's ensure_ascii): U+0100 has no `\\x100`, U+10000 and U+10400 are written as
+    surrogate pairs whose halves end in zero bits."""
+    s = Scrubber(["ab\U00010000\U00010400"])
+    assert s.text(json.dumps("ab\U00010000\U00010400")) == f'"{MASK}"'
+    edge = Scrubber(["ab\u0100c"])
+    assert edge.text("ab\\u0100c") == MASK
+    assert edge.text("ab\\x100c") == "ab\\x100c"
