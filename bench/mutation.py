@@ -173,6 +173,9 @@ GROUP_TESTS: dict[str, list[str]] = {
         "tests/test_safety_inprocess.py::test_a_held_lock_is_reported_while_waiting_and_named_on_timeout",
     ],
     "config": ["tests/test_config.py", "tests/test_fuzz_config.py", "tests/test_target.py"],
+    # The scrubber is reached by nearly every in-process test (each run scrubs its output); its
+    # own tests are the ones that must kill its mutants (DESELECT drops the end-to-end CLI one).
+    "scrubber": ["tests/test_scrub.py", "tests/test_scrub_rules.py"],
     "rehearsal": [
         "tests/test_diff_unit.py",
         "tests/test_rollback_unit.py",

@@ -22,12 +22,30 @@ from hypothesis import strategies as st
 from pgharness import ClusterFactory, run_cli
 from spellings import SPELLINGS
 
-from dbos_migrate.engine.scrub import MASK, SHORT_SECRET, Scrubber, _char_regex, _Secret, _spellings
+from dbos_migrate.engine.scrub import (
+    MASK,
+    SHORT_SECRET,
+    Scrubber,
+    _backslash_run,
+    _char_regex,
+    _char_unit,
+    _Secret,
+    _spellings,
+)
 
 NASTY = "p@ss:w/rd%#?&=+ x"
 # The hostile review's password: every character some escaper rewrites.
 REVIEW = 'Xy7$p@ss:w/o%r#d?&=x"q\\z'
 NAMES = sorted(SPELLINGS)
+
+
+@pytest.fixture(autouse=True)
+def fresh_patterns() -> None:
+    """Each test builds the scrubber's patterns anew: the per-character cache would otherwise
+    keep what an earlier test built (or, in a mutation run, the unmutated code's patterns from
+    its first pass: docs/mutation.md)."""
+    _char_unit.cache_clear()
+    _backslash_run.cache_clear()
 
 
 def bash_q(value: str, locale: str = "C.UTF-8") -> str:

@@ -337,6 +337,12 @@ class Scrubber:
         return max((s.width for s in self._secrets), default=0)
 
     @cached_property
+    def _reach(self) -> int:
+        """The most bytes a match depends on: its own and, with a short secret, the byte after
+        it, which decides whether it stands alone (docs/security.md, "Short passwords")."""
+        return self.longest + (1 if self.weak else 0)
+
+    @cached_property
     def _pattern(self) -> re.Pattern[str] | None:
         if not self._secrets:
             return None
@@ -391,10 +397,10 @@ class Scrubber:
         starts = data.translate(self._first_bytes)  # 0 where a match may begin
         limit = len(data)
         if not final:
-            # A match starting before `limit` fits in buf (or, with no newline in any secret,
-            # ends before the last newline); from there on, hold back only from where the
-            # rest of buf could be the beginning of a match.
-            limit = max(len(data) - self.longest + 1, k)
+            # A match starting before `limit` fits in buf with the byte after it (or, with no
+            # newline in any secret, ends before the last newline); from there on, hold back
+            # only from where the rest of buf could be the beginning of a match.
+            limit = max(len(data) - self._reach + 1, k)
             if not self.spans_newline:
                 limit = max(limit, data.rfind(b"\n") + 1)
             first = starts.find(0, limit)
@@ -595,10 +601,11 @@ class StreamScrubber:
     """Scrubs one byte stream that arrives in arbitrary chunks.
 
     A secret split across two reads must still be caught, so the end of what has arrived is
-    held back, at most `longest - 1` bytes and only from where it could be the beginning of a
-    secret, until more data (or a newline, or the end) decides it. The held-back bytes stay
-    raw: scrubbing them early could replace a shorter secret inside a longer one that is not
-    complete yet, and leak the longer one's ends.
+    held back, at most `longest - 1` bytes (`longest` with a short secret, whose next byte
+    decides it) and only from where it could be the beginning of a secret, until more data (or
+    a newline, or the end) decides it. The held-back bytes stay raw: scrubbing them early could
+    replace a shorter secret inside a longer one that is not complete yet, and leak the longer
+    one's ends.
     """
 
     def __init__(self, scrubber: Scrubber) -> None:
