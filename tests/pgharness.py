@@ -371,13 +371,27 @@ class VenvUnavailable(Exception):
     """The package index could not be reached (or pip failed) while building a venv."""
 
 
-def make_venv(path: Path, packages: Sequence[str], *, timeout: float = 600.0) -> Path:
+#: Bounds on building a test venv (and on npm installs): safety nets against a hang, not
+#: budgets. On the loaded 2-core machine (load average ~15) `python -m venv` alone took 53 s
+#: and `pip install dbos==1.14.0` 327 s; a full run under more load must not fail on them.
+VENV_CREATE_TIMEOUT = 600.0
+VENV_INSTALL_TIMEOUT = 1800.0
+
+#: The bound on a real tool or app the compatibility tests run (`npx dbos migrate`, a DBOS app
+#: launching and completing a workflow, `dbos-migrate up` running the app's DBOS toolchain): a
+#: safety net against a hang, not a budget. Each imports a large dependency tree; under a full
+#: run on the loaded 2-core machine one takes minutes, and a hang still fails within ten.
+SUBPROCESS_TIMEOUT = 600.0
+
+
+def make_venv(path: Path, packages: Sequence[str], *, timeout: float = VENV_INSTALL_TIMEOUT) -> Path:
     """A fresh venv at `path` with `packages` installed from the index; returns its bin dir.
 
     pip's cache lives inside `path` (nothing is written elsewhere). Raises VenvUnavailable
     with pip's last lines when the install fails, e.g. because the index cannot be reached.
     """
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True,
+                   timeout=VENV_CREATE_TIMEOUT)  # fmt: skip
     bindir = path / "bin"
     env = dict(os.environ, PIP_CACHE_DIR=str(path / ".pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.pop("PYTHONPATH", None)

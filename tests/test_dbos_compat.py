@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import one_json, query, write_config
-from pgharness import ClusterFactory, invoke, skip_or_fail, with_dbname, with_user
+from pgharness import SUBPROCESS_TIMEOUT, ClusterFactory, invoke, skip_or_fail, with_dbname, with_user
 
 from dbos_migrate.settings.conninfo import parse_url
 
@@ -52,7 +52,7 @@ def run_app(dbos_py: Path, tmp_path: Path, sys_url: str, app_url: str) -> subpro
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))}
     env.update(SYS_URL=sys_url, APP_URL=app_url)
     return subprocess.run([str(dbos_py / "python"), str(script)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=180, check=False)  # fmt: skip
+                          text=True, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
 
 
 @pytest.mark.parametrize("system_db", ["fresh", "created earlier by the app as an admin"])
@@ -199,7 +199,7 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
         )
         for argv in (["migrate"], ["schema", with_dbname(pg_url, f"{ref}_dbos_sys"), "-r", role]):
             done = subprocess.run([str(app / "node_modules" / ".bin" / "dbos"), *argv], cwd=app, env=env,
-                                  capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+                                  capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
             assert done.returncode == 0, done.stdout + done.stderr
         (app / "dbos-config.yaml").write_text(
             f"name: {ours_name}\nlanguage: node\ndatabase:\n  migrate: ['true']\n"

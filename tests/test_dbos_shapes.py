@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import query, write_config
-from pgharness import ClusterFactory, drop_database, run_cli, with_dbname, with_user
+from pgharness import SUBPROCESS_TIMEOUT, ClusterFactory, drop_database, run_cli, with_dbname, with_user
 
 CREATE_ITEMS = (
     "psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"
@@ -82,7 +82,7 @@ def run_app(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))}
     env.update(SYS_URL=sys_url, APP_URL=app_url)
     return subprocess.run([str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=180, check=False)  # fmt: skip
+                          timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
 
 
 def check_shape(
@@ -98,13 +98,14 @@ def check_shape(
     )
     env = {"PATH": f"{venv}{os.pathsep}{os.environ['PATH']}"}
     # The control: the app database left to the app, as the real tool without -D leaves it.
-    skipped = run_cli("up", "-c", cfg, "-D", admin, "-r", role, "--datasource", "skip", env=env)
+    skipped = run_cli("up", "-c", cfg, "-D", admin, "-r", role, "--datasource", "skip", env=env,
+                      timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     denied = run_app(venv / "python", tmp_path, code, sys_url, app_url)
     assert denied.returncode != 0 and "permission denied" in denied.stderr, (
         denied.stdout + denied.stderr[-2000:]
     )
-    result = run_cli("up", "-c", cfg, "-D", admin, "-r", role, env=env)
+    result = run_cli("up", "-c", cfg, "-D", admin, "-r", role, env=env, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     app = run_app(venv / "python", tmp_path, code, sys_url, app_url)
     assert app.returncode == 0 and "SUCCESS" in app.stdout, app.stdout + app.stderr[-3000:]

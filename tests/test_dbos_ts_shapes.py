@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import query
-from pgharness import drop_database, invoke, skip_or_fail, with_dbname, with_user
+from pgharness import SUBPROCESS_TIMEOUT, drop_database, invoke, skip_or_fail, with_dbname, with_user
 
 from dbos_migrate.settings.conninfo import parse_url
 
@@ -91,7 +91,9 @@ def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_node(app: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=app, env=env, capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(
+        argv, cwd=app, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, check=False
+    )
 
 
 def what_dbos_left(url_sys: str, url_app: str) -> dict[str, object]:

@@ -657,8 +657,12 @@ def test_copy_is_faithful(method: str, pg_url: str, app_db: str) -> None:
 
                 url = parse_url(with_dbname(pg_url, app_db))
                 env = dict(os.environ, PGPASSWORD=url.password or "")
+                # pg_dump's --lock-wait-timeout bounds its LOCK TABLE statements (statement_timeout):
+                # nothing else uses this test's database, so the bound is only a safety net against a
+                # hang, as long as the rehearsal's default (--lock-timeout, 300 s), not 10 s that a
+                # starved backend on a loaded machine can run out of.
                 schema_copy.restore_script(
-                    dst, schema_copy.dump_schema(dump, url, env, Scrubber([url.password]), 10000)
+                    dst, schema_copy.dump_schema(dump, url, env, Scrubber([url.password]), 300_000)
                 )
             else:
                 assert schema_copy.catalog_copy(src, dst) == []
