@@ -5,6 +5,9 @@ imports itself back through others."""
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dbos_migrate"
@@ -200,3 +203,28 @@ def test_the_json_check_sees_methods_in_nested_classes(tmp_path: Path) -> None:
         "    def describe(self): ...\ndef as_dict(x): ...\n"
     )
     assert sorted(_json_methods(source)) == ["A.as_dict", "B.to_json"]
+
+
+#: docs/architecture.md, "Style": the formatter decides every line; no comment switches it off.
+_FORMATTER_OFF = re.compile(r"#\s*fmt:\s*(skip|off)\b")
+
+
+def _formatter_off(source: str) -> list[int]:
+    """The lines whose comment switches ruff format (or black) off for a line or a block."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return [tok.start[0] for tok in tokens if tok.type == tokenize.COMMENT and _FORMATTER_OFF.search(tok.string)]
+
+
+def test_the_formatter_is_never_switched_off() -> None:
+    root = PACKAGE.parent
+    paths = [p for folder in ("dbos_migrate", "tests", "bench") for p in sorted((root / folder).rglob("*.py"))]
+    wrong = [f"{p.relative_to(root)}:{line}" for p in paths for line in _formatter_off(p.read_text("utf-8"))]
+    assert not wrong, (
+        "set the line length instead of switching the formatter off (docs/architecture.md, Style):\n"
+        + "\n".join(wrong)
+    )
+
+
+def test_the_formatter_check_sees_comments_only() -> None:
+    source = 'x = [1,  2]  # fmt: skip\ny = "# fmt: skip"\n# fmt: off\nz = 3  # fmt:skip\n'
+    assert _formatter_off(source) == [1, 3, 4]

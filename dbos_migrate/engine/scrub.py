@@ -166,10 +166,7 @@ def _spellings(ch: str, nxt: str | None) -> list[_Spelling]:
 
 
 def _atom_regex(atom: _Atom) -> str:
-    if len(atom.chars) == 1:
-        body = re.escape(atom.chars)
-    else:
-        body = "[" + "".join(re.escape(c) for c in atom.chars) + "]"
+    body = re.escape(atom.chars) if len(atom.chars) == 1 else "[" + "".join(re.escape(c) for c in atom.chars) + "]"
     return body if (atom.lo, atom.hi) == (1, 1) else f"{body}{{{atom.lo},{atom.hi}}}"
 
 
