@@ -69,11 +69,7 @@ def median_ms(values: Sequence[float]) -> float | None:
 def clean_env() -> dict[str, str]:
     """The caller's environment without anything that would redirect the tools (PG*, DBOS*),
     change their output (NO_COLOR, GITHUB_ACTIONS) or their interpreter (PYTHON*)."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED_NAMES
-    }
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED_NAMES}
 
 
 # ----------------------------------------------------------------------------------- venvs
@@ -142,9 +138,7 @@ def ensure_project_venv(root: Path, fresh: bool, name: str = "project", extra: S
         venv.pip("install", "-q", str(REPO_ROOT), *extra, what="pip install of the project")
     elif stamp.get("source") != source:
         log("bench: the project's sources changed: reinstalling it in the project venv")
-        venv.pip(
-            "install", "-q", "--force-reinstall", "--no-deps", str(REPO_ROOT), what="reinstalling the project"
-        )
+        venv.pip("install", "-q", "--force-reinstall", "--no-deps", str(REPO_ROOT), what="reinstalling the project")
         if stamp.get("pyproject") != pyproject:
             venv.pip("install", "-q", str(REPO_ROOT), *extra, what="installing the project's dependencies")
     else:
@@ -319,8 +313,7 @@ def machine_info(project: Venv, dbos: Venv, server: Server) -> dict[str, str]:
         "dbos_migrate": run_checked(
             [str(project.bin("dbos-migrate")), "--version"], what="dbos-migrate --version"
         ).strip(),
-        "dbos": "dbos "
-        + run_checked([str(dbos.python), "-c", version_code, "dbos"], what="dbos version").strip(),
+        "dbos": "dbos " + run_checked([str(dbos.python), "-c", version_code, "dbos"], what="dbos version").strip(),
         "psycopg": "psycopg "
         + run_checked([str(project.python), "-c", version_code, "psycopg"], what="psycopg version").strip(),
         "typer": "typer "

@@ -112,9 +112,7 @@ def warm_up(cases: Sequence[Case]) -> None:
         for _ in range(2):
             sample = run_once(case.argv, case.cwd, case.env)
             if sample.returncode != 0:
-                log(
-                    f"bench: warm-up of '{case.label}' failed (exit {sample.returncode}):\n{sample.output[-2000:]}"
-                )
+                log(f"bench: warm-up of '{case.label}' failed (exit {sample.returncode}):\n{sample.output[-2000:]}")
                 break
 
 

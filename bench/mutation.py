@@ -218,10 +218,16 @@ def copy_tree(tests: list[str], mutate: list[str]) -> Path:
     work = WORK / "work"
     if work.exists():
         shutil.rmtree(work)
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, check=True, capture_output=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = REPO_ROOT / name
         if not src.is_file() or name.startswith("bench/"):
@@ -302,10 +308,14 @@ def main() -> int:
     elapsed = time.monotonic() - started
     result = {"mutmut": MUTMUT, "seconds": round(elapsed), "exit": rc, "groups": tally(work, groups)}
     (WORK / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'group':<10} {'total':>6} {'killed':>7} {'survived':>9} {'timeout':>8} {'not run':>8} {'other':>6} {'score':>6}")
+    print(
+        f"{'group':<10} {'total':>6} {'killed':>7} {'survived':>9} {'timeout':>8} {'not run':>8} {'other':>6} {'score':>6}"
+    )
     for group, r in result["groups"].items():  # type: ignore[attr-defined]
-        print(f"{group:<10} {r['total']:>6} {r['killed']:>7} {r['survived']:>9} {r['timeout']:>8} {r['not run']:>8} {r['other']:>6} "
-              f"{r['score']:>5}%")  # fmt: skip
+        print(
+            f"{group:<10} {r['total']:>6} {r['killed']:>7} {r['survived']:>9} {r['timeout']:>8} {r['not run']:>8} {r['other']:>6} "
+            f"{r['score']:>5}%"
+        )
     print(f"run time: {elapsed:.0f} s (mutmut exit {rc})")
     for group, r in result["groups"].items():  # type: ignore[attr-defined]
         for name in r["survivors"]:

@@ -60,13 +60,9 @@ def profile(project: Venv, cases: Mapping[str, Case], outdir: Path, repeats: int
         found[key] = {
             "total_import_ms": round(total / 1000, 1),
             "top_level_by_cumulative_ms": [
-                (name, round(cum / 1000, 1))
-                for name, _, cum, depth in sorted(table, key=lambda r: -r[2])
-                if depth == 0
+                (name, round(cum / 1000, 1)) for name, _, cum, depth in sorted(table, key=lambda r: -r[2]) if depth == 0
             ][:12],
-            "by_self_ms": [
-                (name, round(s / 1000, 1)) for name, s, _, _ in sorted(table, key=lambda r: -r[1])
-            ][:15],
+            "by_self_ms": [(name, round(s / 1000, 1)) for name, s, _, _ in sorted(table, key=lambda r: -r[1])][:15],
             "heavy_loaded": sorted(
                 {n.split(".")[0] for n in per_module}
                 & {
@@ -88,9 +84,7 @@ def profile(project: Venv, cases: Mapping[str, Case], outdir: Path, repeats: int
 
 
 def _pyinstrument(project: Venv, case: Case, outdir: Path) -> str:
-    if subprocess.run(
-        [str(project.python), "-c", "import pyinstrument"], capture_output=True, check=False
-    ).returncode:
+    if subprocess.run([str(project.python), "-c", "import pyinstrument"], capture_output=True, check=False).returncode:
         try:
             project.pip("install", "-q", "pyinstrument", what="pip install pyinstrument (profile only)")
         except SystemExit as exc:
@@ -111,9 +105,7 @@ def _pyinstrument(project: Venv, case: Case, outdir: Path) -> str:
         str(project.bin("dbos-migrate")),
         *case.argv[1:],
     ]
-    result = subprocess.run(
-        argv, cwd=case.cwd, env=dict(case.env), capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(argv, cwd=case.cwd, env=dict(case.env), capture_output=True, text=True, check=False)
     return str(report) if result.returncode == 0 else f"failed: {result.stderr[-500:]}"
 
 

@@ -79,8 +79,10 @@ def database(server_url: str, name: str) -> Iterator[str]:
 def make_wide(url: str, tables: int) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         for i in range(tables):
-            conn.execute(f"CREATE TABLE t{i:04d} (id serial PRIMARY KEY, a int, b text);"
-                         f"INSERT INTO t{i:04d} (a, b) SELECT g, 'r' || g FROM generate_series(1, 100) g".encode())  # fmt: skip
+            conn.execute(
+                f"CREATE TABLE t{i:04d} (id serial PRIMARY KEY, a int, b text);"
+                f"INSERT INTO t{i:04d} (a, b) SELECT g, 'r' || g FROM generate_series(1, 100) g".encode()
+            )
         conn.execute("ANALYZE")
     return "\n".join(f"ALTER TABLE t{i:04d} ALTER COLUMN a SET NOT NULL;" for i in range(tables))
 
@@ -92,20 +94,35 @@ def make_big(url: str, rows: int) -> str:
         f"INSERT INTO big (a, b, c, pad) SELECT g, g % 1000, 'k' || g, repeat('x', 20) FROM generate_series(1, {rows}) g",
         "VACUUM ANALYZE big",
     )
-    return ("ALTER TABLE big ALTER COLUMN a SET NOT NULL;\n"
-            "ALTER TABLE big ADD CONSTRAINT big_b_check CHECK (b >= 0);\n"
-            "CREATE UNIQUE INDEX big_c_key ON big (c);\n"
-            "CREATE INDEX big_b ON big (b);\n")  # fmt: skip
+    return (
+        "ALTER TABLE big ALTER COLUMN a SET NOT NULL;\n"
+        "ALTER TABLE big ADD CONSTRAINT big_b_check CHECK (b >= 0);\n"
+        "CREATE UNIQUE INDEX big_c_key ON big (c);\n"
+        "CREATE INDEX big_b ON big (b);\n"
+    )
 
 
 def plan(workdir: Path, server_url: str, app_db: str, *extra: str) -> tuple[float, dict[str, Any]]:
     """One `plan --rehearse -o json` with `extra` options: (wall seconds, the JSON document)."""
-    args = [*CLI, "plan", "--rehearse", "-D", server_url, "--app-db-name", app_db, "-o", "json", "-c",
-            str(workdir / "dbos-config.yaml"), *extra]  # fmt: skip
+    args = [
+        *CLI,
+        "plan",
+        "--rehearse",
+        "-D",
+        server_url,
+        "--app-db-name",
+        app_db,
+        "-o",
+        "json",
+        "-c",
+        str(workdir / "dbos-config.yaml"),
+        *extra,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS", "GITHUB"))}
     start = time.monotonic()
-    done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        args, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL
+    )
     wall = time.monotonic() - start
     if done.returncode != 0:
         raise SystemExit(f"bench: plan failed ({done.returncode}): {done.stderr[-3000:]}")
@@ -144,9 +161,7 @@ class Writer:
                 begin = time.monotonic()
                 try:
                     conn.execute("UPDATE big SET pad = pad WHERE id = %s", (k * 7919 % 1000 + 1,))
-                    conn.execute(
-                        "INSERT INTO big (a, b, c, pad) VALUES (1, 1, %s, 'w')", (f"w{uuid.uuid4().hex}",)
-                    )
+                    conn.execute("INSERT INTO big (a, b, c, pad) VALUES (1, 1, %s, 'w')", (f"w{uuid.uuid4().hex}",))
                 except psycopg.Error as exc:
                     self.errors.append(str(exc).splitlines()[0])
                 self.latencies.append(time.monotonic() - begin)
@@ -181,8 +196,9 @@ def _scenario(
     workdir: Path, name: str, server_url: str, step: str, app_db: str, rounds: int, writer: bool
 ) -> dict[str, Any]:
     (workdir / "step.sql").write_text(step)
-    (workdir / "dbos-config.yaml").write_text(f"name: bench\ndatabase:\n  app_db_name: {app_db}\n  migrate:\n"
-                                              f"    - {json.dumps(MIGRATE)}\n")  # fmt: skip
+    (workdir / "dbos-config.yaml").write_text(
+        f"name: bench\ndatabase:\n  app_db_name: {app_db}\n  migrate:\n    - {json.dumps(MIGRATE)}\n"
+    )
     walls: dict[str, list[float]] = {"with": [], "without": []}
     writes: list[dict[str, Any]] = []
     doc: dict[str, Any] = {}
@@ -190,14 +206,10 @@ def _scenario(
         for mode in ("with", "without") if r % 2 == 0 else ("without", "with"):
             if writer:  # in both modes, so that both share the cores with it alike
                 with Writer(with_database(server_url, app_db)) as w:
-                    wall, out = plan(
-                        workdir, server_url, app_db, *([] if mode == "with" else ["--no-data-checks"])
-                    )
+                    wall, out = plan(workdir, server_url, app_db, *([] if mode == "with" else ["--no-data-checks"]))
                 writes.append({"checks": mode == "with", **w.result()})
             else:
-                wall, out = plan(
-                    workdir, server_url, app_db, *([] if mode == "with" else ["--no-data-checks"])
-                )
+                wall, out = plan(workdir, server_url, app_db, *([] if mode == "with" else ["--no-data-checks"]))
             doc = out if mode == "with" else doc
             walls[mode].append(wall)
             log(f"bench: {name} round {r + 1} {mode} checks: {wall:.2f}s")
@@ -208,13 +220,22 @@ def _scenario(
     added = statistics.median(w - wo for w, wo in zip(walls["with"], walls["without"], strict=True))
     limit = max(0.25 * without_s, 5.0)
     return {
-        "scenario": name, "rounds": rounds, "with_checks_s": round(with_s, 2), "without_checks_s": round(without_s, 2),
-        "added_s": round(added, 2), "added_pct": round(100 * added / without_s, 1), "limit_s": round(limit, 2),
-        "walls_with_s": [round(w, 2) for w in walls["with"]], "walls_without_s": [round(w, 2) for w in walls["without"]],
-        "verdict": "PASS" if added <= limit else "MISS", "changes": len(doc.get("changes", [])),
-        "checks": data.get("checks"), "checks_elapsed_ms": data.get("elapsed_ms"), "summary": data.get("summary"),
+        "scenario": name,
+        "rounds": rounds,
+        "with_checks_s": round(with_s, 2),
+        "without_checks_s": round(without_s, 2),
+        "added_s": round(added, 2),
+        "added_pct": round(100 * added / without_s, 1),
+        "limit_s": round(limit, 2),
+        "walls_with_s": [round(w, 2) for w in walls["with"]],
+        "walls_without_s": [round(w, 2) for w in walls["without"]],
+        "verdict": "PASS" if added <= limit else "MISS",
+        "changes": len(doc.get("changes", [])),
+        "checks": data.get("checks"),
+        "checks_elapsed_ms": data.get("elapsed_ms"),
+        "summary": data.get("summary"),
         "writer": writes,
-    }  # fmt: skip
+    }
 
 
 def calibrate(url: str) -> dict[str, float]:

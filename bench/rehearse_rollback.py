@@ -43,8 +43,10 @@ def make_tables(url: str, tables: int) -> None:
 
     with psycopg.connect(url, autocommit=True) as conn:
         for i in range(tables):
-            conn.execute(f"CREATE TABLE t{i:04d} (id serial PRIMARY KEY, a int, b text);"
-                         f"INSERT INTO t{i:04d} (a, b) SELECT g, 'r' || g FROM generate_series(1, 100) g".encode())  # fmt: skip
+            conn.execute(
+                f"CREATE TABLE t{i:04d} (id serial PRIMARY KEY, a int, b text);"
+                f"INSERT INTO t{i:04d} (a, b) SELECT g, 'r' || g FROM generate_series(1, 100) g".encode()
+            )
 
 
 def main() -> None:

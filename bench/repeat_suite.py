@@ -39,8 +39,9 @@ def main() -> int:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--rev", default="HEAD")
     args = parser.parse_args()
-    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.rev], check=True,
-                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", args.rev], check=True, capture_output=True, text=True
+    ).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="repeat-suite-"))
     os.chmod(work, 0o755)  # the local-server tests run PostgreSQL as another OS user
     try:
@@ -57,15 +58,21 @@ def main() -> int:
         for n in range(1, args.runs + 1):
             load_before = os.getloadavg()
             start = time.time()
-            proc = subprocess.run([".venv/bin/pytest", "-q", "-p", "no:cacheprovider"], cwd=tree, env=env,
-                                  capture_output=True, text=True)  # fmt: skip
+            proc = subprocess.run(
+                [".venv/bin/pytest", "-q", "-p", "no:cacheprovider"], cwd=tree, env=env, capture_output=True, text=True
+            )
             lines = proc.stdout.strip().splitlines()
             record = {
-                "run": n, "commit": rev[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
-                "seconds": round(time.time() - start, 1), "load_before": load_before, "load_after": os.getloadavg(),
-                "exit_code": proc.returncode, "summary": lines[-1] if lines else "",
+                "run": n,
+                "commit": rev[:12],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                "seconds": round(time.time() - start, 1),
+                "load_before": load_before,
+                "load_after": os.getloadavg(),
+                "exit_code": proc.returncode,
+                "summary": lines[-1] if lines else "",
                 "failed": re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M),
-            }  # fmt: skip
+            }
             if proc.returncode != 0:
                 args.log.with_name(f"{args.log.name}.run{n}.txt").write_text(proc.stdout + proc.stderr)
             with args.log.open("a") as log:

@@ -133,9 +133,7 @@ def typer_floor_script(directory: Path) -> Path:
     for i in range(25):
         kind = kinds[i % 3]
         default = "False" if kind == "bool" else "None"
-        options.append(
-            f'    o{i}: Annotated[{kind}, typer.Option("--o{i}", envvar="BENCH_O{i}")] = {default},'
-        )
+        options.append(f'    o{i}: Annotated[{kind}, typer.Option("--o{i}", envvar="BENCH_O{i}")] = {default},')
     path = directory / "typer_floor.py"
     path.write_text(TYPER_FLOOR.format(options="\n".join(options)))
     return path
@@ -205,9 +203,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=11, help="timed rounds (at least 9 for a valid run)")
     parser.add_argument("--concurrency", type=int, default=4, help="`up` runs queued on one app's lock")
-    parser.add_argument(
-        "--concurrency-trials", type=int, default=3, help="repetitions of the lock hand-over trial"
-    )
+    parser.add_argument("--concurrency-trials", type=int, default=3, help="repetitions of the lock hand-over trial")
     parser.add_argument("--fresh", action="store_true", help="rebuild the benchmark venvs")
     parser.add_argument("--venv-dir", type=Path, default=DEFAULT_VENV_DIR, help="where the venvs live")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")

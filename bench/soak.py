@@ -237,12 +237,40 @@ class Soak:
             elif roll < 0.10:
                 lock_timeout = "0.2"
                 expected.add("lock_timeout")
-            env = dict(os.environ, SOAK_DIR=str(self.base), SOAK_TOKEN=token, SOAK_SLEEP=f"{sleep:.2f}",
-                       PYTHONPATH=str(ROOT), DBOS_MIGRATE_LEASE_TTL=str(self.args.lease_ttl))  # fmt: skip
-            argv = [*self.cli, "up", "-o", "json", "-D", self.url(self.proxy.port), "--system-db", "skip",
-                    "--wait", "30", "--kill-after", "1", "--lock-timeout", lock_timeout, *extra]  # fmt: skip
-            proc = subprocess.Popen(argv, cwd=self.base / app, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            env = dict(
+                os.environ,
+                SOAK_DIR=str(self.base),
+                SOAK_TOKEN=token,
+                SOAK_SLEEP=f"{sleep:.2f}",
+                PYTHONPATH=str(ROOT),
+                DBOS_MIGRATE_LEASE_TTL=str(self.args.lease_ttl),
+            )
+            argv = [
+                *self.cli,
+                "up",
+                "-o",
+                "json",
+                "-D",
+                self.url(self.proxy.port),
+                "--system-db",
+                "skip",
+                "--wait",
+                "30",
+                "--kill-after",
+                "1",
+                "--lock-timeout",
+                lock_timeout,
+                *extra,
+            ]
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.base / app,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             run = Run(app, token, proc, time.monotonic(), expected)
             with self.lock:
                 self.live.append(run)
@@ -262,9 +290,7 @@ class Soak:
         for kind in run.expected:
             allowed |= ALLOWED[kind]
         if run.code not in allowed:
-            self.violation(
-                "unexpected_exit_code", f"{run.token}: exit {run.code} with faults {sorted(run.expected)}"
-            )
+            self.violation("unexpected_exit_code", f"{run.token}: exit {run.code} with faults {sorted(run.expected)}")
         doc: dict[str, Any] | None = None
         if run.code != -9:
             try:
@@ -305,8 +331,9 @@ class Soak:
 
         for _ in range(30):
             try:
-                with psycopg.connect(self.url(self.cluster.port).replace("/postgres", f"/{app}"),
-                                     connect_timeout=5) as conn:  # fmt: skip
+                with psycopg.connect(
+                    self.url(self.cluster.port).replace("/postgres", f"/{app}"), connect_timeout=5
+                ) as conn:
                     rows = conn.execute(
                         "SELECT status FROM dbos_migrate.history WHERE run_id::text = %s ORDER BY command_index",
                         (run_id,),
@@ -319,8 +346,16 @@ class Soak:
     # -- faults
 
     def fault_loop(self) -> None:
-        kinds = ["tool_sigkill", "tool_sigterm", "cmd_sigkill", "cmd_sigterm", "restart", "terminate_lock",
-                 "idle_session_timeout", "proxy_cut"]  # fmt: skip
+        kinds = [
+            "tool_sigkill",
+            "tool_sigterm",
+            "cmd_sigkill",
+            "cmd_sigterm",
+            "restart",
+            "terminate_lock",
+            "idle_session_timeout",
+            "proxy_cut",
+        ]
         while time.monotonic() < self.deadline - 5:
             time.sleep(self.rng.uniform(1.5, 4.0))
             kind = self.rng.choice(kinds)
@@ -401,8 +436,11 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
-        workers = [threading.Thread(target=self.worker, args=(app,), daemon=True)
-                   for app in self.apps for _ in range(self.args.per_app)]  # fmt: skip
+        workers = [
+            threading.Thread(target=self.worker, args=(app,), daemon=True)
+            for app in self.apps
+            for _ in range(self.args.per_app)
+        ]
         for thread in workers:
             thread.start()
         faults = threading.Thread(target=self.fault_loop, daemon=True)
@@ -410,9 +448,7 @@ class Soak:
         faults.join()
         for thread in workers:
             thread.join(timeout=300)
-        overlaps = (
-            (self.base / "violations").read_text().split("\n") if (self.base / "violations").exists() else []
-        )
+        overlaps = (self.base / "violations").read_text().split("\n") if (self.base / "violations").exists() else []
         for line in filter(None, overlaps):
             self.violation("overlap", line)
         codes = Counter(str(r.code) for r in self.done)

@@ -61,9 +61,7 @@ def build_targets(results: Mapping[str, CaseResult], trials: Sequence[Concurrenc
         handover, note = None, "commands overlapped: the lock did not serialise them"
     return [
         _ratio_target("up / typer floor", results, "up", "typer_floor", 1.30),
-        _ratio_target(
-            "up with typer<0.29 / typer floor on typer<0.29", results, "up_typer028", "typer_floor028", 1.30
-        ),
+        _ratio_target("up with typer<0.29 / typer floor on typer<0.29", results, "up_typer028", "typer_floor028", 1.30),
         _ratio_target("up / dbos migrate 3.4.0", results, "up", "dbos", 0.65),
         _ratio_target("up / floor (psycopg connect)", results, "up", "floor", 1.60),
         _ratio_target("up with typer<0.29 / floor (psycopg connect)", results, "up_typer028", "floor", 1.60),
@@ -104,22 +102,21 @@ def render(
             for k in ("median_ms", "min_ms", "max_ms", "median_cpu_ms")
         ]
         rss = f"{data['peak_rss_kb'] / 1024:.1f}" if data["peak_rss_kb"] else "n/a"
-        lines.append(
-            f"| {result.case.label} | {' | '.join(cells)} | {rss} | {data['failures']}/{data['rounds']} |"
-        )
+        lines.append(f"| {result.case.label} | {' | '.join(cells)} | {rss} | {data['failures']}/{data['rounds']} |")
     if rss_check is not None:
         lines += ["", f"Cross-check: `/usr/bin/time -f %M` on one warm `up`: {rss_check / 1024:.1f} MB."]
     lines += ["", f"## Lock hand-over: {n} `up` runs queued on one app (`{SLEEP_COMMAND}` each)", ""]
-    lines.append(
-        "| trial | hand-over gaps, ms (command end to the next command's start) | median ms | succeeded |"
-    )
+    lines.append("| trial | hand-over gaps, ms (command end to the next command's start) | median ms | succeeded |")
     lines.append("|---:|---|---:|---:|")
     for i, trial in enumerate(trials, 1):
         gaps = ", ".join(f"{g * 1000:.1f}" for g in trial.gap_list) or "n/a"
         med = f"{statistics.median(trial.gap_list) * 1000:.1f}" if trial.gap_list else "n/a"
         lines.append(f"| {i} | {gaps} | {med} | {trial.succeeded}/{trial.runs} |")
-    lines += ["", "Each waiter was already waiting (the command outlasts every run's start-up); DBOS's own lock polls"
-              " every second."]  # fmt: skip
+    lines += [
+        "",
+        "Each waiter was already waiting (the command outlasts every run's start-up); DBOS's own lock polls"
+        " every second.",
+    ]
     lines += [
         "",
         "## Targets",
@@ -157,9 +154,7 @@ def render_profile(found: Mapping[str, Any]) -> str:
         if not isinstance(data, dict):
             lines.append(f"- {key}: {data}")
             continue
-        lines.append(
-            f"### {key}: {data['total_import_ms']} ms of imports; heavy: {', '.join(data['heavy_loaded'])}"
-        )
+        lines.append(f"### {key}: {data['total_import_ms']} ms of imports; heavy: {', '.join(data['heavy_loaded'])}")
         top = ", ".join(f"{name} {ms}" for name, ms in data["top_level_by_cumulative_ms"])
         lines.append(f"- top-level imports, cumulative ms: {top}")
         own = ", ".join(f"{name} {ms}" for name, ms in data["by_self_ms"][:10])

@@ -65,9 +65,7 @@ class ConfigError(UsageError):
 
     code = "config"
 
-    def __init__(
-        self, problems: list[Problem], warnings: list[Problem] | None = None, partial: object = None
-    ) -> None:
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None, partial: object = None) -> None:
         self.problems = problems
         self.warnings = warnings or []
         #: The settings.config.Config built despite the problems, when the document allowed it,

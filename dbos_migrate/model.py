@@ -210,9 +210,7 @@ class GrantStep:
     sql: str
 
 
-PlannedStep: TypeAlias = (
-    DatabaseStep | SchemaStep | AppSchemaSkipped | ToolchainStep | CommandStep | GrantStep
-)
+PlannedStep: TypeAlias = DatabaseStep | SchemaStep | AppSchemaSkipped | ToolchainStep | CommandStep | GrantStep
 
 
 @dataclass

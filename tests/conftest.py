@@ -268,9 +268,15 @@ def _npm_install(npm: str, root: Path, packages: tuple[str, ...] = (DBOS_TS_REQU
 
     (root / "package.json").write_text('{"name": "ts-shop", "version": "1.0.0", "private": true}\n')
     env = dict(os.environ, npm_config_cache=str(root / ".npm-cache"), npm_config_update_notifier="false")
-    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *packages],
-                            cwd=root, env=env, capture_output=True, text=True, timeout=VENV_INSTALL_TIMEOUT,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *packages],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=VENV_INSTALL_TIMEOUT,
+        check=False,
+    )
     if result.returncode != 0:
         if in_ci():
             pytest.fail(f"npm install {' '.join(packages)} failed: {result.stderr[-800:]}", pytrace=False)

@@ -42,4 +42,3 @@ class InMemoryContext(Context):
         out = self._out.getvalue() + self._out_b.getvalue().decode("utf-8", "replace")
         err = self._err.getvalue() + self._err_b.getvalue().decode("utf-8", "replace")
         return out, err
-

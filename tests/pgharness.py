@@ -136,12 +136,26 @@ def make_self_signed_cert(directory: Path, cn: str = "localhost") -> tuple[Path,
         raise FileNotFoundError("openssl")
     cert, key = directory / "server.crt", directory / "server.key"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={cn}",
-         "-keyout", str(key), "-out", str(cert)],
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
-    )  # fmt: skip
+    )
     return cert, key
 
 
@@ -390,8 +404,9 @@ def make_venv(path: Path, packages: Sequence[str], *, timeout: float = VENV_INST
     pip's cache lives inside `path` (nothing is written elsewhere). Raises VenvUnavailable
     with pip's last lines when the install fails, e.g. because the index cannot be reached.
     """
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True,
-                   timeout=VENV_CREATE_TIMEOUT)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, timeout=VENV_CREATE_TIMEOUT
+    )
     bindir = path / "bin"
     env = dict(os.environ, PIP_CACHE_DIR=str(path / ".pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.pop("PYTHONPATH", None)
@@ -423,23 +438,52 @@ def start_standby(primary: Cluster, base: Path) -> Cluster:
     datadir = holder / "data"
     env = dict(os.environ, PGPASSWORD=primary.password)
     result = subprocess.run(
-        [str(primary.binaries.tool("pg_basebackup")), "-h", "127.0.0.1", "-p", str(primary.port), "-U",
-         primary.superuser, "-D", str(datadir), "-R", "-X", "stream", "-w"],
-        env=env, capture_output=True, text=True, timeout=120, check=False, cwd="/",
+        [
+            str(primary.binaries.tool("pg_basebackup")),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            primary.superuser,
+            "-D",
+            str(datadir),
+            "-R",
+            "-X",
+            "stream",
+            "-w",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd="/",
         **fs.run_as_kwargs(entry),
-    )  # fmt: skip
+    )
     if result.returncode != 0:
         raise LocalPostgresError(f"pg_basebackup failed: {result.stderr.strip()}")
-    standby = Cluster(datadir, free_port(), password=primary.password, binaries=primary.binaries,
-                      confdir=base / "standby.conf", log_file=base / "standby.log",
-                      extra_conf={"hot_standby": True, **FAST_CONF})  # fmt: skip
+    standby = Cluster(
+        datadir,
+        free_port(),
+        password=primary.password,
+        binaries=primary.binaries,
+        confdir=base / "standby.conf",
+        log_file=base / "standby.log",
+        extra_conf={"hot_standby": True, **FAST_CONF},
+    )
     standby.start()
     return standby
 
 
 def run_on_tty(
-    args: Sequence[object], *, prompt: bytes, answer: str, env: Mapping[str, str | None] | None = None,
-    cwd: Path | None = None, timeout: float = 120.0,
+    args: Sequence[object],
+    *,
+    prompt: bytes,
+    answer: str,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
 ) -> tuple[int, str]:
     """`dbos-migrate ARGS` on a pseudo-terminal that is its controlling terminal (so /dev/tty
     works, as for a person at a shell); types `answer` once `prompt` shows. Returns (code, all
@@ -456,8 +500,15 @@ def run_on_tty(
         fd = os.open(slave_name, os.O_RDWR)
         os.close(fd)
 
-    proc = subprocess.Popen([*cli_command(), *map(str, args)], stdin=slave, stdout=slave, stderr=slave,
-                            env=cli_env(env), cwd=cwd, preexec_fn=become_terminal_owner)  # fmt: skip
+    proc = subprocess.Popen(
+        [*cli_command(), *map(str, args)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=cli_env(env),
+        cwd=cwd,
+        preexec_fn=become_terminal_owner,
+    )
     os.close(slave)
     seen = b""
     answered = False

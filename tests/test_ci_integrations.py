@@ -57,30 +57,40 @@ class Runner:
         summary.write_text("")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "DBOS_MIGRATE_"))}
         env.update(
-            CI="true", GITHUB_ACTIONS="true", GITHUB_WORKSPACE=str(self.workspace), GITHUB_ACTION_PATH=str(REPO_ROOT),
-            GITHUB_STEP_SUMMARY=str(summary), GITHUB_PATH=str(self.path_file), GITHUB_ENV=str(self.tmp / "github_env"),
-            GITHUB_OUTPUT=str(self.tmp / "github_output"), RUNNER_TEMP=str(self.tmp / "runner-temp"), RUNNER_OS="Linux",
-        )  # fmt: skip
+            CI="true",
+            GITHUB_ACTIONS="true",
+            GITHUB_WORKSPACE=str(self.workspace),
+            GITHUB_ACTION_PATH=str(REPO_ROOT),
+            GITHUB_STEP_SUMMARY=str(summary),
+            GITHUB_PATH=str(self.path_file),
+            GITHUB_ENV=str(self.tmp / "github_env"),
+            GITHUB_OUTPUT=str(self.tmp / "github_output"),
+            RUNNER_TEMP=str(self.tmp / "runner-temp"),
+            RUNNER_OS="Linux",
+        )
         env.update(caller_env or {})
         env.update({k: render(str(v)) for k, v in step.get("env", {}).items()})
         env.update(extra_env or {})
         added = [p for p in self.path_file.read_text().splitlines() if p]
         env["PATH"] = os.pathsep.join([*reversed(added), env["PATH"]])
-        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=self.workspace,
-                              env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+        proc = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+            cwd=self.workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         proc.summary = summary.read_text()  # type: ignore[attr-defined]
         return proc
 
 
 def test_the_github_action_validates_rehearses_and_migrates(tmp_path: Path, pg_url: str, app_db: str) -> None:
     workspace = tmp_path / "workspace"
-    cfg = write_config(
-        workspace, app_db_name=app_db, migrate=["psql -qc 'CREATE TABLE IF NOT EXISTS ci_t(x int)'"]
-    )
+    cfg = write_config(workspace, app_db_name=app_db, migrate=["psql -qc 'CREATE TABLE IF NOT EXISTS ci_t(x int)'"])
     (workspace / "bad").mkdir()
-    (workspace / "bad" / "dbos-config.yaml").write_text(
-        "name: x\ndatabase:\n  migrate: npx knex migrate:latest\n"
-    )
+    (workspace / "bad" / "dbos-config.yaml").write_text("name: x\ndatabase:\n  migrate: npx knex migrate:latest\n")
     runner = Runner(tmp_path, workspace)
     install = runner.run_step(0, {})
     assert install.returncode == 0, install.stdout + install.stderr
@@ -140,9 +150,14 @@ def test_the_pre_commit_hook_through_try_repo(tmp_path: Path) -> None:
     (repo / "bad" / "dbos-config.yaml").write_text("name: x\ndatabse: {}\n")
     (repo / "notes.yaml").write_text("not: [a config\n")  # not matched by the hook's files pattern
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"), GIT_CONFIG_GLOBAL=str(tmp_path / "gitconfig"),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com")  # fmt: skip
+    env.update(
+        PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"),
+        GIT_CONFIG_GLOBAL=str(tmp_path / "gitconfig"),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     (tmp_path / "gitconfig").write_text(f"[safe]\n\tdirectory = {REPO_ROOT}\n\tdirectory = {repo}\n")
 
     def git(*args: str) -> None:
@@ -152,9 +167,15 @@ def test_the_pre_commit_hook_through_try_repo(tmp_path: Path) -> None:
     git("add", ".")
 
     def try_repo() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pre_commit", "try-repo", str(REPO_ROOT), "dbos-migrate-validate",
-                               "--all-files"], cwd=repo, env=env, capture_output=True, text=True, timeout=900,
-                              check=False)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "pre_commit", "try-repo", str(REPO_ROOT), "dbos-migrate-validate", "--all-files"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
 
     failing = try_repo()
     assert failing.returncode == 1, failing.stdout + failing.stderr

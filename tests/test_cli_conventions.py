@@ -54,8 +54,13 @@ def test_output_mode_from_the_environment_covers_usage_errors_too() -> None:
 
 def test_every_option_reads_dbos_migrate_variables_and_flags_win(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    env = {"DBOS_MIGRATE_CONFIG": str(cfg), "DBOS_MIGRATE_DB_URL": pg_url, "DBOS_MIGRATE_OUTPUT": "json",
-           "DBOS_MIGRATE_SYSTEM_DB": "skip", "DBOS_MIGRATE_DRY_RUN": "true"}  # fmt: skip
+    env = {
+        "DBOS_MIGRATE_CONFIG": str(cfg),
+        "DBOS_MIGRATE_DB_URL": pg_url,
+        "DBOS_MIGRATE_OUTPUT": "json",
+        "DBOS_MIGRATE_SYSTEM_DB": "skip",
+        "DBOS_MIGRATE_DRY_RUN": "true",
+    }
     doc = one_json(invoke("up", env=env).stdout)
     assert doc["dry_run"] is True and doc["app_database"] == app_db and doc["target_source"] == "--db-url"
     flag = invoke("up", "--app-db-name", "from_flag", env={**env, "DBOS_MIGRATE_APP_DB_NAME": "from_env"})
@@ -70,9 +75,24 @@ def test_env_files_are_read_first_and_never_override(tmp_path: Path, pg_url: str
         f"# deploy settings\nexport APP_DB='{app_db}'\nGREETING=\"hello\\nworld\" # greeting\nKEEP=from-file\n"
     )
     (tmp_path / "second.env").write_text("GREETING=second\nEXTRA=2\n")
-    cfg = write_config(tmp_path, app_db_name="${APP_DB}", migrate=['printf "%s|%s|%s" "$GREETING" "$KEEP" "$EXTRA" > seen'])
-    for placement in (["--env-file", ".env", "--env-file", "second.env", "up"], ["up", "--env-file", ".env", "--env-file", "second.env"]):
-        result = invoke(*placement, "-c", cfg, "-D", pg_url, "--system-db", "skip", cwd=tmp_path, env={"KEEP": "from-env", "APP_DB": None})
+    cfg = write_config(
+        tmp_path, app_db_name="${APP_DB}", migrate=['printf "%s|%s|%s" "$GREETING" "$KEEP" "$EXTRA" > seen']
+    )
+    for placement in (
+        ["--env-file", ".env", "--env-file", "second.env", "up"],
+        ["up", "--env-file", ".env", "--env-file", "second.env"],
+    ):
+        result = invoke(
+            *placement,
+            "-c",
+            cfg,
+            "-D",
+            pg_url,
+            "--system-db",
+            "skip",
+            cwd=tmp_path,
+            env={"KEEP": "from-env", "APP_DB": None},
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert (tmp_path / "seen").read_text() == "hello\nworld|from-env|2"
     (tmp_path / "bad.env").write_text("OK=1\nnot a line\n")
@@ -92,7 +112,11 @@ def test_top_level_help_shows_every_summary_whole() -> None:
 def test_yaml_problems_are_where_a_person_looks(tmp_path: Path) -> None:
     cases = {
         "tab.yaml": ("name: app\ndatabase:\n\tmigrate:\n    - x\n", ":3:1:", "tab in the indentation"),
-        "quote.yaml": ('name: app\ndatabase:\n  app_db_name: "unterminated\n  migrate:\n    - x\n', ":3:16:", "never closed"),
+        "quote.yaml": (
+            'name: app\ndatabase:\n  app_db_name: "unterminated\n  migrate:\n    - x\n',
+            ":3:16:",
+            "never closed",
+        ),
         "bracket.yaml": ('name: app\nenv: {A: "x", B: [1, 2\n', ":2:18:", "never closed"),
     }
     for name, (text, where, what) in cases.items():
@@ -100,7 +124,9 @@ def test_yaml_problems_are_where_a_person_looks(tmp_path: Path) -> None:
         result = invoke("validate", "-c", tmp_path / name)
         assert result.returncode == 2 and where in result.stderr and what in result.stderr, result.stderr
     (tmp_path / "order.yaml").write_text("language: cobol\nname: app\ndatabse: {}\nzzz: 1\n")
-    lines = [ln for ln in invoke("validate", "-c", tmp_path / "order.yaml").stderr.splitlines() if ln.startswith("error:")]
+    lines = [
+        ln for ln in invoke("validate", "-c", tmp_path / "order.yaml").stderr.splitlines() if ln.startswith("error:")
+    ]
     positions = [tuple(int(n) for n in ln.split(":")[2:4]) for ln in lines]
     assert positions == sorted(positions) and len(positions) == 3
 
@@ -158,9 +184,20 @@ def test_several_files_json_lists_each_config_with_its_own_outcome(tmp_path: Pat
 
 def test_the_target_source_names_what_was_used(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
-    result = invoke("up", "-c", cfg, "--dry-run", "-o", "json",
-                     env={"PGPORT": str(free_port()), "PGHOST": "127.0.0.1", "DBOS_DATABASE_URL": None,
-                          "DBOS_MIGRATE_HOME": str(tmp_path / "home")})  # fmt: skip
+    result = invoke(
+        "up",
+        "-c",
+        cfg,
+        "--dry-run",
+        "-o",
+        "json",
+        env={
+            "PGPORT": str(free_port()),
+            "PGHOST": "127.0.0.1",
+            "DBOS_DATABASE_URL": None,
+            "DBOS_MIGRATE_HOME": str(tmp_path / "home"),
+        },
+    )
     source = one_json(result.stdout)["target_source"]
     assert "PGPORT=" in source and "PGHOST=127.0.0.1" in source
 
@@ -208,8 +245,10 @@ def test_an_internal_error_is_exit_70_and_its_traceback_masks_passwords(
 
     monkeypatch.setattr(verbs, "up", broken)
     monkeypatch.setenv("PGPASSWORD", "from-env-pw")
-    for args, traceback in ((["up", "-D", "postgresql://x@127.0.0.1:1/x"], False),
-                            (["up", "-v", "-D", "postgresql://x@127.0.0.1:1/x"], True)):  # fmt: skip
+    for args, traceback in (
+        (["up", "-D", "postgresql://x@127.0.0.1:1/x"], False),
+        (["up", "-v", "-D", "postgresql://x@127.0.0.1:1/x"], True),
+    ):
         ctx = InMemoryContext(os.environ)
         code = cli.main(args, ctx)
         err = ctx.captured()[1]

@@ -160,13 +160,7 @@ def test_invalid_app_names(tmp_path: Path, name: str) -> None:
 
 
 def test_every_cloud_problem_at_once(tmp_path: Path) -> None:
-    text = (
-        "name: My App\n"
-        "database_url: postgresql://admin:x@h/db\n"
-        "database:\n"
-        "  username: postgres\n"
-        "  password: ${PW}\n"
-    )
+    text = "name: My App\ndatabase_url: postgresql://admin:x@h/db\ndatabase:\n  username: postgres\n  password: ${PW}\n"
     found = check(tmp_path, text, {"PW": "short"})
     assert sorted(p.path for p in found) == ["database.password", "database.username", "database_url", "name"]
     for p in found:
@@ -182,12 +176,6 @@ def test_cloud_problems_name_the_file_like_schema_problems(tmp_path: Path, monke
 
 
 def test_clean_config_has_no_cloud_problems(tmp_path: Path) -> None:
-    text = (
-        "name: my-app\n"
-        "database_url: ${DBOS_DATABASE_URL}\n"
-        "database:\n"
-        "  migrate:\n"
-        "    - alembic upgrade head\n"
-    )
+    text = "name: my-app\ndatabase_url: ${DBOS_DATABASE_URL}\ndatabase:\n  migrate:\n    - alembic upgrade head\n"
     env = {"DBOS_DATABASE_URL": "postgresql://app_user:Good-Pass-1@h.cloud.dbos.dev:5432/postgres?sslmode=require"}
     assert check(tmp_path, text, env) == []

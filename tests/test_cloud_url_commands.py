@@ -52,8 +52,14 @@ def source_env(source: str, tmp_path: Path, port: int) -> dict[str, str | None]:
     """The environment in which `source` is the only place the password is."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env: dict[str, str | None] = {"HOME": str(home), "PGPASSWORD": None, "PGSERVICE": None,
-                                  "PGPASSFILE": None, "PGSERVICEFILE": None, "NO_COLOR": "1"}  # fmt: skip
+    env: dict[str, str | None] = {
+        "HOME": str(home),
+        "PGPASSWORD": None,
+        "PGSERVICE": None,
+        "PGPASSFILE": None,
+        "PGSERVICEFILE": None,
+        "NO_COLOR": "1",
+    }
     if source == "PGPASSWORD":
         env["PGPASSWORD"] = PASSWORD
     elif source == "PGPASSFILE":
@@ -74,7 +80,9 @@ def alembic_app(tmp_path: Path, app_db: str, extra_commands: list[str]) -> Path:
     app = tmp_path / "app"
     shutil.copytree(REPO / "sample_app", app, ignore=shutil.ignore_patterns("__pycache__"))
     return write_config(
-        app, app_db_name=app_db, extra="env:\n  MY_URL: ${DBOS_DATABASE_URL}\n",
+        app,
+        app_db_name=app_db,
+        extra="env:\n  MY_URL: ${DBOS_DATABASE_URL}\n",
         migrate=[
             f"{ONLY_URL} psql \"$DBOS_DATABASE_URL\" -v ON_ERROR_STOP=1 -qc 'CREATE TABLE from_psql (x int)'",
             f"{ONLY_URL} psql \"$MY_URL\" -v ON_ERROR_STOP=1 -qc 'CREATE TABLE from_env_entry (x int)'",
@@ -83,12 +91,11 @@ def alembic_app(tmp_path: Path, app_db: str, extra_commands: list[str]) -> Path:
             f"{ONLY_URL} {sys.executable} -m alembic upgrade head",
             *extra_commands,
         ],
-    )  # fmt: skip
+    )
 
 
 def tables(cluster: Cluster, app_db: str) -> set[str]:
-    rows = query(cluster.url(), "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'public'",
-                 dbname=app_db)  # fmt: skip
+    rows = query(cluster.url(), "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = 'public'", dbname=app_db)
     return {r[0] for r in rows}
 
 
@@ -96,8 +103,16 @@ def tables(cluster: Cluster, app_db: str) -> set[str]:
 def test_psql_and_alembic_authenticate_through_the_url_alone(source: str, tmp_path: Path, cluster: Cluster) -> None:
     app_db = f"shop_{uuid.uuid4().hex[:8]}"
     cfg = alembic_app(tmp_path, app_db, [])
-    result = run_cli("up", "-c", cfg, "-D", masked(cluster.port), "--system-db", "create",
-                     env=source_env(source, tmp_path, cluster.port))  # fmt: skip
+    result = run_cli(
+        "up",
+        "-c",
+        cfg,
+        "-D",
+        masked(cluster.port),
+        "--system-db",
+        "create",
+        env=source_env(source, tmp_path, cluster.port),
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert {"from_psql", "from_env_entry", "alembic_version", "customers", "orders"} <= tables(cluster, app_db)
@@ -106,9 +121,7 @@ def test_psql_and_alembic_authenticate_through_the_url_alone(source: str, tmp_pa
 
 
 @pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE"])
-def test_knex_authenticates_through_the_url_alone(
-    source: str, tmp_path: Path, cluster: Cluster, knex_pg: Path
-) -> None:
+def test_knex_authenticates_through_the_url_alone(source: str, tmp_path: Path, cluster: Cluster, knex_pg: Path) -> None:
     app_db = f"shop_{uuid.uuid4().hex[:8]}"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f'{ONLY_URL} node -e "{KNEX}"'])
     env = source_env(source, tmp_path, cluster.port)
@@ -123,8 +136,12 @@ def test_a_password_typed_at_the_prompt_reaches_the_url_too(tmp_path: Path, clus
     cfg = alembic_app(tmp_path, app_db, [f'{ONLY_URL} node -e "{KNEX}"'])
     env = source_env("prompt", tmp_path, cluster.port)
     env["NODE_PATH"] = str(knex_pg / "node_modules")
-    code, text = run_on_tty(["up", "-c", cfg, "-D", masked(cluster.port), "--system-db", "create"],
-                            prompt=b"(the URL shows ***): ", answer=PASSWORD, env=env)  # fmt: skip
+    code, text = run_on_tty(
+        ["up", "-c", cfg, "-D", masked(cluster.port), "--system-db", "create"],
+        prompt=b"(the URL shows ***): ",
+        answer=PASSWORD,
+        env=env,
+    )
     assert code == 0, text
     assert {"from_psql", "from_env_entry", "alembic_version", "orders", "from_knex"} <= tables(cluster, app_db)
     assert PASSWORD not in text

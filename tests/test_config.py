@@ -88,9 +88,7 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     assert p.message.startswith("invalid YAML")
     assert p.line in (3, 4)
     assert p.column >= 1
-    assert p.render().startswith(f"{tmp_path / FILE}:{p.line}:{p.column}: ") or p.render().startswith(
-        f"{FILE}:"
-    )
+    assert p.render().startswith(f"{tmp_path / FILE}:{p.line}:{p.column}: ") or p.render().startswith(f"{FILE}:")
 
 
 def test_bad_indentation_is_a_clean_error(tmp_path: Path) -> None:
@@ -628,15 +626,7 @@ HOSTILE_VALUES = [
 
 @pytest.mark.parametrize("value", HOSTILE_VALUES)
 def test_substituted_values_never_change_the_structure(tmp_path: Path, value: str) -> None:
-    text = (
-        "name: ${V}\n"
-        "database:\n"
-        "  migrate:\n"
-        "    - echo ${V}\n"
-        "env:\n"
-        "  A: ${V}\n"
-        "  B: plain\n"
-    )
+    text = "name: ${V}\ndatabase:\n  migrate:\n    - echo ${V}\nenv:\n  A: ${V}\n  B: plain\n"
     cfg = load(tmp_path, text, {"V": value, "OTHER": "other"})
     assert cfg.name is not None and cfg.name.value == value
     assert [t.value for t in cfg.database.migrate] == [f"echo {value}"]
@@ -784,13 +774,21 @@ def test_app_db_name_limit_counts_bytes_not_characters() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("a" * 64, "app database name from SRC is 64 bytes long; PostgreSQL truncates names past 63 bytes, "
-                   "so two apps could collide"),
+        (
+            "a" * 64,
+            "app database name from SRC is 64 bytes long; PostgreSQL truncates names past 63 bytes, "
+            "so two apps could collide",
+        ),
         ("My-App", "app database name 'My-App' from SRC is not valid: it must match ^[a-z_][a-z0-9_]*$"),
-        ("template1", "app database name 'template1' from SRC is a database every PostgreSQL instance has, "
-                      "not an app's own"),
-        ("dbos_rehearse_x", "app database name 'dbos_rehearse_x' from SRC starts with 'dbos_rehearse_', which is "
-                            "kept for the rehearsal's scratch databases (dropped after each rehearsal)"),
+        (
+            "template1",
+            "app database name 'template1' from SRC is a database every PostgreSQL instance has, not an app's own",
+        ),
+        (
+            "dbos_rehearse_x",
+            "app database name 'dbos_rehearse_x' from SRC starts with 'dbos_rehearse_', which is "
+            "kept for the rehearsal's scratch databases (dropped after each rehearsal)",
+        ),
     ],
     ids=["too-long", "invalid", "reserved", "scratch-prefix"],
 )
@@ -971,12 +969,37 @@ def test_schema_is_valid_json_schema_and_loads_from_package() -> None:
     sch = config.schema()
     Draft202012Validator.check_schema(sch)
     props = sch["properties"]
-    for key in ("name", "language", "database_url", "system_database_url", "system_database_schema_name",
-                "database", "runtimeConfig", "env", "telemetry", "http", "application", "version"):
+    for key in (
+        "name",
+        "language",
+        "database_url",
+        "system_database_url",
+        "system_database_schema_name",
+        "database",
+        "runtimeConfig",
+        "env",
+        "telemetry",
+        "http",
+        "application",
+        "version",
+    ):
         assert key in props
     db = props["database"]["properties"]
-    for key in ("app_db_name", "migrate", "rollback", "hostname", "port", "username", "password",
-                "connectionTimeoutMillis", "ssl", "ssl_ca", "sys_db_name", "local_suffix", "app_db_client"):
+    for key in (
+        "app_db_name",
+        "migrate",
+        "rollback",
+        "hostname",
+        "port",
+        "username",
+        "password",
+        "connectionTimeoutMillis",
+        "ssl",
+        "ssl_ca",
+        "sys_db_name",
+        "local_suffix",
+        "app_db_client",
+    ):
         assert key in db
     rt = props["runtimeConfig"]["properties"]
     assert set(rt) == {"start", "setup", "entrypoints", "port", "admin_port", "runAdminServer"}

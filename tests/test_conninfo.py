@@ -31,9 +31,19 @@ CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 
 @pytest.mark.parametrize(
     "scheme",
-    ["postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+asyncpg",
-     "postgresql+pg8000", "postgresql+psycopg_async", "postgres+mydriver", "POSTGRESQL", "Postgres"],
-)  # fmt: skip
+    [
+        "postgresql",
+        "postgres",
+        "postgresql+psycopg",
+        "postgresql+psycopg2",
+        "postgresql+asyncpg",
+        "postgresql+pg8000",
+        "postgresql+psycopg_async",
+        "postgres+mydriver",
+        "POSTGRESQL",
+        "Postgres",
+    ],
+)
 def test_accepted_schemes_keep_the_driver_as_written(scheme: str) -> None:
     u = parse_url(f"{scheme}://u:pw@h:5432/db")
     assert (u.user, u.password, u.param("host"), u.param("port"), u.database) == ("u", "pw", "h", "5432", "db")
@@ -71,9 +81,15 @@ def test_query_parameters_are_libpqs_and_the_text_is_untouched() -> None:
     u = parse_url(text)
     assert u.text == text
     assert dict(u.params) == {
-        "user": "u", "password": "pw", "host": "h", "dbname": "db", "sslmode": "verify-full",
-        "sslrootcert": "/etc/ca.pem", "connect_timeout": "10", "application_name": "my app",
-    }  # fmt: skip
+        "user": "u",
+        "password": "pw",
+        "host": "h",
+        "dbname": "db",
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ca.pem",
+        "connect_timeout": "10",
+        "application_name": "my app",
+    }
 
 
 def test_query_host_and_port_are_what_libpq_uses() -> None:
@@ -83,9 +99,23 @@ def test_query_host_and_port_are_what_libpq_uses() -> None:
 
 @pytest.mark.parametrize(
     "password",
-    ["p@ss", "p:ss", "p/ss", "p%ss", "p#ss", "p?ss", "p&s=s", "@:/%#?&=", "  spaced  ", "ünïcødé", "é@/:", "+plus+",
-     'Xy7$p@ss:w/o%r#d?&=x"q\\z', "pass!word$1*~"],
-)  # fmt: skip
+    [
+        "p@ss",
+        "p:ss",
+        "p/ss",
+        "p%ss",
+        "p#ss",
+        "p?ss",
+        "p&s=s",
+        "@:/%#?&=",
+        "  spaced  ",
+        "ünïcødé",
+        "é@/:",
+        "+plus+",
+        'Xy7$p@ss:w/o%r#d?&=x"q\\z',
+        "pass!word$1*~",
+    ],
+)
 def test_percent_encoded_password_is_decoded_and_kept_as_written(password: str) -> None:
     text = f"postgresql+psycopg://user:{quote(password, safe='')}@db.example.com:5432/postgres"
     u = parse_url(text)
@@ -101,7 +131,9 @@ def test_percent_encoded_password_is_decoded_and_kept_as_written(password: str) 
     host=st.sampled_from(["h", "db.example.com", "[::1]", "10.0.0.1", "%2Fvar%2Frun", "h1:5432,h2:5433", ""]),
     port=st.sampled_from(["", ":5432", ":6543"]),
     db=st.text(CHARS, max_size=10),
-    query=st.sampled_from(["", "?sslmode=require", "?host=/tmp&port=6000", "?application_name=a%20b&connect_timeout=3"]),
+    query=st.sampled_from(
+        ["", "?sslmode=require", "?host=/tmp&port=6000", "?application_name=a%20b&connect_timeout=3"]
+    ),
 )
 def test_split_agrees_with_libpq(user: str, password: str, host: str, port: str, db: str, query: str) -> None:
     """Where the text is split without libpq (masking, replacing the path), the pieces are the
@@ -114,7 +146,11 @@ def test_split_agrees_with_libpq(user: str, password: str, host: str, port: str,
     sp = split(text)
     assert sp.password is not None
     assert text[sp.password[0] : sp.password[1]] == quote(password, safe="")
-    assert u.with_database("other").database == "other" == conninfo_to_dict(u.with_database("other").libpq_text())["dbname"]
+    assert (
+        u.with_database("other").database
+        == "other"
+        == conninfo_to_dict(u.with_database("other").libpq_text())["dbname"]
+    )
     assert u.masked().split("@", 1)[0] == f"postgresql://{quote(user, safe='')}:***"
 
 
@@ -204,8 +240,12 @@ def test_with_password() -> None:
 def test_synthesized_urls_encode_everything() -> None:
     u = synthesized("us@r", "p@ss:w/o%r#d", "/var/run/postgresql", "5433", [("sslmode", "disable")])
     assert (u.user, u.password, u.param("host"), u.param("port"), u.param("sslmode")) == (
-        "us@r", "p@ss:w/o%r#d", "/var/run/postgresql", "5433", "disable"
-    )  # fmt: skip
+        "us@r",
+        "p@ss:w/o%r#d",
+        "/var/run/postgresql",
+        "5433",
+        "disable",
+    )
     assert synthesized("u", None, "::1", "5432").param("host") == "::1"
 
 
@@ -215,8 +255,15 @@ def test_synthesized_urls_encode_everything() -> None:
 def test_url_then_service_then_environment(tmp_path: Path) -> None:
     services = tmp_path / "services.conf"
     services.write_text("[billing]\nhost=svc-host\nport=6001\nuser=svc_user\nsslmode=verify-full\n")
-    env = {"PGSERVICEFILE": str(services), "PGSERVICE": "billing", "PGPORT": "7000", "PGUSER": "env_user",
-           "PGSSLMODE": "disable", "PGCONNECT_TIMEOUT": "4", "HOME": str(tmp_path)}  # fmt: skip
+    env = {
+        "PGSERVICEFILE": str(services),
+        "PGSERVICE": "billing",
+        "PGPORT": "7000",
+        "PGUSER": "env_user",
+        "PGSSLMODE": "disable",
+        "PGCONNECT_TIMEOUT": "4",
+        "HOME": str(tmp_path),
+    }
     eff = effective(parse_url("postgresql://url_user@/app"), env)
     assert eff.get("user") == "url_user" and eff.source("user") == "the URL"
     assert (eff.get("host"), eff.get("port"), eff.get("sslmode")) == ("svc-host", "6001", "verify-full")
@@ -240,7 +287,9 @@ def test_pgpass_supplies_the_password_and_every_candidate_is_a_secret(tmp_path: 
     assert (eff.password, eff.password_source) == ("from:pgpass", ".pgpass")
     assert {"from:pgpass", "fallback"} <= set(eff.secrets) and "unrelated" not in eff.secrets
     pgpass.chmod(0o644)  # libpq ignores a password file others may read: so does the effective result
-    assert effective(parse_url("postgresql://app_user@db.example.com/app"), {"PGPASSFILE": str(pgpass)}).password is None
+    assert (
+        effective(parse_url("postgresql://app_user@db.example.com/app"), {"PGPASSFILE": str(pgpass)}).password is None
+    )
 
 
 def test_pgpassword_beats_pgpass_and_the_url_beats_both(tmp_path: Path) -> None:
@@ -250,7 +299,10 @@ def test_pgpassword_beats_pgpass_and_the_url_beats_both(tmp_path: Path) -> None:
     env = {"PGPASSFILE": str(pgpass), "PGPASSWORD": "from-env"}
     assert effective(parse_url("postgresql://u@h/db"), env).password == "from-env"
     assert effective(parse_url("postgresql://u:from-url@h/db"), env).password == "from-url"
-    assert effective(parse_url("postgresql://u:***@h/db"), {"PGPASSFILE": str(pgpass)}, ignore_password=True).password == "from-file"
+    assert (
+        effective(parse_url("postgresql://u:***@h/db"), {"PGPASSFILE": str(pgpass)}, ignore_password=True).password
+        == "from-file"
+    )
 
 
 # ---------------------------------------------------------------------------- what the guard judges
@@ -277,14 +329,23 @@ def test_a_remote_endpoint_from_any_source_is_found(tmp_path: Path, url: str, en
 
 @pytest.mark.parametrize(
     "url",
-    ["postgresql://localhost/db", "postgresql://127.0.0.1/db", "postgresql://127.3.2.1/db", "postgresql://[::1]/db",
-     "postgresql:///db", "postgresql:///db?host=/var/run/postgresql", "postgresql://localhost/db?hostaddr=127.0.0.1"],
-)  # fmt: skip
+    [
+        "postgresql://localhost/db",
+        "postgresql://127.0.0.1/db",
+        "postgresql://127.3.2.1/db",
+        "postgresql://[::1]/db",
+        "postgresql:///db",
+        "postgresql:///db?host=/var/run/postgresql",
+        "postgresql://localhost/db?hostaddr=127.0.0.1",
+    ],
+)
 def test_local_endpoints(url: str) -> None:
     assert nonlocal_endpoint(effective(parse_url(url), {})) is None
 
 
-@pytest.mark.parametrize("url", ["postgresql://localhost./db", "postgresql://LOCALHOST./db", "postgresql:///db?host=localhost."])
+@pytest.mark.parametrize(
+    "url", ["postgresql://localhost./db", "postgresql://LOCALHOST./db", "postgresql:///db?host=localhost."]
+)
 def test_localhost_with_a_trailing_dot_is_not_local(url: str) -> None:
     """`localhost.` is an absolute DNS name: a resolver may send it to the network."""
     remote = nonlocal_endpoint(effective(parse_url(url), {}))
@@ -306,7 +367,10 @@ def test_masked_text_hides_the_password_without_a_parse() -> None:
     assert "p@ss" not in url
     assert masked_text(url) == "postgresql://postgres:***@localhost:5432/db"
     assert masked_text("postgresql://localhost/db") == "postgresql://localhost/db"
-    assert masked_text("postgresql://h/db?sslpassword=s3cret&sslmode=require") == "postgresql://h/db?sslpassword=***&sslmode=require"
+    assert (
+        masked_text("postgresql://h/db?sslpassword=s3cret&sslmode=require")
+        == "postgresql://h/db?sslpassword=***&sslmode=require"
+    )
 
 
 def test_compose_round_trips_any_password_and_name() -> None:

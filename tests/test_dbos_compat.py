@@ -51,8 +51,15 @@ def run_app(dbos_py: Path, tmp_path: Path, sys_url: str, app_url: str) -> subpro
     script.write_text(APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))}
     env.update(SYS_URL=sys_url, APP_URL=app_url)
-    return subprocess.run([str(dbos_py / "python"), str(script)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
+    return subprocess.run(
+        [str(dbos_py / "python"), str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("system_db", ["fresh", "created earlier by the app as an admin"])
@@ -66,8 +73,12 @@ def test_a_real_dbos_app_runs_as_a_runtime_role_after_up(
     runtime = with_user(admin, "app_rt", "rt-pw")
     sys_as = {"admin": with_dbname(admin, "shop_dbos_sys"), "app_rt": with_dbname(runtime, "shop_dbos_sys")}
     app_as = {"admin": with_dbname(admin, "shop"), "app_rt": with_dbname(runtime, "shop")}
-    cfg = write_config(tmp_path, name="shop", extra="language: python\n",
-                       migrate=["psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"])  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        name="shop",
+        extra="language: python\n",
+        migrate=["psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"],
+    )
     env = {"PATH": f"{dbos_py}{os.pathsep}{os.environ['PATH']}"}
     if system_db != "fresh":
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -162,9 +173,7 @@ def dbos_schema(url: str, role: str) -> tuple[str | None, list[str], list[tuple[
     """(schema version, tables of the dbos schema, (table, role) grants to non-superusers)."""
     with psycopg.connect(url) as conn:
         version = conn.execute("SELECT max(version)::text FROM dbos.dbos_migrations").fetchone()
-        tables = [
-            r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'dbos' ORDER BY 1")
-        ]
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'dbos' ORDER BY 1")]
         grants = conn.execute(
             """SELECT table_name, grantee FROM information_schema.role_table_grants
                 WHERE table_schema = 'dbos' AND grantee = %s AND privilege_type = 'UPDATE' ORDER BY 1""",
@@ -187,8 +196,12 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
     app = tmp_path / "app"
     shutil.copytree(dbos_ts, app, symlinks=True)
     host = parse_url(pg_url)
-    pg_env = {"PGHOST": host.param("host") or "localhost", "PGPORT": host.param("port") or "5432",
-              "PGUSER": host.user or "postgres", "PGSSLMODE": "disable"}  # fmt: skip
+    pg_env = {
+        "PGHOST": host.param("host") or "localhost",
+        "PGPORT": host.param("port") or "5432",
+        "PGUSER": host.user or "postgres",
+        "PGSSLMODE": "disable",
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))} | pg_env
     try:
         # The URL in full: the SDK's default would use the password `dbos`, and the harness's
@@ -198,12 +211,17 @@ def test_a_typescript_app_gets_the_system_schema_its_sdk_would_create(
             f"name: {ref}\nlanguage: node\nsystem_database_url: {ref_sys}\ndatabase:\n  migrate: ['true']\n"
         )
         for argv in (["migrate"], ["schema", with_dbname(pg_url, f"{ref}_dbos_sys"), "-r", role]):
-            done = subprocess.run([str(app / "node_modules" / ".bin" / "dbos"), *argv], cwd=app, env=env,
-                                  capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
+            done = subprocess.run(
+                [str(app / "node_modules" / ".bin" / "dbos"), *argv],
+                cwd=app,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=SUBPROCESS_TIMEOUT,
+                check=False,
+            )
             assert done.returncode == 0, done.stdout + done.stderr
-        (app / "dbos-config.yaml").write_text(
-            f"name: {ours_name}\nlanguage: node\ndatabase:\n  migrate: ['true']\n"
-        )
+        (app / "dbos-config.yaml").write_text(f"name: {ours_name}\nlanguage: node\ndatabase:\n  migrate: ['true']\n")
         result = invoke("up", "-c", app / "dbos-config.yaml", "-D", pg_url, "--app-role", role, "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         assert one_json(result.stdout)["system_database"]["toolchain"].startswith("@dbos-inc/dbos-sdk 4.")

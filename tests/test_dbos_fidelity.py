@@ -109,8 +109,7 @@ def test_generation_is_read_from_the_app_without_running_anything(tmp_path: Path
 
 
 def test_up_warns_once_per_warning_in_a_run(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"],
-                       extra="language: python\nversion: '1.0'\n")  # fmt: skip
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], extra="language: python\nversion: '1.0'\n")
     events: list[Event] = []
     report = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok, report.error
@@ -143,7 +142,9 @@ def test_a_first_run_that_changed_nothing_is_warned_about(
     assert any(isinstance(e, Notice) and e.level == "warning" and "changed nothing" in e.text for e in events)
     # Once there is history, an up with nothing new to do is normal: no warning.
     again: list[Event] = []
-    assert not verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), again.append).schema_unchanged
+    assert not verbs.up(
+        context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), again.append
+    ).schema_unchanged
     assert not any(isinstance(e, Notice) and "changed nothing" in e.text for e in again)
 
 
@@ -170,6 +171,8 @@ def test_datasource_auto_prepares_only_an_app_that_has_a_datasource(tmp_path: Pa
     outside.write_text("from dbos import SQLAlchemyDatasource\n")
     (root / "app" / "linked.py").symlink_to(outside)
     assert not uses_datasource(root)
-    (root / "app" / "zz_db.py").write_text("from dbos import SQLAlchemyDatasource\nds = SQLAlchemyDatasource.create(url)\n")
+    (root / "app" / "zz_db.py").write_text(
+        "from dbos import SQLAlchemyDatasource\nds = SQLAlchemyDatasource.create(url)\n"
+    )
     assert uses_datasource(root)
     assert not uses_datasource(root, max_files=2)  # bounded: files are read in name order

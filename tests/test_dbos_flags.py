@@ -74,14 +74,26 @@ def test_print_user_role_connects_to_nothing_and_its_sql_grants_what_up_would(
     query(pg_url, "CREATE SCHEMA dbos; CREATE TABLE dbos.workflow_status(id text)", dbname=f"{app_db}_dbos_sys")
     code, sql_text, err = cli("up", "-c", str(cfg), "-D", pg_url, "--print-user-role", "-r", role)
     assert code == 0, err
-    psql = subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-q", with_dbname(pg_url, "postgres")],
-                          input=sql_text, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    psql = subprocess.run(
+        ["psql", "-v", "ON_ERROR_STOP=1", "-q", with_dbname(pg_url, "postgres")],
+        input=sql_text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert psql.returncode == 0, psql.stderr
-    checks = query(pg_url, "SELECT has_table_privilege(%s, 'public.items', 'INSERT'), "
-                   "has_sequence_privilege(%s, 'public.items_id_seq', 'USAGE')", (role, role), dbname=app_db)  # fmt: skip
+    checks = query(
+        pg_url,
+        "SELECT has_table_privilege(%s, 'public.items', 'INSERT'), "
+        "has_sequence_privilege(%s, 'public.items_id_seq', 'USAGE')",
+        (role, role),
+        dbname=app_db,
+    )
     assert checks == [(True, True)]
-    sys_checks = query(pg_url, "SELECT has_table_privilege(%s, 'dbos.workflow_status', 'UPDATE')",
-                       (role,), dbname=f"{app_db}_dbos_sys")  # fmt: skip
+    sys_checks = query(
+        pg_url, "SELECT has_table_privilege(%s, 'dbos.workflow_status', 'UPDATE')", (role,), dbname=f"{app_db}_dbos_sys"
+    )
     assert sys_checks == [(True,)]
 
 
@@ -89,7 +101,9 @@ def test_print_user_role_needs_a_role_and_not_print_migrations(tmp_path: Path) -
     cfg = write_config(tmp_path, app_db_name="shop", migrate=["true"])
     code, _, err = cli("up", "-c", str(cfg), "-D", UNREACHABLE, "--print-user-role")
     assert code == 2 and "-r/--app-role" in err
-    code, _, err = cli("up", "-c", str(cfg), "-D", UNREACHABLE, "--print-user-role", "-r", "x", "--print-migrations", "all")
+    code, _, err = cli(
+        "up", "-c", str(cfg), "-D", UNREACHABLE, "--print-user-role", "-r", "x", "--print-migrations", "all"
+    )
     assert code == 2 and "cannot be combined" in err
     code, out, _ = cli("up", "-c", str(cfg), "-D", UNREACHABLE, "--print-migrations", "zero", "-o", "json")
     assert code == 2 and one_json(out)["error"]["code"] == "usage"
@@ -98,13 +112,29 @@ def test_print_user_role_needs_a_role_and_not_print_migrations(tmp_path: Path) -
 def test_sys_db_url_flag_comes_before_the_config_and_the_environment(tmp_path: Path) -> None:
     flag = "postgresql://u@db.example/from_flag"
     env = {"DBOS_SYSTEM_DATABASE_URL": "postgresql://u@db.example/from_env"}
-    with_cfg = write_config(tmp_path / "a", app_db_name="shop", migrate=["true"],
-                            extra="system_database_url: postgresql://u@db.example/from_config\n")  # fmt: skip
+    with_cfg = write_config(
+        tmp_path / "a",
+        app_db_name="shop",
+        migrate=["true"],
+        extra="system_database_url: postgresql://u@db.example/from_config\n",
+    )
     plain = write_config(tmp_path / "b", app_db_name="shop", migrate=["true"])
 
     def system(cfg: Path, *more: str) -> tuple[str, str]:
-        code, out, err = cli("migrate", "-c", str(cfg), "-D", UNREACHABLE, "--print-user-role", "-r", "rt",
-                             "-o", "json", *more, environ=env)  # fmt: skip
+        code, out, err = cli(
+            "migrate",
+            "-c",
+            str(cfg),
+            "-D",
+            UNREACHABLE,
+            "--print-user-role",
+            "-r",
+            "rt",
+            "-o",
+            "json",
+            *more,
+            environ=env,
+        )
         assert code == 0, err
         doc = one_json(out)
         return doc["system_database_url"], doc["system_database_source"]
@@ -123,8 +153,12 @@ def test_schema_reaches_the_toolchain_and_status(tmp_path: Path, pg_url: str, ap
     calls = [line.split() for line in log.read_text().splitlines() if line.startswith("migrate")]
     assert calls and calls[-1][-2:] == ["--schema", "dbos_custom"]
     sys_db = f"{app_db}_dbos_sys"
-    query(pg_url, "CREATE SCHEMA dbos_custom; CREATE TABLE dbos_custom.dbos_migrations(version bigint);"
-          "INSERT INTO dbos_custom.dbos_migrations VALUES (7)", dbname=sys_db)  # fmt: skip
+    query(
+        pg_url,
+        "CREATE SCHEMA dbos_custom; CREATE TABLE dbos_custom.dbos_migrations(version bigint);"
+        "INSERT INTO dbos_custom.dbos_migrations VALUES (7)",
+        dbname=sys_db,
+    )
     code, out, err = cli("status", "-c", str(cfg), "-D", pg_url, "--schema", "dbos_custom", "-o", "json")
     assert code == 0, err
     assert one_json(out)["system_database"]["schema_version"] == "7"

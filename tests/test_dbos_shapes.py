@@ -19,9 +19,7 @@ import pytest
 from helpers import query, write_config
 from pgharness import SUBPROCESS_TIMEOUT, ClusterFactory, drop_database, run_cli, with_dbname, with_user
 
-CREATE_ITEMS = (
-    "psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"
-)
+CREATE_ITEMS = "psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"
 
 RUN = """
 DBOS.launch()
@@ -74,37 +72,37 @@ def checkout(tag: str) -> int:
 )
 
 
-def run_app(
-    python: Path, tmp_path: Path, code: str, sys_url: str, app_url: str
-) -> subprocess.CompletedProcess[str]:
+def run_app(python: Path, tmp_path: Path, code: str, sys_url: str, app_url: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "app.py"
     script.write_text(code)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS"))}
     env.update(SYS_URL=sys_url, APP_URL=app_url)
-    return subprocess.run([str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
+    return subprocess.run(
+        [str(python), str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
 
 
-def check_shape(
-    admin: str, role: str, app_db: str, venv: Path, tmp_path: Path, code: str, driver: str
-) -> str:
+def check_shape(admin: str, role: str, app_db: str, venv: Path, tmp_path: Path, code: str, driver: str) -> str:
     """Control, then the real thing, on one instance (`role` exists, `app_db` does not);
     returns what `up` printed."""
     runtime = with_user(admin, role, "rt-pw")
     sys_url = with_dbname(runtime, f"{app_db}_dbos_sys")
     app_url = with_dbname(runtime, app_db).replace("postgresql://", driver, 1)
-    cfg = write_config(
-        tmp_path, name="shop", app_db_name=app_db, extra="language: python\n", migrate=[CREATE_ITEMS]
-    )
+    cfg = write_config(tmp_path, name="shop", app_db_name=app_db, extra="language: python\n", migrate=[CREATE_ITEMS])
     env = {"PATH": f"{venv}{os.pathsep}{os.environ['PATH']}"}
     # The control: the app database left to the app, as the real tool without -D leaves it.
-    skipped = run_cli("up", "-c", cfg, "-D", admin, "-r", role, "--datasource", "skip", env=env,
-                      timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    skipped = run_cli(
+        "up", "-c", cfg, "-D", admin, "-r", role, "--datasource", "skip", env=env, timeout=SUBPROCESS_TIMEOUT
+    )
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     denied = run_app(venv / "python", tmp_path, code, sys_url, app_url)
-    assert denied.returncode != 0 and "permission denied" in denied.stderr, (
-        denied.stdout + denied.stderr[-2000:]
-    )
+    assert denied.returncode != 0 and "permission denied" in denied.stderr, denied.stdout + denied.stderr[-2000:]
     result = run_cli("up", "-c", cfg, "-D", admin, "-r", role, env=env, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
     app = run_app(venv / "python", tmp_path, code, sys_url, app_url)
@@ -137,9 +135,14 @@ def runtime_role(pg_url: str, app_db: str) -> Iterator[str]:
 
 @pytest.mark.parametrize(("venv", "version"), [("dbos_py1", "1.14.0"), ("dbos_py2", "2.31.1")])
 def test_a_dbos1_or_2_app_database_app_runs_as_the_runtime_role_after_up(
-    venv: str, version: str, pg_url: str, app_db: str, runtime_role: str, tmp_path: Path,
+    venv: str,
+    version: str,
+    pg_url: str,
+    app_db: str,
+    runtime_role: str,
+    tmp_path: Path,
     request: pytest.FixtureRequest,
-) -> None:  # fmt: skip
+) -> None:
     # On the shared server: DBOS 2.x's first system migration needs the uuid-ossp extension,
     # which the throwaway clusters' binaries lack. 1.x provisions the app database as 2.x does.
     python = request.getfixturevalue(venv)

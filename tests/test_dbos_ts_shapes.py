@@ -27,9 +27,7 @@ from pgharness import SUBPROCESS_TIMEOUT, drop_database, invoke, skip_or_fail, w
 
 from dbos_migrate.settings.conninfo import parse_url
 
-CREATE_ITEMS = (
-    "psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"
-)
+CREATE_ITEMS = "psql -v ON_ERROR_STOP=1 -qc 'CREATE TABLE IF NOT EXISTS items(id serial PRIMARY KEY, tag text)'"
 
 #: The same app for every line: legacy decorators applied by hand (what TypeScript emits), a
 #: @Transaction writing with the SDK's knex client, a workflow calling it. The SDK loads
@@ -72,8 +70,10 @@ def config(line: str, name: str, app_db: str, url: str, migrate: str) -> str:
     derives the system database `<app_db>_dbos_sys` from it, as 1.x-2.x do)."""
     p = parse_url(url)
     if line == "1.x":
-        connection = (f"  hostname: {p.param('host') or 'localhost'}\n  port: {p.param('port') or 5432}\n"
-                      f"  username: {p.user}\n  password: {json.dumps(p.password or 'unused-under-trust')}\n  ssl: false\n")  # fmt: skip
+        connection = (
+            f"  hostname: {p.param('host') or 'localhost'}\n  port: {p.param('port') or 5432}\n"
+            f"  username: {p.user}\n  password: {json.dumps(p.password or 'unused-under-trust')}\n  ssl: false\n"
+        )
         top = ""
     else:
         app_url = with_dbname(url, app_db)
@@ -81,8 +81,10 @@ def config(line: str, name: str, app_db: str, url: str, migrate: str) -> str:
         top = f"database_url: {json.dumps(app_url)}\n"
         connection = ""
     runtime = f"runtimeConfig:\n  port: {free_port()}\n  admin_port: {free_port()}\n"
-    return (f"name: {name}\nlanguage: node\n{top}database:\n{connection}  app_db_name: {app_db}\n"
-            f"  app_db_client: knex\n  migrate: [{json.dumps(migrate)}]\n{runtime}")  # fmt: skip
+    return (
+        f"name: {name}\nlanguage: node\n{top}database:\n{connection}  app_db_name: {app_db}\n"
+        f"  app_db_client: knex\n  migrate: [{json.dumps(migrate)}]\n{runtime}"
+    )
 
 
 def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -128,8 +130,12 @@ def test_a_typescript_app_runs_as_the_runtime_role_after_up(
     tag = uuid.uuid4().hex[:8]
     role, ref_db, app_db = f"rt_{tag}", f"ts_ref_{tag}", f"ts_app_{tag}"
     host = parse_url(pg_url)
-    admin_pg = {"PGHOST": host.param("host") or "localhost", "PGPORT": host.param("port") or "5432",
-                "PGUSER": host.user or "postgres", "PGSSLMODE": "disable"}  # fmt: skip
+    admin_pg = {
+        "PGHOST": host.param("host") or "localhost",
+        "PGPORT": host.param("port") or "5432",
+        "PGUSER": host.user or "postgres",
+        "PGSSLMODE": "disable",
+    }
     if host.password:
         admin_pg["PGPASSWORD"] = host.password
     runtime_url = with_user(pg_url, role, "rt-pw")
@@ -155,9 +161,7 @@ def test_a_typescript_app_runs_as_the_runtime_role_after_up(
         (ref / "app.js").write_text(APP_JS)
         theirs_denied = run_node(ref, ["node", "app.js"], node_env())
         assert theirs_denied.returncode != 0, theirs_denied.stdout
-        assert "permission denied" in theirs_denied.stdout + theirs_denied.stderr, theirs_denied.stderr[
-            -2000:
-        ]
+        assert "permission denied" in theirs_denied.stdout + theirs_denied.stderr, theirs_denied.stderr[-2000:]
         # The app's config names the runtime role; `up` gets the admin's URL with -D.
         (app / "dbos-config.yaml").write_text(config(line, "shop", app_db, runtime_url, CREATE_ITEMS))
         cfg = app / "dbos-config.yaml"

@@ -67,9 +67,13 @@ def test_recreated_under_the_same_name_is_a_rewrite() -> None:
 
 
 def test_column_rename_by_attnum_and_by_drop_plus_add() -> None:
-    by_attnum = table(100, "orders", col("id", 1, notnull=True), col("total", 2, "numeric(10,2)"), col("note", 3, "text"))
+    by_attnum = table(
+        100, "orders", col("id", 1, notnull=True), col("total", 2, "numeric(10,2)"), col("note", 3, "text")
+    )
     assert rules(snap(ORDERS), snap(by_attnum)) == [("BRK004", "public.orders.amount")]
-    drop_add = table(100, "orders", col("id", 1, notnull=True), col("note", 3, "text"), col("total", 4, "numeric(10,2)"))
+    drop_add = table(
+        100, "orders", col("id", 1, notnull=True), col("note", 3, "text"), col("total", 4, "numeric(10,2)")
+    )
     assert rules(snap(ORDERS), snap(drop_add)) == [("BRK004", "public.orders.amount")]
 
 
@@ -109,7 +113,9 @@ def test_not_null_and_defaults() -> None:
 def test_constraints_and_indexes() -> None:
     unique = Constraint(10, 100, "orders_note_key", "u", "UNIQUE (note)", True, 11, ("note",))
     backing = Index(11, "public", "orders_note_key", 100, "CREATE UNIQUE INDEX ...", True, True, False, True, ("note",))
-    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
+    plain = Index(
+        12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",)
+    )
     concurrent = replace(plain, oid=13, name="orders_note_idx", concurrently=True, columns=("note",))
     before = snap(ORDERS, constraints={10: unique}, indexes={11: backing, 12: plain})
     after = snap(ORDERS, indexes={12: plain, 13: concurrent})
@@ -134,9 +140,11 @@ def test_enums_views_functions() -> None:
         functions={70: replace(fn, result="integer")},
     )
     assert rules(before, after) == [
-        ("BRK008", "public.mood"), ("SAFE005", "public.mood"), ("BRK009", "public.totals"),
+        ("BRK008", "public.mood"),
+        ("SAFE005", "public.mood"),
+        ("BRK009", "public.totals"),
         ("BRK010", "public.total(integer)"),
-    ]  # fmt: skip
+    ]
 
 
 def test_every_change_names_a_known_rule() -> None:
@@ -166,8 +174,10 @@ def test_added_type_view_and_function() -> None:
     view = View(61, "public.big_orders", "v", "SELECT ...", ("id",))
     fn = Function(71, "public", "order_total", "integer", "numeric", "f", "h1")
     assert rules(snap(), snap(enums={51: mood}, views={61: view}, functions={71: fn})) == [
-        ("SAFE006", "public.mood"), ("SAFE006", "public.big_orders"), ("SAFE006", "public.order_total(integer)"),
-    ]  # fmt: skip
+        ("SAFE006", "public.mood"),
+        ("SAFE006", "public.big_orders"),
+        ("SAFE006", "public.order_total(integer)"),
+    ]
 
 
 def test_changed_definitions() -> None:
@@ -180,8 +190,9 @@ def test_changed_definitions() -> None:
     again = replace(ORDERS, oid=301, relfilenode=301)  # dropped and re-created: no old rows were locked
     redefined = replace(check, oid=16, table_oid=301, definition="CHECK (amount >= 0)")
     assert rules(snap(ORDERS, constraints={15: check}), snap(again, constraints={16: redefined})) == [
-        ("LCK002", "public.orders"), ("SAFE007", "public.orders.positive"),
-    ]  # fmt: skip
+        ("LCK002", "public.orders"),
+        ("SAFE007", "public.orders.positive"),
+    ]
 
 
 def test_relaxed_restrictions() -> None:
@@ -189,7 +200,9 @@ def test_relaxed_restrictions() -> None:
     assert rules(snap(strict), snap(table(1, "t", col("c", 1)))) == [("SAFE008", "public.t.c")]
     check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
     assert rules(snap(ORDERS, constraints={15: check}), snap(ORDERS)) == [("SAFE008", "public.orders.positive")]
-    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
+    plain = Index(
+        12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",)
+    )
     assert rules(snap(ORDERS, indexes={12: plain}), snap(ORDERS)) == [("SAFE008", "public.orders_amount_idx")]
     trigger = Function(72, "public", "touch", "", "trigger", "f", "h")
     assert rules(snap(functions={72: trigger}), snap()) == [("SAFE008", "public.touch()")]
@@ -202,14 +215,20 @@ def test_defaults_added_or_changed() -> None:
 
 
 def test_renamed_index_and_constraint() -> None:
-    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
+    plain = Index(
+        12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",)
+    )
     check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
     before = snap(ORDERS, indexes={12: plain}, constraints={15: check})
-    after = snap(ORDERS, indexes={12: replace(plain, name="orders_by_amount")},
-                 constraints={15: replace(check, name="amount_positive")})  # fmt: skip
+    after = snap(
+        ORDERS,
+        indexes={12: replace(plain, name="orders_by_amount")},
+        constraints={15: replace(check, name="amount_positive")},
+    )
     assert sorted(rules(before, after)) == [
-        ("SAFE011", "public.orders.amount_positive"), ("SAFE011", "public.orders_by_amount"),
-    ]  # fmt: skip
+        ("SAFE011", "public.orders.amount_positive"),
+        ("SAFE011", "public.orders_by_amount"),
+    ]
 
 
 # ---------------------------------------------------------------------------- what each change says
@@ -223,127 +242,351 @@ def _scenarios() -> Iterator[tuple[str, Snapshot, Snapshot]]:
     yield "tables dropped and added", snap(ORDERS), snap(other)
     yield "table renamed", snap(ORDERS), snap(replace(ORDERS, name="purchases"))
     yield "table recreated", snap(ORDERS), snap(replace(ORDERS, oid=301, relfilenode=301))
-    yield "column renamed", snap(ORDERS), snap(table(100, "orders", col("id", 1, notnull=True), col("total", 2, "numeric(10,2)"), col("note", 3, "text")))
+    yield (
+        "column renamed",
+        snap(ORDERS),
+        snap(
+            table(100, "orders", col("id", 1, notnull=True), col("total", 2, "numeric(10,2)"), col("note", 3, "text"))
+        ),
+    )
     yield "columns dropped", snap(ORDERS), snap(table(100, "orders", col("id", 1, notnull=True)))
-    grown = replace(ORDERS, columns={**ORDERS.columns, "extra": col("extra", 4, notnull=True), "flag": col("flag", 5, "boolean", notnull=True, default="false"), "memo": col("memo", 6, "text")})
+    grown = replace(
+        ORDERS,
+        columns={
+            **ORDERS.columns,
+            "extra": col("extra", 4, notnull=True),
+            "flag": col("flag", 5, "boolean", notnull=True, default="false"),
+            "memo": col("memo", 6, "text"),
+        },
+    )
     yield "columns added", snap(ORDERS), snap(grown)
-    before = table(1, "t", col("a", 1, "numeric(10,2)"), col("b", 2, "numeric(10,2)"), col("c", 3, "character varying(10)"), col("d", 4, default="0"), col("e", 5, notnull=True, default="1"), col("f", 6, notnull=True), col("g", 7))
-    after = table(1, "t", col("a", 1, "numeric(12,2)"), col("b", 2, "text"), col("c", 3, "character varying(20)"), col("d", 4, notnull=True, default="1"), col("e", 5, notnull=True), col("f", 6), col("g", 7, default="'x'::text"))
+    before = table(
+        1,
+        "t",
+        col("a", 1, "numeric(10,2)"),
+        col("b", 2, "numeric(10,2)"),
+        col("c", 3, "character varying(10)"),
+        col("d", 4, default="0"),
+        col("e", 5, notnull=True, default="1"),
+        col("f", 6, notnull=True),
+        col("g", 7),
+    )
+    after = table(
+        1,
+        "t",
+        col("a", 1, "numeric(12,2)"),
+        col("b", 2, "text"),
+        col("c", 3, "character varying(20)"),
+        col("d", 4, notnull=True, default="1"),
+        col("e", 5, notnull=True),
+        col("f", 6),
+        col("g", 7, default="'x'::text"),
+    )
     yield "columns changed", snap(before), snap(after)
     unique = Constraint(10, 100, "orders_note_key", "u", "UNIQUE (note)", True, 11, ("note",))
     backing = Index(11, "public", "orders_note_key", 100, "CREATE UNIQUE INDEX ...", True, True, False, True, ("note",))
-    plain = Index(12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",))
-    concurrent = replace(plain, oid=13, name="orders_note_idx", definition="CREATE INDEX ... (note)", concurrently=True,
-                         columns=("note",))  # fmt: skip
-    yield "unique dropped, index added concurrently", snap(ORDERS, constraints={10: unique}, indexes={11: backing, 12: plain}), snap(ORDERS, indexes={12: plain, 13: concurrent})
-    yield "index added with a lock", snap(ORDERS, indexes={12: plain}), snap(ORDERS, indexes={12: plain, 14: replace(plain, oid=14, name="orders_note_idx2")})
+    plain = Index(
+        12, "public", "orders_amount_idx", 100, "CREATE INDEX ... (amount)", False, True, False, False, ("amount",)
+    )
+    concurrent = replace(
+        plain,
+        oid=13,
+        name="orders_note_idx",
+        definition="CREATE INDEX ... (note)",
+        concurrently=True,
+        columns=("note",),
+    )
+    yield (
+        "unique dropped, index added concurrently",
+        snap(ORDERS, constraints={10: unique}, indexes={11: backing, 12: plain}),
+        snap(ORDERS, indexes={12: plain, 13: concurrent}),
+    )
+    yield (
+        "index added with a lock",
+        snap(ORDERS, indexes={12: plain}),
+        snap(ORDERS, indexes={12: plain, 14: replace(plain, oid=14, name="orders_note_idx2")}),
+    )
     check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", False, 0, ("amount",))
     yield "check added not valid", snap(ORDERS), snap(ORDERS, constraints={15: check})
     yield "check added validated", snap(ORDERS), snap(ORDERS, constraints={15: replace(check, validated=True)})
     vcheck = replace(check, validated=True)
     yield "check and index dropped", snap(ORDERS, constraints={15: vcheck}, indexes={12: plain}), snap(ORDERS)
-    yield "index and constraint renamed", snap(ORDERS, indexes={12: plain}, constraints={15: vcheck}), snap(ORDERS, indexes={12: replace(plain, name="orders_by_amount")}, constraints={15: replace(vcheck, name="amount_positive")})
-    yield "check dropped and added anew", snap(ORDERS, constraints={15: vcheck}), snap(ORDERS, constraints={17: replace(vcheck, oid=17, definition="CHECK (amount >= 0)")})
+    yield (
+        "index and constraint renamed",
+        snap(ORDERS, indexes={12: plain}, constraints={15: vcheck}),
+        snap(
+            ORDERS,
+            indexes={12: replace(plain, name="orders_by_amount")},
+            constraints={15: replace(vcheck, name="amount_positive")},
+        ),
+    )
+    yield (
+        "check dropped and added anew",
+        snap(ORDERS, constraints={15: vcheck}),
+        snap(ORDERS, constraints={17: replace(vcheck, oid=17, definition="CHECK (amount >= 0)")}),
+    )
     fk = Constraint(16, 100, "orders_customer_fk", "f", "FOREIGN KEY (id) REFERENCES customers(id)", True, 0, ("id",))
     yield "foreign key added", snap(ORDERS), snap(ORDERS, constraints={16: fk})
     mood = Enum(50, "public.mood", ("happy", "sad"))
     view = View(60, "public.totals", "v", "SELECT ...", ("id", "amount"))
     fn = Function(70, "public", "total", "integer", "numeric", "f", "abc")
-    yield "enum, view, function changed", snap(enums={50: mood}, views={60: view}, functions={70: fn}), snap(enums={50: replace(mood, labels=("happy", "ok"))}, views={60: replace(view, columns=("id",))}, functions={70: replace(fn, result="integer")})
+    yield (
+        "enum, view, function changed",
+        snap(enums={50: mood}, views={60: view}, functions={70: fn}),
+        snap(
+            enums={50: replace(mood, labels=("happy", "ok"))},
+            views={60: replace(view, columns=("id",))},
+            functions={70: replace(fn, result="integer")},
+        ),
+    )
     yield "enum, view, function dropped", snap(enums={50: mood}, views={60: view}, functions={70: fn}), snap()
-    yield "enum renamed, view and function redefined", snap(enums={50: mood}, views={60: view}, functions={70: fn}), snap(enums={50: replace(mood, qualname="public.feeling")}, views={60: replace(view, definition="SELECT 2")}, functions={70: replace(fn, body="def")})
-    yield "enum, view, function added", snap(), snap(enums={51: Enum(51, "public.mood", ("ok",))}, views={61: View(61, "public.big_orders", "v", "SELECT ...", ("id",))}, functions={71: Function(71, "public", "order_total", "integer", "numeric", "f", "h1")})
+    yield (
+        "enum renamed, view and function redefined",
+        snap(enums={50: mood}, views={60: view}, functions={70: fn}),
+        snap(
+            enums={50: replace(mood, qualname="public.feeling")},
+            views={60: replace(view, definition="SELECT 2")},
+            functions={70: replace(fn, body="def")},
+        ),
+    )
+    yield (
+        "enum, view, function added",
+        snap(),
+        snap(
+            enums={51: Enum(51, "public.mood", ("ok",))},
+            views={61: View(61, "public.big_orders", "v", "SELECT ...", ("id",))},
+            functions={71: Function(71, "public", "order_total", "integer", "numeric", "f", "h1")},
+        ),
+    )
     trigger = Function(72, "public", "touch", "", "trigger", "f", "h")
     proc = Function(73, "public", "tidy", "", "void", "p", "h")
     yield "trigger function and procedure dropped", snap(functions={72: trigger, 73: proc}), snap()
 
 
 _EVERY_CHANGE_IN_FULL: dict[str, list[tuple[str, str, str, str, str | None]]] = {
-    'tables dropped and added': [
-        ('BRK001', 'public.orders', 'table public.orders dropped (id, amount, note)', 'table public.orders', 'public.orders'),
-        ('SAFE001', 'public.audit', 'table public.audit added (at)', 'table public.audit', 'public.audit'),
+    "tables dropped and added": [
+        (
+            "BRK001",
+            "public.orders",
+            "table public.orders dropped (id, amount, note)",
+            "table public.orders",
+            "public.orders",
+        ),
+        ("SAFE001", "public.audit", "table public.audit added (at)", "table public.audit", "public.audit"),
     ],
-    'table renamed': [
-        ('BRK003', 'public.orders', 'table public.orders renamed to public.purchases', 'table public.purchases', 'public.purchases'),
+    "table renamed": [
+        (
+            "BRK003",
+            "public.orders",
+            "table public.orders renamed to public.purchases",
+            "table public.purchases",
+            "public.purchases",
+        ),
     ],
-    'table recreated': [
-        ('LCK002', 'public.orders', 'table public.orders dropped and re-created: its rows are not carried over unless the migration copies them', 'table public.orders', 'public.orders'),
+    "table recreated": [
+        (
+            "LCK002",
+            "public.orders",
+            "table public.orders dropped and re-created: its rows are not carried over unless the migration copies them",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'column renamed': [
-        ('BRK004', 'public.orders.amount', 'column amount renamed to total', 'table public.orders', 'public.orders'),
+    "column renamed": [
+        ("BRK004", "public.orders.amount", "column amount renamed to total", "table public.orders", "public.orders"),
     ],
-    'columns dropped': [
-        ('BRK002', 'public.orders.amount', 'column amount (numeric(10,2)) dropped', 'table public.orders', 'public.orders'),
-        ('BRK002', 'public.orders.note', 'column note (text) dropped', 'table public.orders', 'public.orders'),
+    "columns dropped": [
+        (
+            "BRK002",
+            "public.orders.amount",
+            "column amount (numeric(10,2)) dropped",
+            "table public.orders",
+            "public.orders",
+        ),
+        ("BRK002", "public.orders.note", "column note (text) dropped", "table public.orders", "public.orders"),
     ],
-    'columns added': [
-        ('BRK007', 'public.orders.extra', 'column extra integer NOT NULL added without a default', 'table public.orders', 'public.orders'),
-        ('SAFE002', 'public.orders.flag', 'column flag boolean NOT NULL added DEFAULT false', 'table public.orders', 'public.orders'),
-        ('SAFE002', 'public.orders.memo', 'column memo text added', 'table public.orders', 'public.orders'),
+    "columns added": [
+        (
+            "BRK007",
+            "public.orders.extra",
+            "column extra integer NOT NULL added without a default",
+            "table public.orders",
+            "public.orders",
+        ),
+        (
+            "SAFE002",
+            "public.orders.flag",
+            "column flag boolean NOT NULL added DEFAULT false",
+            "table public.orders",
+            "public.orders",
+        ),
+        ("SAFE002", "public.orders.memo", "column memo text added", "table public.orders", "public.orders"),
     ],
-    'columns changed': [
-        ('BRK005', 'public.t.b', 'column b type numeric(10,2) → text', 'table public.t', 'public.t'),
-        ('BRK006', 'public.t.d', 'column d SET NOT NULL', 'table public.t', 'public.t'),
-        ('BRK012', 'public.t.e', 'column e (NOT NULL) lost its default 1', 'table public.t', 'public.t'),
-        ('SAFE004', 'public.t.a', 'column a type numeric(10,2) → numeric(12,2)', 'table public.t', 'public.t'),
-        ('SAFE004', 'public.t.c', 'column c type character varying(10) → character varying(20)', 'table public.t', 'public.t'),
-        ('SAFE010', 'public.t.d', 'column d default 0 → 1', 'table public.t', 'public.t'),
-        ('SAFE008', 'public.t.f', 'column f DROP NOT NULL', 'table public.t', 'public.t'),
-        ('SAFE010', 'public.t.g', "column g default no default → 'x'::text", 'table public.t', 'public.t'),
+    "columns changed": [
+        ("BRK005", "public.t.b", "column b type numeric(10,2) → text", "table public.t", "public.t"),
+        ("BRK006", "public.t.d", "column d SET NOT NULL", "table public.t", "public.t"),
+        ("BRK012", "public.t.e", "column e (NOT NULL) lost its default 1", "table public.t", "public.t"),
+        ("SAFE004", "public.t.a", "column a type numeric(10,2) → numeric(12,2)", "table public.t", "public.t"),
+        (
+            "SAFE004",
+            "public.t.c",
+            "column c type character varying(10) → character varying(20)",
+            "table public.t",
+            "public.t",
+        ),
+        ("SAFE010", "public.t.d", "column d default 0 → 1", "table public.t", "public.t"),
+        ("SAFE008", "public.t.f", "column f DROP NOT NULL", "table public.t", "public.t"),
+        ("SAFE010", "public.t.g", "column g default no default → 'x'::text", "table public.t", "public.t"),
     ],
-    'unique dropped, index added concurrently': [
-        ('BRK011', 'public.orders.orders_note_key', 'unique constraint orders_note_key dropped: UNIQUE (note)', 'table public.orders', 'public.orders'),
-        ('SAFE003', 'public.orders_note_idx', 'index orders_note_idx added: CREATE INDEX ... (note) (built CONCURRENTLY)', 'table public.orders', 'public.orders'),
+    "unique dropped, index added concurrently": [
+        (
+            "BRK011",
+            "public.orders.orders_note_key",
+            "unique constraint orders_note_key dropped: UNIQUE (note)",
+            "table public.orders",
+            "public.orders",
+        ),
+        (
+            "SAFE003",
+            "public.orders_note_idx",
+            "index orders_note_idx added: CREATE INDEX ... (note) (built CONCURRENTLY)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'index added with a lock': [
-        ('LCK001', 'public.orders_note_idx2', 'index orders_note_idx2 added: CREATE INDEX ... (amount)', 'table public.orders', 'public.orders'),
+    "index added with a lock": [
+        (
+            "LCK001",
+            "public.orders_note_idx2",
+            "index orders_note_idx2 added: CREATE INDEX ... (amount)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'check added not valid': [
-        ('SAFE009', 'public.orders.positive', 'check constraint positive added NOT VALID: CHECK (amount > 0)', 'table public.orders', 'public.orders'),
+    "check added not valid": [
+        (
+            "SAFE009",
+            "public.orders.positive",
+            "check constraint positive added NOT VALID: CHECK (amount > 0)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'check added validated': [
-        ('LCK003', 'public.orders.positive', 'check constraint positive added (scans the table under lock): CHECK (amount > 0)', 'table public.orders', 'public.orders'),
+    "check added validated": [
+        (
+            "LCK003",
+            "public.orders.positive",
+            "check constraint positive added (scans the table under lock): CHECK (amount > 0)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'check and index dropped': [
-        ('SAFE008', 'public.orders.positive', 'check constraint positive dropped: CHECK (amount > 0)', 'table public.orders', 'public.orders'),
-        ('SAFE008', 'public.orders_amount_idx', 'index orders_amount_idx dropped: CREATE INDEX ... (amount)', 'table public.orders', 'public.orders'),
+    "check and index dropped": [
+        (
+            "SAFE008",
+            "public.orders.positive",
+            "check constraint positive dropped: CHECK (amount > 0)",
+            "table public.orders",
+            "public.orders",
+        ),
+        (
+            "SAFE008",
+            "public.orders_amount_idx",
+            "index orders_amount_idx dropped: CREATE INDEX ... (amount)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'index and constraint renamed': [
-        ('SAFE011', 'public.orders.amount_positive', 'constraint positive renamed to amount_positive', 'table public.orders', 'public.orders'),
-        ('SAFE011', 'public.orders_by_amount', 'index orders_amount_idx renamed to orders_by_amount', 'table public.orders', 'public.orders'),
+    "index and constraint renamed": [
+        (
+            "SAFE011",
+            "public.orders.amount_positive",
+            "constraint positive renamed to amount_positive",
+            "table public.orders",
+            "public.orders",
+        ),
+        (
+            "SAFE011",
+            "public.orders_by_amount",
+            "index orders_amount_idx renamed to orders_by_amount",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'check dropped and added anew': [
-        ('LCK003', 'public.orders.positive', 'check constraint positive re-created: CHECK (amount > 0) → CHECK (amount >= 0)', 'table public.orders', 'public.orders'),
+    "check dropped and added anew": [
+        (
+            "LCK003",
+            "public.orders.positive",
+            "check constraint positive re-created: CHECK (amount > 0) → CHECK (amount >= 0)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'foreign key added': [
-        ('LCK003', 'public.orders.orders_customer_fk', 'foreign key constraint orders_customer_fk added (scans the table under lock): FOREIGN KEY (id) REFERENCES customers(id)', 'table public.orders', 'public.orders'),
+    "foreign key added": [
+        (
+            "LCK003",
+            "public.orders.orders_customer_fk",
+            "foreign key constraint orders_customer_fk added (scans the table under lock): FOREIGN KEY (id) REFERENCES customers(id)",
+            "table public.orders",
+            "public.orders",
+        ),
     ],
-    'enum, view, function changed': [
-        ('BRK008', 'public.mood', 'enum public.mood lost value(s): sad', 'type public.mood', None),
-        ('SAFE005', 'public.mood', 'enum public.mood gained value(s): ok', 'type public.mood', None),
-        ('BRK009', 'public.totals', 'view public.totals lost column(s): amount', 'view public.totals', None),
-        ('BRK010', 'public.total(integer)', 'function public.total(integer) return type numeric → integer', 'function public.total(integer)', None),
+    "enum, view, function changed": [
+        ("BRK008", "public.mood", "enum public.mood lost value(s): sad", "type public.mood", None),
+        ("SAFE005", "public.mood", "enum public.mood gained value(s): ok", "type public.mood", None),
+        ("BRK009", "public.totals", "view public.totals lost column(s): amount", "view public.totals", None),
+        (
+            "BRK010",
+            "public.total(integer)",
+            "function public.total(integer) return type numeric → integer",
+            "function public.total(integer)",
+            None,
+        ),
     ],
-    'enum, view, function dropped': [
-        ('BRK008', 'public.mood', 'enum public.mood dropped (values: happy, sad)', 'type public.mood', None),
-        ('BRK009', 'public.totals', 'view public.totals dropped', 'view public.totals', None),
-        ('BRK010', 'public.total(integer)', 'function public.total(integer) dropped', 'function public.total(integer)', None),
+    "enum, view, function dropped": [
+        ("BRK008", "public.mood", "enum public.mood dropped (values: happy, sad)", "type public.mood", None),
+        ("BRK009", "public.totals", "view public.totals dropped", "view public.totals", None),
+        (
+            "BRK010",
+            "public.total(integer)",
+            "function public.total(integer) dropped",
+            "function public.total(integer)",
+            None,
+        ),
     ],
-    'enum renamed, view and function redefined': [
-        ('BRK008', 'public.mood', 'enum public.mood renamed to public.feeling (values: happy, sad)', 'type public.mood', None),
-        ('SAFE007', 'public.totals', 'view public.totals query changed', 'view public.totals', None),
-        ('SAFE007', 'public.total(integer)', 'function public.total(integer) body changed', 'function public.total(integer)', None),
+    "enum renamed, view and function redefined": [
+        (
+            "BRK008",
+            "public.mood",
+            "enum public.mood renamed to public.feeling (values: happy, sad)",
+            "type public.mood",
+            None,
+        ),
+        ("SAFE007", "public.totals", "view public.totals query changed", "view public.totals", None),
+        (
+            "SAFE007",
+            "public.total(integer)",
+            "function public.total(integer) body changed",
+            "function public.total(integer)",
+            None,
+        ),
     ],
-    'enum, view, function added': [
-        ('SAFE006', 'public.mood', 'enum public.mood added (ok)', 'type public.mood', None),
-        ('SAFE006', 'public.big_orders', 'view public.big_orders added', 'view public.big_orders', None),
-        ('SAFE006', 'public.order_total(integer)', 'function public.order_total(integer) added', 'function public.order_total(integer)', None),
+    "enum, view, function added": [
+        ("SAFE006", "public.mood", "enum public.mood added (ok)", "type public.mood", None),
+        ("SAFE006", "public.big_orders", "view public.big_orders added", "view public.big_orders", None),
+        (
+            "SAFE006",
+            "public.order_total(integer)",
+            "function public.order_total(integer) added",
+            "function public.order_total(integer)",
+            None,
+        ),
     ],
-    'trigger function and procedure dropped': [
-        ('SAFE008', 'public.touch()', 'function public.touch() dropped', 'function public.touch()', None),
-        ('BRK010', 'public.tidy()', 'procedure public.tidy() dropped', 'function public.tidy()', None),
+    "trigger function and procedure dropped": [
+        ("SAFE008", "public.touch()", "function public.touch() dropped", "function public.touch()", None),
+        ("BRK010", "public.tidy()", "procedure public.tidy() dropped", "function public.tidy()", None),
     ],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(_EVERY_CHANGE_IN_FULL))
@@ -368,17 +611,26 @@ def planned(before: Snapshot, after: Snapshot, details: Details | None = None) -
 
 
 def test_data_checks_planned_for_columns() -> None:
-    not_null = table(100, "orders", col("id", 1, notnull=True), col("amount", 2, "numeric(10,2)", notnull=True),
-                     col("note", 3, "text"))  # fmt: skip
+    not_null = table(
+        100,
+        "orders",
+        col("id", 1, notnull=True),
+        col("amount", 2, "numeric(10,2)", notnull=True),
+        col("note", 3, "text"),
+    )
     assert planned(snap(ORDERS), snap(not_null)) == [
-        ("DATA001", "public.orders.amount", "nulls"), ("DATA008", "public.orders", "scan"),
-    ]  # fmt: skip
+        ("DATA001", "public.orders.amount", "nulls"),
+        ("DATA008", "public.orders", "scan"),
+    ]
     grown = replace(ORDERS, columns={**ORDERS.columns, "sku": col("sku", 4, "text", notnull=True)})
     assert planned(snap(ORDERS), snap(grown)) == [("DATA002", "public.orders.sku", "rows")]
-    narrowed = table(100, "orders", col("id", 1, notnull=True), col("amount", 2, "numeric(8,2)"), col("note", 3, "text"))
+    narrowed = table(
+        100, "orders", col("id", 1, notnull=True), col("amount", 2, "numeric(8,2)"), col("note", 3, "text")
+    )
     assert planned(snap(ORDERS), snap(narrowed)) == [
-        ("DATA006", "public.orders.amount", "fits-type"), ("DATA008", "public.orders", "rewrite"),
-    ]  # fmt: skip
+        ("DATA006", "public.orders.amount", "fits-type"),
+        ("DATA008", "public.orders", "rewrite"),
+    ]
 
 
 def test_data_checks_planned_for_indexes_and_constraints() -> None:
@@ -386,18 +638,21 @@ def test_data_checks_planned_for_indexes_and_constraints() -> None:
     before, after = snap(ORDERS), snap(ORDERS, indexes={20: unique})
     assert Planner(diff(before, after), before, after).needed() == ([20], [])
     assert planned(before, after, Details(indexes={20: (["note"], None, False)})) == [
-        ("DATA003", "public.orders_note_key", "duplicates"), ("DATA009", "public.orders", "index build"),
-    ]  # fmt: skip
+        ("DATA003", "public.orders_note_key", "duplicates"),
+        ("DATA009", "public.orders", "index build"),
+    ]
     check = Constraint(15, 100, "positive", "c", "CHECK (amount > 0)", True, 0, ("amount",))
     assert planned(before, snap(ORDERS, constraints={15: check}), Details(checks={15: "amount > 0"})) == [
-        ("DATA004", "public.orders.positive", "check"), ("DATA008", "public.orders", "scan"),
-    ]  # fmt: skip
+        ("DATA004", "public.orders.positive", "check"),
+        ("DATA008", "public.orders", "scan"),
+    ]
     customers = table(200, "customers", col("id", 1, notnull=True))
     fk = Constraint(16, 100, "orders_id_fk", "f", "FOREIGN KEY (id) REFERENCES customers(id)", True, 0, ("id",))
     details = Details(foreign_keys={16: (["id"], 200, ["id"], "s")})
     assert planned(snap(ORDERS, customers), snap(ORDERS, customers, constraints={16: fk}), details) == [
-        ("DATA005", "public.orders.orders_id_fk", "foreign-key"), ("DATA008", "public.orders", "scan"),
-    ]  # fmt: skip
+        ("DATA005", "public.orders.orders_id_fk", "foreign-key"),
+        ("DATA008", "public.orders", "scan"),
+    ]
 
 
 def test_data_check_planned_for_a_removed_enum_value() -> None:
@@ -411,8 +666,17 @@ def test_data_check_planned_for_a_removed_enum_value() -> None:
 def _row_check(rule: str = "DATA001", unknown: str | None = None) -> RowCheck:
     from psycopg import sql
 
-    return RowCheck(0, "nulls", rule, "public.orders.amount", Rel("public", "orders"), "NULL in amount",
-                    "SET NOT NULL will fail", violation=sql.SQL("t.amount IS NULL"), unknown=unknown)  # fmt: skip
+    return RowCheck(
+        0,
+        "nulls",
+        rule,
+        "public.orders.amount",
+        Rel("public", "orders"),
+        "NULL in amount",
+        "SET NOT NULL will fail",
+        violation=sql.SQL("t.amount IS NULL"),
+        unknown=unknown,
+    )
 
 
 def test_data_findings_from_counts() -> None:
@@ -423,8 +687,11 @@ def test_data_findings_from_counts() -> None:
     assert (clean.rule, clean.status, clean.severity) == ("DATA012", "none", "safe")
     sampled = datachecks._row_finding(_row_check(), fact, examined=40, violating=0, percent=2.5, elapsed=1)
     assert (sampled.rule, sampled.status, sampled.sampled, sampled.severity) == (
-        "DATA011", "none-in-sample", True, "unknown",
-    )  # fmt: skip
+        "DATA011",
+        "none-in-sample",
+        True,
+        "unknown",
+    )
 
 
 def test_data_check_that_cannot_be_asked_is_unknown() -> None:
@@ -432,8 +699,13 @@ def test_data_check_that_cannot_be_asked_is_unknown() -> None:
     table that role may not read, is DATA010 without a query."""
     fact = datachecks.Facts(True, heap_bytes=8192, total_bytes=8192, rows=1, can_select=True)
     scrub = Scrubber([])
-    unknown = datachecks._row_check(None, _row_check(unknown="its index could not be read"), fact,  # type: ignore[arg-type]
-                                    datachecks.Settings(), scrub)  # fmt: skip
+    unknown = datachecks._row_check(
+        None,
+        _row_check(unknown="its index could not be read"),
+        fact,  # type: ignore[arg-type]
+        datachecks.Settings(),
+        scrub,
+    )
     assert (unknown.rule, unknown.status, unknown.severity) == ("DATA010", "unknown", "unknown")
     no_role = datachecks._row_check(None, _row_check(), fact, datachecks.Settings(), scrub)  # type: ignore[arg-type]
     assert no_role.rule == "DATA010" and "no read-only role" in no_role.detail
@@ -448,10 +720,14 @@ def test_data_findings_from_table_sizes() -> None:
     small = replace(large, heap_bytes=8192, total_bytes=16384)
     rewrite = SizeCheck(0, "public.orders", Rel("public", "orders"), "rewrite", "ACCESS EXCLUSIVE", "DATA008")
     build = SizeCheck(0, "public.orders", Rel("public", "orders"), "index build", "SHARE", "DATA009")
-    assert [(f.rule, f.status, f.severity) for f in (
-        datachecks._size(rewrite, large, settings), datachecks._size(build, large, settings),
-        datachecks._size(rewrite, small, settings),
-    )] == [("DATA008", "large", "lock-heavy"), ("DATA009", "large", "lock-heavy"), ("DATA013", "small", "safe")]  # fmt: skip
+    assert [
+        (f.rule, f.status, f.severity)
+        for f in (
+            datachecks._size(rewrite, large, settings),
+            datachecks._size(build, large, settings),
+            datachecks._size(rewrite, small, settings),
+        )
+    ] == [("DATA008", "large", "lock-heavy"), ("DATA009", "large", "lock-heavy"), ("DATA013", "small", "safe")]
 
 
 def _asserted_rule_ids() -> set[str]:

@@ -112,7 +112,10 @@ def test_typed_confirmation_on_a_tty(tmp_path: Path, pg_url: str, app_db: str) -
 
 def test_rollback_runs_in_listed_order(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(
-        tmp_path, app_db_name=app_db, migrate=["true"], rollback=["echo third-migration >> log", "echo second >> log", "echo first >> log"]
+        tmp_path,
+        app_db_name=app_db,
+        migrate=["true"],
+        rollback=["echo third-migration >> log", "echo second >> log", "echo first >> log"],
     )
     assert invoke("up", "-c", cfg, "-D", pg_url).returncode == 0
     result = invoke("down", "-c", cfg, "-D", pg_url)

@@ -28,9 +28,7 @@ def created(pg_url: str, *names: str) -> None:
         query(pg_url, f'CREATE DATABASE "{name}"')
 
 
-def test_drop_drops_the_app_and_system_databases_after_the_warning(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_drop_drops_the_app_and_system_databases_after_the_warning(tmp_path: Path, pg_url: str, app_db: str) -> None:
     created(pg_url, app_db, f"{app_db}_dbos_sys")
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     result = invoke("drop", "-c", cfg, "-D", pg_url, "--system-db", "--yes", "-o", "json")
@@ -59,15 +57,11 @@ def test_ups_system_db_variable_neither_breaks_drop_nor_drops_the_system_databas
     assert result.returncode == 0 and not db_exists(pg_url, f"{app_db}_dbos_sys"), result.stderr
 
 
-def test_drop_needs_a_typed_confirmation_even_off_production(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_drop_needs_a_typed_confirmation_even_off_production(tmp_path: Path, pg_url: str, app_db: str) -> None:
     created(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
     refused = invoke("drop", "-c", cfg, "-D", pg_url)  # no terminal, no --yes
-    assert (
-        refused.returncode == 5 and "without confirmation" in refused.stderr and "--confirm" in refused.stderr
-    )
+    assert refused.returncode == 5 and "without confirmation" in refused.stderr and "--confirm" in refused.stderr
     assert refused.stderr.index(WARNING) < refused.stderr.index("without confirmation")
     assert invoke("drop", "-c", cfg, "-D", pg_url, "--confirm", "other").returncode == 5
     assert invoke("drop", "-c", cfg, "-D", pg_url, answers=["not-it"]).returncode == 5
@@ -111,18 +105,14 @@ def test_a_run_in_progress_holds_the_lock_and_drop_waits_then_gives_up(
         assert db_exists(pg_url, app_db)
 
 
-def test_a_live_lease_of_a_run_whose_lock_session_died_is_respected(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_a_live_lease_of_a_run_whose_lock_session_died_is_respected(tmp_path: Path, pg_url: str, app_db: str) -> None:
     import time
 
     from dbos_migrate.engine import lease
 
     created(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    with psycopg.connect(
-        with_dbname(pg_url, app_db), autocommit=True
-    ) as conn:  # the run, then its session dies
+    with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True) as conn:  # the run, then its session dies
         assert lease.prepare_table(conn)
         run_id = str(uuid.uuid4())
         lease.acquire(conn, app_db, run_id, 120.0, time.monotonic() + 10, lambda text, level: None)

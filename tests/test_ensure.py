@@ -60,9 +60,7 @@ def test_a_missing_app_role_is_exit_2_on_the_app_server_and_on_the_system_databa
     """The once-divergent case: a missing --app-role was exit 2 on the app's server but exit 3
     (or no check at all, for an existing system database) on the system database's own."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    missing_here = invoke(
-        "up", "-c", str(cfg), "-D", pg_url, "--app-role", f"{role}_not", "--system-db", "create"
-    )
+    missing_here = invoke("up", "-c", str(cfg), "-D", pg_url, "--app-role", f"{role}_not", "--system-db", "create")
     assert missing_here.returncode == 2, missing_here.stderr
     assert "no such role" in missing_here.stderr and not db_exists(pg_url, app_db)
 
@@ -70,8 +68,19 @@ def test_a_missing_app_role_is_exit_2_on_the_app_server_and_on_the_system_databa
     sys_name = f"{app_db}_sys"
     if system_database == "existing":
         query(other.url(dbname="postgres"), f'CREATE DATABASE "{sys_name}"')
-    result = invoke("up", "-c", str(cfg), "-D", pg_url, "--app-role", role, "--system-db", "create",
-                    "--sys-db-url", other.url(dbname=sys_name))  # fmt: skip
+    result = invoke(
+        "up",
+        "-c",
+        str(cfg),
+        "-D",
+        pg_url,
+        "--app-role",
+        role,
+        "--system-db",
+        "create",
+        "--sys-db-url",
+        other.url(dbname=sys_name),
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"--app-role {role!r}: no such role on the system database's server" in result.stderr
     assert db_exists(other.url(dbname="postgres"), sys_name) == (system_database == "existing")
@@ -89,8 +98,9 @@ def test_a_system_database_on_a_standby_is_refused_before_anything(
     standby = start_standby(primary, reachable_tmp)
     try:
         cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f"touch {tmp_path / 'ran'}"])
-        result = invoke("up", "-c", str(cfg), "-D", pg_url, "--system-db", "create",
-                        "--sys-db-url", standby.url(dbname=sys_name))  # fmt: skip
+        result = invoke(
+            "up", "-c", str(cfg), "-D", pg_url, "--system-db", "create", "--sys-db-url", standby.url(dbname=sys_name)
+        )
         assert result.returncode == 3, result.stdout + result.stderr
         assert "read-only standby" in result.stderr and "the system database's server" in result.stderr
         assert not db_exists(pg_url, app_db) and not (tmp_path / "ran").exists()
@@ -105,16 +115,12 @@ def test_both_databases_are_announced_by_the_same_event(tmp_path: Path, pg_url: 
         events: list[Event] = []
         report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}), options, events.append)
         assert report.ok, report.error
-        ready = [
-            (e.name, e.created, getattr(e, "kind", None)) for e in events if isinstance(e, DatabaseReady)
-        ]
+        ready = [(e.name, e.created, getattr(e, "kind", None)) for e in events if isinstance(e, DatabaseReady)]
         assert ready == [(app_db, created, "app"), (f"{app_db}_dbos_sys", created, "system")]
     assert db_exists(pg_url, f"{app_db}_dbos_sys")
 
 
-def test_the_system_database_server_is_waited_for_like_the_app_server(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_the_system_database_server_is_waited_for_like_the_app_server(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """--wait covers every server a run connects to: a system database on a server that does
     not answer is retried (WaitingForServer), then exit 3."""
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
@@ -137,14 +143,14 @@ def test_the_system_schema_toolchain_runs_as_a_command_with_its_events(
     assert report.ok, report.error
     commands = [e for e in events if isinstance(e, (CommandStarted, CommandFinished))]
     assert [(type(e), getattr(e, "step", None)) for e in commands] == [
-        (CommandStarted, "system schema"), (CommandFinished, "system schema"),
-        (CommandStarted, ""), (CommandFinished, ""),
-    ]  # fmt: skip
+        (CommandStarted, "system schema"),
+        (CommandFinished, "system schema"),
+        (CommandStarted, ""),
+        (CommandFinished, ""),
+    ]
     first = commands[0]
     assert (
-        isinstance(first, CommandStarted)
-        and "migrate -s" in first.command
-        and "dbos 3.4.0 (Python)" in first.command
+        isinstance(first, CommandStarted) and "migrate -s" in first.command and "dbos 3.4.0 (Python)" in first.command
     )
     assert [c.command for c in report.commands] == ["echo migrating"]  # the toolchain is no history row
 
@@ -160,14 +166,13 @@ def test_the_system_schema_toolchain_runs_as_a_command_with_its_events(
 def test_a_failing_toolchain_fails_like_a_command(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f"touch {tmp_path / 'ran'}"])
     events: list[Event] = []
-    report = verbs.up(InMemoryContext(fake_dbos(tmp_path, code=7)), verbs.UpOptions(config=str(cfg), db_url=pg_url),
-                      events.append)  # fmt: skip
+    report = verbs.up(
+        InMemoryContext(fake_dbos(tmp_path, code=7)), verbs.UpOptions(config=str(cfg), db_url=pg_url), events.append
+    )
     assert isinstance(report.error, CommandFailed) and report.error.exit_code == 1
     assert report.error.message.startswith("system schema command failed with exit code 7: ")
     finished = [e for e in events if isinstance(e, CommandFinished)]
-    assert [(e.step, e.result.status, e.result.exit_code) for e in finished] == [
-        ("system schema", "failed", 7)
-    ]
+    assert [(e.step, e.result.status, e.result.exit_code) for e in finished] == [("system schema", "failed", 7)]
     assert not (tmp_path / "ran").exists()
 
 

@@ -24,12 +24,33 @@ ENV: dict[str, str] = {}
 FAST = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 TOP_KEYS = [
-    "name", "language", "database_url", "system_database_url", "system_database_schema_name", "database",
-    "runtimeConfig", "env", "telemetry", "http", "application", "version",
+    "name",
+    "language",
+    "database_url",
+    "system_database_url",
+    "system_database_schema_name",
+    "database",
+    "runtimeConfig",
+    "env",
+    "telemetry",
+    "http",
+    "application",
+    "version",
 ]
 DB_KEYS = [
-    "app_db_name", "migrate", "rollback", "hostname", "port", "username", "password", "connectionTimeoutMillis",
-    "ssl", "ssl_ca", "sys_db_name", "local_suffix", "app_db_client",
+    "app_db_name",
+    "migrate",
+    "rollback",
+    "hostname",
+    "port",
+    "username",
+    "password",
+    "connectionTimeoutMillis",
+    "ssl",
+    "ssl_ca",
+    "sys_db_name",
+    "local_suffix",
+    "app_db_client",
 ]
 RT_KEYS = ["start", "setup", "entrypoints", "port", "admin_port", "runAdminServer"]
 ALL_KEYS = TOP_KEYS + DB_KEYS + RT_KEYS + ["databse", "migrations", "logs", "logLevel"]
@@ -63,7 +84,9 @@ def check_load(text: str, env: dict[str, str] | None = None) -> Config | None:
 def commands_are_text(cfg: Config) -> bool:
     """What a loaded config promises the verbs: its command lists are tuples of non-blank strings."""
     commands = (*cfg.database.migrate, *cfg.database.rollback)
-    return isinstance(cfg.database.migrate, tuple) and all(isinstance(t.value, str) and t.value.strip() for t in commands)
+    return isinstance(cfg.database.migrate, tuple) and all(
+        isinstance(t.value, str) and t.value.strip() for t in commands
+    )
 
 
 @FAST
@@ -75,7 +98,15 @@ def test_arbitrary_text(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "name: a\nname: b\n", "a: &a [*a]\n", "- [", "? [a]\n: b\n", "<<: *x\n", "database: !!python/name:os.system\n"],
+    [
+        "",
+        "name: a\nname: b\n",
+        "a: &a [*a]\n",
+        "- [",
+        "? [a]\n: b\n",
+        "<<: *x\n",
+        "database: !!python/name:os.system\n",
+    ],
 )
 def test_known_bad_texts_are_config_errors(text: str) -> None:
     assert check_load(text) is None
@@ -173,9 +204,9 @@ def test_substitution_never_changes_the_structure(value: str) -> None:
     assert [t.value for t in cfg.database.migrate] == [f'echo "{value}"', value]
     assert [t.value for t in cfg.database.rollback] == [f"{value} {value}"]
     assert list(env_values(cfg).items()) == [("ONE", value), ("TWO", f"prefix-{value}-suffix"), ("THREE", "plain")]
-    assert cfg.warnings == (
-        tuple(w for w in cfg.warnings if w.message.startswith("deprecated"))
-    ), "no variable is reported unset"
+    assert cfg.warnings == (tuple(w for w in cfg.warnings if w.message.startswith("deprecated"))), (
+        "no variable is reported unset"
+    )
 
 
 @FAST
@@ -196,9 +227,7 @@ def test_secret_values_never_in_errors(secret: str) -> None:
 # ---------------------------------------------------------------------------- URLs
 
 SCHEMES = st.sampled_from(["postgresql", "postgres", "postgresql+psycopg", "POSTGRES", "mysql", "http", ""])
-URLISH = st.lists(
-    st.sampled_from([*"abz09:/@?#&=%[],. +-_~!$'\"", "%2F", "%40", "::1"]), max_size=40
-).map("".join)
+URLISH = st.lists(st.sampled_from([*"abz09:/@?#&=%[],. +-_~!$'\"", "%2F", "%40", "::1"]), max_size=40).map("".join)
 
 
 def check_url(text: str, password: str | None = None) -> PgUrl | None:
@@ -272,7 +301,11 @@ unencoded = st.text(alphabet=st.sampled_from(list("abcXYZ019@:/#&=+!$-_.~ ")), m
 
 
 @FAST
-@given(unencoded, st.sampled_from(["db.example.com", "db.example.com:5432", "[::1]:5432"]), st.sampled_from(["/postgres", "/app", ""]))
+@given(
+    unencoded,
+    st.sampled_from(["db.example.com", "db.example.com:5432", "[::1]:5432"]),
+    st.sampled_from(["/postgres", "/app", ""]),
+)
 @example("p@ss/w:rd", "db.example.com:5432", "/postgres")
 @example("a@b/c#d", "db.example.com", "/app")
 @example("x@h/db#a", "db.example.com:5432", "/postgres")

@@ -29,8 +29,13 @@ def background(
     args: list[object], tmp: Path, name: str, env: dict[str, str | None] | None = None
 ) -> subprocess.Popen[bytes]:
     out = (tmp / f"{name}.out").open("wb")
-    return subprocess.Popen([*cli_command(), *map(str, args)], stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=subprocess.STDOUT, env=cli_env(env))  # fmt: skip
+    return subprocess.Popen(
+        [*cli_command(), *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=cli_env(env),
+    )
 
 
 # ---------------------------------------------------------------------------- the lock's session
@@ -98,17 +103,16 @@ def test_idle_session_timeout_cannot_end_the_lock_session(tmp_path: Path, pg_url
         query(pg_url, f'DROP ROLE IF EXISTS "{role}"')
 
 
-def test_a_lock_lost_while_a_command_ran_is_exit_3_and_recorded(
-    tmp_path: Path, own_cluster: ClusterFactory
-) -> None:
+def test_a_lock_lost_while_a_command_ran_is_exit_3_and_recorded(tmp_path: Path, own_cluster: ClusterFactory) -> None:
     """A server restart during the only command used to end in `succeeded`, exit 0. The run's
     lease was held throughout (docs/reliability.md, section 1b), so the message and the row's
     note say that no other run overlapped it (before the lease: "may have overlapped")."""
     cluster = own_cluster()
     url = cluster.url(dbname="postgres")
     go, started = tmp_path / "go", tmp_path / "started"
-    cfg = write_config(tmp_path, app_db_name="restart_app",
-                       migrate=[f"touch {started}; while [ ! -e {go} ]; do sleep 0.05; done"])  # fmt: skip
+    cfg = write_config(
+        tmp_path, app_db_name="restart_app", migrate=[f"touch {started}; while [ ! -e {go} ]; do sleep 0.05; done"]
+    )
     run = background(["up", "-c", cfg, "-D", url, "-o", "json", "--system-db", "skip"], tmp_path, "run")
     wait_for(started)
     cluster.restart()
@@ -138,9 +142,7 @@ def _json_of(path: Path) -> str:
         ("postgresql://u:pw@localhost:6545/postgres", {"PGHOSTADDR": "192.0.2.2"}),
     ],
 )
-def test_a_remote_address_behind_localhost_is_production(
-    tmp_path: Path, db_url: str, env: dict[str, str]
-) -> None:
+def test_a_remote_address_behind_localhost_is_production(tmp_path: Path, db_url: str, env: dict[str, str]) -> None:
     cfg = write_config(tmp_path, app_db_name="guarded", rollback=[f"touch {tmp_path / 'ran'}"])
     result = invoke("down", "-c", cfg, "-D", db_url, env={**env, "PGCONNECT_TIMEOUT": "2"})
     assert result.returncode == 5, result.stdout + result.stderr
@@ -182,8 +184,13 @@ def test_a_huge_or_endless_config_is_refused_before_it_is_read(tmp_path: Path, k
         path = tmp_path / "dbos-config.yaml"
         with path.open("wb") as fh:
             fh.truncate(3 * 1024**3)
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *cli_command(), "validate", "-c", str(path)],
-                         capture_output=True, text=True, timeout=180, env=cli_env())  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *cli_command(), "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cli_env(),
+    )
     code, rss_kb = map(int, out.stdout.split())
     assert code == 2
     assert rss_kb < 200 * 1024  # read no more than the limit, never the whole file
@@ -193,8 +200,13 @@ def test_a_closed_stdout_never_aborts_the_migration(tmp_path: Path, pg_url: str,
     """`dbos-migrate up | head -1`: the pipe closes early; the run must finish and be recorded."""
     done = tmp_path / "done"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["seq 1 200000", f"touch {done}"])
-    proc = subprocess.Popen([*cli_command(), "up", "-c", str(cfg), "-D", pg_url], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env())  # fmt: skip
+    proc = subprocess.Popen(
+        [*cli_command(), "up", "-c", str(cfg), "-D", pg_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=cli_env(),
+    )
     assert proc.stdout is not None
     proc.stdout.readline()
     proc.stdout.close()  # what `head -1` does
@@ -204,9 +216,7 @@ def test_a_closed_stdout_never_aborts_the_migration(tmp_path: Path, pg_url: str,
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
 
 
-def test_a_variable_in_a_command_is_never_spliced_into_shell_code(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_a_variable_in_a_command_is_never_spliced_into_shell_code(tmp_path: Path, pg_url: str, app_db: str) -> None:
     hostile = 'main"; touch injected; echo "'
     cfg = write_config(
         tmp_path, app_db_name=app_db, migrate=['echo "deploying ${GIT_REF}"', 'echo "${UNSET_OK:-fallback}"']
@@ -217,9 +227,7 @@ def test_a_variable_in_a_command_is_never_spliced_into_shell_code(
     assert f"deploying {hostile}" in result.stdout and "fallback" in result.stdout
 
 
-def test_a_docker_secret_is_substituted_shell_quoted_and_scrubbed(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_a_docker_secret_is_substituted_shell_quoted_and_scrubbed(tmp_path: Path, pg_url: str, app_db: str) -> None:
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "token").write_text("'; touch pwned; echo 'Sekr3t\n")
@@ -234,9 +242,7 @@ def test_a_docker_secret_is_substituted_shell_quoted_and_scrubbed(
 def test_shell_behaviour_of_unset_variables_is_checked_before_anything_runs(
     tmp_path: Path, pg_url: str, app_db: str
 ) -> None:
-    cfg = write_config(
-        tmp_path, app_db_name=app_db, migrate=[f"touch {tmp_path / 'first'}", "echo ${NOT_SET_HERE}"]
-    )
+    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f"touch {tmp_path / 'first'}", "echo ${NOT_SET_HERE}"])
     result = invoke("up", "-c", cfg, "-D", pg_url, env={"NOT_SET_HERE": None})
     assert result.returncode == 2 and "${NOT_SET_HERE}" in result.stderr
     assert not (tmp_path / "first").exists()

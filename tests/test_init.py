@@ -50,14 +50,10 @@ def test_alembic_gets_its_rollback_and_nothing_else_changes(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert "+  rollback:" in result.stdout and "+    - alembic downgrade -1" in result.stdout
     lines = ALEMBIC_APP.splitlines(keepends=True)
-    assert cfg.read_text() == "".join(
-        [*lines[:8], "  rollback:\n", "    - alembic downgrade -1\n", *lines[8:]]
-    )
+    assert cfg.read_text() == "".join([*lines[:8], "  rollback:\n", "    - alembic downgrade -1\n", *lines[8:]])
     assert invoke("validate", cwd=tmp_path).returncode == 0
     again = invoke("init", "--yes", cwd=tmp_path)  # migrate and rollback set: never overwritten
-    assert (
-        again.returncode == 0 and "nothing to add" in again.stdout and cfg.read_text().count("rollback") == 1
-    )
+    assert again.returncode == 0 and "nothing to add" in again.stdout and cfg.read_text().count("rollback") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "alembic.ini",
         "dbos-config.yaml",
@@ -99,14 +95,8 @@ def test_on_a_terminal_it_asks_before_writing(tmp_path: Path) -> None:
     cfg = app(tmp_path, "alembic.ini", ALEMBIC_APP)
     refused = invoke("init", cwd=tmp_path, answers=["n"])
     assert refused.returncode == 5 and cfg.read_text() == ALEMBIC_APP
-    asked_json = invoke(
-        "init", "-o", "json", cwd=tmp_path, answers=["n"]
-    )  # the diff is seen before the question
-    assert (
-        asked_json.returncode == 5
-        and "+  rollback:" in asked_json.stderr
-        and one_json(asked_json.stdout)["diff"]
-    )
+    asked_json = invoke("init", "-o", "json", cwd=tmp_path, answers=["n"])  # the diff is seen before the question
+    assert asked_json.returncode == 5 and "+  rollback:" in asked_json.stderr and one_json(asked_json.stdout)["diff"]
     written = invoke("init", cwd=tmp_path, answers=["yes"])
     assert written.returncode == 0 and "alembic downgrade -1" in cfg.read_text()
 
@@ -117,9 +107,7 @@ def test_a_symlinked_config_is_refused(tmp_path: Path) -> None:
     app(tmp_path, "alembic.ini", None)
     os.symlink(real, tmp_path / "dbos-config.yaml")
     result = invoke("init", "--yes", cwd=tmp_path)
-    assert (
-        result.returncode == 2 and "symbolic link" in result.stderr and real.read_text() == "name: my-app\n"
-    )
+    assert result.returncode == 2 and "symbolic link" in result.stderr and real.read_text() == "name: my-app\n"
 
 
 def test_no_tool_a_flow_section_or_an_invalid_result_is_exit_2_and_nothing_written(tmp_path: Path) -> None:

@@ -64,7 +64,9 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
     error of a command also carries that command's keys). A step of `steps[]` is closed twice:
     by its kind (each `anyOf` part) and by the keys of the kinds it matches."""
     out = copy.deepcopy(schema)
-    extended = {ref.rpartition("/")[2] for node in _nodes(out) for part in node.get("allOf", []) if (ref := part.get("$ref"))}
+    extended = {
+        ref.rpartition("/")[2] for node in _nodes(out) for part in node.get("allOf", []) if (ref := part.get("$ref"))
+    }
 
     def close(node: Any, path: tuple[str, ...]) -> None:
         if isinstance(node, list):
@@ -110,7 +112,9 @@ def problem(path: str = "database.migrate") -> Problem:
 
 def command(index: int = 1) -> CommandResult:
     if index % 2:
-        return CommandResult(index, "alembic upgrade head", "interrupted", None, 15, 1.23456, T0, T1, ("sleep 600 (pid 4242)",))
+        return CommandResult(
+            index, "alembic upgrade head", "interrupted", None, 15, 1.23456, T0, T1, ("sleep 600 (pid 4242)",)
+        )
     return CommandResult(index, "python seed.py", "failed", 1, None, 0.5, T0, T1)
 
 
@@ -125,7 +129,13 @@ def resolution() -> Resolution:
         production=True,
         production_reason="the host is not local",
         connection_detail=ConnectionDetail(
-            ["db.example.com"], ["192.0.2.7"], "5432", "deploy", "require", {"host": "the URL", "port": "PGPORT"}, "PGPASSWORD"
+            ["db.example.com"],
+            ["192.0.2.7"],
+            "5432",
+            "deploy",
+            "require",
+            {"host": "the URL", "port": "PGPORT"},
+            "PGPASSWORD",
         ),
         system_database="postgresql://deploy:***@db.example.com:5432/shop_dbos_sys",
         system_database_source="derived from the app database",
@@ -135,7 +145,14 @@ def resolution() -> Resolution:
 
 def system_database() -> SystemDatabase:
     return SystemDatabase(
-        "postgresql://deploy:***@db.example.com:5432/shop_dbos_sys", "postgresql", "derived", True, True, "23", "dbos 2.4.0", "migrated"
+        "postgresql://deploy:***@db.example.com:5432/shop_dbos_sys",
+        "postgresql",
+        "derived",
+        True,
+        True,
+        "23",
+        "dbos 2.4.0",
+        "migrated",
     )
 
 
@@ -148,25 +165,65 @@ def config_error() -> ConfigError:
 def rehearsal() -> Rehearsal:
     change = Change("BRK002", "public.orders.customer_id", "column dropped", "table public.orders", "public.orders")
     finding = Finding(
-        0, "DATA002", "rows", "public.orders.customer_id", "public.orders", "violations", "3 rows hold a value",
-        examined_rows=1000, estimated_rows=5000, violating_rows=3, sampled=True, sample_percent=20.0,
-        table_bytes=8192, estimated_seconds=0.5, elapsed_ms=12, reason="sampled: the table is large",
+        0,
+        "DATA002",
+        "rows",
+        "public.orders.customer_id",
+        "public.orders",
+        "violations",
+        "3 rows hold a value",
+        examined_rows=1000,
+        estimated_rows=5000,
+        violating_rows=3,
+        sampled=True,
+        sample_percent=20.0,
+        table_bytes=8192,
+        estimated_seconds=0.5,
+        elapsed_ms=12,
+        reason="sampled: the table is large",
     )
     versions = [VersionCount("v1", 2, {"PENDING": 2}, 3600.5, [("update_orders", 2)])]
     workflows = WorkflowReport(
-        "found", "two unfinished", "shop_dbos_sys", "dbos", "dbos 2", 23, "v2", versions,
-        {("v1", "update_orders"): ["insert_orders"]}, ["application_version"],
+        "found",
+        "two unfinished",
+        "shop_dbos_sys",
+        "dbos",
+        "dbos 2",
+        23,
+        "v2",
+        versions,
+        {("v1", "update_orders"): ["insert_orders"]},
+        ["application_version"],
     )
     rollback = RollbackCheck(
-        True, False, [Difference("public.orders.customer_id", "column", "missing", "not restored")],
-        [command()], "alembic downgrade -1", 1, "exit code 1", 40,
+        True,
+        False,
+        [Difference("public.orders.customer_id", "column", "missing", "not restored")],
+        [command()],
+        "alembic downgrade -1",
+        1,
+        "exit code 1",
+        40,
     )
     loss = Loss("public.orders.note", "column", "public", "orders", "note", 12, "permission denied")
     return Rehearsal(
-        "dbos_migrate_rehearse_shop_1", MASKED, "pg_dump", ["alembic_version"], ["a copy warning"], ["old_scratch"],
-        ["a warning"], [command()], [change], True, True, [finding],
+        "dbos_migrate_rehearse_shop_1",
+        MASKED,
+        "pg_dump",
+        ["alembic_version"],
+        ["a copy warning"],
+        ["old_scratch"],
+        ["a warning"],
+        [command()],
+        [change],
+        True,
+        True,
+        [finding],
         DataChecks(True, "not skipped", "shop", Settings(5.0, 65536, 131072, "dbos_migrate_read", "no role"), 4, 30),
-        workflows, Verdict(True, "refused: 1 breaking change", True, ["data", "strict"]), rollback, [loss],
+        workflows,
+        Verdict(True, "refused: 1 breaking change", True, ["data", "strict"]),
+        rollback,
+        [loss],
         Credentials("temporary-role", "dbos_migrate_rehearse_shop_1", ["no superuser"]),
     )
 
@@ -176,10 +233,16 @@ def steps() -> list[PlannedStep]:
     return [
         DatabaseStep("app_database", "shop", "create if missing"),
         DatabaseStep("system_database", "sqlite:///shop.db", "not PostgreSQL: left to the app"),
-        ToolchainStep("dbos 3.4.0 (Python)", "dbos migrate -s postgresql://deploy@db.example.com/shop_dbos_sys", "CREATE TABLE ...;\n"),
+        ToolchainStep(
+            "dbos 3.4.0 (Python)",
+            "dbos migrate -s postgresql://deploy@db.example.com/shop_dbos_sys",
+            "CREATE TABLE ...;\n",
+        ),
         ToolchainStep("@dbos-inc/dbos-sdk 2.1.0 (TypeScript)", "node tsprovision.js", None),
         SchemaStep("system_schema", None, "none found (no `dbos` on the commands' PATH): the app creates the schema"),
-        SchemaStep("app_schema", "dbos 2.4.0 (Python)", "dbos.transaction_outputs, by the system schema's command above (-D)"),
+        SchemaStep(
+            "app_schema", "dbos 2.4.0 (Python)", "dbos.transaction_outputs, by the system schema's command above (-D)"
+        ),
         AppSchemaSkipped("left to the app (--datasource skip)"),
         CommandStep(1, "alembic upgrade head"),
         GrantStep("app_rt", ("shop", "shop_dbos_sys"), "see --print-user-role -r app_rt"),
@@ -189,23 +252,45 @@ def steps() -> list[PlannedStep]:
 def run_report(verb: str = "plan") -> RunReport:
     error = CommandFailed("alembic upgrade head exited 1", "fix the migration") if verb != "up" else config_error()
     return RunReport(
-        verb, resolution(), exists=True, created=True, dry_run=True, run_id="0f8e-run", commands=[command(1), command(2)],
-        planned=["alembic upgrade head"], history_written=True, system_database=system_database(), rehearsal=rehearsal(),
-        error=error, steps=steps(), user_role_sql="GRANT ...;",
+        verb,
+        resolution(),
+        exists=True,
+        created=True,
+        dry_run=True,
+        run_id="0f8e-run",
+        commands=[command(1), command(2)],
+        planned=["alembic upgrade head"],
+        history_written=True,
+        system_database=system_database(),
+        rehearsal=rehearsal(),
+        error=error,
+        steps=steps(),
+        user_role_sql="GRANT ...;",
         schema_unchanged=True,
     )
 
 
 def history_row(note: str | None = "recorded late") -> HistoryRow:
-    return HistoryRow("0f8e-run", "up", 0, "alembic upgrade head", T0, T1, 1, "failed", MASKED, note, "0.3.0", "ci-7", "deploy")
+    return HistoryRow(
+        "0f8e-run", "up", 0, "alembic upgrade head", T0, T1, 1, "failed", MASKED, note, "0.3.0", "ci-7", "deploy"
+    )
 
 
 def status_report(verb: str = "status") -> StatusReport:
     return StatusReport(
-        resolution(), True, "not reachable before", "15.4", 1.25, True, True,
-        LockHolder(4242, "dbos-migrate up", "192.0.2.9", T0, "deploy"), [history_row()],
+        resolution(),
+        True,
+        "not reachable before",
+        "15.4",
+        1.25,
+        True,
+        True,
+        LockHolder(4242, "dbos-migrate up", "192.0.2.9", T0, "deploy"),
+        [history_row()],
         LastRun("0f8e-run", "up", "failed", T0, 0, "alembic upgrade head", 1, "dbos-migrate up -D ...", "it failed"),
-        system_database(), config_error(), verb,
+        system_database(),
+        config_error(),
+        verb,
     )
 
 
@@ -216,7 +301,9 @@ def validation() -> Validation:
 
 def drop_report() -> DropReport:
     return DropReport(
-        "drop", resolution(), error=config_error(),
+        "drop",
+        resolution(),
+        error=config_error(),
         databases=[DroppedDatabase("shop", "app", True, True), DroppedDatabase("shop_dbos_sys", "system", None, False)],
         forced=True,
     )
@@ -228,9 +315,17 @@ def init_report() -> InitReport:
 
 def local_server() -> SimpleNamespace:
     return SimpleNamespace(
-        port=5433, running=True, changed=True, backend="installed", version="16.2",
-        masked_url="postgresql://postgres:***@localhost:5433", datadir=Path("/home/u/.dbos-migrate/pg"),
-        log_file=Path("/home/u/.dbos-migrate/pg.log"), container="dbos-migrate-pg", moved_from=5432, foreign=False,
+        port=5433,
+        running=True,
+        changed=True,
+        backend="installed",
+        version="16.2",
+        masked_url="postgresql://postgres:***@localhost:5433",
+        datadir=Path("/home/u/.dbos-migrate/pg"),
+        log_file=Path("/home/u/.dbos-migrate/pg.log"),
+        container="dbos-migrate-pg",
+        moved_from=5432,
+        foreign=False,
     )
 
 
@@ -238,12 +333,17 @@ def results() -> list[tuple[str, Any]]:
     """Every typed result a verb returns, as (schema kind, result)."""
     out: list[tuple[str, Any]] = [("run", run_report(verb)) for verb in ("up", "down", "plan")]
     out += [("status", status_report("status")), ("status", status_report("wait"))]
-    out += [("history", HistoryReport(resolution(), [history_row(), history_row(None)], "0f8e-run", True, config_error()))]
+    out += [
+        ("history", HistoryReport(resolution(), [history_row(), history_row(None)], "0f8e-run", True, config_error()))
+    ]
     out += [("validate", validation()), ("validate", Validation("dbos-config.yaml", [problem()]))]
     out += [("drop", drop_report()), ("init", init_report())]
     # and the optional parts left empty
     bare = Rehearsal("dbos_migrate_rehearse_shop_2", MASKED, rollback=RollbackCheck(), workflows=WorkflowReport("none"))
-    out += [("run", RunReport("plan", rehearsal=bare)), ("status", StatusReport(last_run=LastRun("0f8e-run", "down", "succeeded", None)))]
+    out += [
+        ("run", RunReport("plan", rehearsal=bare)),
+        ("status", StatusReport(last_run=LastRun("0f8e-run", "down", "succeeded", None))),
+    ]
     return out
 
 
@@ -251,9 +351,19 @@ def documents() -> list[tuple[str, Any]]:
     """Every JSON document the program prints, as (schema kind, document)."""
     out = [(kind, report_json.document(result)) for kind, result in results()]
     usage = UsageError("Invalid value for '--wait': 'abc' is not a number", "see dbos-migrate up --help")
-    for verb, kind in (("up", "run"), ("migrate", "run"), ("rollback", "run"), ("plan", "run"), (None, "usage"),
-                       ("status", "status"), ("wait", "status"), ("history", "history"), ("validate", "validate"),
-                       ("drop", "drop"), ("init", "init")):
+    for verb, kind in (
+        ("up", "run"),
+        ("migrate", "run"),
+        ("rollback", "run"),
+        ("plan", "run"),
+        (None, "usage"),
+        ("status", "status"),
+        ("wait", "status"),
+        ("history", "history"),
+        ("validate", "validate"),
+        ("drop", "drop"),
+        ("init", "init"),
+    ):
         out.append((kind, report_json.document(report_json.usage_result(verb, usage))))
     out.append(("url", report_json.url_document(MASKED, None)))
     out.append(("url", report_json.url_document(None, usage)))
@@ -275,7 +385,9 @@ def test_every_document_matches_the_closed_schema(kind: str, doc: dict[str, Any]
 def test_the_closed_schema_refuses_a_renamed_key() -> None:
     """The check itself: a key renamed at any depth is an error, not an extra key let through."""
     doc = json.loads(json.dumps(report_json.document(run_report()), default=str))
-    doc["rehearsal"]["rollback"]["commands"][0]["ended"] = doc["rehearsal"]["rollback"]["commands"][0].pop("ended_descendants")
+    doc["rehearsal"]["rollback"]["commands"][0]["ended"] = doc["rehearsal"]["rollback"]["commands"][0].pop(
+        "ended_descendants"
+    )
     assert any("'ended' was unexpected" in e for e in errors_of(doc, "run"))
     doc = json.loads(json.dumps(report_json.document(run_report()), default=str))
     doc["config_path"] = doc.pop("config")
@@ -329,7 +441,11 @@ def test_the_samples_render_every_key_the_schema_declares() -> None:
     for kind, doc in documents():
         present.setdefault(kind, set()).update(_present(json.loads(json.dumps(doc, default=str))))
     missing = {
-        kind: [path for p in sorted(_declared(SCHEMA["$defs"][kind]) - keys) if not (path := ".".join(p)).startswith(ABSENT.get(kind, ("-",)))]
+        kind: [
+            path
+            for p in sorted(_declared(SCHEMA["$defs"][kind]) - keys)
+            if not (path := ".".join(p)).startswith(ABSENT.get(kind, ("-",)))
+        ]
         for kind, keys in present.items()
     }
     assert not {kind: paths for kind, paths in missing.items() if paths}
@@ -366,8 +482,22 @@ def _args(hint: Any) -> list[Any]:
 
 #: Fields a document does not render, so a sample need not set them: drop's report is a
 #: RunReport, but its document shows only where, the databases, `forced` and the error.
-NOT_RENDERED = {DropReport: {"exists", "created", "dry_run", "run_id", "commands", "planned", "history_written",
-                             "system_database", "rehearsal", "steps", "user_role_sql", "schema_unchanged"}}
+NOT_RENDERED = {
+    DropReport: {
+        "exists",
+        "created",
+        "dry_run",
+        "run_id",
+        "commands",
+        "planned",
+        "history_written",
+        "system_database",
+        "rehearsal",
+        "steps",
+        "user_role_sql",
+        "schema_unchanged",
+    }
+}
 
 
 def test_the_samples_set_every_field_of_every_record_type() -> None:

@@ -23,7 +23,9 @@ from test_reliability import Running, background_clis, wait_until
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "output.schema.json").read_text())
 
 # Command of the first run: log its start, wait for the test's `go`, log its end.
-FIRST = "echo first-start >> ../order; touch started; while [ ! -e go ]; do sleep 0.05; done; echo first-end >> ../order"
+FIRST = (
+    "echo first-start >> ../order; touch started; while [ ! -e go ]; do sleep 0.05; done; echo first-end >> ../order"
+)
 SECOND = "echo second-start >> ../order"
 
 
@@ -49,8 +51,11 @@ def _lock_backend(url: str, app_db: str) -> int | None:
 
 def _two_dirs(tmp_path: Path, app_db: str, *, second: str = SECOND) -> tuple[Path, Path, Path, Path]:
     one, two = tmp_path / "one", tmp_path / "two"
-    return one, two, write_config(one, app_db_name=app_db, migrate=[FIRST]), write_config(
-        two, app_db_name=app_db, migrate=[second]
+    return (
+        one,
+        two,
+        write_config(one, app_db_name=app_db, migrate=[FIRST]),
+        write_config(two, app_db_name=app_db, migrate=[second]),
     )
 
 
@@ -68,14 +73,18 @@ def test_a_killed_lock_session_lets_no_second_run_start_before_the_first_command
     query(pg_url, "SELECT pg_terminate_backend(%s)", (holder,))
     wait_until(lambda: _lock_backend(pg_url, app_db) != holder, "the lock session to end")
 
-    second = background(two, ["up", "-c", cfg2, "-D", pg_url, "--system-db", "skip", "--lock-timeout", "120"],
-                        name="second")  # fmt: skip
+    second = background(
+        two, ["up", "-c", cfg2, "-D", pg_url, "--system-db", "skip", "--lock-timeout", "120"], name="second"
+    )
     # Either the second run waits for the lease (fixed) or its command runs at once (broken).
     wait_until(
-        lambda: "waiting for the lease" in second.output() or "second-start" in _order(tmp_path)
-        or second.proc.poll() is not None,
+        lambda: (
+            "waiting for the lease" in second.output()
+            or "second-start" in _order(tmp_path)
+            or second.proc.poll() is not None
+        ),
         "the second run to wait for the lease or to run its command",
-    )  # fmt: skip
+    )
     (one / "go").touch()
     assert first.wait() == 3, first.output()
     assert second.wait() == 0, second.output()
@@ -94,8 +103,7 @@ def test_a_sigkilled_holder_whose_machine_is_gone_frees_the_app_when_its_lease_e
     one, two, cfg1, cfg2 = _two_dirs(tmp_path, app_db)
     # A TTL long enough for the second run to start while the lease is still live, even on a
     # loaded machine; its expiry is what the second run must wait for.
-    first = background(one, ["up", "-c", cfg1, "-D", pg_url, "--system-db", "skip", "--lease-ttl", "15"],
-                       name="first")  # fmt: skip
+    first = background(one, ["up", "-c", cfg1, "-D", pg_url, "--system-db", "skip", "--lease-ttl", "15"], name="first")
     first.wait_for(lambda: (one / "started").exists(), "the first run's command to start")
     os.kill(first.pid, signal.SIGKILL)
     first.proc.wait()
@@ -105,8 +113,7 @@ def test_a_sigkilled_holder_whose_machine_is_gone_frees_the_app_when_its_lease_e
     live = query(app_url, "SELECT expires_at > clock_timestamp() FROM dbos_migrate.lease")
     assert live == [(True,)], "the lease must still be live when the second run starts"
 
-    second = background(two, ["up", "-c", cfg2, "-D", pg_url, "--system-db", "skip", "--lease-ttl", "3"],
-                        name="second")  # fmt: skip
+    second = background(two, ["up", "-c", cfg2, "-D", pg_url, "--system-db", "skip", "--lease-ttl", "3"], name="second")
     assert second.wait() == 0, second.output()
     assert "waiting for the lease" in second.output(), second.output()
     assert "(it expired)" in second.output(), second.output()
@@ -142,8 +149,9 @@ def test_history_is_retried_until_the_server_is_back(
     row once the server is back (it used to try once and give up)."""
     cluster = own_cluster()
     url = cluster.url()
-    cfg = write_config(tmp_path, app_db_name="history_app",
-                       migrate=["touch started; while [ ! -e go ]; do sleep 0.05; done"])  # fmt: skip
+    cfg = write_config(
+        tmp_path, app_db_name="history_app", migrate=["touch started; while [ ! -e go ]; do sleep 0.05; done"]
+    )
     run = background(tmp_path, ["up", "-c", cfg, "-D", url, "--system-db", "skip", "--wait", "120"])
     run.wait_for(lambda: (tmp_path / "started").exists(), "the command to start")
     cluster.stop()
@@ -175,8 +183,12 @@ def test_a_sigterm_at_the_first_instant_still_prints_one_json_document(tmp_path:
     write_config(tmp_path, app_db_name="never_created", migrate=["true"])
     proc = subprocess.Popen(
         [*cli_command(), "up", "-o", "json", "-D", "postgresql://nobody@127.0.0.1:1/"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=cli_env(),
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
     try:
         wait_until(lambda: _catches(proc.pid, signum), "the process to catch the signal")
         proc.send_signal(signum)

@@ -49,9 +49,7 @@ def _parallel(
         return [f.result() for f in futures]
 
 
-def test_16_concurrent_runs_of_one_app_on_a_fresh_instance(
-    tmp_path: Path, own_cluster: ClusterFactory
-) -> None:
+def test_16_concurrent_runs_of_one_app_on_a_fresh_instance(tmp_path: Path, own_cluster: ClusterFactory) -> None:
     """A stress test: its pass does not depend on timing, but catching a broken lock does, and
     cannot be made not to. An overlap is two commands inside CRITICAL at once; a command that
     waited for a second entrant would wait for what a correct lock never lets happen, so only

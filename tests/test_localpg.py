@@ -226,7 +226,9 @@ def test_cluster_password_auth(own_cluster: ClusterFactory) -> None:
     assert _refused(cluster.url(password="nope"))
     with psycopg.connect(cluster.url()) as conn:
         assert conn.execute("show password_encryption").fetchone() == ("scram-sha-256",)
-        assert conn.execute("select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'postgres'").fetchone() == (True,)  # fmt: skip
+        assert conn.execute(
+            "select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'postgres'"
+        ).fetchone() == (True,)
 
 
 def test_cluster_ssl(own_cluster: ClusterFactory, reachable_tmp: Path) -> None:
@@ -273,9 +275,7 @@ def test_start_after_failed_start_reports_log(reachable_tmp: Path) -> None:
 def test_pg_url_fixture(pg_url: str) -> None:
     with psycopg.connect(pg_url, connect_timeout=10) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
-        assert conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (
-            True,
-        )
+        assert conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (True,)
 
 
 def test_app_db_fixture(pg_url: str, app_db: str) -> None:
@@ -312,9 +312,7 @@ def test_drop_database_forces_sessions_out(pg_url: str, app_db: str) -> None:
     finally:
         held.close()
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("select count(*) from pg_database where datname = %s", (app_db,)).fetchone() == (
-            0,
-        )
+        assert conn.execute("select count(*) from pg_database where datname = %s", (app_db,)).fetchone() == (0,)
 
 
 def test_docker_check_is_quick() -> None:

@@ -52,7 +52,9 @@ def test_start_moves_to_a_free_port_and_status_stop_follow(default_port_taken: N
     started = cli(home, "start")
     assert started.returncode == 0, started.stdout + started.stderr
     assert "Port 5432 is taken by a server dbos-migrate did not start" in started.stdout
-    match = re.search(r"^  export DBOS_DATABASE_URL=(postgresql://postgres:dbos@localhost:(\d+)/postgres)$", started.stdout, re.M)  # fmt: skip
+    match = re.search(
+        r"^  export DBOS_DATABASE_URL=(postgresql://postgres:dbos@localhost:(\d+)/postgres)$", started.stdout, re.M
+    )
     assert match, started.stdout
     url, port = match.group(1), int(match.group(2))
     assert port != localpg.DEFAULT_PORT

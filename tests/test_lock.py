@@ -21,7 +21,9 @@ CRITICAL = 'mkdir "$MARK_DIR/busy" 2>/dev/null || echo overlap >> "$MARK_DIR/ove
 def _concurrent_up(cfg: Path, url: str, n: int, mark: Path) -> list[subprocess.CompletedProcess[str]]:
     env: dict[str, str | None] = {"MARK_DIR": str(mark)}
     with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(run_cli, "up", "-c", cfg, "-D", url, "--output", "json", env=env, timeout=300) for _ in range(n)]
+        futures = [
+            pool.submit(run_cli, "up", "-c", cfg, "-D", url, "--output", "json", env=env, timeout=300) for _ in range(n)
+        ]
         return [f.result() for f in futures]
 
 
@@ -46,14 +48,17 @@ def test_concurrent_runs_on_a_fresh_instance_never_overlap(tmp_path: Path, pg_ur
     assert len(history_rows(pg_url, app_db)) == 24
 
 
-def _hand_over(tmp_path: Path, pg_url: str, app_db: str, env: dict[str, str | None], holder_verb: str,
-               waiter_verb: str) -> None:  # fmt: skip
+def _hand_over(
+    tmp_path: Path, pg_url: str, app_db: str, env: dict[str, str | None], holder_verb: str, waiter_verb: str
+) -> None:
     """`holder_verb` holds the lock (its command waits for the test); `waiter_verb` must report
     waiting for it and run nothing until the holder is let go."""
     from test_reliability import Running
 
     mark = Path(str(env["MARK_DIR"]))
-    hold = 'touch "$MARK_DIR/held"; while [ ! -e "$MARK_DIR/go" ]; do sleep 0.02; done; rm "$MARK_DIR/held" "$MARK_DIR/go"'
+    hold = (
+        'touch "$MARK_DIR/held"; while [ ! -e "$MARK_DIR/go" ]; do sleep 0.02; done; rm "$MARK_DIR/held" "$MARK_DIR/go"'
+    )
     held = write_config(tmp_path / holder_verb, app_db_name=app_db, migrate=[hold], rollback=[hold])
     quick = f'echo "{waiter_verb}" >> "$MARK_DIR/ran"'
     other = write_config(tmp_path / waiter_verb, app_db_name=app_db, migrate=[quick], rollback=[quick])

@@ -140,8 +140,7 @@ def test_command_timeout_ends_a_term_ignoring_script_before_exit(
     tmp_path: Path, pg_url: str, app_db: str, background: Callable[..., Running], reap_leftovers: None
 ) -> None:
     cfg = ignore_term_config(tmp_path, app_db)
-    run = background(tmp_path, ["up", "-c", cfg, "-D", pg_url, "--output", "json", "--command-timeout", "2"],
-                     grace=1)  # fmt: skip
+    run = background(tmp_path, ["up", "-c", cfg, "-D", pg_url, "--output", "json", "--command-timeout", "2"], grace=1)
     run.wait_for(lambda: (tmp_path / "heartbeat").exists(), "the script's first heartbeat")
     script = read_pid(tmp_path / "script.pid")
 
@@ -182,8 +181,6 @@ def test_descendants_that_escape_the_group_are_ended_and_named(
         assert sorted(commands[0]["ended_descendants"]) == sorted(names)
         assert commands[1]["ended_descendants"] == []
     else:
-        warning = next(
-            line for line in result.stdout.splitlines() if "ended what the command left running" in line
-        )
+        warning = next(line for line in result.stdout.splitlines() if "ended what the command left running" in line)
         assert all(name in warning for name in names), warning
     assert [r["status"] for r in history_rows(pg_url, app_db)] == ["succeeded", "succeeded"]

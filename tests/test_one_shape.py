@@ -37,8 +37,9 @@ def test_every_command_takes_output_quiet_and_verbose() -> None:
 
 def test_url_prints_one_document(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="shape_app", migrate=["true"])
-    code, out, _ = cli("url", "-c", cfg, "-D", "postgresql://u@db.example:5432", "-o", "json",
-                       env={"PGPASSWORD": "s3cret-pw"})  # fmt: skip
+    code, out, _ = cli(
+        "url", "-c", cfg, "-D", "postgresql://u@db.example:5432", "-o", "json", env={"PGPASSWORD": "s3cret-pw"}
+    )
     doc = valid(json.loads(out))
     assert code == 0 and doc["url"] == "postgresql://u:***@db.example:5432/shape_app" and "s3cret" not in out
     code, out, _ = cli("url", "-c", tmp_path / "missing.yaml", "-o", "json")

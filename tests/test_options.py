@@ -134,9 +134,7 @@ def test_each_command_declares_only_options_of_its_verbs_record() -> None:
     for name, record in COMMANDS.items():
         fields = {f.name for f in dataclasses.fields(record)}
         params = [p.name for p in commands[name].params if p.name is not None]
-        unknown = [
-            p for p in params if p not in CLI_ONLY | CHOOSES_THE_VERB and RENAMED.get(p, p) not in fields
-        ]
+        unknown = [p for p in params if p not in CLI_ONLY | CHOOSES_THE_VERB and RENAMED.get(p, p) not in fields]
         if unknown:
             extra[name] = unknown
     assert extra == {}

@@ -58,7 +58,9 @@ def test_error_before_connecting_is_still_one_document(tmp_path: Path) -> None:
     assert doc["error"]["code"] == "config"
     assert doc["error"]["problems"][0]["line"] == 2 and doc["error"]["problems"][0]["path"] == "databse"
     cfg = write_config(tmp_path, app_db_name="x_app", migrate=["true"])
-    unreachable = invoke("up", "-c", cfg, "-D", f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres", "--output", "json")
+    unreachable = invoke(
+        "up", "-c", cfg, "-D", f"postgresql://u:pw@127.0.0.1:{free_port()}/postgres", "--output", "json"
+    )
     assert unreachable.returncode == 3
     check(one_json(unreachable.stdout), "run")
 
@@ -130,7 +132,9 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path, pg_url: str
     (bad / "dbos-config.yaml").write_text("name: x\ndatabase:\n  migrate: npx knex migrate:latest\n")
     result = invoke("validate", "-c", bad / "dbos-config.yaml", env=env)
     assert result.returncode == 2
-    assert re.search(r"^::error file=[^,]*dbos-config\.yaml,line=3,col=\d+::database\.migrate: must be a list", result.stdout, re.M)
+    assert re.search(
+        r"^::error file=[^,]*dbos-config\.yaml,line=3,col=\d+::database\.migrate: must be a list", result.stdout, re.M
+    )
 
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo fine", "exit 7"])
     failed = invoke("up", "-c", cfg, "-D", pg_url, env=env)
@@ -201,8 +205,13 @@ def test_spinner_on_a_tty_does_not_garble_command_output(tmp_path: Path, pg_url:
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     env["TERM"] = "xterm"
-    proc = subprocess.Popen([*cli_command(), "up", "-c", str(cfg), "-D", pg_url], stdin=subprocess.DEVNULL,
-                            stdout=slave, stderr=slave, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [*cli_command(), "up", "-c", str(cfg), "-D", pg_url],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
     os.close(slave)
     chunks: list[bytes] = []
     deadline = time.monotonic() + 60

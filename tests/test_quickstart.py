@@ -80,9 +80,7 @@ def copy_checkout(dest: Path) -> Path:
 def clean_env(home: Path) -> dict[str, str]:
     """The environment of a newcomer: no PG*/DBOS_* variables, no active venv, our own HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DBOS_", "VIRTUAL_ENV", "PYTHON"))}
-    env.update(
-        HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CACHE_HOME=str(home / ".cache")
-    )
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CACHE_HOME=str(home / ".cache"))
     return env
 
 
@@ -118,9 +116,7 @@ def run_main_job(main_job: str, checkout: Path, env: dict[str, str], prefix: lis
     tool = str(checkout / ".venv" / "bin" / "dbos-migrate")
 
     def run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*prefix, *argv], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run([*prefix, *argv], cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout)
 
     try:
         first = run("sh", "-c", main_job, timeout=900)

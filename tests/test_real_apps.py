@@ -20,8 +20,11 @@ def test_commands_reach_the_server_the_tool_reached(tmp_path: Path, own_cluster:
     own server listens on 5432, where a psql without PGPORT would silently go)."""
     cluster = own_cluster()
     url = f"postgresql://postgres:{quote(PASSWORD, safe='')}@/postgres?host=127.0.0.1&port={cluster.port}"
-    cfg = write_config(tmp_path, app_db_name="where_app",
-                       migrate=[f"psql -Atc 'SHOW port' > {tmp_path / 'port'}", "psql -qc 'CREATE TABLE here(x int)'"])  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        app_db_name="where_app",
+        migrate=[f"psql -Atc 'SHOW port' > {tmp_path / 'port'}", "psql -qc 'CREATE TABLE here(x int)'"],
+    )
     result = invoke("up", "-c", cfg, "-D", url, "--system-db", "skip")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "port").read_text().strip() == str(cluster.port)
@@ -32,8 +35,12 @@ def test_a_rehearsal_writes_only_to_its_scratch_database(tmp_path: Path, pg_url:
     """env: DATABASE_URL: ${DBOS_DATABASE_URL} used to point a rehearsal's commands at the real database."""
     query(pg_url, f'CREATE DATABASE "{app_db}"')
     extra = "env:\n  DATABASE_URL: ${DBOS_DATABASE_URL}\n"
-    cfg = write_config(tmp_path, app_db_name=app_db, extra=extra,
-                       migrate=['psql "$DATABASE_URL" -qc "CREATE TABLE written_here(x int)"'])  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        app_db_name=app_db,
+        extra=extra,
+        migrate=['psql "$DATABASE_URL" -qc "CREATE TABLE written_here(x int)"'],
+    )
     result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     changes = one_json(result.stdout)["changes"]
@@ -42,8 +49,12 @@ def test_a_rehearsal_writes_only_to_its_scratch_database(tmp_path: Path, pg_url:
 
 
 def test_an_env_entry_with_an_unset_variable_is_not_exported_empty(tmp_path: Path, pg_url: str, app_db: str) -> None:
-    cfg = write_config(tmp_path, app_db_name=app_db, extra="env:\n  API_TOKEN: ${TOKEN_NOT_SET}\n",
-                       migrate=[f'[ "${{API_TOKEN-unset}}" = unset ] && touch {tmp_path / "ok"}'])  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        app_db_name=app_db,
+        extra="env:\n  API_TOKEN: ${TOKEN_NOT_SET}\n",
+        migrate=[f'[ "${{API_TOKEN-unset}}" = unset ] && touch {tmp_path / "ok"}'],
+    )
     result = invoke("up", "-c", cfg, "-D", pg_url, "--system-db", "skip", env={"TOKEN_NOT_SET": None})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "ok").exists()
@@ -89,15 +100,22 @@ def test_down_with_the_masked_cloud_url_takes_the_password_from_libpq_sources(
     assert down.returncode == 0, down.stdout + down.stderr
     assert (tmp_path / "rolled-back").exists()
     assert PASSWORD not in down.stdout + down.stderr + up.stdout + up.stderr
-    assert one_json(down.stdout)["connection"]["password_source"] in ("PGPASSWORD", ".pgpass", "service shop (~/.pg_service.conf)")
+    assert one_json(down.stdout)["connection"]["password_source"] in (
+        "PGPASSWORD",
+        ".pgpass",
+        "service shop (~/.pg_service.conf)",
+    )
 
 
 def test_the_masked_cloud_url_asks_for_the_password_on_a_terminal(tmp_path: Path, own_cluster: ClusterFactory) -> None:
     cluster = own_cluster()
     cfg = write_config(tmp_path, app_db_name="shop", migrate=[f"touch {tmp_path / 'migrated'}"])
-    code, text = run_on_tty(["up", "-c", cfg, "-D", masked_cloud_url(cluster.port), "--system-db", "skip"],
-                            prompt=b"(the URL shows ***): ", answer=PASSWORD, env={"PGPASSWORD": None,
-                            "HOME": str(tmp_path), "NO_COLOR": "1"})  # fmt: skip
+    code, text = run_on_tty(
+        ["up", "-c", cfg, "-D", masked_cloud_url(cluster.port), "--system-db", "skip"],
+        prompt=b"(the URL shows ***): ",
+        answer=PASSWORD,
+        env={"PGPASSWORD": None, "HOME": str(tmp_path), "NO_COLOR": "1"},
+    )
     assert code == 0, text
     assert (tmp_path / "migrated").exists()
     assert PASSWORD not in text  # typed without echo, and never printed back
@@ -105,8 +123,15 @@ def test_the_masked_cloud_url_asks_for_the_password_on_a_terminal(tmp_path: Path
 
 def test_the_masked_cloud_url_without_any_password_source_says_how_to_fix_it(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="shop", rollback=["true"])
-    result = invoke("down", "-c", cfg, "-D", "postgresql://dbosadmin:***@127.0.0.1:1/postgres", "--yes",
-                     env={"PGPASSWORD": None, "HOME": str(tmp_path), "PGSERVICE": None})  # fmt: skip
+    result = invoke(
+        "down",
+        "-c",
+        cfg,
+        "-D",
+        "postgresql://dbosadmin:***@127.0.0.1:1/postgres",
+        "--yes",
+        env={"PGPASSWORD": None, "HOME": str(tmp_path), "PGSERVICE": None},
+    )
     assert result.returncode == 2
     assert "***" in result.stderr and "dbos-cloud db url -S" in result.stderr and "PGPASSWORD" in result.stderr
 
@@ -122,7 +147,9 @@ def test_migrate_and_rollback_are_up_and_down(tmp_path: Path, pg_url: str, app_d
     assert [r["direction"] for r in history_rows(pg_url, app_db)] == ["up", "down"]
 
 
-@pytest.mark.parametrize(("language", "named"), [("typescript", "knex migrate:rollback"), ("python", "alembic downgrade")])
+@pytest.mark.parametrize(
+    ("language", "named"), [("typescript", "knex migrate:rollback"), ("python", "alembic downgrade")]
+)
 def test_the_down_hint_names_the_apps_toolchain(tmp_path: Path, language: str, named: str) -> None:
     cfg = write_config(tmp_path, app_db_name="hinted", migrate=["true"], extra=f"language: {language}\n")
     result = invoke("down", "-c", cfg, "-D", "postgresql://u@127.0.0.1:1/postgres")
@@ -146,6 +173,10 @@ def test_validate_and_up_agree_on_a_typescript_app_named_by_package_json(tmp_pat
 def test_names_every_instance_has_are_refused_before_anything(tmp_path: Path) -> None:
     for name in ("postgres", "template1", "dbos_rehearse_billing_20250101000000_c0ffee"):
         cfg = write_config(tmp_path, app_db_name=name, migrate=["true"])
-        for args in (["validate", "-c", cfg], ["validate", "--cloud", "-c", cfg], ["up", "-c", cfg, "-D", "postgresql://u@127.0.0.1:1/x"]):
+        for args in (
+            ["validate", "-c", cfg],
+            ["validate", "--cloud", "-c", cfg],
+            ["up", "-c", cfg, "-D", "postgresql://u@127.0.0.1:1/x"],
+        ):
             result = invoke(*args)
             assert result.returncode == 2 and name in result.stderr, (args, result.stderr)

@@ -21,8 +21,10 @@ PLACEHOLDER_URL = "postgresql://USER:***@HOST:5432/postgres"
 ADD_NOTE = "psql -v ON_ERROR_STOP=1 -qc \"ALTER TABLE orders ADD COLUMN note text; UPDATE orders SET note = 'n'\""
 BROKEN = "psql -v ON_ERROR_STOP=1 -qc 'ALTER TABLE orders ADD COLUMN customer int REFERENCES customers (id)'"
 FIXED = "psql -v ON_ERROR_STOP=1 -qc 'ALTER TABLE orders ADD COLUMN customer int'"
-ROLLBACK = ("psql -v ON_ERROR_STOP=1 -qc "
-            "'ALTER TABLE orders DROP COLUMN IF EXISTS customer; ALTER TABLE orders DROP COLUMN IF EXISTS note'")  # fmt: skip
+ROLLBACK = (
+    "psql -v ON_ERROR_STOP=1 -qc "
+    "'ALTER TABLE orders DROP COLUMN IF EXISTS customer; ALTER TABLE orders DROP COLUMN IF EXISTS note'"
+)
 
 
 def blocks() -> list[str]:
@@ -30,8 +32,12 @@ def blocks() -> list[str]:
 
 
 def columns(url: str) -> list[str]:
-    rows = query(url, "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'public.orders'::regclass "
-                      "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", dbname="shop")  # fmt: skip
+    rows = query(
+        url,
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = 'public.orders'::regclass "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        dbname="shop",
+    )
     return [r[0] for r in rows]
 
 
@@ -41,18 +47,35 @@ def test_the_recovery_runbook_runs_from_a_failed_deploy_to_a_verified_rollback(
     cluster = own_cluster()
     admin = cluster.url()
     query(admin, "CREATE DATABASE shop")
-    query(admin, "CREATE TABLE orders (id int PRIMARY KEY, total int); INSERT INTO orders VALUES (1, 5), (2, 7), (3, 9)",
-          dbname="shop")  # fmt: skip
+    query(
+        admin,
+        "CREATE TABLE orders (id int PRIMARY KEY, total int); INSERT INTO orders VALUES (1, 5), (2, 7), (3, 9)",
+        dbname="shop",
+    )
     url = f"postgresql://postgres:***@localhost:{cluster.port}/postgres"
-    env: dict[str, str | None] = {"HOME": str(tmp_path), "PGPASSWORD": None, "PGSERVICE": None, "PGPASSFILE": None,
-                                  "DBOS_MIGRATE_PRODUCTION": "true", "NO_COLOR": "1"}  # fmt: skip
+    env: dict[str, str | None] = {
+        "HOME": str(tmp_path),
+        "PGPASSWORD": None,
+        "PGSERVICE": None,
+        "PGPASSFILE": None,
+        "DBOS_MIGRATE_PRODUCTION": "true",
+        "NO_COLOR": "1",
+    }
     env["PATH"] = f"{Path(sys.executable).parent}:{cli_env()['PATH']}"  # dbos-migrate, as installed
     app = tmp_path / "app"
     write_config(app, app_db_name="shop", migrate=[ADD_NOTE, BROKEN], rollback=[ROLLBACK])
     write_config(tmp_path / "fixed", app_db_name="shop", migrate=[ADD_NOTE, FIXED], rollback=[ROLLBACK])
 
-    deploy = run_cli("up", "-c", app / "dbos-config.yaml", "--db-url", url, "--system-db", "skip",
-                     env={**env, "PGPASSWORD": PASSWORD})  # fmt: skip
+    deploy = run_cli(
+        "up",
+        "-c",
+        app / "dbos-config.yaml",
+        "--db-url",
+        url,
+        "--system-db",
+        "skip",
+        env={**env, "PGPASSWORD": PASSWORD},
+    )
     assert deploy.returncode == 1, deploy.stdout + deploy.stderr
     assert columns(admin) == ["id", "total", "note"]  # half-migrated
 
@@ -65,8 +88,16 @@ def test_the_recovery_runbook_runs_from_a_failed_deploy_to_a_verified_rollback(
         script.append(f"echo '@@ block {number}'")
         script.append(block.replace(PLACEHOLDER_URL, url).replace("APP_DB_NAME", "shop"))
     script.append("echo '@@ end'")
-    done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=app, env=cli_env(env), input=PASSWORD + "\n",
-                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=app,
+        env=cli_env(env),
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0 and "@@ end" in done.stdout, out
     assert PASSWORD not in out

@@ -86,9 +86,7 @@ def fingerprint(pg_url: str, app_db: str) -> dict[str, Any]:
 
 
 def scratch_databases(pg_url: str, app_db: str = "") -> list[str]:
-    rows = query(
-        pg_url, "SELECT datname FROM pg_database WHERE starts_with(datname, 'dbos_rehearse_') ORDER BY 1"
-    )
+    rows = query(pg_url, "SELECT datname FROM pg_database WHERE starts_with(datname, 'dbos_rehearse_') ORDER BY 1")
     return [name for (name,) in rows if name.startswith(scratch.SCRATCH_PREFIX + app_db)]
 
 
@@ -119,9 +117,7 @@ def rules_of(doc: dict[str, Any]) -> list[str]:
     return [c["rule"] for c in doc["changes"]]
 
 
-def rehearse_json(
-    cfg: Path, pg_url: str, *args: object, env: dict[str, str | None] | None = None
-) -> dict[str, Any]:
+def rehearse_json(cfg: Path, pg_url: str, *args: object, env: dict[str, str | None] | None = None) -> dict[str, Any]:
     result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json", *args, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return valid_output(one_json(result.stdout))
@@ -260,9 +256,7 @@ SAFE_CASES: dict[str, tuple[str, str, list[str]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(SAFE_CASES))
-def test_non_breaking_rule_passes_the_gate_and_applies(
-    case: str, tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_non_breaking_rule_passes_the_gate_and_applies(case: str, tmp_path: Path, pg_url: str, app_db: str) -> None:
     step, command, expected = SAFE_CASES[case]
     make_app(pg_url, app_db)
     cfg = app_config(tmp_path, app_db, step, command)
@@ -301,8 +295,9 @@ def test_allow_breaking_runs_and_records_the_note(tmp_path: Path, pg_url: str, a
     result = invoke("up", "--fail-on-breaking", "--allow-breaking", "-c", cfg, "-D", pg_url)
     assert result.returncode == 0, result.stderr
     assert "--allow-breaking: running 1 breaking change(s)" in result.stdout
-    columns = query(pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'",
-                    dbname=app_db)  # fmt: skip
+    columns = query(
+        pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'", dbname=app_db
+    )
     assert ("note",) not in columns and ("total",) in columns
     (row,) = history_rows(pg_url, app_db)
     assert row["status"] == "succeeded"
@@ -317,9 +312,7 @@ def test_text_output_groups_changes_by_table(tmp_path: Path, pg_url: str, app_db
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "rehearsal: 3 change(s): 1 breaking, 1 lock-heavy, 1 safe" in out
-    assert (
-        "\n  table public.orders\n    breaking   BRK002 dropped-column: column note (text) dropped\n" in out
-    )
+    assert "\n  table public.orders\n    breaking   BRK002 dropped-column: column note (text) dropped\n" in out
     assert "\n  table public.customers\n    lock-heavy LCK001 index-without-concurrently:" in out
     assert "hint: ship code that no longer reads or writes the column first" in out
     assert "[1/1] (rehearsal) " in out
@@ -370,8 +363,9 @@ def test_rehearse_url_uses_another_instance(
     other = own_cluster()
     make_app(pg_url, app_db)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE orders DROP COLUMN note")
-    result = invoke("plan", "--rehearse", "--rehearse-url", other.url(dbname="postgres"), "-c", cfg,
-                     "-D", pg_url, "-o", "json")  # fmt: skip
+    result = invoke(
+        "plan", "--rehearse", "--rehearse-url", other.url(dbname="postgres"), "-c", cfg, "-D", pg_url, "-o", "json"
+    )
     assert result.returncode == 0, result.stderr
     doc = one_json(result.stdout)
     assert rules_of(doc) == ["BRK002"]
@@ -409,9 +403,7 @@ def test_password_instance(tmp_path: Path, own_cluster: ClusterFactory) -> None:
 # ---------------------------------------------------------------------------- cleanup
 
 
-def test_failing_command_fails_the_rehearsal_and_drops_the_scratch(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_failing_command_fails_the_rehearsal_and_drops_the_scratch(tmp_path: Path, pg_url: str, app_db: str) -> None:
     make_app(pg_url, app_db)
     original = fingerprint(pg_url, app_db)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["psql -X -q -c 'DROP TABLE audit'", "exit 3"])
@@ -433,8 +425,11 @@ def test_interrupt_drops_the_scratch(tmp_path: Path, pg_url: str, app_db: str) -
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["touch started && sleep 30"])
     proc = subprocess.Popen(
         [*cli_command(), "plan", "--rehearse", "-c", str(cfg), "-D", pg_url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "started").exists():
@@ -460,8 +455,10 @@ def test_killed_run_leaves_a_scratch_that_the_next_rehearsal_removes(
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["touch started && sleep 30"])
     proc = subprocess.Popen(
         [*cli_command(), "plan", "--rehearse", "-c", str(cfg), "-D", pg_url],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while not (tmp_path / "started").exists():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -501,11 +498,11 @@ def test_leftover_rules(tmp_path: Path, app_db: str, own_cluster: ClusterFactory
     for key, name in names.items():
         query(pg_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)).as_string(None))
         if key not in ("not_ours", "unmarked"):
-            comment = sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch.SCRATCH_MARK))
+            comment = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.Literal(scratch.SCRATCH_MARK)
+            )
             query(pg_url, comment.as_string(None))
-    sessions = [
-        psycopg.connect(with_dbname(pg_url, names[k]), autocommit=True) for k in ("old_busy", "fresh_busy")
-    ]
+    sessions = [psycopg.connect(with_dbname(pg_url, names[k]), autocommit=True) for k in ("old_busy", "fresh_busy")]
     locker = psycopg.connect(pg_url, autocommit=True)
     try:
         locker.execute(
@@ -574,9 +571,7 @@ def test_sample_app_alembic(tmp_path: Path, pg_url: str, app_db: str) -> None:
     assert "Running upgrade  -> 0001_create_tables" in first.stderr
     gated = invoke("up", "--fail-on-breaking", *args, env=env)
     assert gated.returncode == 0, gated.stderr
-    assert query(pg_url, "SELECT version_num FROM alembic_version", dbname=app_db) == [
-        ("0003_seed_demo_data",)
-    ]
+    assert query(pg_url, "SELECT version_num FROM alembic_version", dbname=app_db) == [("0003_seed_demo_data",)]
 
     (app / "migrations" / "versions" / "0004_breaking.py").write_text(DROP_REVISION)
     second = invoke("plan", "--rehearse", *args, env=env)
@@ -590,9 +585,7 @@ def test_sample_app_alembic(tmp_path: Path, pg_url: str, app_db: str) -> None:
 
     refused = invoke("up", "--fail-on-breaking", *args, env=env)
     assert refused.returncode == 6, refused.stderr
-    assert query(pg_url, "SELECT version_num FROM alembic_version", dbname=app_db) == [
-        ("0003_seed_demo_data",)
-    ]
+    assert query(pg_url, "SELECT version_num FROM alembic_version", dbname=app_db) == [("0003_seed_demo_data",)]
 
 
 # ---------------------------------------------------------------------------- copy fidelity, units
@@ -640,9 +633,7 @@ def test_copy_is_faithful(method: str, pg_url: str, app_db: str) -> None:
     """Both copy methods reproduce the schema the diff compares, and the version rows."""
     make_app(pg_url, app_db, RICH_SCHEMA)
     copy = f"{app_db}_copy"
-    query(
-        pg_url, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(copy)).as_string(None)
-    )
+    query(pg_url, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(copy)).as_string(None))
     try:
         with (
             psycopg.connect(with_dbname(pg_url, app_db), autocommit=True) as src,

@@ -109,7 +109,10 @@ def test_data_checks_find_what_fails(tmp_path: Path, pg_url: str, app_db: str) -
     assert text.returncode == 0, text.stderr
     out = text.stdout
     assert "data: breaking DATA001 nulls-block-not-null: 5 of 50 rows hold NULL in total" in out
-    assert f"data checks: {data['checks']} on {app_db} in " in out and "gate (up --fail-on-breaking): would refuse: rows of the app" in out
+    assert (
+        f"data checks: {data['checks']} on {app_db} in " in out
+        and "gate (up --fail-on-breaking): would refuse: rows of the app" in out
+    )
     table = summary.read_text()
     assert "| Severity | Rule | Object | Change | Hint | Data | Workflows |" in table
     assert "**breaking** DATA001 nulls-block-not-null: 5 of 50 rows hold NULL in total" in table
@@ -120,14 +123,15 @@ def test_data_checks_find_what_fails(tmp_path: Path, pg_url: str, app_db: str) -
 
     gated = invoke("up", "--fail-on-breaking", "--allow-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 1  # let through, the migration meets the NULLs and fails as predicted
-    assert "column \"total\" of relation \"orders\" contains null values" in gated.stderr
+    assert 'column "total" of relation "orders" contains null values' in gated.stderr
 
 
 def test_data_breaking_refuses_the_gate_without_any_breaking_change(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """A lock-heavy change whose rows fail it is refused (exit 6): the deploy would fail."""
     make_app(pg_url, app_db, DIRTY)
-    cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total < 40)",
-                     CONCURRENT_MIGRATE)  # fmt: skip
+    cfg = app_config(
+        tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total < 40)", CONCURRENT_MIGRATE
+    )
     gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 6, gated.stderr
     doc = valid_output(one_json(gated.stdout))
@@ -135,10 +139,17 @@ def test_data_breaking_refuses_the_gate_without_any_breaking_change(tmp_path: Pa
     assert "DATA004 public.orders.orders_total_check" in doc["error"]["message"]
     assert doc["rehearsal"]["verdict"]["reasons"] == ["data"]
     workflows = doc["rehearsal"]["workflows"]  # no breaking change: unknown workflows do not matter here
-    assert workflows["status"] == "unknown" and workflows["reason"] == f"the system database {app_db}_dbos_sys does not exist"
+    assert (
+        workflows["status"] == "unknown"
+        and workflows["reason"] == f"the system database {app_db}_dbos_sys does not exist"
+    )
 
-    clean = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total < 1000)",
-                       CONCURRENT_MIGRATE)  # fmt: skip
+    clean = app_config(
+        tmp_path,
+        app_db,
+        "ALTER TABLE orders ADD CONSTRAINT orders_total_check CHECK (total < 1000)",
+        CONCURRENT_MIGRATE,
+    )
     passed = invoke("up", "--fail-on-breaking", "-c", clean, "-D", pg_url, "-o", "json")
     assert passed.returncode == 0, passed.stderr
     assert one_json(passed.stdout)["changes"][0]["data_checks"][0]["rule"] == "DATA012"
@@ -150,17 +161,24 @@ LARGE_ENV = {datachecks.LARGE_ENV: "64kB", datachecks.SAMPLE_ENV: "64kB"}
 def test_large_table_is_sampled_and_its_lock_estimated(tmp_path: Path, pg_url: str, app_db: str) -> None:
     """Over the (lowered) thresholds: rewrites and index builds are DATA008/DATA009, and the
     row checks read a TABLESAMPLE and say how many rows they examined."""
-    make_app(pg_url, app_db, """
+    make_app(
+        pg_url,
+        app_db,
+        """
         CREATE TABLE big (id serial PRIMARY KEY, a int, b int, pad text);
         INSERT INTO big (a, b, pad) SELECT g, CASE WHEN g % 2 = 0 THEN NULL ELSE g END, repeat('p', 40)
           FROM generate_series(1, 20000) g;
         ANALYZE big;
-    """)  # fmt: skip
-    step = ("ALTER TABLE big ALTER COLUMN a SET NOT NULL; ALTER TABLE big ALTER COLUMN b SET NOT NULL;"
-            "CREATE INDEX big_a ON big (a); ALTER TABLE big ADD COLUMN token uuid DEFAULT gen_random_uuid()")  # fmt: skip
+    """,
+    )
+    step = (
+        "ALTER TABLE big ALTER COLUMN a SET NOT NULL; ALTER TABLE big ALTER COLUMN b SET NOT NULL;"
+        "CREATE INDEX big_a ON big (a); ALTER TABLE big ADD COLUMN token uuid DEFAULT gen_random_uuid()"
+    )
     cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
-    doc = valid_output(one_json(invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json",
-                                        env=LARGE_ENV).stdout))  # fmt: skip
+    doc = valid_output(
+        one_json(invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json", env=LARGE_ENV).stdout)
+    )
     by = {(c["rule"], c["object"]): c["data_checks"] for c in doc["changes"]}
     a_nulls, a_size = by[("BRK006", "public.big.a")]
     assert a_nulls["rule"] == "DATA011" and a_nulls["status"] == "none-in-sample" and a_nulls["sampled"]
@@ -190,18 +208,30 @@ def reader_role(pg_url: str, app_db: str) -> Iterator[str]:
         query(pg_url, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)).as_string(None))
 
 
-def test_role_without_pg_read_all_data_gets_unknown(
-    tmp_path: Path, pg_url: str, app_db: str, reader_role: str
-) -> None:
+def test_role_without_pg_read_all_data_gets_unknown(tmp_path: Path, pg_url: str, app_db: str, reader_role: str) -> None:
     """The row checks run as pg_read_all_data, never as the deploy role: a deploy role that may
     not SET ROLE to it gets every row check unknown (sizes still given); granted, they run."""
     make_app(pg_url, app_db, DIRTY)
-    query(pg_url, sql.SQL("GRANT SELECT ON customers TO {}").format(sql.Identifier(reader_role)).as_string(None),
-          dbname=app_db)  # fmt: skip
+    query(
+        pg_url,
+        sql.SQL("GRANT SELECT ON customers TO {}").format(sql.Identifier(reader_role)).as_string(None),
+        dbname=app_db,
+    )
     step = "ALTER TABLE orders ALTER COLUMN total SET NOT NULL; CREATE UNIQUE INDEX ce ON customers (email)"
     cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
-    result = invoke("plan", "--rehearse", "-c", cfg, "-D", with_user(pg_url, reader_role, "reader-pw"), "--rehearse-url", pg_url,
-                     "-o", "json", env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})  # fmt: skip
+    result = invoke(
+        "plan",
+        "--rehearse",
+        "-c",
+        cfg,
+        "-D",
+        with_user(pg_url, reader_role, "reader-pw"),
+        "--rehearse-url",
+        pg_url,
+        "-o",
+        "json",
+        env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"},
+    )
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))
     by = {c["rule"]: c["data_checks"] for c in doc["changes"]}
@@ -214,8 +244,19 @@ def test_role_without_pg_read_all_data_gets_unknown(
     assert dupes["status"] == "unknown" and doc["rehearsal"]["data_checks"]["role"] is None
 
     query(pg_url, sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(reader_role)).as_string(None))
-    result = invoke("plan", "--rehearse", "-c", cfg, "-D", with_user(pg_url, reader_role, "reader-pw"), "--rehearse-url", pg_url,
-                    "-o", "json", env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})  # fmt: skip
+    result = invoke(
+        "plan",
+        "--rehearse",
+        "-c",
+        cfg,
+        "-D",
+        with_user(pg_url, reader_role, "reader-pw"),
+        "--rehearse-url",
+        pg_url,
+        "-o",
+        "json",
+        env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"},
+    )
     assert result.returncode == 0, result.stderr
     doc = valid_output(one_json(result.stdout))
     by = {c["rule"]: c["data_checks"] for c in doc["changes"]}
@@ -232,8 +273,10 @@ INSERT INTO items SELECT g, g FROM generate_series(1, {rows}) g;
 """
 # Slow for the rows made here (n > 0), instant for those a writer adds (n = 0), and made of
 # built-in immutable functions only (the data checks evaluate nothing else).
-SLOW_CHECK = ("ALTER TABLE items ADD CONSTRAINT items_slow "
-              "CHECK (length(repeat(md5(n::text), CASE WHEN n > 0 THEN {size} ELSE 0 END)) >= 0)")  # fmt: skip
+SLOW_CHECK = (
+    "ALTER TABLE items ADD CONSTRAINT items_slow "
+    "CHECK (length(repeat(md5(n::text), CASE WHEN n > 0 THEN {size} ELSE 0 END)) >= 0)"
+)
 
 
 def test_check_that_times_out_is_unknown(tmp_path: Path, pg_url: str, app_db: str) -> None:
@@ -242,16 +285,20 @@ def test_check_that_times_out_is_unknown(tmp_path: Path, pg_url: str, app_db: st
     make_app(pg_url, app_db, SLOW.format(rows=100))
     cfg = app_config(tmp_path, app_db, SLOW_CHECK.format(size=1_000_000), CONCURRENT_MIGRATE)
     started = time.monotonic()
-    doc = valid_output(one_json(invoke("plan", "--rehearse", "--data-check-timeout", "0.3", "-c", cfg,
-                                        "-D", pg_url, "-o", "json").stdout))  # fmt: skip
+    doc = valid_output(
+        one_json(
+            invoke("plan", "--rehearse", "--data-check-timeout", "0.3", "-c", cfg, "-D", pg_url, "-o", "json").stdout
+        )
+    )
     check = next(f for f in doc["changes"][0]["data_checks"] if f["check"] == "check")
     assert check["rule"] == "DATA010" and check["severity"] == "unknown"
     assert check["reason"] == "timed out after 0.3s (--data-check-timeout)"
     assert 250 <= check["elapsed_ms"] < 3000 and time.monotonic() - started < 30
     assert doc["rehearsal"]["data_checks"]["timeout_s"] == 0.3
 
-    off = valid_output(one_json(invoke("plan", "--rehearse", "--no-data-checks", "-c", cfg, "-D", pg_url,
-                                        "-o", "json").stdout))  # fmt: skip
+    off = valid_output(
+        one_json(invoke("plan", "--rehearse", "--no-data-checks", "-c", cfg, "-D", pg_url, "-o", "json").stdout)
+    )
     assert off["changes"][0]["data_checks"] == []
     assert off["rehearsal"]["data_checks"]["enabled"] is False
     assert off["rehearsal"]["data_checks"]["skipped"] == "--no-data-checks"
@@ -278,7 +325,8 @@ def test_checks_never_make_a_writer_wait(tmp_path: Path, pg_url: str, app_db: st
                     """SELECT l.mode, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                         WHERE l.locktype = 'relation' AND a.datname = current_database()
                           AND a.application_name LIKE 'dbos-migrate%%' AND l.granted
-                          AND l.relation = 'public.items'::regclass""").fetchall():  # fmt: skip
+                          AND l.relation = 'public.items'::regclass"""
+                ).fetchall():
                     modes.add(mode)
                     if "data checks" in app_name:
                         check_windows.append(time.monotonic())
@@ -360,4 +408,3 @@ def test_every_data_rule_is_documented() -> None:
 
 def test_plan_on_no_change_plans_nothing() -> None:
     assert dataplan.Planner([], Snapshot(), Snapshot()).plan(dataplan.Details()) == []
-

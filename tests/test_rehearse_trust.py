@@ -45,11 +45,11 @@ PROBE = (
     'echo "exit=$?" >> read.out; '
     "psql -X -v ON_ERROR_STOP=1 -d {app} -c 'CREATE TABLE public.pwned (x int)' > write.out 2>&1; "
     'echo "exit=$?" >> write.out; '
-    "psql -X -At -v ON_ERROR_STOP=1 -c \"SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit, "
+    'psql -X -At -v ON_ERROR_STOP=1 -c "SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolinherit, '
     "(SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid), "
     "(SELECT count(*) FROM pg_class c WHERE c.oid >= 16384 AND c.relkind IN ('r','v','S') "
     "AND c.relowner <> r.oid AND c.relnamespace = 'public'::regnamespace), current_user "
-    "FROM pg_roles r WHERE r.rolname = current_user\" > role.out 2>&1; "
+    'FROM pg_roles r WHERE r.rolname = current_user" > role.out 2>&1; '
     "python3 -c 'import json, os; print(json.dumps(dict(os.environ)))' > env.json; "
     "psql -X -q -v ON_ERROR_STOP=1 -f step.sql"
 )
@@ -120,8 +120,10 @@ def test_commands_cannot_reach_the_real_database(tmp_path: Path, pg_url: str, ap
 def deployer(pg_url: str, app_db: str) -> Iterator[str]:
     """A login role that may create databases but not roles, owner of the app database."""
     role = f"t_{uuid.uuid4().hex[:10]}_deploy"
-    query(pg_url, sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD 'deploy-pw'").format(sql.Identifier(role))
-          .as_string(None))  # fmt: skip
+    query(
+        pg_url,
+        sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD 'deploy-pw'").format(sql.Identifier(role)).as_string(None),
+    )
     try:
         yield role
     finally:
@@ -132,15 +134,17 @@ def deployer(pg_url: str, app_db: str) -> Iterator[str]:
         query(pg_url, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)).as_string(None))
 
 
-def test_role_that_may_not_create_roles_is_refused(
-    tmp_path: Path, pg_url: str, app_db: str, deployer: str
-) -> None:
+def test_role_that_may_not_create_roles_is_refused(tmp_path: Path, pg_url: str, app_db: str, deployer: str) -> None:
     """No CREATEROLE: a clear refusal naming --rehearse-url, nothing created; with
     --rehearse-shared-credentials the rehearsal runs with the deploy role's credentials; with
     CREATEROLE (and no superuser) it runs with a temporary role."""
     make_app(pg_url, app_db, "CREATE TABLE t (id int)")
-    query(pg_url, sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(app_db), sql.Identifier(deployer))
-          .as_string(None))  # fmt: skip
+    query(
+        pg_url,
+        sql.SQL("ALTER DATABASE {} OWNER TO {}")
+        .format(sql.Identifier(app_db), sql.Identifier(deployer))
+        .as_string(None),
+    )
     query(pg_url, sql.SQL("ALTER TABLE t OWNER TO {}").format(sql.Identifier(deployer)).as_string(None), dbname=app_db)
     cfg = app_config(tmp_path, app_db, "ALTER TABLE t ADD COLUMN note text;", CONCURRENT_MIGRATE)
     url = with_user(pg_url, deployer, "deploy-pw")
@@ -148,8 +152,18 @@ def test_role_that_may_not_create_roles_is_refused(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "may not create roles" in refused.stderr and "--rehearse-url" in refused.stderr
     assert "--rehearse-shared-credentials" in refused.stderr
-    shared = invoke("plan", "--rehearse", "--rehearse-shared-credentials", "-c", cfg, "-D", url, "-o", "json",
-                     env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"})  # fmt: skip
+    shared = invoke(
+        "plan",
+        "--rehearse",
+        "--rehearse-shared-credentials",
+        "-c",
+        cfg,
+        "-D",
+        url,
+        "-o",
+        "json",
+        env={"DBOS_MIGRATE_REHEARSE_COPY": "catalog"},
+    )
     assert shared.returncode == 0, shared.stdout + shared.stderr
     doc = one_json(shared.stdout)
     assert doc["rehearsal"]["credentials"]["mode"] == "shared"
@@ -175,8 +189,9 @@ def test_leftover_role_is_dropped(tmp_path: Path, app_db: str, own_cluster: Clus
     unmarked = scratch.scratch_name(app_db)
     for name in (left, unmarked):
         query(pg_url, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)).as_string(None))
-    query(pg_url, sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(left), sql.Literal(ROLE_MARK))
-          .as_string(None))  # fmt: skip
+    query(
+        pg_url, sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(left), sql.Literal(ROLE_MARK)).as_string(None)
+    )
     try:
         make_app(pg_url, app_db, "CREATE TABLE t (id int)")
         cfg = app_config(tmp_path, app_db, "ALTER TABLE t ADD COLUMN note text;", CONCURRENT_MIGRATE)
@@ -196,13 +211,19 @@ def test_volatile_check_is_not_evaluated_on_the_app_database(tmp_path: Path, pg_
     """A CHECK calling pg_terminate_backend (built in, volatile) or a user-defined function is
     "unknown" with the reason, and never runs on the app database: the session it names
     survives; a built-in immutable CHECK is evaluated."""
-    make_app(pg_url, app_db, SECRETS_SCHEMA + "CREATE FUNCTION public.is_q(t text) RETURNS boolean IMMUTABLE "
-             "LANGUAGE sql AS $$ SELECT t LIKE 'sk_live_Q%' $$;")  # fmt: skip
+    make_app(
+        pg_url,
+        app_db,
+        SECRETS_SCHEMA + "CREATE FUNCTION public.is_q(t text) RETURNS boolean IMMUTABLE "
+        "LANGUAGE sql AS $$ SELECT t LIKE 'sk_live_Q%' $$;",
+    )
     with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True) as victim:
         pid = victim.info.backend_pid
-        step = (f"ALTER TABLE orders ADD CONSTRAINT kill CHECK (pg_terminate_backend({pid}) OR total > 0);\n"
-                "ALTER TABLE secrets ADD CONSTRAINT leak CHECK (NOT public.is_q(api_key));\n"
-                "ALTER TABLE orders ADD CONSTRAINT small CHECK (total < 15);\n")  # fmt: skip
+        step = (
+            f"ALTER TABLE orders ADD CONSTRAINT kill CHECK (pg_terminate_backend({pid}) OR total > 0);\n"
+            "ALTER TABLE secrets ADD CONSTRAINT leak CHECK (NOT public.is_q(api_key));\n"
+            "ALTER TABLE orders ADD CONSTRAINT small CHECK (total < 15);\n"
+        )
         cfg = app_config(tmp_path, app_db, step, CONCURRENT_MIGRATE)
         result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -221,8 +242,9 @@ def test_data_checks_run_as_a_read_only_role(tmp_path: Path, pg_url: str, app_db
     """The checks run as pg_read_all_data, not as the deploy role: a table with row-level security
     (which the superuser deploy role would read in full) is unknown, not a pass."""
     make_app(pg_url, app_db, SECRETS_SCHEMA + "ALTER TABLE orders ENABLE ROW LEVEL SECURITY;")
-    cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT small CHECK (total < 100);",
-                     CONCURRENT_MIGRATE)  # fmt: skip
+    cfg = app_config(
+        tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT small CHECK (total < 100);", CONCURRENT_MIGRATE
+    )
     result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     doc = valid_output(one_json(result.stdout))
@@ -234,8 +256,7 @@ def test_strict_refuses_an_unknown_data_check(tmp_path: Path, pg_url: str, app_d
     """--strict refuses (exit 6) on an unknown data check even with no breaking change, and the
     text says how many checks were unknown and why; without --strict it passes and says so."""
     make_app(pg_url, app_db, SECRETS_SCHEMA)
-    cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT r CHECK (random() < 2);",
-                     CONCURRENT_MIGRATE)  # fmt: skip
+    cfg = app_config(tmp_path, app_db, "ALTER TABLE orders ADD CONSTRAINT r CHECK (random() < 2);", CONCURRENT_MIGRATE)
     loose = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert loose.returncode == 0, loose.stdout + loose.stderr
     assert "1 data check(s) unknown: its expression calls pg_catalog.random" in loose.stdout
@@ -263,14 +284,22 @@ def test_rehearse_url_environment_is_allow_listed(tmp_path: Path) -> None:
     other = parse_url("postgresql://ci:throwaway@localhost:5433/postgres", what="--rehearse-url")
     instance = Endpoint(other, effective(other, {}))
     name = scratch.scratch_name("app")
-    scratch_target = dataclasses.replace(real, instance=instance, app_database=name,
-                                         system=SystemDatabase("the scratch database", instance.at(name)))  # fmt: skip
+    scratch_target = dataclasses.replace(
+        real, instance=instance, app_database=name, system=SystemDatabase("the scratch database", instance.at(name))
+    )
     box = sandbox.prepare(scratch_target, rehearse_url=True, shared=False)
     environ = {
-        "PATH": "/usr/bin", "HOME": "/home/ci", "LC_ALL": "C.UTF-8", "DBOS_MIGRATE_DB_URL": real_text,
-        "DATABASE_URL": real_text, "PGPASSWORD": REAL_PASSWORD, "PGHOST": "prod.example.com",
-        "SOME_TOKEN": json.dumps(REAL_PASSWORD), "FORWARD_ME": "fine", "AWS_SECRET_ACCESS_KEY": "nope",
-    }  # fmt: skip
+        "PATH": "/usr/bin",
+        "HOME": "/home/ci",
+        "LC_ALL": "C.UTF-8",
+        "DBOS_MIGRATE_DB_URL": real_text,
+        "DATABASE_URL": real_text,
+        "PGPASSWORD": REAL_PASSWORD,
+        "PGHOST": "prod.example.com",
+        "SOME_TOKEN": json.dumps(REAL_PASSWORD),
+        "FORWARD_ME": "fine",
+        "AWS_SECRET_ACCESS_KEY": "nope",
+    }
     env, skipped, dropped = sandbox.environment(box, environ, c, Scrubber(real.secrets), [real.app_url.text])
     assert env["PGHOST"] == "localhost" and env["PGUSER"] == "ci" and env["PGPASSWORD"] == "throwaway"
     assert env["MINE"] == env["DBOS_DATABASE_URL"] and env["DBOS_DATABASE_URL"].endswith(f"/{name}")

@@ -68,15 +68,25 @@ def run_app(dbos_py: Path, tmp_path: Path, sys_url: str, version: str, mode: str
     script = tmp_path / "wf_app.py"
     script.write_text(APP)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DBOS"))}
-    done = subprocess.run([str(dbos_py / "python"), str(script), sys_url, version, mode], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        [str(dbos_py / "python"), str(script), sys_url, version, mode],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert ("STARTED" if mode == "block" else "DONE 1") in done.stdout
 
 
 def system_rows(pg_url: str, app_db: str) -> list[tuple[Any, ...]]:
-    return query(pg_url, "SELECT status, application_version, name FROM dbos.workflow_status ORDER BY created_at",
-                 dbname=f"{app_db}_dbos_sys")  # fmt: skip
+    return query(
+        pg_url,
+        "SELECT status, application_version, name FROM dbos.workflow_status ORDER BY created_at",
+        dbname=f"{app_db}_dbos_sys",
+    )
 
 
 def test_unfinished_workflow_of_an_older_version(tmp_path: Path, pg_url: str, app_db: str, dbos_py: Path) -> None:
@@ -102,9 +112,11 @@ def test_unfinished_workflow_of_an_older_version(tmp_path: Path, pg_url: str, ap
         {"version": "v1", "workflow": "checkout", "count": 1, "via": "step update_orders", "word": "order"}
     ]
     assert doc["rehearsal"]["verdict"] == {
-        "refuse": True, "strict": False, "reasons": ["workflows"],
+        "refuse": True,
+        "strict": False,
+        "reasons": ["workflows"],
         "message": doc["rehearsal"]["verdict"]["message"],
-    }  # fmt: skip
+    }
 
     gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url)
     assert gated.returncode == 6, gated.stderr
@@ -113,8 +125,9 @@ def test_unfinished_workflow_of_an_older_version(tmp_path: Path, pg_url: str, ap
     assert "may concern: checkout [v1] x1 via step update_orders" in gated.stdout
     assert "Python 3.x" in gated.stdout  # the generation found
 
-    deploy_v1 = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json",
-                        env={workflows.APPVERSION_ENV: "v1"})  # fmt: skip
+    deploy_v1 = invoke(
+        "up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json", env={workflows.APPVERSION_ENV: "v1"}
+    )
     assert deploy_v1.returncode == 0, deploy_v1.stderr
     applied = one_json(deploy_v1.stdout)
     assert applied["rehearsal"]["workflows"]["this_version"] == "v1"
@@ -140,8 +153,9 @@ def test_no_unfinished_workflow_passes_unless_strict(tmp_path: Path, pg_url: str
     assert gated.returncode == 0, gated.stderr
     assert "workflows: no unfinished workflow of another application version" in gated.stdout
     assert "gate: passes: 1 breaking change(s) (BRK002 public.orders.note), but no unfinished workflow" in gated.stdout
-    columns = query(pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'",
-                    dbname=app_db)  # fmt: skip
+    columns = query(
+        pg_url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'orders'", dbname=app_db
+    )
     assert ("note",) not in columns
 
 
@@ -151,8 +165,9 @@ def test_workflows_unknown_refuse_a_breaking_change(tmp_path: Path, pg_url: str,
     (tmp_path / "step.sql").write_text(DROP_NOTE)
     from test_rehearse import MIGRATE
 
-    cfg = write_config(tmp_path, app_db_name=app_db, migrate=[MIGRATE],
-                       extra="system_database_url: sqlite:///dbos.sqlite\n")  # fmt: skip
+    cfg = write_config(
+        tmp_path, app_db_name=app_db, migrate=[MIGRATE], extra="system_database_url: sqlite:///dbos.sqlite\n"
+    )
     gated = invoke("up", "--fail-on-breaking", "-c", cfg, "-D", pg_url, "-o", "json")
     assert gated.returncode == 6, gated.stderr
     doc = valid_output(one_json(gated.stdout))
@@ -173,42 +188,60 @@ STATUS_014 = """workflow_uuid text PRIMARY KEY, status text, name text, authenti
 OUTPUTS = "workflow_uuid text NOT NULL, function_id int NOT NULL, output text, error text"
 GENERATIONS: dict[str, tuple[str, str]] = {
     # name: (DDL, the generation it must be named)
-    "python-0.27": (f"""
+    "python-0.27": (
+        f"""
         CREATE TABLE public.alembic_version (version_num varchar(32) PRIMARY KEY);
         INSERT INTO public.alembic_version VALUES ('27ac6900c6ad');
         CREATE TABLE dbos.workflow_status ({STATUS_014});
         CREATE TABLE dbos.operation_outputs ({OUTPUTS}, function_name text NOT NULL DEFAULT '', child_workflow_id text);
         CREATE TABLE dbos.workflow_inputs (workflow_uuid text PRIMARY KEY, inputs text NOT NULL);
         CREATE TABLE dbos.workflow_queue (workflow_uuid text PRIMARY KEY, queue_name text NOT NULL);
-    """, "DBOS Python 0.x (alembic_version)"),
-    "python-1.14": (f"""
+    """,
+        "DBOS Python 0.x (alembic_version)",
+    ),
+    "python-1.14": (
+        f"""
         CREATE TABLE dbos.dbos_migrations (version bigint PRIMARY KEY); INSERT INTO dbos.dbos_migrations VALUES (1);
         CREATE TABLE dbos.workflow_status ({STATUS_014}, inputs text, started_at_epoch_ms bigint,
             deduplication_id text, priority int NOT NULL DEFAULT 0);
         CREATE TABLE dbos.operation_outputs ({OUTPUTS}, function_name text NOT NULL DEFAULT '', child_workflow_id text);
-    """, "DBOS Python 1.x (dbos_migrations 1)"),
-    "typescript-1.30": (f"""
+    """,
+        "DBOS Python 1.x (dbos_migrations 1)",
+    ),
+    "typescript-1.30": (
+        f"""
         CREATE TABLE public.knex_migrations (id serial PRIMARY KEY, name varchar(255));
         CREATE TABLE dbos.workflow_status ({STATUS_014});
         CREATE TABLE dbos.operation_outputs ({OUTPUTS});
-    """, "DBOS TypeScript 1.x/2.x (knex_migrations)"),
-    "typescript-3.5": (f"""
+    """,
+        "DBOS TypeScript 1.x/2.x (knex_migrations)",
+    ),
+    "typescript-3.5": (
+        f"""
         CREATE TABLE dbos.dbos_migrations (version bigint PRIMARY KEY); INSERT INTO dbos.dbos_migrations VALUES (24);
         CREATE TABLE dbos.workflow_status ({STATUS_014}, inputs text, started_at_epoch_ms bigint,
             deduplication_id text, priority int NOT NULL DEFAULT 0);
         CREATE TABLE dbos.operation_outputs ({OUTPUTS}, function_name text NOT NULL DEFAULT '', child_workflow_id text);
         CREATE TABLE dbos.workflow_queue (workflow_uuid text PRIMARY KEY, queue_name text NOT NULL);
-    """, "DBOS TypeScript 3.x (dbos_migrations 24)"),
-    "python-2.31": (f"""
+    """,
+        "DBOS TypeScript 3.x (dbos_migrations 24)",
+    ),
+    "python-2.31": (
+        f"""
         CREATE TABLE dbos.dbos_migrations (version bigint PRIMARY KEY); INSERT INTO dbos.dbos_migrations VALUES (108);
         CREATE TABLE dbos.application_versions (version_id text PRIMARY KEY, version_name text NOT NULL);
         CREATE TABLE dbos.workflow_status ({STATUS_014}, inputs text, started_at_epoch_ms bigint,
             deduplication_id text, priority int NOT NULL DEFAULT 0, delay_until_epoch_ms bigint, application_name text);
         CREATE TABLE dbos.operation_outputs ({OUTPUTS}, function_name text NOT NULL DEFAULT '', child_workflow_id text);
-    """, "DBOS shared system schema, migration 108 (Python 2.x, TypeScript 4.x or Go)"),
-    "no-version-column": ("""
+    """,
+        "DBOS shared system schema, migration 108 (Python 2.x, TypeScript 4.x or Go)",
+    ),
+    "no-version-column": (
+        """
         CREATE TABLE dbos.workflow_status (workflow_uuid text PRIMARY KEY, status text, name text);
-    """, "unknown generation (no version table)"),
+    """,
+        "unknown generation (no version table)",
+    ),
 }
 ROWS = """
 INSERT INTO dbos.workflow_status (workflow_uuid, status, name{ver}) VALUES
@@ -234,16 +267,23 @@ def test_every_generation_is_read(pg_url: str, scratch_db: str) -> None:
     url = with_dbname(pg_url, scratch_db)
     for name, (ddl, expected) in GENERATIONS.items():
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP SCHEMA IF EXISTS dbos CASCADE; DROP TABLE IF EXISTS public.alembic_version, "
-                         "public.knex_migrations; CREATE SCHEMA dbos")  # fmt: skip
+            conn.execute(
+                "DROP SCHEMA IF EXISTS dbos CASCADE; DROP TABLE IF EXISTS public.alembic_version, "
+                "public.knex_migrations; CREATE SCHEMA dbos"
+            )
             conn.execute(ddl.encode())
             has_version = name != "no-version-column"
-            rows = ROWS.format(ver=", application_version" if has_version else "",
-                               v0=", 'v0'" if has_version else "", v1=", 'v1'" if has_version else "")  # fmt: skip
+            rows = ROWS.format(
+                ver=", application_version" if has_version else "",
+                v0=", 'v0'" if has_version else "",
+                v1=", 'v1'" if has_version else "",
+            )
             conn.execute(rows.encode())
             if "function_name" in ddl:
-                conn.execute("INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name) "
-                             "VALUES ('a', 1, 'reserve_stock')")  # fmt: skip
+                conn.execute(
+                    "INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name) "
+                    "VALUES ('a', 1, 'reserve_stock')"
+                )
             report = workflows.unknown("", None, "dbos", {})
             workflows.inspect(conn, report, 5, Scrubber([]))
         assert report.status == "found", (name, report.reason)
@@ -279,9 +319,14 @@ def test_words_and_ties() -> None:
     assert workflows.words("Checkout.process_addresses") == {"checkout", "address"}
     change = rules.Change("BRK002", "public.orders.note", "column note dropped", "table public.orders", "public.orders")
     assert workflows.object_words(change) == {"order", "note"}
-    report = workflows.WorkflowReport("found", this_version="v2", versions=[
-        workflows.VersionCount("v1", 2, names=[("send_invoice", 1), ("checkout", 1)]),
-        workflows.VersionCount("v2", 5, names=[("ship_orders", 5)]),
-    ], steps={("v1", "checkout"): ["add_note"]})  # fmt: skip
+    report = workflows.WorkflowReport(
+        "found",
+        this_version="v2",
+        versions=[
+            workflows.VersionCount("v1", 2, names=[("send_invoice", 1), ("checkout", 1)]),
+            workflows.VersionCount("v2", 5, names=[("ship_orders", 5)]),
+        ],
+        steps={("v1", "checkout"): ["add_note"]},
+    )
     found = workflows.ties(change, report)
     assert [(t.workflow, t.via, t.word) for t in found] == [("checkout", "step add_note", "note")]

@@ -126,8 +126,14 @@ def _kill_group(pgid: int) -> None:
 class Running:
     """`dbos-migrate ARGS` in the background, in its own session; output goes to files."""
 
-    def __init__(self, directory: Path, args: list[object], env: Mapping[str, str | None] | None = None,
-                 grace: float | None = None, name: str = "cli") -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: Path,
+        args: list[object],
+        env: Mapping[str, str | None] | None = None,
+        grace: float | None = None,
+        name: str = "cli",
+    ) -> None:
         self.out_path = directory / f"{name}.out"
         self.err_path = directory / f"{name}.err"
         argv = cli_command()
@@ -164,9 +170,7 @@ class Running:
             if cond():
                 return True
             if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"dbos-migrate exited ({self.proc.returncode}) before {what}\n{self.output()}"
-                )
+                raise AssertionError(f"dbos-migrate exited ({self.proc.returncode}) before {what}\n{self.output()}")
             return False
 
         wait_until(check, what, timeout)
@@ -233,8 +237,10 @@ def assert_command_group_gone(directory: Path, *, reaped: bool = False) -> None:
     if reaped:
         assert group_empty(shell), [p for p in pids if alive(p)]
         return
-    wait_until(lambda: not any(alive(p) or descendants(p) for p in pids),
-               "the command's processes and their descendants to be gone")  # fmt: skip
+    wait_until(
+        lambda: not any(alive(p) or descendants(p) for p in pids),
+        "the command's processes and their descendants to be gone",
+    )
 
 
 # ---------------------------------------------------------------------------- 1. signals
@@ -246,9 +252,14 @@ def assert_command_group_gone(directory: Path, *, reaped: bool = False) -> None:
     ids=["SIGINT", "SIGTERM"],
 )
 def test_signal_stops_the_command_group_records_interrupted_and_frees_the_lock(
-    tmp_path: Path, pg_url: str, app_db: str, background: Callable[..., Running],
-    signum: int, code: int, output: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    pg_url: str,
+    app_db: str,
+    background: Callable[..., Running],
+    signum: int,
+    code: int,
+    output: str,
+) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[LONG, "touch second-ran"])
     run = background(tmp_path, ["up", "-c", cfg, "-D", pg_url, "--output", output])
     run.wait_for(lambda: (tmp_path / "started").exists(), "the command to start")
@@ -552,9 +563,7 @@ def test_commands_get_credentials_only_through_their_environment(
     cluster = own_cluster()
     cmd = "echo $$ > sh.pid; psql -Atc 'select 1' > psql.txt; touch started; while [ ! -e go ]; do sleep 0.05; done"
     cfg = write_config(tmp_path, app_db_name="cmdline_app", migrate=[cmd])
-    run = background(
-        tmp_path, ["up", "-c", cfg], env={"DBOS_DATABASE_URL": cluster.url(), "DBOS__CLOUD": None}
-    )
+    run = background(tmp_path, ["up", "-c", cfg], env={"DBOS_DATABASE_URL": cluster.url(), "DBOS__CLOUD": None})
     run.wait_for(lambda: (tmp_path / "started").exists(), "the command to start")
     shell = read_pid(tmp_path / "sh.pid")
     tree = descendants(run.pid)

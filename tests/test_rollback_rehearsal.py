@@ -34,9 +34,12 @@ def valid(doc: dict[str, Any]) -> dict[str, Any]:
 
 def make_app(pg_url: str, app_db: str) -> None:
     query(pg_url, f'CREATE DATABASE "{app_db}"')
-    query(pg_url, "CREATE TABLE t (id int PRIMARY KEY, name text); CREATE TABLE keep (id int);"
-                  "INSERT INTO keep VALUES (1), (2), (3); INSERT INTO t VALUES (1, 'a'), (2, NULL), (3, 'c')",
-          dbname=app_db)  # fmt: skip
+    query(
+        pg_url,
+        "CREATE TABLE t (id int PRIMARY KEY, name text); CREATE TABLE keep (id int);"
+        "INSERT INTO keep VALUES (1), (2), (3); INSERT INTO t VALUES (1, 'a'), (2, NULL), (3, 'c')",
+        dbname=app_db,
+    )
 
 
 def plan_json(cfg: Path, pg_url: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -69,16 +72,26 @@ def test_a_forgotten_drop_column_is_left_over(tmp_path: Path, pg_url: str, app_d
     text = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url)
     assert "rollback: does NOT restore the schema" in text.stdout and "column public.t.c left over" in text.stdout
     summary = tmp_path / "summary.md"
-    github = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url,
-                     env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})  # fmt: skip
+    github = invoke(
+        "plan",
+        "--rehearse",
+        "-c",
+        cfg,
+        "-D",
+        pg_url,
+        env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)},
+    )
     assert github.returncode == 0, github.stdout + github.stderr
     assert "column public.t.c left over" in summary.read_text()
     strict, refused = plan_json(cfg, pg_url, "--strict")
     assert strict == 6 and "public.t.c" in refused["error"]["message"]
     off, unchecked = plan_json(cfg, pg_url, "--strict", "--no-rollback-check")
     assert off == 0 and unchecked["rehearsal"]["rollback"] is None
-    assert query(pg_url, "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = 'public.t'::regclass "
-                         "AND attname = 'c'", dbname=app_db) == [(0,)]  # fmt: skip
+    assert query(
+        pg_url,
+        "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = 'public.t'::regclass AND attname = 'c'",
+        dbname=app_db,
+    ) == [(0,)]
 
 
 def test_a_rollback_that_fails_on_the_scratch_copy_names_its_command_and_exit_code(
@@ -111,8 +124,9 @@ def test_down_rehearse_dry_run_counts_what_the_rollback_destroys_and_writes_noth
     assert result.returncode == 0, result.stdout + result.stderr
     doc = valid(one_json(result.stdout))
     assert [(d["object"], d["kind"], d["rows"]) for d in doc["rehearsal"]["destroys"]] == [
-        ("public.keep", "table", 3), ("public.t.name", "column", 2)
-    ]  # fmt: skip
+        ("public.keep", "table", 3),
+        ("public.t.name", "column", 2),
+    ]
     assert {c["rule"] for c in doc["changes"]} == {"BRK001", "BRK002"}
     text = invoke("down", "--rehearse", "--dry-run", "-c", cfg, "-D", pg_url)
     assert "drops public.keep: 3 rows" in text.stdout and "drops public.t.name: 2 non-NULL values" in text.stdout
@@ -134,10 +148,10 @@ def test_down_rehearse_shows_the_cost_before_the_guard_asks(tmp_path: Path, pg_u
     done = events[kinds.index(RehearsalDone)]
     assert isinstance(done, RehearsalDone) and done.rehearsal.destroys is not None
     assert [loss.describe() for loss in done.rehearsal.destroys] == [
-        "drops public.keep: 3 rows", "drops public.t.name: 2 non-NULL values"
-    ]  # fmt: skip
+        "drops public.keep: 3 rows",
+        "drops public.t.name: 2 non-NULL values",
+    ]
     assert query(pg_url, "SELECT count(*) FROM keep", dbname=app_db) == [(3,)]
-    confirmed = rehearsed_down(InMemoryContext({"PATH": os.environ["PATH"]}, answers=[app_db]), options,
-                               lambda e: None)  # fmt: skip
+    confirmed = rehearsed_down(InMemoryContext({"PATH": os.environ["PATH"]}, answers=[app_db]), options, lambda e: None)
     assert confirmed.ok, confirmed.error
     assert query(pg_url, "SELECT to_regclass('public.keep')", dbname=app_db) == [(None,)]

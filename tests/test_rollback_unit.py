@@ -19,10 +19,14 @@ def commands_env(url: str, environ: dict[str, str]) -> dict[str, str]:
 
 
 def test_the_masked_cloud_url_carries_the_password_from_pgpassword() -> None:
-    env = commands_env("postgresql+psycopg://u:***@db.example.com:5432/postgres?sslmode=require",
-                       {"PGPASSWORD": SECRET})  # fmt: skip
+    env = commands_env(
+        "postgresql+psycopg://u:***@db.example.com:5432/postgres?sslmode=require", {"PGPASSWORD": SECRET}
+    )
     assert env["DBOS_DATABASE_URL"] == f"postgresql+psycopg://u:{ENCODED}@db.example.com:5432/shop?sslmode=require"
-    assert env["DBOS_SYSTEM_DATABASE_URL"] == f"postgresql+psycopg://u:{ENCODED}@db.example.com:5432/shop_dbos_sys?sslmode=require"
+    assert (
+        env["DBOS_SYSTEM_DATABASE_URL"]
+        == f"postgresql+psycopg://u:{ENCODED}@db.example.com:5432/shop_dbos_sys?sslmode=require"
+    )
     assert env["PGPASSWORD"] == SECRET
 
 

@@ -71,15 +71,21 @@ def test_down_on_production_runs_only_after_the_name_is_typed(
 ) -> None:
     rolled = tmp_path / "rolled"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {rolled}"])
-    assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                    verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
+    assert verbs.up(
+        InMemoryContext({"PATH": os.environ["PATH"]}),
+        verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"),
+        lambda e: None,
+    ).ok
     if isinstance(answer, str):
         answer = {"APP": app_db.upper(), "app-prefix": app_db[:-1], "app": app_db, "  app  ": f"  {app_db}  "}.get(
             answer, answer
         )
     events: list[Event] = []
-    report = verbs.down(_PromptContext(_answering(answer)),
-                        verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), events.append)  # fmt: skip
+    report = verbs.down(
+        _PromptContext(_answering(answer)),
+        verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True),
+        events.append,
+    )
     assert any(isinstance(e, GuardWarning) for e in events)  # the cautions came before the question
     if exit_code == 0:
         assert report.ok and report.error is None, report.error
@@ -100,10 +106,15 @@ def _down_on_production(
     """`up`, then `down` on the same app database marked production, with `options` and `ctx`."""
     rolled = tmp_path / "rolled"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {rolled}"])
-    assert verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                    verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok  # fmt: skip
+    assert verbs.up(
+        InMemoryContext({"PATH": os.environ["PATH"]}),
+        verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"),
+        lambda e: None,
+    ).ok
     events: list[Event] = []
-    report = verbs.down(ctx, verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True, **options), events.append)
+    report = verbs.down(
+        ctx, verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True, **options), events.append
+    )
     return report, events, rolled
 
 
@@ -135,15 +146,11 @@ def test_confirm_runs_only_on_the_exact_name(confirm: str, tmp_path: Path, pg_ur
         assert report.ok and rolled.exists(), report.error
         return
     assert isinstance(report.error, GuardRefused) and not rolled.exists()
-    assert report.error.message == (
-        f"--confirm {given!r} does not match the app database {app_db!r}; nothing was run"
-    )
+    assert report.error.message == (f"--confirm {given!r} does not match the app database {app_db!r}; nothing was run")
     assert report.error.hint == f"pass --confirm {app_db} (or --yes) to run it without a prompt"
 
 
-def test_no_terminal_and_a_wrong_answer_are_refused_with_the_way_out(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_no_terminal_and_a_wrong_answer_are_refused_with_the_way_out(tmp_path: Path, pg_url: str, app_db: str) -> None:
     how = f"pass --confirm {app_db} (or --yes) to run it without a prompt"
     report, _, rolled = _down_on_production(tmp_path, pg_url, app_db, InMemoryContext({"PATH": os.environ["PATH"]}))
     assert isinstance(report.error, GuardRefused) and not rolled.exists()
@@ -197,14 +204,20 @@ def test_the_creation_lock_is_released_only_once_the_app_database_lock_is_held(
     monkeypatch.setattr(db, "acquire_lock", recording_acquire)
     monkeypatch.setattr(db, "release_lock", recording_release)
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"])
-    report = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                      verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None)  # fmt: skip
+    report = verbs.up(
+        InMemoryContext({"PATH": os.environ["PATH"]}),
+        verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"),
+        lambda e: None,
+    )
     assert report.ok and report.created, report.error
     maint = calls[0][1]
     assert maint != app_db
     assert [(what, where) for what, where, _ in calls] == [
-        ("acquired", maint), ("acquired", app_db), ("releasing", maint), ("releasing", app_db),
-    ]  # fmt: skip
+        ("acquired", maint),
+        ("acquired", app_db),
+        ("releasing", maint),
+        ("releasing", app_db),
+    ]
     creation_release = calls[2]
     assert creation_release[2] == {maint, app_db}, "the creation lock was let go before the app lock was held"
 
@@ -229,8 +242,11 @@ def test_a_failing_command_still_drops_the_scratch_database(tmp_path: Path, pg_u
     seen = tmp_path / "scratch.txt"
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=[f'echo "$PGDATABASE" > {seen}; exit 3'])
     try:
-        report = plan(InMemoryContext({"PATH": os.environ["PATH"]}),
-                      verbs.PlanOptions(config=str(cfg), db_url=pg_url), lambda e: None)  # fmt: skip
+        report = plan(
+            InMemoryContext({"PATH": os.environ["PATH"]}),
+            verbs.PlanOptions(config=str(cfg), db_url=pg_url),
+            lambda e: None,
+        )
         assert isinstance(report.error, CommandFailed) and report.error.exit_code == 1, report.error
         assert report.rehearsal is not None and report.rehearsal.created
         name = seen.read_text().strip()
@@ -253,8 +269,10 @@ def test_lock_holder_names_the_session_that_holds_the_lock(pg_url: str, app_db: 
     from dbos_migrate.errors import LockTimeout
 
     key = db.lock_key(app_db)
-    with psycopg.connect(pg_url, autocommit=True, application_name="holder-" + app_db) as holder, \
-            psycopg.connect(pg_url, autocommit=True) as other:  # fmt: skip
+    with (
+        psycopg.connect(pg_url, autocommit=True, application_name="holder-" + app_db) as holder,
+        psycopg.connect(pg_url, autocommit=True) as other,
+    ):
         assert db.lock_holder(other, key, "postgres") is None
         holder.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
         assert db.holds_lock(holder, key) and not db.holds_lock(other, key)
@@ -267,8 +285,12 @@ def test_lock_holder_names_the_session_that_holds_the_lock(pg_url: str, app_db: 
         found = db.lock_holder(other, key, row[3])
         assert found is not None
         assert (found.pid, found.application_name, found.client, found.since, found.user) == (
-            holder.info.backend_pid, "holder-" + app_db, row[0], row[1], row[2],
-        )  # fmt: skip
+            holder.info.backend_pid,
+            "holder-" + app_db,
+            row[0],
+            row[1],
+            row[2],
+        )
         assert db.lock_holder(other, key, row[3] + "_other") is None  # another database's lock
         assert db.lock_holder(other, key ^ 1, row[3]) is None  # another key
         waits: list[int] = []
@@ -301,7 +323,10 @@ def test_the_timeout_names_the_holder_or_says_it_has_since_ended() -> None:
     )
     gone = db.lock_timed_out("app_db", 1.92006, None)
     assert isinstance(gone, LockTimeout)
-    assert gone.message == "could not take the migration lock for 'app_db' within 2s; held by a session that has since ended"
+    assert (
+        gone.message
+        == "could not take the migration lock for 'app_db' within 2s; held by a session that has since ended"
+    )
     assert gone.hint == hint
     holder = LockHolder(4242, "deploy", "10.0.0.7", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "ops")
     named = db.lock_timed_out("app_db", 0.3, holder)
@@ -329,8 +354,9 @@ def test_a_held_lock_is_reported_while_waiting_and_named_on_timeout(tmp_path: Pa
     with psycopg.connect(with_dbname(pg_url, app_db), autocommit=True, application_name="holder") as holder:
         holder.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
         pid = holder.info.backend_pid
-        refused = verbs.up(InMemoryContext({"PATH": os.environ["PATH"]}),
-                           dataclasses.replace(options, lock_timeout=0), lambda e: None)  # fmt: skip
+        refused = verbs.up(
+            InMemoryContext({"PATH": os.environ["PATH"]}), dataclasses.replace(options, lock_timeout=0), lambda e: None
+        )
         assert isinstance(refused.error, LockTimeout) and refused.commands == []
         assert refused.error.message.startswith(f"could not take the migration lock for {app_db!r} within 0s; ")
         assert f"held by holder, pid {pid}," in refused.error.message
@@ -477,14 +503,22 @@ def test_a_waiter_names_a_new_holder_once_five_seconds_passed_and_never_the_same
     key = db.lock_key(app_db)
     reports: list[tuple[int, float]] = []
     failed: list[BaseException] = []
-    with psycopg.connect(pg_url, autocommit=True) as first, psycopg.connect(pg_url, autocommit=True) as second, \
-            psycopg.connect(pg_url, autocommit=True) as waiter:  # fmt: skip
+    with (
+        psycopg.connect(pg_url, autocommit=True) as first,
+        psycopg.connect(pg_url, autocommit=True) as second,
+        psycopg.connect(pg_url, autocommit=True) as waiter,
+    ):
         first.execute("SELECT pg_catalog.pg_advisory_lock(%s, %s)", (db.LOCK_CLASS, key))
 
         def wait() -> None:
             try:
-                db.acquire_lock(waiter, key, "postgres", timeout=300,
-                                on_wait=lambda h, left: reports.append((h.pid if h else 0, left)))  # fmt: skip
+                db.acquire_lock(
+                    waiter,
+                    key,
+                    "postgres",
+                    timeout=300,
+                    on_wait=lambda h, left: reports.append((h.pid if h else 0, left)),
+                )
             except BaseException as exc:  # checked in the test's thread below
                 failed.append(exc)
 
@@ -605,7 +639,9 @@ def test_a_waiter_listens_while_it_waits_and_tries_first_once(pg_url: str, app_d
             listening.append([r[0] for r in waiter.execute("SELECT pg_catalog.pg_listening_channels()")])
             db.release_lock(holder, key)  # the holder finishes once the waiter waits
 
-        db.acquire_lock(waiter, key, "postgres", timeout=300, on_wait=on_wait, on_first_attempt=lambda: firsts.append(1))
+        db.acquire_lock(
+            waiter, key, "postgres", timeout=300, on_wait=on_wait, on_first_attempt=lambda: firsts.append(1)
+        )
         assert db.holds_lock(waiter, key) and firsts == [1]
         assert listening == [[channel]]
         assert [r[0] for r in waiter.execute("SELECT pg_catalog.pg_listening_channels()")] == []

@@ -72,10 +72,7 @@ def spelled(name: str, secret: str) -> str:
 def test_text_and_data_scrub_every_spelling(name: str, secret: str) -> None:
     s = Scrubber([secret])
     form = SPELLINGS[name](secret)
-    assert (
-        s.text(f"error: auth failed for {form} (again: {form})")
-        == f"error: auth failed for {MASK} (again: {MASK})"
-    )
+    assert s.text(f"error: auth failed for {form} (again: {form})") == f"error: auth failed for {MASK} (again: {MASK})"
     assert s.data(f"<{form}>\n".encode()) == f"<{MASK}>\n".encode()
 
 
@@ -101,13 +98,9 @@ def test_review_password_has_many_distinct_spellings() -> None:
 # out: the mask is made of it, so a secret of stars would "appear" in every mask.
 secret_chars = st.one_of(
     st.sampled_from("%\\\"'&<>$ #?=@:/+;xu0"),
-    st.characters(
-        codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"), exclude_characters="*"
-    ),
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"), exclude_characters="*"),
 )
-secrets_st = st.text(alphabet=secret_chars, min_size=1, max_size=24).filter(
-    lambda s: s not in ("dbos", "postgres")
-)
+secrets_st = st.text(alphabet=secret_chars, min_size=1, max_size=24).filter(lambda s: s not in ("dbos", "postgres"))
 
 
 @settings(max_examples=examples(150), deadline=None)
@@ -160,10 +153,7 @@ def test_config_password_in_command_text() -> None:
     s = Scrubber([REVIEW])
     lower = SPELLINGS["percent_lower"](REVIEW)
     escaped = SPELLINGS["json"](REVIEW)
-    assert (
-        s.text(f"psql 'postgresql://u:{lower}@h/db' -c 'select 1'")
-        == "psql 'postgresql://u:***@h/db' -c 'select 1'"
-    )
+    assert s.text(f"psql 'postgresql://u:{lower}@h/db' -c 'select 1'") == "psql 'postgresql://u:***@h/db' -c 'select 1'"
     assert s.text(f'echo "{escaped}"') == 'echo "***"'
 
 
@@ -327,9 +317,7 @@ def test_stream_matches_whole_scrub_for_any_chunking(
     filler=st.binary(max_size=16),
     data=st.data(),
 )
-def test_stream_with_several_overlapping_secrets(
-    secrets: list[str], filler: bytes, data: st.DataObject
-) -> None:
+def test_stream_with_several_overlapping_secrets(secrets: list[str], filler: bytes, data: st.DataObject) -> None:
     """Secrets that contain one another must not leave pieces behind at a chunk boundary."""
     s = Scrubber(secrets)
     whole = filler + b" ".join(x.encode() for x in secrets) + filler
@@ -597,7 +585,7 @@ def test_password_in_every_spelling_never_reaches_output_or_history(
 # ---------------------------------------------------------------------------- quotes doubled, JSON twice
 
 
-@pytest.mark.parametrize("secret", ['dep\'l"oy pw', REVIEW, "a\\\\b\\"])
+@pytest.mark.parametrize("secret", ["dep'l\"oy pw", REVIEW, "a\\\\b\\"])
 def test_sql_csv_and_json_twice_spellings(secret: str) -> None:
     """The review's leaks: a password in an SQL literal (`'dep''l"oy pw'`), a CSV field or SQL
     identifier (`"dep'l""oy pw"`), and JSON of JSON (a log line whose message is JSON)."""

@@ -34,8 +34,11 @@ def fifo(path: Path) -> Path:
 def test_a_fifo_given_as_config_or_env_file_is_refused_not_waited_on(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, app_db_name="never_made", migrate=["true"])
     pipe = fifo(tmp_path / "pipe")
-    for args in (["validate", "-c", pipe], ["--env-file", pipe, "validate", "-c", cfg],
-                 ["validate", "--env-file", pipe, "-c", cfg]):  # fmt: skip
+    for args in (
+        ["validate", "-c", pipe],
+        ["--env-file", pipe, "validate", "-c", cfg],
+        ["validate", "--env-file", pipe, "-c", cfg],
+    ):
         try:
             result = run_cli(*args, timeout=HANG)
         except subprocess.TimeoutExpired:
@@ -60,7 +63,9 @@ def test_a_step_summary_that_is_a_fifo_or_a_symlink_is_refused_with_a_warning(
         except subprocess.TimeoutExpired:
             pytest.fail(f"up waited on a step summary that {why}")
         assert result.returncode == 0, result.stdout + result.stderr
-        warnings = [line for line in result.stdout.splitlines() if line.startswith("::warning title=dbos-migrate step summary")]
+        warnings = [
+            line for line in result.stdout.splitlines() if line.startswith("::warning title=dbos-migrate step summary")
+        ]
         assert len(warnings) == 1 and why in warnings[0] and "no summary written" in warnings[0], result.stdout
     assert target.read_text() == ""  # the link was never followed
 
@@ -108,8 +113,12 @@ def test_status_and_dry_run_on_a_hot_standby_say_it_is_read_only(
     standby = start_standby(primary, reachable_tmp)
     try:
         url = standby.url(dbname="postgres")
-        cfg = write_config(tmp_path, app_db_name="on_standby", migrate=[f"touch {tmp_path / 'ran'}"],
-                           rollback=[f"touch {tmp_path / 'ran'}"])
+        cfg = write_config(
+            tmp_path,
+            app_db_name="on_standby",
+            migrate=[f"touch {tmp_path / 'ran'}"],
+            rollback=[f"touch {tmp_path / 'ran'}"],
+        )
         status = run_cli("status", "-c", cfg, "-D", url)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "read-only       yes: a hot standby" in status.stdout

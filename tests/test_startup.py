@@ -28,8 +28,9 @@ def probe(args: list[str], cwd: Path) -> dict[str, set[str]]:
     """What a fresh process running `args` reported: EXIT (its status), LOADED (the heavy
     libraries it imported) and OURS (our own modules it imported)."""
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_ACTIONS"}  # GitHub's renderer: not here
-    out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     found: dict[str, set[str]] = {}
     for line in out.stderr.splitlines():
         key, eq, value = line.partition("=")
@@ -59,8 +60,13 @@ def test_help_and_version_load_no_renderer_and_no_event(tmp_path: Path) -> None:
     they carry are not imported for them (docs/architecture.md, "Start-up")."""
     for args in (["--help"], ["--version"]):
         ours = probe(args, tmp_path)["OURS"]
-        assert not ours & {"dbos_migrate.events", "dbos_migrate.model", "dbos_migrate.report.text",
-                           "dbos_migrate.report.json", "dbos_migrate.report.github"}, args  # fmt: skip
+        assert not ours & {
+            "dbos_migrate.events",
+            "dbos_migrate.model",
+            "dbos_migrate.report.text",
+            "dbos_migrate.report.json",
+            "dbos_migrate.report.github",
+        }, args
 
 
 def test_a_noop_up_loads_only_the_renderer_it_uses(tmp_path: Path, pg_url: str, app_db: str) -> None:
@@ -86,6 +92,12 @@ def test_no_cache_or_gate_files_are_written(tmp_path: Path) -> None:
         d.mkdir()
     env = dict(os.environ, HOME=str(home), XDG_CACHE_HOME=str(cache), TMPDIR=str(tmp))
     for args in (["validate"], ["up", "--dry-run", "-D", "postgresql://u@127.0.0.1:1/x"], ["--version"]):
-        subprocess.run([sys.executable, "-m", "dbos_migrate", *args], cwd=tmp_path, env=env,
-                       capture_output=True, timeout=120, check=False)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "dbos_migrate", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
     assert [list(d.iterdir()) for d in (home, cache, tmp)] == [[], [], []]

@@ -226,7 +226,10 @@ def test_dbos_database_url_without_cloud(tmp_path: Path) -> None:
 def test_default_url_from_pg_env(tmp_path: Path) -> None:
     env = {"PGUSER": "pguser", "PGPASSWORD": "p@ss:w/rd", "PGHOST": "pg-host", "PGPORT": "5555"}
     t = target(cfg(tmp_path, "name: my-app\n"), env)
-    assert t.source == "the DBOS default postgres:dbos@localhost:5432, with PGUSER=pguser, PGHOST=pg-host, PGPORT=5555, PGPASSWORD"
+    assert (
+        t.source
+        == "the DBOS default postgres:dbos@localhost:5432, with PGUSER=pguser, PGHOST=pg-host, PGPORT=5555, PGPASSWORD"
+    )
     assert (t.instance.user, t.instance.password, t.instance.host, t.instance.port) == (
         "pguser",
         "p@ss:w/rd",
@@ -318,7 +321,9 @@ def test_system_url_default_suffix(tmp_path: Path) -> None:
 
 
 def test_system_url_from_sys_db_name(tmp_path: Path) -> None:
-    t = target(cfg(tmp_path, "name: my-app\ndatabase:\n  sys_db_name: custom_sys\n"), {}, db_url="postgresql://h/postgres")
+    t = target(
+        cfg(tmp_path, "name: my-app\ndatabase:\n  sys_db_name: custom_sys\n"), {}, db_url="postgresql://h/postgres"
+    )
     assert t.system.name == "custom_sys"
     assert t.system.endpoint is not None and t.system.endpoint.host == "h"
 
@@ -394,9 +399,7 @@ def test_unset_variable_in_name_is_named_when_deriving(tmp_path: Path) -> None:
         ({}, "name: " + "a" * 64 + "\n", "(the config)"),
     ],
 )
-def test_invalid_app_db_name_names_its_source(
-    tmp_path: Path, kwargs: dict[str, str], text: str, source: str
-) -> None:
+def test_invalid_app_db_name_names_its_source(tmp_path: Path, kwargs: dict[str, str], text: str, source: str) -> None:
     kwargs.setdefault("db_url", "postgresql://h/postgres")
     with pytest.raises(UsageError) as info:
         target(cfg(tmp_path, text), {}, **kwargs)  # type: ignore[arg-type]
@@ -417,9 +420,20 @@ def test_local_hosts_are_not_production(host: str) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["db.example.com", "10.0.0.5", "192.168.1.10", "0.0.0.0", "[2001:db8::1]", "localhost.example.com", "mylocalhost", "localhost.", "LOCALHOST.",
-     "abc.cloud.dbos.dev", "127.0.0.1.nip.io"],
-)  # fmt: skip
+    [
+        "db.example.com",
+        "10.0.0.5",
+        "192.168.1.10",
+        "0.0.0.0",
+        "[2001:db8::1]",
+        "localhost.example.com",
+        "mylocalhost",
+        "localhost.",
+        "LOCALHOST.",
+        "abc.cloud.dbos.dev",
+        "127.0.0.1.nip.io",
+    ],
+)
 def test_remote_hosts_are_production(host: str) -> None:
     prod, reason = is_production(eff(f"postgresql://{host}/db"), {}, False)
     assert prod is True
@@ -441,7 +455,11 @@ def test_forced_production() -> None:
     [
         ("postgresql://u:pw@localhost:6545/postgres?hostaddr=192.0.2.2", {}, "hostaddr '192.0.2.2' (from the URL)"),
         ("postgresql://u:pw@:6545/postgres", {"PGHOST": "192.0.2.2"}, "host '192.0.2.2' (from PGHOST)"),
-        ("postgresql://u:pw@localhost:6545/postgres", {"PGHOSTADDR": "192.0.2.2"}, "hostaddr '192.0.2.2' (from PGHOSTADDR)"),
+        (
+            "postgresql://u:pw@localhost:6545/postgres",
+            {"PGHOSTADDR": "192.0.2.2"},
+            "hostaddr '192.0.2.2' (from PGHOSTADDR)",
+        ),
     ],
 )
 def test_the_guard_judges_every_effective_host_and_hostaddr(
@@ -493,15 +511,25 @@ def test_command_env_connection_variables(tmp_path: Path) -> None:
     assert env["PGCONNECT_TIMEOUT"] == "7"
     app = parse_url(env["DBOS_DATABASE_URL"])
     assert (app.user, app.password, app.param("host"), app.param("port"), app.database) == (
-        "user", "p@ss", "db.example.com", "6543", "my_app"
-    )  # fmt: skip
+        "user",
+        "p@ss",
+        "db.example.com",
+        "6543",
+        "my_app",
+    )
     assert parse_url(env["DBOS_SYSTEM_DATABASE_URL"]).database == "my_app_dbos_sys"
 
 
 def test_command_env_order_process_then_config_then_connection(tmp_path: Path) -> None:
     t = target(cfg(tmp_path, "name: my-app\n"), {}, db_url="postgresql://u:pw@h/postgres")
     base = {"A": "process", "B": "process", "PGHOST": "stale", "DBOS_DATABASE_URL": "stale", "PGDATABASE": "stale"}
-    config_env = {"B": "config", "C": "config", "PGHOST": "config", "PGPASSWORD": "config", "DBOS_SYSTEM_DATABASE_URL": "c"}
+    config_env = {
+        "B": "config",
+        "C": "config",
+        "PGHOST": "config",
+        "PGPASSWORD": "config",
+        "DBOS_SYSTEM_DATABASE_URL": "c",
+    }
     env = env_for(t, base, config_env)
     assert env["A"] == "process"
     assert env["B"] == "config"
@@ -607,11 +635,13 @@ def test_sqlite_system_database_is_passed_through(tmp_path: Path) -> None:
         ("postgresql+psycopg://u:pw@h:5432/postgres", "postgresql+psycopg://u:pw@h:5432/my_app"),
         ("postgresql+asyncpg://u:pw@h/postgres?ssl=require", "postgresql+asyncpg://u:pw@h/my_app?ssl=require"),
         ("postgres://u:pass!word$1*~@h/postgres", "postgres://u:pass!word$1*~@h/my_app"),
-        ("postgresql://u:p%21w%24@h1:5432,h2:5433/postgres?target_session_attrs=read-write&sslmode=require",
-         "postgresql://u:p%21w%24@h1:5432,h2:5433/my_app?target_session_attrs=read-write&sslmode=require"),
+        (
+            "postgresql://u:p%21w%24@h1:5432,h2:5433/postgres?target_session_attrs=read-write&sslmode=require",
+            "postgresql://u:p%21w%24@h1:5432,h2:5433/my_app?target_session_attrs=read-write&sslmode=require",
+        ),
         ("postgresql://u:p%40ss@h/my_app?sslmode=require", "postgresql://u:p%40ss@h/my_app?sslmode=require"),
     ],
-)  # fmt: skip
+)
 def test_commands_get_the_url_as_written_with_only_the_database_replaced(
     tmp_path: Path, db_url: str, expected: str
 ) -> None:
@@ -661,8 +691,11 @@ def test_a_typescript_app_without_name_takes_it_from_package_json(tmp_path: Path
 
 
 def test_pg_variables_come_from_the_effective_connection_query_included(tmp_path: Path) -> None:
-    t = target(cfg(tmp_path, "name: a\n"), {"PGPORT": "5432", "PGHOST": "elsewhere"},
-               db_url="postgresql://u@/postgres?host=/socket/dir&port=6543&hostaddr=127.0.0.7")  # fmt: skip
+    t = target(
+        cfg(tmp_path, "name: a\n"),
+        {"PGPORT": "5432", "PGHOST": "elsewhere"},
+        db_url="postgresql://u@/postgres?host=/socket/dir&port=6543&hostaddr=127.0.0.7",
+    )
     env = env_for(t, {"PGPORT": "5432", "PGHOST": "elsewhere"})
     assert (env["PGHOST"], env["PGPORT"], env["PGHOSTADDR"]) == ("/socket/dir", "6543", "127.0.0.7")
     assert "/socket/dir (address 127.0.0.7) port 6543" in t.instance.eff.describe()
@@ -711,6 +744,9 @@ def test_a_masked_cloud_password_is_not_a_password(tmp_path: Path) -> None:
 
 
 def test_supabase_style_cloud_user_names_parse(tmp_path: Path) -> None:
-    t = target(cfg(tmp_path, "name: shop\n"), {"PGPASSWORD": "x"},
-               db_url="postgresql://postgres.abcdefghijkl:***@aws-0.pooler.supabase.com:6543/postgres")  # fmt: skip
+    t = target(
+        cfg(tmp_path, "name: shop\n"),
+        {"PGPASSWORD": "x"},
+        db_url="postgresql://postgres.abcdefghijkl:***@aws-0.pooler.supabase.com:6543/postgres",
+    )
     assert t.instance.user == "postgres.abcdefghijkl" and t.production is True

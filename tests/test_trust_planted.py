@@ -69,7 +69,8 @@ VALUES ('00000000-0000-0000-0000-000000000001', 'up', 1, 'forged', now(), 'succe
 """
 
 PLANTS = {
-    "trigger": TABLE + """
+    "trigger": TABLE
+    + """
         CREATE FUNCTION dbos_migrate.on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM dbos_migrate.payload(); RETURN NEW; END $$;
         CREATE TRIGGER planted BEFORE INSERT ON dbos_migrate.history
@@ -117,8 +118,9 @@ class Planter:
 
     def payload_ran(self) -> bool:
         superuser = query(self.pg_url, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (self.role,))
-        marks = query(self.pg_url, "SELECT count(*) FROM dbos_migrate.ran WHERE who <> %s", (self.role,),
-                      dbname=self.app_db)  # fmt: skip
+        marks = query(
+            self.pg_url, "SELECT count(*) FROM dbos_migrate.ran WHERE who <> %s", (self.role,), dbname=self.app_db
+        )
         return bool(superuser[0][0]) or marks[0][0] != 0
 
 
@@ -172,20 +174,22 @@ def test_history_and_status_refuse_a_planted_history(tmp_path: Path, planter: Pl
     assert not planter.payload_ran()
 
 
-def test_a_policy_does_not_run_as_a_deploy_role_that_is_not_a_superuser(
-    tmp_path: Path, planter: Planter
-) -> None:
+def test_a_policy_does_not_run_as_a_deploy_role_that_is_not_a_superuser(tmp_path: Path, planter: Planter) -> None:
     """Superusers bypass row-level security; a deploy role that is not one would run the
     planted policy's expression on its first history row."""
     deploy = f"deploy_{uuid.uuid4().hex[:10]}"
     query(planter.pg_url, f"CREATE ROLE \"{deploy}\" LOGIN CREATEDB PASSWORD 'deploy-pw'")
     try:
         query(planter.pg_url, f'GRANT CREATE ON DATABASE "{planter.app_db}" TO "{deploy}"')
-        planter.plant(PAYLOAD + TABLE + """
+        planter.plant(
+            PAYLOAD
+            + TABLE
+            + """
             ALTER TABLE dbos_migrate.history ENABLE ROW LEVEL SECURITY;
             CREATE POLICY planted ON dbos_migrate.history USING (dbos_migrate.payload())
                 WITH CHECK (dbos_migrate.payload());
-        """)  # fmt: skip
+        """
+        )
         cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
         url = with_user(planter.pg_url, deploy, "deploy-pw")
         report = verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=url, system_db="skip"), lambda e: None)
@@ -253,10 +257,14 @@ def test_up_refuses_a_planted_lease_table_and_runs_nothing(tmp_path: Path, plant
     """The lease table is verified like the history (docs/reliability.md, the lease): here the
     tool's schema is the deploy role's, but every role may create in it (an old grant), and the
     planter creates `lease` first, with the right columns and a trigger."""
-    query(planter.pg_url, "CREATE SCHEMA dbos_migrate; GRANT USAGE, CREATE ON SCHEMA dbos_migrate TO PUBLIC",
-          dbname=planter.app_db)  # fmt: skip
-    planter.plant(PAYLOAD.replace("CREATE SCHEMA dbos_migrate;\nGRANT USAGE, CREATE ON SCHEMA dbos_migrate TO PUBLIC;\n", "")
-                  + """
+    query(
+        planter.pg_url,
+        "CREATE SCHEMA dbos_migrate; GRANT USAGE, CREATE ON SCHEMA dbos_migrate TO PUBLIC",
+        dbname=planter.app_db,
+    )
+    planter.plant(
+        PAYLOAD.replace("CREATE SCHEMA dbos_migrate;\nGRANT USAGE, CREATE ON SCHEMA dbos_migrate TO PUBLIC;\n", "")
+        + """
         CREATE TABLE dbos_migrate.lease (app_database text PRIMARY KEY, run_id uuid NOT NULL, host text NOT NULL,
             pid integer NOT NULL, host_id text NOT NULL, proc_start text NOT NULL,
             acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
@@ -265,7 +273,8 @@ def test_up_refuses_a_planted_lease_table_and_runs_nothing(tmp_path: Path, plant
         BEGIN PERFORM dbos_migrate.payload(); RETURN NEW; END $$;
         CREATE TRIGGER planted BEFORE INSERT OR UPDATE ON dbos_migrate.lease
             FOR EACH ROW EXECUTE FUNCTION dbos_migrate.on_lease();
-    """)  # fmt: skip
+    """
+    )
     cfg = write_config(tmp_path, app_db_name=planter.app_db, migrate=[f"touch {tmp_path / 'ran'}"])
     options = verbs.UpOptions(config=str(cfg), db_url=planter.pg_url, system_db="skip")
     report = verbs.up(context(), options, lambda e: None)

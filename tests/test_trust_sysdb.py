@@ -44,8 +44,12 @@ def test_a_malformed_version_is_unknown_and_plan_prints_one_document(
     tmp_path: Path, pg_url: str, app_db: str, sys_db: str
 ) -> None:
     make_app(pg_url, app_db)
-    plant(pg_url, sys_db, f"""CREATE SCHEMA dbos; CREATE TABLE dbos.dbos_migrations (version text);
-        CREATE TABLE dbos.workflow_status ({STATUS});""")  # fmt: skip
+    plant(
+        pg_url,
+        sys_db,
+        f"""CREATE SCHEMA dbos; CREATE TABLE dbos.dbos_migrations (version text);
+        CREATE TABLE dbos.workflow_status ({STATUS});""",
+    )
     plant(pg_url, sys_db, "INSERT INTO dbos.dbos_migrations VALUES (%s)", (HOSTILE_VERSION,))
     cfg = app_config(tmp_path, app_db, "CREATE TABLE more_things (id int)")
     result = invoke("plan", "--rehearse", "-c", cfg, "-D", pg_url, "-o", "json")
@@ -63,8 +67,12 @@ def test_a_malformed_version_is_unknown_and_plan_prints_one_document(
 
 @pytest.mark.parametrize("value", ["9" * 30, "-1", "", "1e3"])
 def test_versions_no_dbos_writes_are_unknown(pg_url: str, sys_db: str, value: str) -> None:
-    plant(pg_url, sys_db, f"CREATE SCHEMA dbos; CREATE TABLE dbos.dbos_migrations (version text);"
-                          f"CREATE TABLE dbos.workflow_status ({STATUS});")  # fmt: skip
+    plant(
+        pg_url,
+        sys_db,
+        f"CREATE SCHEMA dbos; CREATE TABLE dbos.dbos_migrations (version text);"
+        f"CREATE TABLE dbos.workflow_status ({STATUS});",
+    )
     plant(pg_url, sys_db, "INSERT INTO dbos.dbos_migrations VALUES (%s)", (value,))
     with psycopg.connect(with_dbname(pg_url, sys_db), autocommit=True) as conn:
         report = workflows.unknown("", None, "dbos", {})
@@ -75,9 +83,13 @@ def test_versions_no_dbos_writes_are_unknown(pg_url: str, sys_db: str, value: st
 
 
 def test_a_huge_numeric_created_at_is_no_crash(pg_url: str, sys_db: str) -> None:
-    plant(pg_url, sys_db, """CREATE SCHEMA dbos; CREATE TABLE dbos.workflow_status
+    plant(
+        pg_url,
+        sys_db,
+        """CREATE SCHEMA dbos; CREATE TABLE dbos.workflow_status
         (workflow_uuid text, status text, name text, application_version text, created_at numeric);
-        INSERT INTO dbos.workflow_status VALUES ('a', 'PENDING', 'w', 'v1', 1e300)""")  # fmt: skip
+        INSERT INTO dbos.workflow_status VALUES ('a', 'PENDING', 'w', 'v1', 1e300)""",
+    )
     with psycopg.connect(with_dbname(pg_url, sys_db), autocommit=True) as conn:
         report = workflows.unknown("", None, "dbos", {})
         workflows.inspect(conn, report, 5, Scrubber([]))
@@ -119,7 +131,7 @@ def test_system_tables_that_would_run_code_are_not_read(pg_url: str, sys_db: str
                 BEGIN
                   BEGIN INSERT INTO dbos.ran VALUES (pg_catalog.current_user()); EXCEPTION WHEN others THEN NULL; END;
                   RETURN true;
-                END $$;""")  # fmt: skip
+                END $$;""")
             conn.execute(PLANTED[kind].replace("{status}", STATUS).encode())
             conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA dbos TO PUBLIC")
             conn.execute("TRUNCATE dbos.ran")

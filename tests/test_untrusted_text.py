@@ -24,7 +24,9 @@ from dbos_migrate.report.style import FIELD_LIMIT, printable, printable_fields
 
 # An OSC title, a bell, a screen clear, a right-to-left override, and CR/LF that would start a
 # line of their own in a log: a forged run line and a workflow command.
-HOSTILE = "x\x1b]0;pwned\x07\x1b[2J\u202eevil\r\n    2099-01-01 00:00:00  deadbeef  up   #1  succeeded\n::warning::forged"
+HOSTILE = (
+    "x\x1b]0;pwned\x07\x1b[2J\u202eevil\r\n    2099-01-01 00:00:00  deadbeef  up   #1  succeeded\n::warning::forged"
+)
 RAW = ("\x1b", "\x07", "\u202e", "\r")
 
 
@@ -125,8 +127,9 @@ def test_renderers_escape_and_cap_every_field() -> None:
     assert_clean(summary.captured()[0])
     status = StatusReport(reachable=True, exists=True, server_version=HOSTILE)
     status.where.app_database, status.where.target = "db", "postgresql://h/db"
-    status.system_database = SystemDatabase(url="postgresql://h/s", kind="postgresql", source="config",
-                                            exists=True, schema_version=huge)  # fmt: skip
+    status.system_database = SystemDatabase(
+        url="postgresql://h/s", kind="postgresql", source="config", exists=True, schema_version=huge
+    )
     ctx = context()
     sink, _ = reporting(ctx, json=False)
     sink(Finished(status))
@@ -174,10 +177,13 @@ def test_workflow_names_and_versions_from_a_system_database_are_sanitized() -> N
 
     huge = "1." + "v" * 100_000
     report = WorkflowReport(
-        status="found", database="app_dbos_sys", generation="dbos 2.x", this_version=HOSTILE,
+        status="found",
+        database="app_dbos_sys",
+        generation="dbos 2.x",
+        this_version=HOSTILE,
         versions=[VersionCount(huge, 3, {HOSTILE: 3}, None, [(HOSTILE, 3)])],
         steps={(huge, HOSTILE): [HOSTILE]},
-    )  # fmt: skip
+    )
     clean = printable_fields(report)
     line = workflows_line(clean) or ""
     assert_clean(line)

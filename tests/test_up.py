@@ -132,9 +132,7 @@ def test_command_timeout_kills_the_process_group(tmp_path: Path, pg_url: str, ap
 
 
 def test_config_errors_exit_2(tmp_path: Path, pg_url: str) -> None:
-    (tmp_path / "dbos-config.yaml").write_text(
-        "name: x\ndatabase:\n  migrate: alembic upgrade head\n  migrat: []\n"
-    )
+    (tmp_path / "dbos-config.yaml").write_text("name: x\ndatabase:\n  migrate: alembic upgrade head\n  migrat: []\n")
     result = invoke("up", "-c", tmp_path / "dbos-config.yaml", "-D", pg_url)
     assert result.returncode == 2
     assert re.search(r"dbos-config.yaml:3:\d+: database.migrate: must be a list of commands", result.stderr)
@@ -142,9 +140,7 @@ def test_config_errors_exit_2(tmp_path: Path, pg_url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unset_variable_in_a_command_is_an_error_when_it_would_run(
-    tmp_path: Path, pg_url: str, app_db: str
-) -> None:
+def test_unset_variable_in_a_command_is_an_error_when_it_would_run(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["echo ${DBOS_MIGRATE_SURELY_UNSET}"])
     result = up(cfg, pg_url, env={"DBOS_MIGRATE_SURELY_UNSET": None})
     assert result.returncode == 2
@@ -200,9 +196,7 @@ def test_history_rows(tmp_path: Path, pg_url: str, app_db: str) -> None:
     assert {r["direction"] for r in rows} == {"up"} and len({r["run_id"] for r in rows}) == 1
     assert [r["command"] for r in rows] == ["true", "echo second"]
     assert all(r["status"] == "succeeded" and r["exit_code"] == 0 for r in rows)
-    assert all(
-        r["finished_at"] >= r["started_at"] and r["tool_version"] and r["host"] and r["os_user"] for r in rows
-    )
+    assert all(r["finished_at"] >= r["started_at"] and r["tool_version"] and r["host"] and r["os_user"] for r in rows)
     listed = invoke("history", "-c", cfg, "-D", pg_url, "--output", "json")
     assert listed.returncode == 0, listed.stderr
     runs = one_json(listed.stdout)["runs"]
@@ -255,9 +249,7 @@ def test_app_role_grants_runtime_privileges(tmp_path: Path, pg_url: str, app_db:
         assert checks == [(True, True, True, True)]
         # Default privileges cover tables created by later migrations.
         query(pg_url, "create table later(x int)", dbname=app_db)
-        assert query(pg_url, "select has_table_privilege(%s, 'later', 'SELECT')", (role,), dbname=app_db) == [
-            (True,)
-        ]
+        assert query(pg_url, "select has_table_privilege(%s, 'later', 'SELECT')", (role,), dbname=app_db) == [(True,)]
         missing = up(cfg, pg_url, "--app-role", "no_such_role_xyz")
         assert missing.returncode == 2 and "no such role" in missing.stderr
     finally:
@@ -311,7 +303,12 @@ def test_maintenance_database_fallback_and_override(tmp_path: Path, own_cluster)
     result = up(cfg, url + "/template1", "--maintenance-db", "maint_db")
     assert result.returncode == 0, result.stdout + result.stderr
     assert db_exists(url + "/template1", "via_override")
-    bad = up(write_config(tmp_path, app_db_name="never_made", migrate=["true"]), url + "/template1", "--maintenance-db", "nope")
+    bad = up(
+        write_config(tmp_path, app_db_name="never_made", migrate=["true"]),
+        url + "/template1",
+        "--maintenance-db",
+        "nope",
+    )
     assert bad.returncode == 3 and "--maintenance-db" in bad.stderr
 
 

@@ -134,8 +134,20 @@ def test_a_missing_config_has_no_position(tmp_path: Path) -> None:
 
 def test_a_command_timeout_is_said_once(tmp_path: Path, pg_url: str, app_db: str) -> None:
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["sleep 30"])
-    code, out, err = cli("up", "-c", cfg, "-D", pg_url, "--system-db", "skip", "--command-timeout", "0.5",
-                         "--kill-after", "0.5", "--no-history")  # fmt: skip
+    code, out, err = cli(
+        "up",
+        "-c",
+        cfg,
+        "-D",
+        pg_url,
+        "--system-db",
+        "skip",
+        "--command-timeout",
+        "0.5",
+        "--kill-after",
+        "0.5",
+        "--no-history",
+    )
     assert code == 124, out + err
     assert "[1/1] timed out after " in out + err and "timed out: timed out" not in out + err
 
@@ -151,4 +163,3 @@ def test_a_lock_timeout_says_a_round_duration(tmp_path: Path, pg_url: str, app_d
     assert code == 4, err
     within = re.search(r"within (\S+)s; held by", err)
     assert within is not None and re.fullmatch(r"\d+(\.\d)?", within.group(1)), err
-

@@ -19,7 +19,9 @@ from dbos_migrate.settings import config
 
 CLI = Path(sys.executable).parent / "dbos-migrate"
 CONFIGS = sorted((Path(__file__).parent / "configs").glob("*.yaml"))
-LOCATED = re.compile(r"^(?:error|warning): (?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<path>[^:\n]+): (?P<msg>.+)$")
+LOCATED = re.compile(
+    r"^(?:error|warning): (?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<path>[^:\n]+): (?P<msg>.+)$"
+)
 
 
 def run(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -111,7 +113,9 @@ def test_invalid_config_exit_2_lists_every_problem(tmp_path: Path) -> None:
     path = write(tmp_path, BROKEN)
     proc = run("validate", "-c", str(path))
     assert proc.returncode == 2
-    errors = [m.groupdict() for line in proc.stderr.splitlines() if line.startswith("error: ") and (m := LOCATED.match(line))]
+    errors = [
+        m.groupdict() for line in proc.stderr.splitlines() if line.startswith("error: ") and (m := LOCATED.match(line))
+    ]
     assert {(d["path"], int(d["line"]), int(d["col"])) for d in errors} == BROKEN_WHERE
     assert all(d["file"] == str(path) for d in errors)
     assert "hint: did you mean 'database'?" in proc.stderr
@@ -188,8 +192,10 @@ def test_cloud_rules(tmp_path: Path) -> None:
     assert ("name", "1", "7") in errors
     assert ("database.username", "3", "13") in errors
     assert ("database.password", "4", "13") in errors
-    assert all(line.startswith(f"error: {path}:") or line.startswith(f"warning: {path}:") or not LOCATED.match(line)
-               for line in proc.stderr.splitlines())
+    assert all(
+        line.startswith(f"error: {path}:") or line.startswith(f"warning: {path}:") or not LOCATED.match(line)
+        for line in proc.stderr.splitlines()
+    )
 
 
 def test_cloud_rules_json(tmp_path: Path) -> None:

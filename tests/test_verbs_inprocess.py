@@ -36,11 +36,17 @@ def test_up_emits_the_run_in_order_and_prints_nothing_itself(tmp_path: Path, pg_
     report = verbs.up(ctx, verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), events.append)
     assert report.ok and report.created and [c.status for c in report.commands] == ["succeeded", "succeeded"]
     assert [type(e) for e in events] == [
-        Resolved, LockAcquired, LockAcquired, DatabaseReady,
-        CommandStarted, CommandFinished, CommandStarted, CommandFinished,
+        Resolved,
+        LockAcquired,
+        LockAcquired,
+        DatabaseReady,
+        CommandStarted,
+        CommandFinished,
+        CommandStarted,
+        CommandFinished,
         Notice,  # echo changes no schema on a fresh database: "the migrations changed nothing"
         Finished,
-    ]  # fmt: skip
+    ]
     out, err = ctx.captured()
     assert out == "to-stdout\n" and err == "to-stderr\n"  # only the commands' own output reached the streams
     assert isinstance(events[-1], Finished) and events[-1].result is report
@@ -50,10 +56,14 @@ def test_down_asks_through_the_context_and_refuses_a_wrong_answer(tmp_path: Path
     cfg = write_config(tmp_path, app_db_name=app_db, migrate=["true"], rollback=[f"touch {tmp_path / 'rolled'}"])
     assert verbs.up(context(), verbs.UpOptions(config=str(cfg), db_url=pg_url, system_db="skip"), lambda e: None).ok
     events: list[Event] = []
-    wrong = verbs.down(context(["not-it"]), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), events.append)
+    wrong = verbs.down(
+        context(["not-it"]), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), events.append
+    )
     assert isinstance(wrong.error, GuardRefused) and not (tmp_path / "rolled").exists()
     assert any(isinstance(e, GuardWarning) for e in events)
-    right = verbs.down(context([app_db]), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), lambda e: None)
+    right = verbs.down(
+        context([app_db]), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), lambda e: None
+    )
     assert right.ok and (tmp_path / "rolled").exists()
     nobody = verbs.down(context(), verbs.DownOptions(config=str(cfg), db_url=pg_url, production=True), lambda e: None)
     assert isinstance(nobody.error, GuardRefused)  # no terminal: no answer, refused

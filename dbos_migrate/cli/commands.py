@@ -118,9 +118,7 @@ def _check_flag_variables(typer_ctx: typer.Context) -> None:
                     raise typer.BadParameter(f"{envvar}={value!r} is not yes or no: write {SPELLINGS}")
 
 
-def _run(
-    typer_ctx: typer.Context, verb: Any, options: Any, output: Output, quiet: bool, verbose: bool
-) -> None:
+def _run(typer_ctx: typer.Context, verb: Any, options: Any, output: Output, quiet: bool, verbose: bool) -> None:
     """Run `verb` with its options record and the reporter of this output mode; exit with its
     error's code. (--env-file was read by its eager callback, _env_files.)"""
     from dbos_migrate.report import reporting
@@ -205,15 +203,34 @@ def up(
 
     verb = _up_verb(fail_on_breaking, print_user_role, print_migrations)
     options = verbs.UpOptions(
-        config=config, db_url=db_url, app_db_name=app_db_name, dry_run=dry_run, no_create=no_create,
-        app_role=app_role, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        grace=kill_after, lease_ttl=lease_ttl, maintenance_db=maintenance_db, no_history=no_history,
-        production=production, history_schema=history_schema, system_db=system_db.value,
-        data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-        strict=strict, sys_db_url=sys_db_url, schema=schema, print_user_role=print_user_role,
-        print_migrations=print_migrations, datasource=datasource.value, allow_breaking=allow_breaking,
-        rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
-    )  # fmt: skip
+        config=config,
+        db_url=db_url,
+        app_db_name=app_db_name,
+        dry_run=dry_run,
+        no_create=no_create,
+        app_role=app_role,
+        wait=wait,
+        lock_timeout=lock_timeout,
+        command_timeout=command_timeout,
+        grace=kill_after,
+        lease_ttl=lease_ttl,
+        maintenance_db=maintenance_db,
+        no_history=no_history,
+        production=production,
+        history_schema=history_schema,
+        system_db=system_db.value,
+        data_checks=not no_data_checks,
+        data_check_timeout=data_check_timeout,
+        strict=strict,
+        sys_db_url=sys_db_url,
+        schema=schema,
+        print_user_role=print_user_role,
+        print_migrations=print_migrations,
+        datasource=datasource.value,
+        allow_breaking=allow_breaking,
+        rehearse_url=rehearse_url,
+        rehearse_shared_credentials=rehearse_shared_credentials,
+    )
     _run(typer_ctx, verb, options, output, quiet, verbose)
 
 
@@ -270,12 +287,26 @@ def down(
 
         verb = rehearsed_down
     options = verbs.DownOptions(
-        config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
-        dry_run=dry_run, wait=wait, lock_timeout=lock_timeout, command_timeout=command_timeout,
-        grace=kill_after, lease_ttl=lease_ttl, no_history=no_history, history_schema=history_schema,
-        sys_db_url=sys_db_url, print_migrations=print_migrations, data_check_timeout=data_check_timeout,
-        rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
-    )  # fmt: skip
+        config=config,
+        db_url=db_url,
+        app_db_name=app_db_name,
+        yes=yes,
+        confirm=confirm,
+        production=production,
+        dry_run=dry_run,
+        wait=wait,
+        lock_timeout=lock_timeout,
+        command_timeout=command_timeout,
+        grace=kill_after,
+        lease_ttl=lease_ttl,
+        no_history=no_history,
+        history_schema=history_schema,
+        sys_db_url=sys_db_url,
+        print_migrations=print_migrations,
+        data_check_timeout=data_check_timeout,
+        rehearse_url=rehearse_url,
+        rehearse_shared_credentials=rehearse_shared_credentials,
+    )
     _run(typer_ctx, verb, options, output, quiet, verbose)
 
 
@@ -314,11 +345,21 @@ def plan(
 
         verb = rehearse_plan
     options = verbs.PlanOptions(
-        config=config, db_url=db_url, app_db_name=app_db_name, dry_run=not rehearse, command_timeout=command_timeout,
-        grace=kill_after, data_checks=not no_data_checks, data_check_timeout=data_check_timeout,
-        strict=strict, rollback_check=not no_rollback_check, sys_db_url=sys_db_url, schema=schema,
-        rehearse_url=rehearse_url, rehearse_shared_credentials=rehearse_shared_credentials,
-    )  # fmt: skip
+        config=config,
+        db_url=db_url,
+        app_db_name=app_db_name,
+        dry_run=not rehearse,
+        command_timeout=command_timeout,
+        grace=kill_after,
+        data_checks=not no_data_checks,
+        data_check_timeout=data_check_timeout,
+        strict=strict,
+        rollback_check=not no_rollback_check,
+        sys_db_url=sys_db_url,
+        schema=schema,
+        rehearse_url=rehearse_url,
+        rehearse_shared_credentials=rehearse_shared_credentials,
+    )
     _run(typer_ctx, verb, options, output, quiet, verbose)
 
 
@@ -340,8 +381,15 @@ def status(
     """Report the target, the server, both databases, the lock holder and recent runs."""
     from dbos_migrate import verbs
 
-    options = verbs.StatusOptions(config=config, db_url=db_url, app_db_name=app_db_name, production=production,
-                                  history_schema=history_schema, sys_db_url=sys_db_url, schema=schema)  # fmt: skip
+    options = verbs.StatusOptions(
+        config=config,
+        db_url=db_url,
+        app_db_name=app_db_name,
+        production=production,
+        history_schema=history_schema,
+        sys_db_url=sys_db_url,
+        schema=schema,
+    )
     _run(typer_ctx, verbs.status, options, output, quiet, verbose)
 
 
@@ -373,24 +421,19 @@ def drop(
     # Not DBOS_MIGRATE_SYSTEM_DB: that variable holds up's auto|create|skip.
     system_db: Annotated[
         bool,
-        option(
-            "--system-db", envvar=ENV_PREFIX + "DROP_SYSTEM_DB", help="Also drop the DBOS system database."
-        ),
+        option("--system-db", envvar=ENV_PREFIX + "DROP_SYSTEM_DB", help="Also drop the DBOS system database."),
     ] = False,
     force: Annotated[
         bool,
         option(
             "--force",
-            help="End the databases' other sessions (DROP DATABASE ... "
-            "WITH (FORCE)) instead of refusing (exit 3).",
+            help="End the databases' other sessions (DROP DATABASE ... WITH (FORCE)) instead of refusing (exit 3).",
         ),
     ] = False,
     yes: Annotated[bool, option("--yes", "-y", help="Skip the typed confirmation.")] = False,
     confirm: Annotated[
         Str,
-        option(
-            "--confirm", metavar="APP_DB_NAME", show_default=False, help="Confirm by naming the app database."
-        ),
+        option("--confirm", metavar="APP_DB_NAME", show_default=False, help="Confirm by naming the app database."),
     ] = None,
     production: ProductionOpt = False,
     maintenance_db: MaintOpt = None,
@@ -405,10 +448,18 @@ def drop(
     from dbos_migrate import verbs
 
     options = verbs.DropOptions(
-        config=config, db_url=db_url, app_db_name=app_db_name, yes=yes, confirm=confirm, production=production,
-        maintenance_db=maintenance_db, lock_timeout=lock_timeout, history_schema=history_schema,
-        system_db=system_db, force=force,
-    )  # fmt: skip
+        config=config,
+        db_url=db_url,
+        app_db_name=app_db_name,
+        yes=yes,
+        confirm=confirm,
+        production=production,
+        maintenance_db=maintenance_db,
+        lock_timeout=lock_timeout,
+        history_schema=history_schema,
+        system_db=system_db,
+        force=force,
+    )
     _run(typer_ctx, verbs.drop, options, output, quiet, verbose)
 
 
@@ -416,9 +467,7 @@ def drop(
 def init(
     typer_ctx: typer.Context,
     config: ConfigOpt = None,
-    yes: Annotated[
-        bool, option("--yes", "-y", help="Write without asking (needed without a terminal).")
-    ] = False,
+    yes: Annotated[bool, option("--yes", "-y", help="Write without asking (needed without a terminal).")] = False,
     dry_run: Annotated[bool, option("--dry-run", help="Only print the diff.")] = False,
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
@@ -452,8 +501,9 @@ def history(
     """List recent runs from dbos_migrate.history, newest first, with their run ids."""
     from dbos_migrate import verbs
 
-    options = verbs.HistoryOptions(config=config, db_url=db_url, app_db_name=app_db_name,
-                                   history_schema=history_schema, limit=limit, run_id=run)  # fmt: skip
+    options = verbs.HistoryOptions(
+        config=config, db_url=db_url, app_db_name=app_db_name, history_schema=history_schema, limit=limit, run_id=run
+    )
     _run(typer_ctx, verbs.history, options, output, quiet, verbose)
 
 
@@ -463,9 +513,7 @@ def url(
     config: ConfigOpt = None,
     db_url: DbUrlOpt = None,
     app_db_name: AppDbOpt = None,
-    show_password: Annotated[
-        bool, option("--show-password", help="Print the password instead of ***.")
-    ] = False,
+    show_password: Annotated[bool, option("--show-password", help="Print the password instead of ***.")] = False,
     env_file: EnvFileOpt = None,
     output: OutputOpt = Output.text,
     quiet: QuietOpt = False,  # the URL is the output: -q changes nothing
@@ -475,9 +523,7 @@ def url(
     from dbos_migrate import verbs
 
     ctx = _ctx(typer_ctx)
-    options = verbs.UrlOptions(
-        config=config, db_url=db_url, app_db_name=app_db_name, show_password=show_password
-    )
+    options = verbs.UrlOptions(config=config, db_url=db_url, app_db_name=app_db_name, show_password=show_password)
     if output is Output.text:
         ctx.stdout.write(verbs.url(ctx, options) + "\n")
         return
@@ -495,17 +541,29 @@ def url(
 
 PortOpt = Annotated[
     Optional[int],  # noqa: UP045
-    option("--port", "-p", metavar="PORT", min=1, max=65535, show_default=False,
-           help="TCP port on 127.0.0.1 [default: $PGPORT, else the server start recorded, else 5432]"),
-]  # fmt: skip
+    option(
+        "--port",
+        "-p",
+        metavar="PORT",
+        min=1,
+        max=65535,
+        show_default=False,
+        help="TCP port on 127.0.0.1 [default: $PGPORT, else the server start recorded, else 5432]",
+    ),
+]
 
 
 PgVersionOpt = Annotated[
     Optional[int],  # noqa: UP045
-    option("--pg-version", metavar="MAJOR", min=10, show_default=False,
-           help="PostgreSQL major version of a new server, e.g. 16 as on DBOS Cloud, where its binaries "
-           "exist [default: the newest found; Docker: 16]"),
-]  # fmt: skip
+    option(
+        "--pg-version",
+        metavar="MAJOR",
+        min=10,
+        show_default=False,
+        help="PostgreSQL major version of a new server, e.g. 16 as on DBOS Cloud, where its binaries "
+        "exist [default: the newest found; Docker: 16]",
+    ),
+]
 
 
 def _local(typer_ctx: typer.Context, action: str, port: int | None, **kwargs: Any) -> Any:
@@ -521,9 +579,7 @@ def _local(typer_ctx: typer.Context, action: str, port: int | None, **kwargs: An
     return getattr(localpg, action)(port, localpg.default_home(environ), **kwargs)
 
 
-def _postgres(
-    typer_ctx: typer.Context, action: str, output: Output, port: int | None, **kwargs: Any
-) -> Any | None:
+def _postgres(typer_ctx: typer.Context, action: str, output: Output, port: int | None, **kwargs: Any) -> Any | None:
     """`_local`, and with -o json its one document (an error included); None when printed."""
     if output is Output.text:
         return _local(typer_ctx, action, port, **kwargs)
@@ -577,8 +633,10 @@ def postgres_start(
     if server.port == 5432:
         out.write("\nuser postgres, password dbos: the default target works, e.g. `dbos-migrate up`\n")
     else:
-        out.write("\nuser postgres, password dbos. dbos-migrate finds it by itself; point your app at it with:\n"
-                  f"  export DBOS_DATABASE_URL={server.url}/postgres\n")  # fmt: skip
+        out.write(
+            "\nuser postgres, password dbos. dbos-migrate finds it by itself; point your app at it with:\n"
+            f"  export DBOS_DATABASE_URL={server.url}/postgres\n"
+        )
 
 
 @command("stop", parent=postgres_app)
@@ -597,9 +655,7 @@ def postgres_stop(
     if server.foreign:
         out.write(server.describe() + "\n")
         return
-    out.write(
-        f"PostgreSQL on port {server.port}: " + ("stopped" if server.changed else "was not running") + "\n"
-    )
+    out.write(f"PostgreSQL on port {server.port}: " + ("stopped" if server.changed else "was not running") + "\n")
 
 
 @command("status", parent=postgres_app)

@@ -70,12 +70,29 @@ def command(name: str | None = None, *, parent: typer.Typer = app, **kwargs: Any
 
 
 Str = Optional[str]  # noqa: UP045 - typer needs Optional on 3.10
-ConfigOpt = Annotated[Str, option("-c", "--config", metavar="PATH", show_default=False,
-                                  help="Path to dbos-config.yaml [default: ./dbos-config.yaml]")]  # fmt: skip
-DbUrlOpt = Annotated[Str, option("-D", "--db-url", metavar="URL", show_default=False,
-                                 help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.")]  # fmt: skip
-AppDbOpt = Annotated[Str, option("--app-db-name", metavar="NAME", show_default=False,
-                                 help="App database name (overrides the config).")]  # fmt: skip
+ConfigOpt = Annotated[
+    Str,
+    option(
+        "-c",
+        "--config",
+        metavar="PATH",
+        show_default=False,
+        help="Path to dbos-config.yaml [default: ./dbos-config.yaml]",
+    ),
+]
+DbUrlOpt = Annotated[
+    Str,
+    option(
+        "-D",
+        "--db-url",
+        metavar="URL",
+        show_default=False,
+        help="PostgreSQL instance URL, e.g. the output of `dbos-cloud db url`.",
+    ),
+]
+AppDbOpt = Annotated[
+    Str, option("--app-db-name", metavar="NAME", show_default=False, help="App database name (overrides the config).")
+]
 
 
 def _env_files(typer_ctx: typer.Context, paths: Optional[list[str]]) -> list[str]:  # noqa: UP045
@@ -116,76 +133,183 @@ def _option_defaults(command: Any, variables: dict[str, str], into: Any) -> dict
 
 EnvFileOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
-    option("--env-file", metavar="PATH", show_default=False, is_eager=True, callback=_env_files,
-           help="Load variables, DBOS_MIGRATE_* options included, from this dotenv file first "
-           "(repeatable; never overrides the environment or a flag)."),
-]  # fmt: skip
-OutputOpt = Annotated[Output, option("--output", "-o", help="text for people, json for scripts and CI.")]
-QuietOpt = Annotated[
-    bool, option("-q", "--quiet", help="Only errors, warnings and the commands' own output.")
+    option(
+        "--env-file",
+        metavar="PATH",
+        show_default=False,
+        is_eager=True,
+        callback=_env_files,
+        help="Load variables, DBOS_MIGRATE_* options included, from this dotenv file first "
+        "(repeatable; never overrides the environment or a flag).",
+    ),
 ]
+OutputOpt = Annotated[Output, option("--output", "-o", help="text for people, json for scripts and CI.")]
+QuietOpt = Annotated[bool, option("-q", "--quiet", help="Only errors, warnings and the commands' own output.")]
 VerboseOpt = Annotated[bool, option("-v", "--verbose", help="More detail; tracebacks for internal errors.")]
 ProductionOpt = Annotated[bool, option("--production", help="Treat the target as production.")]
-MaintOpt = Annotated[Str, option("--maintenance-db", metavar="NAME", show_default=False,
-                                 help="Database to connect to when creating one [default: postgres, then template1]")]  # fmt: skip
-LockTimeoutOpt = Annotated[float, option("--lock-timeout", metavar="SECONDS", min=0,
-                                         help="Seconds to wait for the migration lock (exit 4).")]  # fmt: skip
+MaintOpt = Annotated[
+    Str,
+    option(
+        "--maintenance-db",
+        metavar="NAME",
+        show_default=False,
+        help="Database to connect to when creating one [default: postgres, then template1]",
+    ),
+]
+LockTimeoutOpt = Annotated[
+    float, option("--lock-timeout", metavar="SECONDS", min=0, help="Seconds to wait for the migration lock (exit 4).")
+]
 CommandTimeoutOpt = Annotated[
     Optional[float],  # noqa: UP045
-    option("--command-timeout", metavar="SECONDS", min=0, show_default=False,
-           help="Stop a command running longer than this many seconds (exit 124)."),
-]  # fmt: skip
-KillAfterOpt = Annotated[float, option("--kill-after", metavar="SECONDS", min=0,
-                                       help="When a command is stopped (signal, timeout) or leaves processes "
-                                       "running, KILL what is left this long after TERM.")]  # fmt: skip
-LeaseTtlOpt = Annotated[float, option("--lease-ttl", metavar="SECONDS", min=2, hidden=True,
-                                     help="Seconds a run's lease outlives its last renewal (docs/reliability.md).")]  # fmt: skip
-WaitOpt = Annotated[float, option("--wait", metavar="SECONDS", min=0,
-                                  help="Seconds to keep retrying while the server is not accepting connections.")]  # fmt: skip
-RehearseUrlOpt = Annotated[Str, option("--rehearse-url", metavar="URL", show_default=False,
-                                       help="Instance to rehearse on [default: the target instance]")]  # fmt: skip
-RehearseSharedOpt = Annotated[bool, option("--rehearse-shared-credentials",
-                                           help="With the rehearsal on the target instance: give its commands this role's "
-                                           "credentials instead of a temporary role's (unsafe for untrusted changes).")]  # fmt: skip
+    option(
+        "--command-timeout",
+        metavar="SECONDS",
+        min=0,
+        show_default=False,
+        help="Stop a command running longer than this many seconds (exit 124).",
+    ),
+]
+KillAfterOpt = Annotated[
+    float,
+    option(
+        "--kill-after",
+        metavar="SECONDS",
+        min=0,
+        help="When a command is stopped (signal, timeout) or leaves processes "
+        "running, KILL what is left this long after TERM.",
+    ),
+]
+LeaseTtlOpt = Annotated[
+    float,
+    option(
+        "--lease-ttl",
+        metavar="SECONDS",
+        min=2,
+        hidden=True,
+        help="Seconds a run's lease outlives its last renewal (docs/reliability.md).",
+    ),
+]
+WaitOpt = Annotated[
+    float,
+    option(
+        "--wait",
+        metavar="SECONDS",
+        min=0,
+        help="Seconds to keep retrying while the server is not accepting connections.",
+    ),
+]
+RehearseUrlOpt = Annotated[
+    Str,
+    option(
+        "--rehearse-url",
+        metavar="URL",
+        show_default=False,
+        help="Instance to rehearse on [default: the target instance]",
+    ),
+]
+RehearseSharedOpt = Annotated[
+    bool,
+    option(
+        "--rehearse-shared-credentials",
+        help="With the rehearsal on the target instance: give its commands this role's "
+        "credentials instead of a temporary role's (unsafe for untrusted changes).",
+    ),
+]
 DryRunOpt = Annotated[bool, option("--dry-run", help="Print the plan; change nothing, run nothing.")]
 NoHistoryOpt = Annotated[bool, option("--no-history", help="Do not record runs in dbos_migrate.history.")]
-HistorySchemaOpt = Annotated[str, option("--history-schema", metavar="SCHEMA",
-                                         help="Schema of the history table (one you own).")]  # fmt: skip
-NoDataChecksOpt = Annotated[bool, option("--no-data-checks",
-                                         help="With the rehearsal: do not ask the app database's rows whether a change fails on them.")]  # fmt: skip
-DataCheckTimeoutOpt = Annotated[float, option("--data-check-timeout", metavar="SECONDS", min=0.001,
-                                              help="With the rehearsal: stop each data or workflow check after this long (it is then unknown).")]  # fmt: skip
-NoRollbackCheckOpt = Annotated[bool, option("--no-rollback-check",
-                                            help="With --rehearse: do not rehearse database.rollback after the migrations.")]  # fmt: skip
-StrictOpt = Annotated[bool, option("--strict",
-                                   help="With the rehearsal: fail (exit 6) on any breaking change, even with no unfinished workflows.")]  # fmt: skip
-NoCreateOpt = Annotated[
-    bool, option("--no-create", help="Fail if the app database is missing instead of creating it.")
+HistorySchemaOpt = Annotated[
+    str, option("--history-schema", metavar="SCHEMA", help="Schema of the history table (one you own).")
 ]
-AppRoleOpt = Annotated[Str, option("-r", "--app-role", metavar="ROLE", show_default=False,
-                                   help="Grant this existing role what the app needs at run time, on both databases.")]  # fmt: skip
+NoDataChecksOpt = Annotated[
+    bool,
+    option(
+        "--no-data-checks",
+        help="With the rehearsal: do not ask the app database's rows whether a change fails on them.",
+    ),
+]
+DataCheckTimeoutOpt = Annotated[
+    float,
+    option(
+        "--data-check-timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="With the rehearsal: stop each data or workflow check after this long (it is then unknown).",
+    ),
+]
+NoRollbackCheckOpt = Annotated[
+    bool, option("--no-rollback-check", help="With --rehearse: do not rehearse database.rollback after the migrations.")
+]
+StrictOpt = Annotated[
+    bool,
+    option(
+        "--strict", help="With the rehearsal: fail (exit 6) on any breaking change, even with no unfinished workflows."
+    ),
+]
+NoCreateOpt = Annotated[bool, option("--no-create", help="Fail if the app database is missing instead of creating it.")]
+AppRoleOpt = Annotated[
+    Str,
+    option(
+        "-r",
+        "--app-role",
+        metavar="ROLE",
+        show_default=False,
+        help="Grant this existing role what the app needs at run time, on both databases.",
+    ),
+]
 SystemDbOpt = Annotated[
     SystemDbMode,
-    option("--system-db", help="auto: create the DBOS system database if missing and migrate its schema with the "
-           "app's DBOS toolchain; create: only create it; skip: leave it alone."),
-]  # fmt: skip
-FailOnBreakingOpt = Annotated[bool, option("--fail-on-breaking",
-                                           help="Rehearse first; refuse (exit 6) if a change would break running workflows.")]  # fmt: skip
-AllowBreakingOpt = Annotated[bool, option("--allow-breaking",
-                                          help="With --fail-on-breaking: go on anyway, and record that in history.")]  # fmt: skip
+    option(
+        "--system-db",
+        help="auto: create the DBOS system database if missing and migrate its schema with the "
+        "app's DBOS toolchain; create: only create it; skip: leave it alone.",
+    ),
+]
+FailOnBreakingOpt = Annotated[
+    bool,
+    option("--fail-on-breaking", help="Rehearse first; refuse (exit 6) if a change would break running workflows."),
+]
+AllowBreakingOpt = Annotated[
+    bool, option("--allow-breaking", help="With --fail-on-breaking: go on anyway, and record that in history.")
+]
 
 # The flags `dbos migrate` users type (docs/dbos-compatibility.md, "The flags DBOS users type").
-SysDbUrlOpt = Annotated[Str, option("-s", "--sys-db-url", metavar="URL", show_default=False,
-                                    help="The DBOS system database URL [default: system_database_url, then "
-                                    "$DBOS_SYSTEM_DATABASE_URL, then <app_db>_dbos_sys on the target]")]  # fmt: skip
-SchemaOpt = Annotated[Str, option("--schema", metavar="NAME", show_default=False,
-                                  help="The DBOS system schema [default: system_database_schema_name, else dbos]")]  # fmt: skip
-PrintUserRoleOpt = Annotated[bool, option("--print-user-role",
-                                          help="Print the SQL granting -r ROLE what it needs on both databases; "
-                                          "connect to nothing, change nothing.")]  # fmt: skip
-PrintMigrationsOpt = Annotated[Str, option("--print-migrations", metavar="all|N", show_default=False,
-                                           help="Print what would run, in order (databases, the DBOS toolchain with "
-                                           "the SQL it prints from migration N on, commands, grants); run nothing.")]  # fmt: skip
+SysDbUrlOpt = Annotated[
+    Str,
+    option(
+        "-s",
+        "--sys-db-url",
+        metavar="URL",
+        show_default=False,
+        help="The DBOS system database URL [default: system_database_url, then "
+        "$DBOS_SYSTEM_DATABASE_URL, then <app_db>_dbos_sys on the target]",
+    ),
+]
+SchemaOpt = Annotated[
+    Str,
+    option(
+        "--schema",
+        metavar="NAME",
+        show_default=False,
+        help="The DBOS system schema [default: system_database_schema_name, else dbos]",
+    ),
+]
+PrintUserRoleOpt = Annotated[
+    bool,
+    option(
+        "--print-user-role",
+        help="Print the SQL granting -r ROLE what it needs on both databases; connect to nothing, change nothing.",
+    ),
+]
+PrintMigrationsOpt = Annotated[
+    Str,
+    option(
+        "--print-migrations",
+        metavar="all|N",
+        show_default=False,
+        help="Print what would run, in order (databases, the DBOS toolchain with "
+        "the SQL it prints from migration N on, commands, grants); run nothing.",
+    ),
+]
 
 
 class DatasourceMode(str, Enum):
@@ -195,9 +319,12 @@ class DatasourceMode(str, Enum):
 
 DatasourceOpt = Annotated[
     DatasourceMode,
-    option("--datasource", help="auto: prepare in the app database what the app's own DBOS needs there "
-           "(Python 3.x SQLAlchemyDatasource.migrate; Python 1.x-2.x dbos migrate -D); skip: leave it to the app."),
-]  # fmt: skip
+    option(
+        "--datasource",
+        help="auto: prepare in the app database what the app's own DBOS needs there "
+        "(Python 3.x SQLAlchemyDatasource.migrate; Python 1.x-2.x dbos migrate -D); skip: leave it to the app.",
+    ),
+]
 
 
 def _printing(print_user_role: bool, print_migrations: str | None) -> Any:
@@ -209,15 +336,35 @@ def _printing(print_user_role: bool, print_migrations: str | None) -> Any:
     return printing.print_user_role if print_user_role else printing.print_migrations
 
 
-ConfirmOpt = Annotated[Str, option("--confirm", metavar="APP_DB_NAME", show_default=False,
-                                   help="Confirm a production rollback by naming the app database.")]  # fmt: skip
-RehearseOpt = Annotated[bool, option("--rehearse",
-                                     help="Run the migrations on a scratch copy of the schema and classify the changes.")]  # fmt: skip
-DownRehearseOpt = Annotated[bool, option("--rehearse",
-                                         help="First rehearse the rollback on a scratch copy of the schema and show "
-                                         "what it would destroy (rows counted read-only).")]  # fmt: skip
-RunOpt = Annotated[Str, option("--run", metavar="RUN_ID", show_default=False,
-                               help="Show every command of one run (ids as `history` prints them).")]  # fmt: skip
+ConfirmOpt = Annotated[
+    Str,
+    option(
+        "--confirm",
+        metavar="APP_DB_NAME",
+        show_default=False,
+        help="Confirm a production rollback by naming the app database.",
+    ),
+]
+RehearseOpt = Annotated[
+    bool, option("--rehearse", help="Run the migrations on a scratch copy of the schema and classify the changes.")
+]
+DownRehearseOpt = Annotated[
+    bool,
+    option(
+        "--rehearse",
+        help="First rehearse the rollback on a scratch copy of the schema and show "
+        "what it would destroy (rows counted read-only).",
+    ),
+]
+RunOpt = Annotated[
+    Str,
+    option(
+        "--run",
+        metavar="RUN_ID",
+        show_default=False,
+        help="Show every command of one run (ids as `history` prints them).",
+    ),
+]
 
 
 PathsArg = Annotated[
@@ -225,9 +372,12 @@ PathsArg = Annotated[
     # Hidden from the Arguments table, whose rendering differs between typer versions
     # (`<list[str]>`); the command's help says what PATH is. Newer typers write the usage
     # line's `[PATH]...` themselves, older ones print the metavar as it is.
-    typer.Argument(metavar="PATH" if hasattr(typer.core.TyperArgument, "_usage_display_name") else "[PATH]...",
-                   show_default=False, hidden=True),
-]  # fmt: skip
+    typer.Argument(
+        metavar="PATH" if hasattr(typer.core.TyperArgument, "_usage_display_name") else "[PATH]...",
+        show_default=False,
+        hidden=True,
+    ),
+]
 
 
 def _ctx(typer_ctx: typer.Context) -> "Context":

@@ -68,8 +68,13 @@ def with_app_database(run: Run[UpOptions], toolchain: Toolchain) -> Toolchain:
     if major not in (1, 2) or run.options.datasource == "skip" or system is None:
         return toolchain
     if _server(system.eff.detail()) != _server(run.target.app.eff.detail()):
-        run.emit(Notice("app database: on another server than the system database; "
-                        f"its DBOS tables are left to the app ({toolchain.name})", "warning"))  # fmt: skip
+        run.emit(
+            Notice(
+                "app database: on another server than the system database; "
+                f"its DBOS tables are left to the app ({toolchain.name})",
+                "warning",
+            )
+        )
         return toolchain
     app_url = run.target.app.url.without_secrets().libpq_text()
     argv = (*toolchain.argv[:2], "-D", app_url, *toolchain.argv[2:])
@@ -169,14 +174,23 @@ def provision(run: Run[UpOptions], interrupts: Interrupts, system_toolchain: Too
         return
     shown = f"SQLAlchemyDatasource.migrate({run.target.app_database!r}, schema={DATASOURCE_SCHEMA!r}"
     shown += f", application_role={run.options.app_role!r})" if run.options.app_role else ")"
-    code = run_toolchain(run, tool, interrupts, step="app schema",
-                         shown=f"{shown}   # {tool.name}", ok_codes=(0, NO_API))  # fmt: skip
+    code = run_toolchain(
+        run, tool, interrupts, step="app schema", shown=f"{shown}   # {tool.name}", ok_codes=(0, NO_API)
+    )
     if code == NO_API:
-        run.emit(Notice(f"app database: {system_toolchain.name if system_toolchain else 'dbos'} "
-                        "has no SQLAlchemyDatasource.migrate: nothing to prepare"))  # fmt: skip
+        run.emit(
+            Notice(
+                f"app database: {system_toolchain.name if system_toolchain else 'dbos'} "
+                "has no SQLAlchemyDatasource.migrate: nothing to prepare"
+            )
+        )
     else:
-        run.emit(Notice(f"app database {run.target.app_database}: datasource schema "
-                        f"{DATASOURCE_SCHEMA!r} prepared by {tool.name}"))  # fmt: skip
+        run.emit(
+            Notice(
+                f"app database {run.target.app_database}: datasource schema "
+                f"{DATASOURCE_SCHEMA!r} prepared by {tool.name}"
+            )
+        )
 
 
 def planned(run: Run[UpOptions], system_toolchain: Toolchain | None) -> list[PlannedStep]:

@@ -177,9 +177,7 @@ def connect_waiting(
     delay = 0.1
     while True:
         try:
-            return connect(
-                endpoint, scrub, dbname=dbname, app_name=app_name, where=where, read_only=read_only
-            )
+            return connect(endpoint, scrub, dbname=dbname, app_name=app_name, where=where, read_only=read_only)
         except DatabaseMissing:
             raise
         except DatabaseError as exc:
@@ -199,9 +197,7 @@ def protect_lock_session(conn: psycopg.Connection[Any]) -> None:
     idle_session_timeout (PostgreSQL 14+) or idle_in_transaction_session_timeout would end
     it, release the lock, and let another run start while ours is still migrating."""
     both = conn.info.server_version >= 140000  # one round trip for the two
-    conn.execute(
-        "SET idle_in_transaction_session_timeout = 0" + ("; SET idle_session_timeout = 0" if both else "")
-    )
+    conn.execute("SET idle_in_transaction_session_timeout = 0" + ("; SET idle_session_timeout = 0" if both else ""))
 
 
 def in_recovery(conn: psycopg.Connection[Any]) -> bool:
@@ -341,8 +337,7 @@ def lock_timed_out(database: str, timeout: float, holder: LockHolder | None) -> 
     who = holder.describe() if holder else "a session that has since ended"
     return LockTimeout(
         # The time left of --lock-timeout, to a tenth of a second: "2s", not "1.92006s".
-        f"could not take the migration lock for {database!r} within {math.ceil(timeout * 10) / 10:g}s; "
-        f"held by {who}",
+        f"could not take the migration lock for {database!r} within {math.ceil(timeout * 10) / 10:g}s; held by {who}",
         "wait for that run to finish, raise --lock-timeout, or end the holder's session "
         "(SELECT pg_terminate_backend(pid)) if it is stuck",
     )
@@ -364,9 +359,7 @@ class LockLost(ConnectionLost):
     code = "lock_lost"
 
 
-def verify_lock(
-    conn: psycopg.Connection[Any], key: int, scrub: Scrubber, *, during: str | None = None
-) -> None:
+def verify_lock(conn: psycopg.Connection[Any], key: int, scrub: Scrubber, *, during: str | None = None) -> None:
     """Prove the lock's session is alive and still holds the lock, or stop the run.
 
     Checked before each command (none starts without the lock) and after it (`during`
@@ -512,9 +505,20 @@ def write_history(conn: psycopg.Connection[Any], row: HistoryRow, schema: str = 
     """
     host, user = who()
     params = (
-        row.run_id, row.direction, row.command_index, row.command, row.started_at, row.finished_at,
-        row.exit_code, row.status, row.tool_version, host, user, row.instance, row.note,
-    )  # fmt: skip
+        row.run_id,
+        row.direction,
+        row.command_index,
+        row.command,
+        row.started_at,
+        row.finished_at,
+        row.exit_code,
+        row.status,
+        row.tool_version,
+        host,
+        user,
+        row.instance,
+        row.note,
+    )
     with conn.transaction():
         if check_history(conn, schema):
             conn.execute(_history(schema, "LOCK TABLE {s}.history IN ROW EXCLUSIVE MODE"))
@@ -550,9 +554,7 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
 
 
 def role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
-    return (
-        conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
-    )
+    return conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
 
 
 # ---------------------------------------------------------------------------- the system database
@@ -567,11 +569,23 @@ def system_schema_version(conn: psycopg.Connection[Any], schema: str) -> str | N
     (docs/security.md, "A hostile system database")."""
     probes = (
         (schema, "dbos_migrations", "version", "SELECT pg_catalog.max({c})::text FROM {t}", r"[0-9]{1,18}", "{}"),
-        ("public", "alembic_version", "version_num", "SELECT pg_catalog.max({c}) FROM {t}", r"[0-9A-Za-z_]{1,64}",
-         "alembic {}"),
-        ("public", "knex_migrations", "id", "SELECT pg_catalog.count(*)::text FROM {t}", r"[0-9]{1,18}",
-         "knex {} migrations"),
-    )  # fmt: skip
+        (
+            "public",
+            "alembic_version",
+            "version_num",
+            "SELECT pg_catalog.max({c}) FROM {t}",
+            r"[0-9A-Za-z_]{1,64}",
+            "alembic {}",
+        ),
+        (
+            "public",
+            "knex_migrations",
+            "id",
+            "SELECT pg_catalog.count(*)::text FROM {t}",
+            r"[0-9]{1,18}",
+            "knex {} migrations",
+        ),
+    )
     with conn.transaction():  # one READ ONLY transaction for every probe: fewer round trips
         conn.execute("SET TRANSACTION READ ONLY")
         for probe in probes:
@@ -665,9 +679,7 @@ def other_sessions(conn: psycopg.Connection[Any], name: str, exclude: tuple[int,
         " WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid() AND NOT (pid = ANY(%s::pg_catalog.int4[]))",
         (name, list(exclude)),
     ).fetchall()
-    return [
-        f"pid {pid} ({user or '?'}, {app or 'no application_name'}, {addr})" for pid, user, app, addr in rows
-    ]
+    return [f"pid {pid} ({user or '?'}, {app or 'no application_name'}, {addr})" for pid, user, app, addr in rows]
 
 
 def drop_database(conn: psycopg.Connection[Any], name: str, scrub: Scrubber, *, force: bool) -> None:

@@ -119,9 +119,7 @@ def load_config(ctx: Context, options: TargetOptions) -> Config:
     return replace(cfg, system_schema=options.schema) if options.schema else cfg
 
 
-def resolve_target(
-    ctx: Context, cfg: Config | None, options: TargetOptions, notes: list[str] | None = None
-) -> Target:
+def resolve_target(ctx: Context, cfg: Config | None, options: TargetOptions, notes: list[str] | None = None) -> Target:
     """The target; `notes` receives why a recorded local server was ignored, if it was."""
     return resolve(
         cfg,
@@ -225,8 +223,13 @@ def prepare(ctx: Context, options: OptionsT, report: RunReport, emit: Sink) -> R
 def warn_weak(scrub: Scrubber, emit: Sink) -> None:
     """Once per run: a password too short to be masked everywhere (docs/security.md)."""
     if scrub.weak:
-        emit(Notice(f"a database password is shorter than {SHORT_SECRET} characters: it is weak, and "
-                    "output masks it only where it stands alone; use a longer one", "warning"))  # fmt: skip
+        emit(
+            Notice(
+                f"a database password is shorter than {SHORT_SECRET} characters: it is weak, and "
+                "output masks it only where it stands alone; use a longer one",
+                "warning",
+            )
+        )
 
 
 def run_steps(
@@ -284,8 +287,15 @@ def maintenance_connection(
 ) -> psycopg.Connection[Any]:
     """A connection to a database other than the app's: `--maintenance-db` if given, else
     `prefer` (a rehearsal instance's own database), then `postgres`, then `template1`."""
-    return connect_maintenance(instance or run.target.instance, run.scrub, app_name, run.options.maintenance_db,
-                               prefer=prefer, purpose=purpose, read_only=read_only)  # fmt: skip
+    return connect_maintenance(
+        instance or run.target.instance,
+        run.scrub,
+        app_name,
+        run.options.maintenance_db,
+        prefer=prefer,
+        purpose=purpose,
+        read_only=read_only,
+    )
 
 
 def connect_maintenance(
@@ -308,8 +318,14 @@ def connect_maintenance(
     last: DatabaseError | None = None
     for name in names:
         try:
-            return db.connect(instance, scrub, dbname=name, app_name=app_name, read_only=read_only,
-                              where=f"connecting to maintenance database {name!r}")  # fmt: skip
+            return db.connect(
+                instance,
+                scrub,
+                dbname=name,
+                app_name=app_name,
+                read_only=read_only,
+                where=f"connecting to maintenance database {name!r}",
+            )
         except DatabaseError as exc:
             last = exc
     assert last is not None
@@ -319,9 +335,7 @@ def connect_maintenance(
     )
 
 
-def take_lock(
-    run: Run[TargetOptions], conn: psycopg.Connection[Any], key: int, database: str, deadline: float
-) -> None:
+def take_lock(run: Run[TargetOptions], conn: psycopg.Connection[Any], key: int, database: str, deadline: float) -> None:
     """Take the migration lock for `database` on `conn`, reporting who holds it meanwhile."""
     from dbos_migrate.engine import database as db
 
@@ -472,9 +486,7 @@ HISTORY_RETRY = 10.0
 class History:
     """Writes one history row per command; keeps rows it could not write for a later retry."""
 
-    def __init__(
-        self, run: Run[ChangeOptions], conn: psycopg.Connection[Any], run_id: str, direction: str
-    ) -> None:
+    def __init__(self, run: Run[ChangeOptions], conn: psycopg.Connection[Any], run_id: str, direction: str) -> None:
         self.run = run
         self.conn = conn
         self.run_id = run_id
@@ -563,16 +575,26 @@ class History:
         def retrying(left: float, reason: str) -> None:
             if not told:
                 told.append(True)
-                self.run.emit(Notice(f"history: retrying for up to {bound:g}s to record {len(self.pending)} "
-                                     f"command(s): {reason}", "warning"))  # fmt: skip
+                self.run.emit(
+                    Notice(
+                        f"history: retrying for up to {bound:g}s to record {len(self.pending)} command(s): {reason}",
+                        "warning",
+                    )
+                )
 
         problem = ""
         while True:
             left = deadline - time.monotonic()
             try:
-                conn = db.connect_waiting(self.run.target.app, self.run.scrub, dbname=None,
-                                          app_name=db.application_name("history"), wait=max(left, 0),
-                                          on_retry=retrying, where="reconnecting to record history")  # fmt: skip
+                conn = db.connect_waiting(
+                    self.run.target.app,
+                    self.run.scrub,
+                    dbname=None,
+                    app_name=db.application_name("history"),
+                    wait=max(left, 0),
+                    on_retry=retrying,
+                    where="reconnecting to record history",
+                )
             except MigrateError as exc:
                 problem = f": {exc.message}"
                 break

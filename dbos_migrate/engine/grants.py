@@ -74,9 +74,7 @@ def grant_system_database(
             if schema is None:
                 return
             conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), r))
-            exists = conn.execute(
-                "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
-            ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)).fetchone()
             if exists:
                 for statement in DBOS_ROLE_GRANTS:
                     conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema), r=r))
@@ -150,9 +148,7 @@ def user_role_script(
         f"DO {tag}",
         "DECLARE s text;",
         "BEGIN",
-        "  FOR s IN "
-        + " ".join(_APP_SCHEMAS.format(history=quote_literal(history_schema)).split())
-        + " LOOP",
+        "  FOR s IN " + " ".join(_APP_SCHEMAS.format(history=quote_literal(history_schema)).split()) + " LOOP",
         loop,
         "  END LOOP;",
         f"END {tag};",

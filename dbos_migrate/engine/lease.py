@@ -140,9 +140,7 @@ def _holder(conn: psycopg.Connection[Any], app_database: str, lease_table: str) 
     ).fetchone()
     if row is None:
         return None
-    return Holder(
-        str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), bool(row[5]), float(row[6])
-    )
+    return Holder(str(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), bool(row[5]), float(row[6]))
 
 
 def prepare_table(conn: psycopg.Connection[Any], schema: str = "dbos_migrate") -> bool:
@@ -202,8 +200,16 @@ def acquire(
     start = time.monotonic()
     waited_for: Holder | None = None
     listening = False
-    params = {"db": app_database, "run": run_id, "host": socket.gethostname()[:64], "pid": os.getpid(),
-              "host_id": host_id(), "start": process_start(os.getpid()), "ttl": ttl, "gone": ""}  # fmt: skip
+    params = {
+        "db": app_database,
+        "run": run_id,
+        "host": socket.gethostname()[:64],
+        "pid": os.getpid(),
+        "host_id": host_id(),
+        "start": process_start(os.getpid()),
+        "ttl": ttl,
+        "gone": "",
+    }
     while True:
         holder = _holder(conn, app_database, table(schema))
         gone = holder is not None and holder.live and holder.run_id != run_id and holder.gone()
@@ -216,16 +222,9 @@ def acquire(
                 if listening:
                     conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(_channel(app_database))))
                 if waited_for is not None:
-                    how = (
-                        "its process is gone"
-                        if gone
-                        else "it was released"
-                        if holder is None
-                        else "it expired"
-                    )
+                    how = "its process is gone" if gone else "it was released" if holder is None else "it expired"
                     on_notice(
-                        f"waited {time.monotonic() - start:.1f}s for the lease of {waited_for.describe()} "
-                        f"({how})",
+                        f"waited {time.monotonic() - start:.1f}s for the lease of {waited_for.describe()} ({how})",
                         "info",
                     )
                 elif gone and holder is not None:
@@ -246,9 +245,7 @@ def acquire(
         _wait_for_release(conn, app_database, holder, deadline)
 
 
-def _table_ready(
-    conn: psycopg.Connection[Any], schema: str, keep: bool, on_notice: Callable[[str, str], None]
-) -> bool:
+def _table_ready(conn: psycopg.Connection[Any], schema: str, keep: bool, on_notice: Callable[[str, str], None]) -> bool:
     """Whether there is a lease table to wait on: with `keep`, prepared (False, with a warning,
     when the role may not create it); without, only one that already exists, verified."""
     if not keep:
@@ -266,9 +263,7 @@ def _table_ready(
     return True
 
 
-def _wait_for_release(
-    conn: psycopg.Connection[Any], app_database: str, holder: Holder, deadline: float
-) -> None:
+def _wait_for_release(conn: psycopg.Connection[Any], app_database: str, holder: Holder, deadline: float) -> None:
     """Wait (at most a second, and no longer than the lease's own time left) for the holder's
     release NOTIFY; past `deadline`, exit 4 naming the holder."""
     now = time.monotonic()
@@ -319,8 +314,10 @@ class Lease:
         self._conn: psycopg.Connection[Any] | None = None
         self._done = threading.Event()
         self._cond = threading.Condition()
-        self._threads = [threading.Thread(target=self._renew_loop, name="dbos-migrate lease", daemon=True),
-                         threading.Thread(target=self._guard_loop, name="dbos-migrate lease guard", daemon=True)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._renew_loop, name="dbos-migrate lease", daemon=True),
+            threading.Thread(target=self._guard_loop, name="dbos-migrate lease guard", daemon=True),
+        ]
 
     def start(self) -> Lease:
         for thread in self._threads:
@@ -357,9 +354,13 @@ class Lease:
 
     def _connect(self) -> psycopg.Connection[Any]:
         timeout = max(int(self.period), 1)
-        conn = db.connect(self.endpoint, self.scrub, app_name=db.application_name("lease"),
-                          where="renewing the migration lease",
-                          extra={"connect_timeout": str(timeout), "tcp_user_timeout": str(timeout * 1000)})  # fmt: skip
+        conn = db.connect(
+            self.endpoint,
+            self.scrub,
+            app_name=db.application_name("lease"),
+            where="renewing the migration lease",
+            extra={"connect_timeout": str(timeout), "tcp_user_timeout": str(timeout * 1000)},
+        )
         db.protect_lock_session(conn)
         return conn
 
@@ -422,14 +423,16 @@ class Lease:
                 f"DELETE FROM {self.table} WHERE app_database = %s AND run_id = %s",
                 (self.app_database, self.run_id),
             )
-            conn.execute("SELECT pg_catalog.pg_notify(%s, '')", (_channel(self.app_database),))  # fmt: skip
+            conn.execute("SELECT pg_catalog.pg_notify(%s, '')", (_channel(self.app_database),))
         except (psycopg.Error, DatabaseError):
             if conn is lock_conn:  # the lock's session failed just now: one more try, on a new connection
                 with suppress(psycopg.Error, DatabaseError):
                     retry = self._connect()
                     with db.closing(retry):
-                        retry.execute(f"DELETE FROM {self.table} WHERE app_database = %s AND run_id = %s",
-                                      (self.app_database, self.run_id))  # fmt: skip
+                        retry.execute(
+                            f"DELETE FROM {self.table} WHERE app_database = %s AND run_id = %s",
+                            (self.app_database, self.run_id),
+                        )
         finally:
             if conn is not lock_conn:
                 db.closing_now(conn)

@@ -168,8 +168,28 @@ def verify_owned_table(
     if row is None:
         verify_schema(conn, schema)
         return False
-    (_oid, kind, owner, owner_ok, schema_owner, schema_ok, rls, force_rls, partition, columns, odd_columns,
-     triggers, rules, policies, inherits, odd_constraints, odd_indexes, bad_sequences, bad_owners, foreign) = row  # fmt: skip
+    (
+        _oid,
+        kind,
+        owner,
+        owner_ok,
+        schema_owner,
+        schema_ok,
+        rls,
+        force_rls,
+        partition,
+        columns,
+        odd_columns,
+        triggers,
+        rules,
+        policies,
+        inherits,
+        odd_constraints,
+        odd_indexes,
+        bad_sequences,
+        bad_owners,
+        foreign,
+    ) = row
     what = f"{_KINDS.get(kind, 'relation')} {schema}.{table}"
     problems: list[str] = []
     if not owner_ok:
@@ -187,9 +207,14 @@ def verify_owned_table(
         problems.append(f"{odd_columns} column(s) of a type outside pg_catalog or generated")
     if kind == "v":
         rules -= 1  # a view's own _RETURN rule: it is a view, which is said already
-    for count, name in ((triggers, "trigger"), (rules, "rule"), (policies, "row-level policy"),
-                        (inherits, "inheritance link"), (odd_constraints, "foreign key, unique or exclusion constraint"),
-                        (odd_indexes, "expression or partial index")):  # fmt: skip
+    for count, name in (
+        (triggers, "trigger"),
+        (rules, "rule"),
+        (policies, "row-level policy"),
+        (inherits, "inheritance link"),
+        (odd_constraints, "foreign key, unique or exclusion constraint"),
+        (odd_indexes, "expression or partial index"),
+    ):
         if count:
             problems.append(f"it has {count} {name}(s)")
     if rls or force_rls:

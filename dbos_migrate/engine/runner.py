@@ -128,9 +128,7 @@ def _wire(scrub: Scrubber, out: ByteWriter, err: ByteWriter) -> tuple[PipeFeeder
     return scrub.streams(out, err)
 
 
-def _start(
-    command: str, cwd: str, env: Mapping[str, str]
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+def _start(command: str, cwd: str, env: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """The command's shell, leading a session of its own, and its watchdog (module docstring).
     If the watchdog cannot start, the command is killed: it must never run unwatched."""
     proc = subprocess.Popen(
@@ -357,9 +355,7 @@ class _Watched:
                 os.close(exit_fd)
         return stop_signal, timed_out
 
-    def _wait(
-        self, now: float, exit_fd: int, sel: selectors.BaseSelector, pipes: Mapping[int, PipeFeeder]
-    ) -> float:
+    def _wait(self, now: float, exit_fd: int, sel: selectors.BaseSelector, pipes: Mapping[int, PipeFeeder]) -> float:
         """How long to block on output: while ending, until the next look at the group; while
         the command runs, until the deadline (a pidfd wakes us when the shell exits; without
         one we poll, briefly once both pipes are closed: the shell is then about to exit)."""

@@ -71,10 +71,7 @@ def _version_tuple(text: str | None) -> tuple[int, ...] | None:
 
 def _which(name: str, env: Mapping[str, str], cwd: Path) -> str | None:
     """Like the shell finds a command: the PATH the commands get, relative entries from `cwd`."""
-    entries = [
-        str(cwd / p) if p and not os.path.isabs(p) else p
-        for p in env.get("PATH", os.defpath).split(os.pathsep)
-    ]
+    entries = [str(cwd / p) if p and not os.path.isabs(p) else p for p in env.get("PATH", os.defpath).split(os.pathsep)]
     return shutil.which(name, path=os.pathsep.join(entries))
 
 
@@ -89,9 +86,7 @@ def _python_dbos_version(script: str, env: Mapping[str, str]) -> str | None:
     probe = "import importlib.metadata as m; print(m.version('dbos'))"
     argv = [interp, "-c", probe] if "python" in os.path.basename(interp) else [script, "version"]
     try:
-        out = subprocess.run(
-            argv, env=dict(env), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
-        )
+        out = subprocess.run(argv, env=dict(env), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"(\d+\.\d+(?:\.\d+)?\S*)", out.stdout)
@@ -115,9 +110,7 @@ def _node_sdk(directory: Path) -> tuple[str, str] | None:
     return None
 
 
-def find_toolchain(
-    run: Run[UpOptions], endpoint: Endpoint, schema: str | None
-) -> tuple[Toolchain | None, str]:
+def find_toolchain(run: Run[UpOptions], endpoint: Endpoint, schema: str | None) -> tuple[Toolchain | None, str]:
     """The app's own DBOS tool for its system schema, chosen by `language` and what is
     installed; else None and the reason, for the warning."""
     from dbos_migrate.engine import tsprovision
@@ -144,9 +137,7 @@ def find_toolchain(
                 argv = [binary, "schema", url, *(["-r", role] if role else [])]
                 if schema and (_version_tuple(version) or (0,)) >= (4, 0):
                     argv += ["--schema", schema]
-                return Toolchain(
-                    f"@dbos-inc/dbos-sdk {version} (TypeScript)", tuple(argv), env, str(cfg.directory)
-                ), ""
+                return Toolchain(f"@dbos-inc/dbos-sdk {version} (TypeScript)", tuple(argv), env, str(cfg.directory)), ""
             else:
                 tried.append(f"@dbos-inc/dbos-sdk {version} is not a release line dbos-migrate knows")
         else:
@@ -202,8 +193,9 @@ def inspect(target: Target, scrub: Scrubber, app_name: str, schema: str | None) 
         report.kind, report.action = "other", "left to the app"
         return report
     try:
-        conn = db.connect(system.endpoint, scrub, app_name=app_name, where="looking at the system database",
-                          read_only=True)  # fmt: skip
+        conn = db.connect(
+            system.endpoint, scrub, app_name=app_name, where="looking at the system database", read_only=True
+        )
     except db.DatabaseMissing:
         report.exists = False
         return report
@@ -268,15 +260,11 @@ def provision(
             run_toolchain(run, toolchain, interrupts)
             report.toolchain, report.action = toolchain.name, "migrated"
             if run.options.app_role:
-                grant_system_database(
-                    conn, endpoint.url.database or "", run.options.app_role, None, run.scrub
-                )
+                grant_system_database(conn, endpoint.url.database or "", run.options.app_role, None, run.scrub)
         else:
             report.action = "created" if report.created else "exists"
             if run.options.app_role:
-                grant_system_database(
-                    conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub
-                )
+                grant_system_database(conn, endpoint.url.database or "", run.options.app_role, schema, run.scrub)
         report.schema_version = db.system_schema_version(conn, schema)
     # Said once, at info level (docs/behaviour.md, step 5): with no toolchain the app makes or
     # updates its DBOS tables itself at its first launch, which is how DBOS apps always work.
@@ -288,9 +276,14 @@ def provision(
             f"first launch (not done now: {why})"
         )
     )
-    run.emit(Notice(f"system database {endpoint.url.database}: {report.action}"
-                    + (f" by {report.toolchain}" if report.toolchain else "")
-                    + f", DBOS schema version {report.schema_version or 'none yet'}" + left_to_app))  # fmt: skip
+    run.emit(
+        Notice(
+            f"system database {endpoint.url.database}: {report.action}"
+            + (f" by {report.toolchain}" if report.toolchain else "")
+            + f", DBOS schema version {report.schema_version or 'none yet'}"
+            + left_to_app
+        )
+    )
     return toolchain
 
 
@@ -335,9 +328,7 @@ def run_toolchain(
     return result.exit_code
 
 
-def print_toolchain_migrations(
-    run: Run[UpOptions], toolchain: Toolchain, value: str, schema: str
-) -> str | None:
+def print_toolchain_migrations(run: Run[UpOptions], toolchain: Toolchain, value: str, schema: str) -> str | None:
     """The SQL of the system schema's migrations as the toolchain prints it itself
     (`dbos migrate --print-migrations all|N --schema S`, Python 2.x and later), connecting to
     nothing; None when this toolchain cannot print them."""
@@ -347,9 +338,15 @@ def print_toolchain_migrations(
     workdir = tempfile.mkdtemp(prefix="dbos-migrate-sysdb-")
     try:
         out = subprocess.run(
-            argv, cwd=workdir, env=dict(toolchain.env), capture_output=True, text=True, timeout=120,
-            stdin=subprocess.DEVNULL, check=False,
-        )  # fmt: skip
+            argv,
+            cwd=workdir,
+            env=dict(toolchain.env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     finally:

@@ -61,8 +61,13 @@ def toolchain(
     app = run.target.app
     both = run.options.datasource != "skip"
     if both and _server(system) != _server(app):
-        run.emit(Notice(f"app database: on another server than the system database; its DBOS tables are "
-                        f"left to the app (@dbos-inc/dbos-sdk {version})", "warning"))  # fmt: skip
+        run.emit(
+            Notice(
+                f"app database: on another server than the system database; its DBOS tables are "
+                f"left to the app (@dbos-inc/dbos-sdk {version})",
+                "warning",
+            )
+        )
         both = False
     # SDK 1.x takes host, port and user from PG*: those of the app database when it provisions both.
     env = env_for(app if both else system)
@@ -93,8 +98,12 @@ def grant_system_database(run: Run[UpOptions], name: str, argv: Sequence[str]) -
     system = run.target.system.endpoint
     if not role or system is None or sdk_major(name, argv) is None:
         return
-    conn = db.connect(system, run.scrub, app_name=db.application_name("up"),
-                      where=f"granting role {role!r} access to the system database")  # fmt: skip
+    conn = db.connect(
+        system,
+        run.scrub,
+        app_name=db.application_name("up"),
+        where=f"granting role {role!r} access to the system database",
+    )
     with db.closing(conn):
         grant_schema_and_tables(conn, role, "dbos", [("public", t) for t in KNEX_TABLES], run.scrub)
     run.emit(Notice(f"system database: granted role {role!r} runtime privileges on schema 'dbos'"))

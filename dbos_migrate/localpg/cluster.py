@@ -221,8 +221,7 @@ class Cluster:
             raise LocalPostgresError(
                 f"PostgreSQL runs as '{entry.pw_name}' (it refuses to run as root), which cannot enter "
                 f"{blocked}, on the way to the data directory {self.datadir}",
-                hint="put the data elsewhere, e.g. DBOS_MIGRATE_HOME=/var/lib/dbos-migrate, "
-                "or run as a normal user",
+                hint="put the data elsewhere, e.g. DBOS_MIGRATE_HOME=/var/lib/dbos-migrate, or run as a normal user",
             )
 
     # -- life cycle
@@ -395,9 +394,7 @@ class Cluster:
 
     def _gone_or_raise(self, timeout: float) -> None:
         if not self._reap_keeper(timeout):
-            raise LocalPostgresError(
-                f"PostgreSQL processes of {self.datadir} did not exit within {timeout:.0f}s"
-            )
+            raise LocalPostgresError(f"PostgreSQL processes of {self.datadir} did not exit within {timeout:.0f}s")
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """Stop the server with `pg_ctl stop -m <mode> -w` (no-op when not running) and wait

@@ -96,9 +96,7 @@ class DockerBackend(Backend):
         if result.returncode != 0:
             return None
         running = result.stdout.strip() == "true"
-        return LocalServer(
-            port=port, running=running, url=server_url(port), backend=self.name, container=name
-        )
+        return LocalServer(port=port, running=running, url=server_url(port), backend=self.name, container=name)
 
     def stop(self, port: int, timeout: float) -> LocalServer | None:
         state = self.status(port)

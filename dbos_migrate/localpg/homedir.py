@@ -80,10 +80,7 @@ def check(home: Path, port: int | None = None) -> None:
 
 
 def _trusted(home: Path) -> bool:
-    return all(
-        fs.untrusted_reason(directory, follow=i == 0) is None
-        for i, directory in enumerate(trusted_dirs(home))
-    )
+    return all(fs.untrusted_reason(directory, follow=i == 0) is None for i, directory in enumerate(trusted_dirs(home)))
 
 
 def read_record(home: Path) -> dict[str, object] | None:

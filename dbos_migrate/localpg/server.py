@@ -111,9 +111,7 @@ def _default_port(home: Path) -> tuple[int, int | None]:
     return free_port(), DEFAULT_PORT
 
 
-def _start_on(
-    home: Path, port: int, backend: BackendChoice, timeout: float, major: int | None = None
-) -> LocalServer:
+def _start_on(home: Path, port: int, backend: BackendChoice, timeout: float, major: int | None = None) -> LocalServer:
     local = _local_backend(home, port)
     if backend == "docker" or (backend == "auto" and local is None and docker_available()):
         return DockerBackend(major).start(port, timeout)
@@ -162,9 +160,7 @@ def start(
 
 
 def _nothing(port: int) -> LocalServer:
-    return LocalServer(
-        port=port, running=False, url=server_url(port), backend=None, foreign=port_in_use(port)
-    )
+    return LocalServer(port=port, running=False, url=server_url(port), backend=None, foreign=port_in_use(port))
 
 
 def _resolve(home_path: Path, port: int | None) -> int:

@@ -19,9 +19,7 @@ OWN_SCHEMA = "dbos_migrate"
 
 def user_schemas(alias: str) -> str:
     """SQL: the namespace `alias` holds user objects (no pg_*, information_schema, ours)."""
-    return (
-        f"{alias}.nspname NOT IN ('information_schema', '{OWN_SCHEMA}') AND left({alias}.nspname, 3) <> 'pg_'"
-    )
+    return f"{alias}.nspname NOT IN ('information_schema', '{OWN_SCHEMA}') AND left({alias}.nspname, 3) <> 'pg_'"
 
 
 def not_extension_member(catalog: str, oid_expr: str) -> str:
@@ -138,17 +136,19 @@ class Snapshot:
         tables = {oid: t.qualname for oid, t in self.tables.items()}
         return {
             "tables": {
-                t.qualname: sorted((c.name, c.type, c.notnull, c.default, c.identity, c.generated)
-                                   for c in t.columns.values())
+                t.qualname: sorted(
+                    (c.name, c.type, c.notnull, c.default, c.identity, c.generated) for c in t.columns.values()
+                )
                 for t in self.tables.values()
             },
-            "constraints": sorted((tables[c.table_oid], c.name, c.type, c.definition, c.validated)
-                                  for c in self.constraints.values()),
+            "constraints": sorted(
+                (tables[c.table_oid], c.name, c.type, c.definition, c.validated) for c in self.constraints.values()
+            ),
             "indexes": sorted((tables[i.table_oid], i.name, i.definition) for i in self.indexes.values()),
             "enums": sorted((e.qualname, e.labels) for e in self.enums.values()),
             "views": sorted((v.qualname, v.kind, v.definition, v.columns) for v in self.views.values()),
             "functions": sorted((f.key, f.result, f.kind, f.body) for f in self.functions.values()),
-        }  # fmt: skip
+        }
 
 
 # A CREATE INDEX CONCURRENTLY commits the pg_class row of the index first and flips
@@ -184,9 +184,7 @@ def snapshot(conn: Conn) -> Snapshot:
         (table_oids,),
     ).fetchall():
         oid, rel, name, kind, definition, validated, index_oid, cols = row
-        snap.constraints[oid] = Constraint(
-            oid, rel, name, kind, definition, validated, index_oid, tuple(cols)
-        )
+        snap.constraints[oid] = Constraint(oid, rel, name, kind, definition, validated, index_oid, tuple(cols))
     for row in conn.execute(
         f"""SELECT i.indexrelid, n.nspname, ic.relname, i.indrelid, pg_catalog.pg_get_indexdef(i.indexrelid),
                    i.indisunique, i.indisvalid, {_CONCURRENTLY_SQL},
@@ -200,9 +198,7 @@ def snapshot(conn: Conn) -> Snapshot:
         (table_oids,),
     ).fetchall():
         oid, schema, name, rel, definition, unique, valid, concurrently, backed, cols = row
-        snap.indexes[oid] = Index(
-            oid, schema, name, rel, definition, unique, valid, concurrently, backed, tuple(cols)
-        )
+        snap.indexes[oid] = Index(oid, schema, name, rel, definition, unique, valid, concurrently, backed, tuple(cols))
     for oid, schema, name, labels in conn.execute(
         f"""SELECT t.oid, n.nspname, t.typname,
                    ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e

@@ -81,9 +81,7 @@ _PG_DUMP_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?|\b(\d+)\.(\d+
 def pg_dump_version(path: str) -> PgDump | None:
     """`pg_dump --version` parsed; None when it does not run."""
     try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL
-        )
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     match = _PG_DUMP_VERSION.search(out.stdout)
@@ -139,10 +137,16 @@ def dump_schema(dump: PgDump, url: PgUrl, env: Mapping[str, str], scrub: Scrubbe
     """
     public = url.without_secrets().libpq_text()
     args = [
-        dump.path, "--schema-only", "--no-owner", "--no-privileges", "--no-security-labels", "--no-tablespaces",
-        f"--exclude-schema={OWN_SCHEMA}", f"--lock-wait-timeout={max(lock_wait_ms, 1)}",
+        dump.path,
+        "--schema-only",
+        "--no-owner",
+        "--no-privileges",
+        "--no-security-labels",
+        "--no-tablespaces",
+        f"--exclude-schema={OWN_SCHEMA}",
+        f"--lock-wait-timeout={max(lock_wait_ms, 1)}",
         f"--dbname={public}",
-    ]  # fmt: skip
+    ]
     if dump.major >= 10:
         args += ["--no-publications", "--no-subscriptions"]  # a subscription would connect out
     if dump.major >= 11:
@@ -433,9 +437,7 @@ def copy_version_tables(src: Conn, dst: Conn) -> tuple[list[str], list[str]]:
         if size > VERSION_TABLE_MAX_BYTES:
             problems.append(f"{label}: not copied, {size} bytes is too big for a version table")
             continue
-        target = dst.execute(
-            "SELECT pg_catalog.to_regclass(%s)", (f"{_quote(schema)}.{_quote(name)}",)
-        ).fetchone()
+        target = dst.execute("SELECT pg_catalog.to_regclass(%s)", (f"{_quote(schema)}.{_quote(name)}",)).fetchone()
         if not target or target[0] is None:
             problems.append(f"{label}: not copied, the table is missing from the scratch copy")
             continue

@@ -87,9 +87,7 @@ class DataChecks:
 
 
 def summary(findings: list[Finding]) -> dict[str, int]:
-    return {
-        sev: sum(1 for f in findings if f.severity == sev) for sev in (BREAKING, LOCK_HEAVY, UNKNOWN, SAFE)
-    }
+    return {sev: sum(1 for f in findings if f.severity == sev) for sev in (BREAKING, LOCK_HEAVY, UNKNOWN, SAFE)}
 
 
 @dataclass(frozen=True)
@@ -113,20 +111,25 @@ def reader_role(conn: psycopg.Connection[Any]) -> tuple[str | None, str | None]:
     """(the role the row checks run as, or None and why): `pg_read_all_data`, when the
     connected role may SET ROLE to it (superusers may; others need it granted)."""
     if conn.info.server_version < 140000:
-        return None, (f"the server has no {READER} role (PostgreSQL 14+) to run the check as, and it never "
-                      "runs as the deploy role")  # fmt: skip
+        return None, (
+            f"the server has no {READER} role (PostgreSQL 14+) to run the check as, and it never "
+            "runs as the deploy role"
+        )
     privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
     row = conn.execute(
         "SELECT pg_catalog.pg_has_role(%s::pg_catalog.name, %s::pg_catalog.text)", (READER, privilege)
     ).fetchone()
     if row and row[0]:
         return READER, None
-    return None, (f"the role may not SET ROLE {READER}, the read-only role the checks run as (never as the "
-                  f"deploy role): GRANT {READER} TO it, or pass --no-data-checks")  # fmt: skip
+    return None, (
+        f"the role may not SET ROLE {READER}, the read-only role the checks run as (never as the "
+        f"deploy role): GRANT {READER} TO it, or pass --no-data-checks"
+    )
 
 
-def run_checks(conn: psycopg.Connection[Any], checks: list[Check], settings: Settings,
-               scrub: Scrubber) -> list[Finding]:  # fmt: skip
+def run_checks(
+    conn: psycopg.Connection[Any], checks: list[Check], settings: Settings, scrub: Scrubber
+) -> list[Finding]:
     """Every check, in plan order; a failure of one makes it `unknown` and the rest go on."""
     rels = list(dict.fromkeys(c.rel for c in checks))
     try:
@@ -142,9 +145,7 @@ def run_checks(conn: psycopg.Connection[Any], checks: list[Check], settings: Set
     for check in checks:
         fact = facts[check.rel]
         if not fact.exists:
-            findings.append(
-                unknown_finding(check, f"table {check.rel.qualname} was not found in the app database", 0)
-            )
+            findings.append(unknown_finding(check, f"table {check.rel.qualname} was not found in the app database", 0))
         elif isinstance(check, SizeCheck):
             findings.append(_size(check, fact, settings))
         elif lost is not None:
@@ -183,8 +184,10 @@ def table_facts(
                 ORDER BY 1""",
             ([r.schema for r in rels], [r.name for r in rels]),
         ).fetchall()
-    return {rels[i - 1]: Facts(bool(ok), int(heap), int(total), None if est is None else int(est), bool(sel))
-            for i, ok, heap, total, est, sel in rows}  # fmt: skip
+    return {
+        rels[i - 1]: Facts(bool(ok), int(heap), int(total), None if est is None else int(est), bool(sel))
+        for i, ok, heap, total, est, sel in rows
+    }
 
 
 def _size(check: SizeCheck, fact: Facts, settings: Settings) -> Finding:
@@ -192,34 +195,51 @@ def _size(check: SizeCheck, fact: Facts, settings: Settings) -> Finding:
     seconds = round(size / RATES[check.operation], 1)
     large = fact.total_bytes >= settings.large_bytes
     rows = f"~{human_count(fact.rows)} rows" if fact.rows is not None else "row count not analyzed"
-    detail = (f"{check.rel.qualname} is {human_bytes(fact.total_bytes)} ({rows}): the {check.operation} holds "
-              f"{check.lock} for {human_seconds(seconds)} (rough, from its size)")  # fmt: skip
+    detail = (
+        f"{check.rel.qualname} is {human_bytes(fact.total_bytes)} ({rows}): the {check.operation} holds "
+        f"{check.lock} for {human_seconds(seconds)} (rough, from its size)"
+    )
     if large:
         detail += f"; at or above the large-table threshold ({human_bytes(settings.large_bytes)})"
     return Finding(
-        check.change, check.rule if large else "DATA013", "size", check.object, check.rel.qualname,
-        "large" if large else "small", detail, estimated_rows=fact.rows, table_bytes=fact.total_bytes,
+        check.change,
+        check.rule if large else "DATA013",
+        "size",
+        check.object,
+        check.rel.qualname,
+        "large" if large else "small",
+        detail,
+        estimated_rows=fact.rows,
+        table_bytes=fact.total_bytes,
         estimated_seconds=seconds,
-    )  # fmt: skip
+    )
 
 
 def unknown_finding(check: Check, why: str, elapsed_ms: int | None) -> Finding:
     what = f"for {check.what}" if isinstance(check, RowCheck) else "the table's size"
     kind = check.kind if isinstance(check, RowCheck) else "size"
-    return Finding(check.change, "DATA010", kind, check.object, check.rel.qualname, "unknown",
-                   f"could not check {what}: {why}", elapsed_ms=elapsed_ms, reason=why)  # fmt: skip
+    return Finding(
+        check.change,
+        "DATA010",
+        kind,
+        check.object,
+        check.rel.qualname,
+        "unknown",
+        f"could not check {what}: {why}",
+        elapsed_ms=elapsed_ms,
+        reason=why,
+    )
 
 
-def _row_check(conn: psycopg.Connection[Any], check: RowCheck, fact: Facts, settings: Settings,
-               scrub: Scrubber) -> Finding:  # fmt: skip
+def _row_check(
+    conn: psycopg.Connection[Any], check: RowCheck, fact: Facts, settings: Settings, scrub: Scrubber
+) -> Finding:
     if check.unknown is not None:
         return unknown_finding(check, check.unknown, None)
     if settings.role is None:
         return unknown_finding(check, settings.no_role or "there is no read-only role to run it as", None)
     if not fact.can_select:
-        return unknown_finding(
-            check, f"permission denied: the role may not SELECT from {check.rel.qualname}", 0
-        )
+        return unknown_finding(check, f"permission denied: the role may not SELECT from {check.rel.qualname}", 0)
     percent = None
     if check.kind != "rows" and fact.heap_bytes > settings.sample_bytes:
         percent = max(round(100.0 * settings.sample_bytes / fact.heap_bytes, 4), 0.0001)
@@ -249,33 +269,34 @@ def row_query(check: RowCheck, percent: float | None) -> sql.Composed:
         keys = sql.SQL(", ").join(check.keys)
         null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(k) for k in check.keys)
         anynull = null if check.nulls_distinct or check.null_key_violates else sql.SQL("false")
-        nulls = (
-            sql.SQL(" + coalesce(sum(n) FILTER (WHERE anynull), 0)")
-            if check.null_key_violates
-            else sql.SQL("")
-        )
+        nulls = sql.SQL(" + coalesce(sum(n) FILTER (WHERE anynull), 0)") if check.null_key_violates else sql.SQL("")
         return sql.SQL(
             "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE n > 1 AND NOT anynull), 0){nulls} "
             "FROM (SELECT count(*) AS n, {anynull} AS anynull FROM {source}{where} GROUP BY {keys}) g"
         ).format(nulls=nulls, anynull=anynull, source=source, where=where, keys=keys)
     assert check.violation is not None
-    return sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}{}").format(
-        check.violation, source, where
-    )
+    return sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}{}").format(check.violation, source, where)
 
 
-def _row_finding(check: RowCheck, fact: Facts, examined: int, violating: int, percent: float | None,
-                 elapsed: int) -> Finding:  # fmt: skip
+def _row_finding(
+    check: RowCheck, fact: Facts, examined: int, violating: int, percent: float | None, elapsed: int
+) -> Finding:
     sampled = percent is not None
     estimated = fact.rows if fact.rows is not None else (examined if not sampled else None)
     if sampled and estimated is None and percent:
         estimated = int(examined * 100 / percent)
-    scope = (f"{examined:,} sampled rows (~{percent:.2g}% of the table, ~{human_count(estimated or 0)} rows)"
-             if sampled else f"{examined:,} rows")  # fmt: skip
+    scope = (
+        f"{examined:,} sampled rows (~{percent:.2g}% of the table, ~{human_count(estimated or 0)} rows)"
+        if sampled
+        else f"{examined:,} rows"
+    )
     if check.kind == "rows":
         status = "violations" if violating else "none"
-        detail = (f"{check.rel.qualname} has rows (~{human_count(max(fact.rows or 1, 1))}): {check.consequence}"
-                  if violating else f"{check.rel.qualname} is empty: the column can be added")  # fmt: skip
+        detail = (
+            f"{check.rel.qualname} has rows (~{human_count(max(fact.rows or 1, 1))}): {check.consequence}"
+            if violating
+            else f"{check.rel.qualname} is empty: the column can be added"
+        )
     elif violating:
         status = "violations"
         detail = f"{violating:,} of {scope} hold {check.what}: {check.consequence}"
@@ -287,7 +308,18 @@ def _row_finding(check: RowCheck, fact: Facts, examined: int, violating: int, pe
         detail = f"none of the {examined:,} rows holds {check.what} (every row checked)"
     rule = {"violations": check.rule, "none": "DATA012", "none-in-sample": "DATA011"}[status]
     return Finding(
-        check.change, rule, check.kind, check.object, check.rel.qualname, status, detail,
-        examined_rows=examined, estimated_rows=estimated, violating_rows=violating, sampled=sampled,
-        sample_percent=percent, table_bytes=fact.total_bytes, elapsed_ms=elapsed,
-    )  # fmt: skip
+        check.change,
+        rule,
+        check.kind,
+        check.object,
+        check.rel.qualname,
+        status,
+        detail,
+        examined_rows=examined,
+        estimated_rows=estimated,
+        violating_rows=violating,
+        sampled=sampled,
+        sample_percent=percent,
+        table_bytes=fact.total_bytes,
+        elapsed_ms=elapsed,
+    )

@@ -183,8 +183,15 @@ class Planner:
         elif rule in ("BRK005", "BRK006"):
             yield from self._column(i, change, new, old, rel)
         elif rule == "BRK007":
-            yield RowCheck(i, "rows", "DATA002", change.object, rel, "a row (the new column would be NULL)",
-                           "ADD COLUMN ... NOT NULL without a default will fail")  # fmt: skip
+            yield RowCheck(
+                i,
+                "rows",
+                "DATA002",
+                change.object,
+                rel,
+                "a row (the new column would be NULL)",
+                "ADD COLUMN ... NOT NULL without a default will fail",
+            )
         elif rule in ("LCK001", "SAFE003"):
             yield from self._new_index(i, change, rel, details)
         elif rule == "LCK003":
@@ -198,15 +205,31 @@ class Planner:
             return
         col = sql.SQL("t.{}").format(sql.Identifier(was.name))
         if change.rule == "BRK006":
-            yield RowCheck(i, "nulls", "DATA001", change.object, rel, f"NULL in {was.name}",
-                           "SET NOT NULL will fail", violation=sql.SQL("{} IS NULL").format(col))  # fmt: skip
+            yield RowCheck(
+                i,
+                "nulls",
+                "DATA001",
+                change.object,
+                rel,
+                f"NULL in {was.name}",
+                "SET NOT NULL will fail",
+                violation=sql.SQL("{} IS NULL").format(col),
+            )
             yield from self._size(i, change, rel, "scan", "ACCESS EXCLUSIVE")
             return
         narrowed = narrowing(was.type, now.type, col)
         if narrowed is not None:
             predicate, what = narrowed
-            yield RowCheck(i, "fits-type", "DATA006", change.object, rel, f"{what} in {was.name}",
-                           f"ALTER TYPE {now.type} will fail", violation=predicate)  # fmt: skip
+            yield RowCheck(
+                i,
+                "fits-type",
+                "DATA006",
+                change.object,
+                rel,
+                f"{what} in {was.name}",
+                f"ALTER TYPE {now.type} will fail",
+                violation=predicate,
+            )
         yield from self._size(i, change, rel, "rewrite", "ACCESS EXCLUSIVE")
 
     def _new_index(self, i: int, change: Change, rel: Rel, details: Details) -> Iterator[Check]:
@@ -214,75 +237,122 @@ class Planner:
         if idx is None:
             return
         if idx.unique:
-            yield self._duplicates(i, change, rel, idx.oid, details, primary=False,
-                                   consequence=f"building unique index {idx.name} will fail")  # fmt: skip
+            yield self._duplicates(
+                i,
+                change,
+                rel,
+                idx.oid,
+                details,
+                primary=False,
+                consequence=f"building unique index {idx.name} will fail",
+            )
         if change.rule == "LCK001":
             yield from self._size(i, change, rel, "index build", "SHARE", rule="DATA009")
 
-    def _new_constraint(
-        self, i: int, change: Change, new: Table, rel: Rel, details: Details
-    ) -> Iterator[Check]:
+    def _new_constraint(self, i: int, change: Change, new: Table, rel: Rel, details: Details) -> Iterator[Check]:
         con = self._constraint(change)
         if con is None:
             return
         adding = f"adding constraint {con.name} will fail"
         if con.type in "pu":
-            yield self._duplicates(i, change, rel, con.index_oid, details, primary=con.type == "p",
-                                   consequence=adding)  # fmt: skip
+            yield self._duplicates(i, change, rel, con.index_oid, details, primary=con.type == "p", consequence=adding)
             yield from self._size(i, change, rel, "index build", "ACCESS EXCLUSIVE")
         elif con.type == "c":
             expr = details.checks.get(con.oid)
             why = details.unsafe_checks.get(con.oid) if expr else "its expression could not be read"
-            yield RowCheck(i, "check", "DATA004", change.object, rel, f"values failing CHECK {con.name}", adding,
-                           violation=sql.SQL("NOT ({})").format(sql.SQL(expr)) if expr and not why else None,
-                           unknown=why)  # fmt: skip
+            yield RowCheck(
+                i,
+                "check",
+                "DATA004",
+                change.object,
+                rel,
+                f"values failing CHECK {con.name}",
+                adding,
+                violation=sql.SQL("NOT ({})").format(sql.SQL(expr)) if expr and not why else None,
+                unknown=why,
+            )
             yield from self._size(i, change, rel, "scan", "ACCESS EXCLUSIVE")
         elif con.type == "f":
             yield self._foreign_key(i, change, con.oid, rel, details, adding)
             yield from self._size(i, change, rel, "scan", "SHARE ROW EXCLUSIVE")
         else:
-            yield RowCheck(i, "exclusion", "DATA003", change.object, rel, "conflicting rows", adding,
-                           unknown="exclusion constraints are not checked")  # fmt: skip
+            yield RowCheck(
+                i,
+                "exclusion",
+                "DATA003",
+                change.object,
+                rel,
+                "conflicting rows",
+                adding,
+                unknown="exclusion constraints are not checked",
+            )
             yield from self._size(i, change, rel, "index build", "ACCESS EXCLUSIVE")
 
-    def _duplicates(self, i: int, change: Change, rel: Rel, index_oid: int, details: Details, *,
-                    primary: bool, consequence: str) -> RowCheck:  # fmt: skip
+    def _duplicates(
+        self, i: int, change: Change, rel: Rel, index_oid: int, details: Details, *, primary: bool, consequence: str
+    ) -> RowCheck:
         found = details.indexes.get(index_oid)
         what = "duplicate keys" + (" or NULL keys" if primary else "")
         if found is None:
-            return RowCheck(i, "duplicates", "DATA003", change.object, rel, what, consequence,
-                            unknown="its index could not be read from the scratch database")  # fmt: skip
+            return RowCheck(
+                i,
+                "duplicates",
+                "DATA003",
+                change.object,
+                rel,
+                what,
+                consequence,
+                unknown="its index could not be read from the scratch database",
+            )
         keys, pred, not_distinct = found
         why = details.unsafe_indexes.get(index_oid)
         if why is not None:
             return RowCheck(i, "duplicates", "DATA003", change.object, rel, what, consequence, unknown=why)
         return RowCheck(
-            i, "duplicates", "DATA003", change.object, rel, what, consequence,
+            i,
+            "duplicates",
+            "DATA003",
+            change.object,
+            rel,
+            what,
+            consequence,
             keys=tuple(sql.SQL("({})").format(sql.SQL(k)) for k in keys),
-            where=sql.SQL(pred) if pred else None, null_key_violates=primary, nulls_distinct=not not_distinct,
-        )  # fmt: skip
+            where=sql.SQL(pred) if pred else None,
+            null_key_violates=primary,
+            nulls_distinct=not not_distinct,
+        )
 
-    def _foreign_key(
-        self, i: int, change: Change, oid: int, rel: Rel, details: Details, adding: str
-    ) -> RowCheck:
+    def _foreign_key(self, i: int, change: Change, oid: int, rel: Rel, details: Details, adding: str) -> RowCheck:
         found = details.foreign_keys.get(oid)
         what = "keys the referenced table lacks"
         if found is None:
-            return RowCheck(i, "foreign-key", "DATA005", change.object, rel, what, adding,
-                            unknown="its definition could not be read from the scratch database")  # fmt: skip
+            return RowCheck(
+                i,
+                "foreign-key",
+                "DATA005",
+                change.object,
+                rel,
+                what,
+                adding,
+                unknown="its definition could not be read from the scratch database",
+            )
         cols, ref_oid, ref_cols, match = found
         ref = self.b.tables.get(ref_oid)
         if ref is None:
-            return RowCheck(i, "foreign-key", "DATA005", change.object, rel, what, adding,
-                            unknown="it references a table the migration creates, whose rows are not known")  # fmt: skip
+            return RowCheck(
+                i,
+                "foreign-key",
+                "DATA005",
+                change.object,
+                rel,
+                what,
+                adding,
+                unknown="it references a table the migration creates, whose rows are not known",
+            )
         mine = [sql.SQL("t.{}").format(sql.Identifier(c)) for c in cols]
         theirs = [sql.SQL("r.{}").format(sql.Identifier(c)) for c in ref_cols]
-        equal = sql.SQL(" AND ").join(
-            sql.SQL("{} = {}").format(b, a) for a, b in zip(mine, theirs, strict=True)
-        )
-        missing = sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS r WHERE {})").format(
-            Rel(ref.schema, ref.name).ident, equal
-        )
+        equal = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(b, a) for a, b in zip(mine, theirs, strict=True))
+        missing = sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS r WHERE {})").format(Rel(ref.schema, ref.name).ident, equal)
         all_set = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in mine)
         violation = sql.SQL("({}) AND {}").format(all_set, missing)
         if match == "f" and len(mine) > 1:  # MATCH FULL: some but not all NULL fails too
@@ -312,13 +382,20 @@ class Planner:
                     if col.type.endswith("[]")
                     else sql.SQL("{}::text = ANY({}::text[])").format(ref, values)
                 )
-                yield RowCheck(i, "enum-values", "DATA007", f"{table.qualname}.{col.name}",
-                               Rel(table.schema, table.name), f"{shown} in {col.name}",
-                               f"removing {shown} from {old.qualname} will fail or lose them",
-                               violation=violation)  # fmt: skip
+                yield RowCheck(
+                    i,
+                    "enum-values",
+                    "DATA007",
+                    f"{table.qualname}.{col.name}",
+                    Rel(table.schema, table.name),
+                    f"{shown} in {col.name}",
+                    f"removing {shown} from {old.qualname} will fail or lose them",
+                    violation=violation,
+                )
 
-    def _size(self, i: int, change: Change, rel: Rel, operation: str, lock: str,
-              rule: str = "DATA008") -> Iterator[Check]:  # fmt: skip
+    def _size(
+        self, i: int, change: Change, rel: Rel, operation: str, lock: str, rule: str = "DATA008"
+    ) -> Iterator[Check]:
         key = (rel.qualname, operation)
         if key not in self._size_seen:  # one size finding per table and operation (BRK005 + LCK002)
             self._size_seen.add(key)
@@ -349,16 +426,12 @@ class Planner:
         if pair is None or change.table is None:
             return None
         name = change.object[len(change.table) + 1 :]
-        return next(
-            (c for c in self.a.constraints.values() if c.table_oid == pair[0].oid and c.name == name), None
-        )
+        return next((c for c in self.a.constraints.values() if c.table_oid == pair[0].oid and c.name == name), None)
 
 
 def _twin(old: Table, now: Column) -> Column | None:
     """The app database's column for `now`: same attnum (renames keep it), else same name."""
-    return next((c for c in old.columns.values() if c.attnum == now.attnum), None) or old.columns.get(
-        now.name
-    )
+    return next((c for c in old.columns.values() if c.attnum == now.attnum), None) or old.columns.get(now.name)
 
 
 _CHARS = re.compile(r"(character varying|character)\((\d+)\)")
@@ -374,9 +447,7 @@ def narrowing(old: str, new: str, col: sql.Composable) -> tuple[sql.Composable, 
         limit = int(chars[2])
         was = _CHARS.fullmatch(old)
         if old in ("text", "character varying") or (was is not None and int(was[2]) > limit):
-            return sql.SQL("char_length({}) > {}").format(
-                col, sql.Literal(limit)
-            ), f"values longer than {limit}"
+            return sql.SQL("char_length({}) > {}").format(col, sql.Literal(limit)), f"values longer than {limit}"
         return None
     num = _NUMERIC.fullmatch(new)
     if num is not None and (old == "numeric" or _NUMERIC.fullmatch(old) or old in _INTS):

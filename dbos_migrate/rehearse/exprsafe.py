@@ -28,17 +28,37 @@ import psycopg
 #: First OID not assigned by initdb (FirstNormalObjectId).
 FIRST_USER_OID = 16384
 #: Expression nodes that evaluate nothing but their own function or operator.
-SAFE_NODES = frozenset({
-    "VAR", "CONST", "FUNCEXPR", "OPEXPR", "DISTINCTEXPR", "NULLIFEXPR", "SCALARARRAYOPEXPR", "BOOLEXPR",
-    "NULLTEST", "BOOLEANTEST", "RELABELTYPE", "CASEEXPR", "CASEWHEN", "CASETESTEXPR", "COALESCEEXPR",
-    "ARRAYEXPR", "COLLATEEXPR", "MINMAXEXPR", "COERCEVIAIO",
-})  # fmt: skip
+SAFE_NODES = frozenset(
+    {
+        "VAR",
+        "CONST",
+        "FUNCEXPR",
+        "OPEXPR",
+        "DISTINCTEXPR",
+        "NULLIFEXPR",
+        "SCALARARRAYOPEXPR",
+        "BOOLEXPR",
+        "NULLTEST",
+        "BOOLEANTEST",
+        "RELABELTYPE",
+        "CASEEXPR",
+        "CASEWHEN",
+        "CASETESTEXPR",
+        "COALESCEEXPR",
+        "ARRAYEXPR",
+        "COLLATEEXPR",
+        "MINMAXEXPR",
+        "COERCEVIAIO",
+    }
+)
 
 _NODE = re.compile(r"\{([A-Z_]+)")
 _FUNC = re.compile(r":(?:funcid|opfuncid|hashfuncid|negfuncid) (\d+)")
 _OPER = re.compile(r":opno (\d+)")
-_TYPE = re.compile(r":(?:vartype|consttype|resulttype|funcresulttype|opresulttype|minmaxtype|array_typeid|"
-                   r"element_typeid|casetype|coalescetype|collid|inputcollid|varcollid|constcollid) (\d+)")  # fmt: skip
+_TYPE = re.compile(
+    r":(?:vartype|consttype|resulttype|funcresulttype|opresulttype|minmaxtype|array_typeid|"
+    r"element_typeid|casetype|coalescetype|collid|inputcollid|varcollid|constcollid) (\d+)"
+)
 
 
 def _strings(tree: str) -> str:
@@ -101,21 +121,26 @@ def _procs(conn: psycopg.Connection[Any], funcs: set[int], opers: set[int]) -> d
     return found
 
 
-def _why(nodes: set[str], funcs: set[int], opers: set[int], types: set[int],
-         procs: dict[str, tuple[str, bool]]) -> str | None:  # fmt: skip
+def _why(
+    nodes: set[str], funcs: set[int], opers: set[int], types: set[int], procs: dict[str, tuple[str, bool]]
+) -> str | None:
     other = sorted(nodes - SAFE_NODES)
     if other:
-        return (f"its expression uses {', '.join(n.lower() for n in other)}, which the data checks do not "
-                "evaluate on the app database")  # fmt: skip
+        return (
+            f"its expression uses {', '.join(n.lower() for n in other)}, which the data checks do not "
+            "evaluate on the app database"
+        )
     for kind, oids in (("f", funcs), ("o", opers)):
         for oid in sorted(oids):
-            name, ok = procs.get(
-                f"{kind}{oid}", (f"an unknown {'function' if kind == 'f' else 'operator'}", False)
-            )
+            name, ok = procs.get(f"{kind}{oid}", (f"an unknown {'function' if kind == 'f' else 'operator'}", False))
             if not ok:
-                return (f"its expression calls {name}, which is not a built-in immutable function: it is not "
-                        "evaluated on the app database")  # fmt: skip
+                return (
+                    f"its expression calls {name}, which is not a built-in immutable function: it is not "
+                    "evaluated on the app database"
+                )
     if nodes & {"COERCEVIAIO", "MINMAXEXPR"} and any(t >= FIRST_USER_OID for t in types):
-        return ("its expression converts or compares a type that is not built in (its functions are not "
-                "built in): it is not evaluated")  # fmt: skip
+        return (
+            "its expression converts or compares a type that is not built in (its functions are not "
+            "built in): it is not evaluated"
+        )
     return None

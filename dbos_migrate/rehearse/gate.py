@@ -28,9 +28,7 @@ def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
     parts: list[str] = []
     reasons: list[str] = []
     if failing:
-        parts.append(
-            f"rows of the app database make {len(failing)} change(s) fail: {breaking_summary(failing)}"
-        )
+        parts.append(f"rows of the app database make {len(failing)} change(s) fail: {breaking_summary(failing)}")
         reasons.append("data")
     if breaking:
         summary = f"{len(breaking)} breaking change(s) ({breaking_summary(breaking)})"
@@ -41,16 +39,18 @@ def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
             reasons.append("strict")
         elif wf is None or wf.status == "unknown":
             why = wf.reason if wf is not None and wf.reason else "the system database was not read"
-            parts.append(f"{summary}, and whether workflows of the previous version are still running is "
-                         f"unknown: {why}")  # fmt: skip
+            parts.append(
+                f"{summary}, and whether workflows of the previous version are still running is unknown: {why}"
+            )
             reasons.append("workflows-unknown")
         elif others:
             count = sum(v.count for v in others)
             versions = ", ".join(f"{v.version or '(none)'}: {v.count}" for v in others[:5])
             ages = [v.oldest_age_s for v in others if v.oldest_age_s is not None]
             oldest = f", oldest started {human_age(max(ages))} ago" if ages else ""
-            parts.append(f"{summary} meet {count} unfinished workflow(s) of another application version "
-                         f"({versions}{oldest})")  # fmt: skip
+            parts.append(
+                f"{summary} meet {count} unfinished workflow(s) of another application version ({versions}{oldest})"
+            )
             reasons.append("workflows")
     unknown = [f for f in rehearsal.findings if f.severity == UNKNOWN]
     if strict and unknown:
@@ -59,9 +59,13 @@ def decide(rehearsal: Rehearsal, *, strict: bool) -> Verdict:
     if parts:
         return Verdict(True, "; ".join(parts), strict, reasons)
     if breaking:
-        return Verdict(False, f"{len(breaking)} breaking change(s) ({breaking_summary(breaking)}), but no "
-                       "unfinished workflow of another application version is in the system database, so none "
-                       "can break (pass --strict to refuse any breaking change)", strict)  # fmt: skip
+        return Verdict(
+            False,
+            f"{len(breaking)} breaking change(s) ({breaking_summary(breaking)}), but no "
+            "unfinished workflow of another application version is in the system database, so none "
+            "can break (pass --strict to refuse any breaking change)",
+            strict,
+        )
     return Verdict(False, "no breaking change", strict)
 
 
@@ -69,8 +73,11 @@ def unknown_summary(unknown: list[Finding], limit: int = 3) -> str:
     """`2 data check(s) unknown: timed out after 5s (x1); ...`: how many, and why."""
     why: dict[str, int] = {}
     for finding in unknown:
-        reason = finding.reason or ("no violating row in a sample; the rest was not examined"
-                                    if finding.status == "none-in-sample" else finding.detail)  # fmt: skip
+        reason = finding.reason or (
+            "no violating row in a sample; the rest was not examined"
+            if finding.status == "none-in-sample"
+            else finding.detail
+        )
         why[reason] = why.get(reason, 0) + 1
     shown = "; ".join(f"{r} (x{n})" for r, n in list(why.items())[:limit])
     more = f"; and {len(why) - limit} other reason(s)" if len(why) > limit else ""

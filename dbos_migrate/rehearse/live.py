@@ -31,11 +31,16 @@ def settings(run: Run[RehearseOptions]) -> datachecks.Settings:
     return datachecks.Settings.from_env(run.ctx.environ, run.options.data_check_timeout)
 
 
-def plan_checks(run: Run[RehearseOptions], scratch_target: Target, before: Snapshot, after: Snapshot,
-                rehearsal: Rehearsal, limits: datachecks.Settings) -> list[Check]:  # fmt: skip
+def plan_checks(
+    run: Run[RehearseOptions],
+    scratch_target: Target,
+    before: Snapshot,
+    after: Snapshot,
+    rehearsal: Rehearsal,
+    limits: datachecks.Settings,
+) -> list[Check]:
     """The data checks the changes need, planned while the scratch database still exists."""
-    report = datachecks.DataChecks(run.options.data_checks, database=run.target.app_database,
-                                   settings=limits)  # fmt: skip
+    report = datachecks.DataChecks(run.options.data_checks, database=run.target.app_database, settings=limits)
     rehearsal.data_checks = report
     if not run.options.data_checks:
         report.skipped = "--no-data-checks"
@@ -44,8 +49,12 @@ def plan_checks(run: Run[RehearseOptions], scratch_target: Target, before: Snaps
     index_oids, constraint_oids = planner.needed()
     details = Details()
     if index_oids or constraint_oids:
-        conn = db.connect(scratch_target.app, run.scrub, app_name=db.application_name("rehearse"),
-                          where="reading the scratch database")  # fmt: skip
+        conn = db.connect(
+            scratch_target.app,
+            run.scrub,
+            app_name=db.application_name("rehearse"),
+            where="reading the scratch database",
+        )
         with db.closing(conn):
             try:
                 details = read_details(conn, index_oids, constraint_oids)
@@ -64,8 +73,13 @@ def run_checks(run: Run[RehearseOptions], rehearsal: Rehearsal, checks: list[Che
         return
     start = time.monotonic()
     try:
-        conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("rehearse data checks"),
-                          where="connecting to the app database for the data checks", read_only=True)  # fmt: skip
+        conn = db.connect(
+            run.target.app,
+            run.scrub,
+            app_name=db.application_name("rehearse data checks"),
+            where="connecting to the app database for the data checks",
+            read_only=True,
+        )
     except DatabaseError as exc:
         rehearsal.findings = [datachecks.unknown_finding(c, exc.message, None) for c in checks]
     else:
@@ -91,15 +105,25 @@ def read_workflows(run: Run[RehearseOptions], rehearsal: Rehearsal) -> None:
     if system.endpoint is None:
         rehearsal.workflows = workflows.unknown(
             f"the system database {run.scrub.text(system.url_text(mask=True))} is not PostgreSQL (SQLite?): "
-            "it cannot be read from here", None, schema, environ)  # fmt: skip
+            "it cannot be read from here",
+            None,
+            schema,
+            environ,
+        )
         return
     shown = system.endpoint.masked()
     try:
-        conn = db.connect(system.endpoint, run.scrub, app_name=db.application_name("rehearse workflows"),
-                          where="connecting to the system database", read_only=True)  # fmt: skip
+        conn = db.connect(
+            system.endpoint,
+            run.scrub,
+            app_name=db.application_name("rehearse workflows"),
+            where="connecting to the system database",
+            read_only=True,
+        )
     except db.DatabaseMissing:
-        rehearsal.workflows = workflows.unknown(f"the system database {system.name} does not exist",
-                                                shown, schema, environ)  # fmt: skip
+        rehearsal.workflows = workflows.unknown(
+            f"the system database {system.name} does not exist", shown, schema, environ
+        )
         return
     except DatabaseError as exc:
         rehearsal.workflows = workflows.unknown(exc.message, shown, schema, environ)

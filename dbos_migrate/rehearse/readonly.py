@@ -55,11 +55,17 @@ def reason(exc: BaseException, scrub: Scrubber, timeout_s: float) -> str:
         return f"the table stayed locked by another session for {timeout_s:g}s"
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return "permission denied: " + _first(exc, scrub)
-    if isinstance(exc, (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable,
-                        psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedObject)):  # fmt: skip
-        return (
-            "the app database does not have what the check needs yet (the migration creates it): "
-            + _first(exc, scrub)
+    if isinstance(
+        exc,
+        (
+            psycopg.errors.UndefinedColumn,
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.UndefinedFunction,
+            psycopg.errors.UndefinedObject,
+        ),
+    ):
+        return "the app database does not have what the check needs yet (the migration creates it): " + _first(
+            exc, scrub
         )
     if isinstance(exc, psycopg.OperationalError):
         return "the connection failed: " + _first(exc, scrub)

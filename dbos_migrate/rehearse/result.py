@@ -24,9 +24,7 @@ class Verdict:
     refuse: bool
     message: str
     strict: bool = False
-    reasons: list[str] = field(
-        default_factory=list
-    )  # data, strict, data-unknown, workflows, workflows-unknown
+    reasons: list[str] = field(default_factory=list)  # data, strict, data-unknown, workflows, workflows-unknown
 
 
 @dataclass(frozen=True)
@@ -79,9 +77,7 @@ class Rehearsal:
         return [c for c in self.changes if c.severity == BREAKING]
 
     def counts(self) -> dict[str, int]:
-        return {
-            sev: sum(1 for c in self.changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)
-        }
+        return {sev: sum(1 for c in self.changes if c.severity == sev) for sev in (BREAKING, LOCK_HEAVY, SAFE)}
 
 
 @dataclass(frozen=True)

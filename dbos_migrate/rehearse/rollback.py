@@ -98,8 +98,7 @@ def _rehearse_rollback(
     commands = run.commands(run.config.database.rollback, "rollback", env)
     run.emit(Notice(f"rehearsal: running the {len(commands)} rollback command(s) on the scratch database"))
     try:
-        run_commands(run, commands, interrupts, env=env, on_result=check.commands.append,
-                     label="rehearsal rollback ")  # fmt: skip
+        run_commands(run, commands, interrupts, env=env, on_result=check.commands.append, label="rehearsal rollback ")
     except (CommandFailed, CommandTimeout):
         failed = check.commands[-1]
         check.ran, check.restores = True, False
@@ -108,8 +107,13 @@ def _rehearse_rollback(
             failed.exit_code,
             failed.describe_end(),
         )
-        run.emit(Notice(f"rehearsal: rollback command {failed.index} failed with {check.failure} on the "
-                        f"scratch database: {failed.command}", "warning"))  # fmt: skip
+        run.emit(
+            Notice(
+                f"rehearsal: rollback command {failed.index} failed with {check.failure} on the "
+                f"scratch database: {failed.command}",
+                "warning",
+            )
+        )
         return check
     check.ran = True
     check.differences = compare(before, take_snapshot())
@@ -130,9 +134,7 @@ def compare(before: Snapshot, after: Snapshot) -> list[Difference]:
     for name in sorted(old_tables.keys() - new_tables.keys()):
         out.append(Difference(name, "table", MISSING, "dropped by the rollback or never re-created"))
     for name in sorted(new_tables.keys() - old_tables.keys()):
-        out.append(
-            Difference(name, "table", LEFT_OVER, "created by the migrations, not dropped by the rollback")
-        )
+        out.append(Difference(name, "table", LEFT_OVER, "created by the migrations, not dropped by the rollback"))
     for name in sorted(old_tables.keys() & new_tables.keys()):
         old, new = old_tables[name].columns, new_tables[name].columns
         for col in sorted(old.keys() - new.keys()):
@@ -146,12 +148,21 @@ def compare(before: Snapshot, after: Snapshot) -> list[Difference]:
     kept = old_tables.keys() & new_tables.keys()
     out += _by_name("constraint", _constraints(before, kept), _constraints(after, kept))
     out += _by_name("index", _indexes(before, kept), _indexes(after, kept))
-    out += _by_name("type", {e.qualname: repr(e.labels) for e in before.enums.values()},
-                    {e.qualname: repr(e.labels) for e in after.enums.values()})  # fmt: skip
-    out += _by_name("view", {v.qualname: v.definition for v in before.views.values()},
-                    {v.qualname: v.definition for v in after.views.values()})  # fmt: skip
-    out += _by_name("function", {f.key: f"{f.result} {f.body}" for f in before.functions.values()},
-                    {f.key: f"{f.result} {f.body}" for f in after.functions.values()})  # fmt: skip
+    out += _by_name(
+        "type",
+        {e.qualname: repr(e.labels) for e in before.enums.values()},
+        {e.qualname: repr(e.labels) for e in after.enums.values()},
+    )
+    out += _by_name(
+        "view",
+        {v.qualname: v.definition for v in before.views.values()},
+        {v.qualname: v.definition for v in after.views.values()},
+    )
+    out += _by_name(
+        "function",
+        {f.key: f"{f.result} {f.body}" for f in before.functions.values()},
+        {f.key: f"{f.result} {f.body}" for f in after.functions.values()},
+    )
     return out
 
 
@@ -163,9 +174,7 @@ def _column_changes(was: Column, now: Column) -> list[str]:
         ("identity", was.identity, now.identity),
         ("generated", was.generated, now.generated),
     )
-    return [
-        f"type {b} -> {a}" if what == "type" else f"{what} {b!r} -> {a!r}" for what, b, a in pairs if b != a
-    ]
+    return [f"type {b} -> {a}" if what == "type" else f"{what} {b!r} -> {a!r}" for what, b, a in pairs if b != a]
 
 
 # Constraints and indexes count only on tables present on both sides: a whole table left
@@ -174,11 +183,7 @@ def _column_changes(was: Column, now: Column) -> list[str]:
 
 def _constraints(snap: Snapshot, kept: set[str]) -> dict[str, str]:
     tables = {oid: t.qualname for oid, t in snap.tables.items() if t.qualname in kept}
-    return {
-        f"{tables[c.table_oid]}.{c.name}": c.definition
-        for c in snap.constraints.values()
-        if c.table_oid in tables
-    }
+    return {f"{tables[c.table_oid]}.{c.name}": c.definition for c in snap.constraints.values() if c.table_oid in tables}
 
 
 def _indexes(snap: Snapshot, kept: set[str]) -> dict[str, str]:
@@ -189,8 +194,9 @@ def _indexes(snap: Snapshot, kept: set[str]) -> dict[str, str]:
 def _by_name(kind: str, old: dict[str, str], new: dict[str, str]) -> list[Difference]:
     out = [Difference(n, kind, MISSING, "") for n in sorted(old.keys() - new.keys())]
     out += [Difference(n, kind, LEFT_OVER, "") for n in sorted(new.keys() - old.keys())]
-    out += [Difference(n, kind, CHANGED, "definition differs") for n in sorted(old.keys() & new.keys())
-            if old[n] != new[n]]  # fmt: skip
+    out += [
+        Difference(n, kind, CHANGED, "definition differs") for n in sorted(old.keys() & new.keys()) if old[n] != new[n]
+    ]
     return out
 
 
@@ -242,8 +248,9 @@ def count_losses(run: Run[RehearseOptions], losses: list[Loss]) -> list[Loss]:
         return []
     timeout = run.options.data_check_timeout
     try:
-        conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("rehearse"),
-                          where="reading the app database")  # fmt: skip
+        conn = db.connect(
+            run.target.app, run.scrub, app_name=db.application_name("rehearse"), where="reading the app database"
+        )
     except MigrateError as exc:
         return [_unknown(loss, run.scrub.text(exc.message)) for loss in losses]
     out: list[Loss] = []
@@ -252,9 +259,7 @@ def count_losses(run: Run[RehearseOptions], losses: list[Loss]) -> list[Loss]:
         for loss in losses:
             rel = sql.Identifier(loss.schema, loss.table)
             counted = (
-                sql.SQL("count(*)")
-                if loss.column is None
-                else sql.SQL("count({})").format(sql.Identifier(loss.column))
+                sql.SQL("count(*)") if loss.column is None else sql.SQL("count({})").format(sql.Identifier(loss.column))
             )
             try:
                 with readonly.bounded(conn, timeout) as c:

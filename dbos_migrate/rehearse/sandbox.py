@@ -47,20 +47,48 @@ ALLOWED = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TMPDIR", "USER
 #: Connection parameters of the deploy role's connection that the temporary role keeps:
 #: where the server is and how to trust it; never the deploy role's client certificate,
 #: password file, service or options.
-_KEPT_PARAMS = frozenset({
-    "host", "hostaddr", "port", "sslmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "connect_timeout",
-    "target_session_attrs", "load_balance_hosts", "keepalives", "keepalives_idle", "keepalives_interval",
-    "keepalives_count", "tcp_user_timeout", "gssencmode", "channel_binding",
-})  # fmt: skip
-_DROPPED_QUERY = frozenset({"user", "password", "passfile", "service", "sslcert", "sslkey", "sslpassword",
-                            "options", "sslcertmode", "require_auth"})  # fmt: skip
+_KEPT_PARAMS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "sslmode",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "connect_timeout",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "gssencmode",
+        "channel_binding",
+    }
+)
+_DROPPED_QUERY = frozenset(
+    {
+        "user",
+        "password",
+        "passfile",
+        "service",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "options",
+        "sslcertmode",
+        "require_auth",
+    }
+)
 
 
 def _denied(name: str) -> bool:
     """Variables that name or carry the real target: never looked up, never passed on."""
     upper = name.upper()
-    return (upper.startswith(("DBOS_MIGRATE_", "PG", "DBOS_DB")) or "DATABASE_URL" in upper
-            or upper in ("DBOS__CLOUD",))  # fmt: skip
+    return upper.startswith(("DBOS_MIGRATE_", "PG", "DBOS_DB")) or "DATABASE_URL" in upper or upper in ("DBOS__CLOUD",)
 
 
 @dataclass
@@ -204,9 +232,7 @@ def _valid_until(conn: Conn) -> str:
 def give_database(conn: Conn, sandbox: Sandbox, database: str) -> None:
     assert sandbox.role is not None
     conn.execute(
-        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-            sql.Identifier(database), sql.Identifier(sandbox.role)
-        )
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), sql.Identifier(sandbox.role))
     )
 
 
@@ -294,12 +320,17 @@ def hand_over(conn: Conn, sandbox: Sandbox) -> list[str]:
             conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kw), sql.SQL(identity), role))
         except psycopg.Error as exc:
             limits.append(f"{kw.lower()} {identity} stays owned by the deploy role: {first_line(exc)}")
-    extensions = [r[0] for r in conn.execute(
-        "SELECT e.extname::text FROM pg_catalog.pg_extension e WHERE e.extname <> 'plpgsql' ORDER BY 1"
-    ).fetchall()]  # fmt: skip
+    extensions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT e.extname::text FROM pg_catalog.pg_extension e WHERE e.extname <> 'plpgsql' ORDER BY 1"
+        ).fetchall()
+    ]
     if extensions:
-        limits.append(f"extension(s) {', '.join(extensions)} and their {len(in_extension)} object(s) stay owned "
-                      "by the deploy role: the commands cannot alter or drop them")  # fmt: skip
+        limits.append(
+            f"extension(s) {', '.join(extensions)} and their {len(in_extension)} object(s) stay owned "
+            "by the deploy role: the commands cannot alter or drop them"
+        )
     return limits
 
 
@@ -351,16 +382,18 @@ def remove_leftover_roles(conn: Conn, lock_class: int, lock_key: Any) -> tuple[l
 # ---------------------------------------------------------------------------- one rehearsal's steps
 
 
-def setup_env(
-    run: Run[RehearseOptions], sandbox: Sandbox, real: Scrubber, real_urls: list[str]
-) -> dict[str, str]:
+def setup_env(run: Run[RehearseOptions], sandbox: Sandbox, real: Scrubber, real_urls: list[str]) -> dict[str, str]:
     """The commands' environment, with a warning per env: entry or variable left out."""
     env, skipped, dropped = environment(sandbox, run.ctx.environ, run.config, real, real_urls)
     for problem in skipped:
         run.emit(Notice(problem.render(), "warning"))
     for key in dropped:
-        run.emit(Notice(f"rehearsal: {key} is not passed to the commands: its value carries the real "
-                        "target's password or URL", "warning"))  # fmt: skip
+        run.emit(
+            Notice(
+                f"rehearsal: {key} is not passed to the commands: its value carries the real target's password or URL",
+                "warning",
+            )
+        )
     return env
 
 
@@ -389,9 +422,7 @@ def own_database(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox, datab
     try:
         give_database(maint, sandbox, database)
     except psycopg.Error as exc:
-        raise db.classify(
-            exc, run.scrub, where="handing the scratch database to the temporary role"
-        ) from None
+        raise db.classify(exc, run.scrub, where="handing the scratch database to the temporary role") from None
 
 
 def after_copy(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox, scratch_target: Target) -> None:
@@ -406,13 +437,12 @@ def after_copy(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox, scratch
         try:
             sandbox.limits += [run.scrub.text(x) for x in hand_over(conn, sandbox)]
         except psycopg.Error as exc:
-            raise db.classify(
-                exc, run.scrub, where="handing the scratch objects to the temporary role"
-            ) from None
+            raise db.classify(exc, run.scrub, where="handing the scratch objects to the temporary role") from None
     own_database(run, maint, sandbox, scratch_target.app_database)
     try:
-        db.connect(sandbox.target.app, run.scrub, app_name=app_name,
-                   where="logging in as the rehearsal's temporary role").close()  # fmt: skip
+        db.connect(
+            sandbox.target.app, run.scrub, app_name=app_name, where="logging in as the rehearsal's temporary role"
+        ).close()
     except MigrateError as exc:
         raise UsageError(
             f"the server does not let the rehearsal's temporary role log in ({exc.message})",
@@ -432,8 +462,13 @@ def drop(run: Run[RehearseOptions], maint: Conn, sandbox: Sandbox) -> None:
     if errors is None:
         sandbox.created = False
         return
-    run.emit(Notice(f"rehearsal: could not drop temporary role {sandbox.role} ({'; '.join(errors)}); "
-                    "the next rehearsal removes it", "warning"))  # fmt: skip
+    run.emit(
+        Notice(
+            f"rehearsal: could not drop temporary role {sandbox.role} ({'; '.join(errors)}); "
+            "the next rehearsal removes it",
+            "warning",
+        )
+    )
 
 
 def _drop_attempts(run: Run[RehearseOptions], maint: Conn, role: str) -> list[str] | None:
@@ -445,8 +480,9 @@ def _drop_attempts(run: Run[RehearseOptions], maint: Conn, role: str) -> list[st
             if attempt or maint.closed or maint.broken:
                 from dbos_migrate.engine.frame import maintenance_connection
 
-                conn = maintenance_connection(run, db.application_name("rehearse"),
-                                              purpose="to drop the temporary role")  # fmt: skip
+                conn = maintenance_connection(
+                    run, db.application_name("rehearse"), purpose="to drop the temporary role"
+                )
             try:
                 drop_role(conn, role)
                 return None

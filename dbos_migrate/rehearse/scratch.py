@@ -52,16 +52,12 @@ def scratch_lock_key(name: str) -> int:
 
 def hold_scratch_lock(conn: Conn, name: str) -> None:
     """Taken before the database exists and held until it is dropped."""
-    conn.execute(
-        "SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", (REHEARSE_LOCK_CLASS, scratch_lock_key(name))
-    )
+    conn.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", (REHEARSE_LOCK_CLASS, scratch_lock_key(name)))
 
 
 def mark(conn: Conn, name: str) -> None:
     """Write the scratch mark on a database this rehearsal has just created (and so owns)."""
-    conn.execute(
-        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(SCRATCH_MARK))
-    )
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(SCRATCH_MARK)))
 
 
 def _scratch_age(name: str, now: datetime) -> timedelta | None:

@@ -50,8 +50,9 @@ def rehearse(
     instance, scratch_target = _scratch_target(run, rehearse_url)
     name = scratch_target.app_database
     listed = "migrate" if direction == "up" else "rollback"
-    box = sandbox.prepare(scratch_target, rehearse_url=bool(rehearse_url),
-                          shared=run.options.rehearse_shared_credentials)  # fmt: skip
+    box = sandbox.prepare(
+        scratch_target, rehearse_url=bool(rehearse_url), shared=run.options.rehearse_shared_credentials
+    )
     run.add_secrets(box.target.secrets)
     env = sandbox.setup_env(run, box, real, real_urls)
     commands = run.commands(getattr(run.config.database, listed), listed, env)
@@ -150,8 +151,9 @@ def _prepare(run: Run[RehearseOptions], maint: Conn, name: str, rehearsal: Rehea
     except psycopg.Error as exc:
         raise db.classify(exc, run.scrub, where="preparing the rehearsal") from None
     try:
-        roles, role_problems = sandbox.remove_leftover_roles(maint, scratch.REHEARSE_LOCK_CLASS,
-                                                             scratch.scratch_lock_key)  # fmt: skip
+        roles, role_problems = sandbox.remove_leftover_roles(
+            maint, scratch.REHEARSE_LOCK_CLASS, scratch.scratch_lock_key
+        )
     except psycopg.Error as exc:
         roles, role_problems = [], [first_line(exc)]
     dropped += [f"role {r}" for r in roles]
@@ -182,9 +184,7 @@ def _create(run: Run[RehearseOptions], maint: Conn, name: str, rehearse_url: str
         raise db.classify(exc, run.scrub, where=f"marking scratch database {name!r}") from None
 
 
-def _drop(
-    run: Run[RehearseOptions], maint: Conn, instance: Endpoint | None, name: str, app_name: str
-) -> bool:
+def _drop(run: Run[RehearseOptions], maint: Conn, instance: Endpoint | None, name: str, app_name: str) -> bool:
     """Drop the scratch database, through a fresh connection if ours broke. Never raises."""
     with scratch.signals_held():
         errors: list[str] = []
@@ -201,8 +201,12 @@ def _drop(
                         conn.close()
             except (psycopg.Error, MigrateError) as exc:
                 errors.append(run.scrub.text(first_line(exc)))
-    run.emit(Notice(f"rehearsal: could not drop scratch database {name} ({'; '.join(errors)}); "
-                    "the next rehearsal removes it", "warning"))  # fmt: skip
+    run.emit(
+        Notice(
+            f"rehearsal: could not drop scratch database {name} ({'; '.join(errors)}); the next rehearsal removes it",
+            "warning",
+        )
+    )
     return False
 
 
@@ -211,9 +215,7 @@ def _copy(run: Run[RehearseOptions], scratch_target: Target, rehearsal: Rehearsa
     target = run.target
     app_name = db.application_name("rehearse")
     try:
-        src = db.connect(
-            target.app, run.scrub, app_name=app_name, where="reading the app database", read_only=True
-        )
+        src = db.connect(target.app, run.scrub, app_name=app_name, where="reading the app database", read_only=True)
     except db.DatabaseMissing:
         rehearsal.copy_method = "none: the app database does not exist yet (first deploy)"
         run.emit(Notice("rehearsal: the app database does not exist yet: the scratch database starts empty"))
@@ -223,9 +225,7 @@ def _copy(run: Run[RehearseOptions], scratch_target: Target, rehearsal: Rehearsa
     with db.closing(src):
         take_lock(run, src, key, target.app_database, deadline)  # a concurrent `up` is not copied half-way
         try:
-            dst = db.connect(
-                scratch_target.app, run.scrub, app_name=app_name, where="opening the scratch database"
-            )
+            dst = db.connect(scratch_target.app, run.scrub, app_name=app_name, where="opening the scratch database")
             with db.closing(dst):
                 rehearsal.copy_method = _copy_schema(run, src, dst, rehearsal, deadline)
                 copied, problems = copy.copy_version_tables(src, dst)
@@ -241,9 +241,7 @@ def _copy(run: Run[RehearseOptions], scratch_target: Target, rehearsal: Rehearsa
     run.emit(Notice(f"rehearsal: schema copied with {rehearsal.copy_method}; version table rows: {tables}"))
 
 
-def _copy_schema(
-    run: Run[RehearseOptions], src: Conn, dst: Conn, rehearsal: Rehearsal, deadline: float
-) -> str:
+def _copy_schema(run: Run[RehearseOptions], src: Conn, dst: Conn, rehearsal: Rehearsal, deadline: float) -> str:
     environ = run.ctx.environ
     mode = (environ.get(copy.COPY_MODE_ENV) or "auto").strip().lower()
     if mode not in ("auto", "pg_dump", "catalog"):
@@ -258,9 +256,7 @@ def _copy_schema(
                     f"install the PostgreSQL {server_major} client tools, set ${copy.PG_DUMP_ENV}, "
                     f"or unset ${copy.COPY_MODE_ENV}",
                 )
-            run.emit(
-                Notice(f"rehearsal: no pg_dump >= {server_major} found: copying the schema from the catalogs")
-            )
+            run.emit(Notice(f"rehearsal: no pg_dump >= {server_major} found: copying the schema from the catalogs"))
         else:
             env = {k: v for k, v in environ.items() if k != "PGSERVICE"}
             env.update(pg_vars(run.target.instance.eff, run.target.app_database))
@@ -272,19 +268,23 @@ def _copy_schema(
                 return f"pg_dump {dump.version} ({dump.path})"
             except copy.CopyFailed as exc:
                 if mode == "pg_dump":
-                    raise DatabaseError(
-                        f"copying the schema with pg_dump failed: {run.scrub.text(str(exc))}"
-                    ) from None
-                run.emit(Notice(f"rehearsal: pg_dump copy failed ({run.scrub.text(str(exc))}): "
-                                "copying the schema from the catalogs instead", "warning"))  # fmt: skip
+                    raise DatabaseError(f"copying the schema with pg_dump failed: {run.scrub.text(str(exc))}") from None
+                run.emit(
+                    Notice(
+                        f"rehearsal: pg_dump copy failed ({run.scrub.text(str(exc))}): "
+                        "copying the schema from the catalogs instead",
+                        "warning",
+                    )
+                )
     problems = copy.catalog_copy(src, dst)
     rehearsal.copy_warnings += [run.scrub.text(f"not copied: {p}") for p in problems]
     return "catalog"
 
 
 def _snapshot(run: Run[RehearseOptions], scratch_target: Target) -> Snapshot:
-    conn = db.connect(scratch_target.app, run.scrub, app_name=db.application_name("rehearse"),
-                      where="reading the scratch database")  # fmt: skip
+    conn = db.connect(
+        scratch_target.app, run.scrub, app_name=db.application_name("rehearse"), where="reading the scratch database"
+    )
     with db.closing(conn):
         try:
             return snapshot(conn)
@@ -318,5 +318,11 @@ def _run(
             "role has and it lacks is a limit of the rehearsal, see rehearsal.credentials.limits)"
         )
     run_commands(
-        run, commands, interrupts, env=env, on_result=finished, label="rehearsal ", failure_hint=hint,
-    )  # fmt: skip
+        run,
+        commands,
+        interrupts,
+        env=env,
+        on_result=finished,
+        label="rehearsal ",
+        failure_hint=hint,
+    )

@@ -27,8 +27,16 @@ UNFINISHED = ("PENDING", "ENQUEUED", "DELAYED")
 APPVERSION_ENV = "DBOS__APPVERSION"
 NAME_LIMIT = 200
 STEP_LIMIT = 500
-_TABLES = ("workflow_status", "operation_outputs", "dbos_migrations", "application_versions",
-           "workflow_inputs", "workflow_queue", "workflow_input", "workflow_output")  # fmt: skip
+_TABLES = (
+    "workflow_status",
+    "operation_outputs",
+    "dbos_migrations",
+    "application_versions",
+    "workflow_inputs",
+    "workflow_queue",
+    "workflow_input",
+    "workflow_output",
+)
 
 
 @dataclass
@@ -68,9 +76,7 @@ class WorkflowReport:
 
 
 def unknown(reason: str, database: str | None, schema: str, environ: Mapping[str, str]) -> WorkflowReport:
-    return WorkflowReport(
-        "unknown", reason, database, schema, this_version=environ.get(APPVERSION_ENV) or None
-    )
+    return WorkflowReport("unknown", reason, database, schema, this_version=environ.get(APPVERSION_ENV) or None)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -92,9 +98,7 @@ def inspect(conn: psycopg.Connection[Any], report: WorkflowReport, timeout_s: fl
         report.reason = f"the system database holds a malformed value ({type(exc).__name__})"
 
 
-def _safe(
-    conn: psycopg.Connection[Any], schema: str, table: str, columns: list[str], timeout_s: float
-) -> None:
+def _safe(conn: psycopg.Connection[Any], schema: str, table: str, columns: list[str], timeout_s: float) -> None:
     """Raise Unreadable when reading `columns` of `table` could run code others wrote."""
     from dbos_migrate.engine.ownership import unsafe_to_read
 
@@ -104,9 +108,7 @@ def _safe(
         raise Unreadable(f"the system database's {why}")
 
 
-def _inspect(
-    conn: psycopg.Connection[Any], report: WorkflowReport, timeout_s: float, scrub: Scrubber
-) -> None:
+def _inspect(conn: psycopg.Connection[Any], report: WorkflowReport, timeout_s: float, scrub: Scrubber) -> None:
     try:
         tables, columns = _catalog(conn, report.schema, timeout_s)
         report.schema_version, why = _version(conn, report.schema, tables, timeout_s)
@@ -115,12 +117,15 @@ def _inspect(
             report.generation += f" ({why})"
         if "workflow_status" not in tables:
             report.status = "unknown"
-            report.reason = (f"no {report.schema}.workflow_status table in the system database "
-                             "(the app has not launched against it yet, or it uses another schema)")  # fmt: skip
+            report.reason = (
+                f"no {report.schema}.workflow_status table in the system database "
+                "(the app has not launched against it yet, or it uses another schema)"
+            )
             return
         status_cols = columns.get("workflow_status", set())
-        report.missing_columns = [c for c in ("status", "name", "application_version", "created_at")
-                                  if c not in status_cols]  # fmt: skip
+        report.missing_columns = [
+            c for c in ("status", "name", "application_version", "created_at") if c not in status_cols
+        ]
         if "status" not in status_cols:
             report.status, report.reason = "unknown", "workflow_status has no status column"
             return
@@ -137,9 +142,7 @@ def _inspect(
     report.status = "found" if report.versions else "none"
 
 
-def _catalog(
-    conn: psycopg.Connection[Any], schema: str, timeout_s: float
-) -> tuple[set[str], dict[str, set[str]]]:
+def _catalog(conn: psycopg.Connection[Any], schema: str, timeout_s: float) -> tuple[set[str], dict[str, set[str]]]:
     """The DBOS tables present (and public.alembic_version/knex_migrations), and the columns of
     workflow_status and operation_outputs, from pg_catalog: no privilege is needed for them."""
     with readonly.bounded(conn, timeout_s):
@@ -207,9 +210,7 @@ def generation(tables: set[str], version: int | None) -> str:
         if version is None:
             return "DBOS system schema with dbos_migrations (version not readable)"
         if version >= 100:
-            which = (
-                "Python 3.x, TypeScript 5.x" if "workflow_input" in tables else "Python 2.x, TypeScript 4.x"
-            )
+            which = "Python 3.x, TypeScript 5.x" if "workflow_input" in tables else "Python 2.x, TypeScript 4.x"
             return f"DBOS shared system schema, migration {version} ({which} or Go)"
         if "public.alembic_version" in tables:
             return f"DBOS Python 1.x, upgraded from 0.x (dbos_migrations {version})"
@@ -227,25 +228,32 @@ def _col(cols: set[str], name: str, fallback: str) -> sql.Composable:
     return sql.Identifier(name) if name in cols else sql.SQL(fallback)
 
 
-def _counts(conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str], timeout_s: float,
-            scrub: Scrubber) -> None:  # fmt: skip
+def _counts(
+    conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str], timeout_s: float, scrub: Scrubber
+) -> None:
     table = sql.Identifier(report.schema, "workflow_status")
     version = _col(cols, "application_version", "NULL::text")
     name = _col(cols, "name", "NULL::text")
-    age = (sql.SQL("(extract(epoch FROM clock_timestamp()) * 1000)::bigint - min({})").format(sql.Identifier("created_at"))
-           if "created_at" in cols else sql.SQL("NULL::bigint"))  # fmt: skip
+    age = (
+        sql.SQL("(extract(epoch FROM clock_timestamp()) * 1000)::bigint - min({})").format(sql.Identifier("created_at"))
+        if "created_at" in cols
+        else sql.SQL("NULL::bigint")
+    )
     with readonly.bounded(conn, timeout_s):
         totals = conn.execute(
-            sql.SQL("SELECT coalesce({v}::text, ''), status::text, count(*), {age} FROM {t} "
-                    "WHERE status = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2").format(v=version, age=age, t=table),
+            sql.SQL(
+                "SELECT coalesce({v}::text, ''), status::text, count(*), {age} FROM {t} "
+                "WHERE status = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2"
+            ).format(v=version, age=age, t=table),
             (list(UNFINISHED),),
-        ).fetchall()  # fmt: skip
+        ).fetchall()
         names = conn.execute(
-            sql.SQL("SELECT coalesce({v}::text, ''), coalesce({n}::text, ''), count(*) FROM {t} "
-                    "WHERE status = ANY(%s) GROUP BY 1, 2 ORDER BY 3 DESC, 2 LIMIT {lim}").format(
-                v=version, n=name, t=table, lim=sql.Literal(NAME_LIMIT)),
+            sql.SQL(
+                "SELECT coalesce({v}::text, ''), coalesce({n}::text, ''), count(*) FROM {t} "
+                "WHERE status = ANY(%s) GROUP BY 1, 2 ORDER BY 3 DESC, 2 LIMIT {lim}"
+            ).format(v=version, n=name, t=table, lim=sql.Literal(NAME_LIMIT)),
             (list(UNFINISHED),),
-        ).fetchall()  # fmt: skip
+        ).fetchall()
     by_version: dict[str, VersionCount] = {}
     for ver, status, count, age_ms in totals:
         entry = by_version.setdefault(scrub.text(ver), VersionCount(scrub.text(ver), 0))
@@ -261,8 +269,9 @@ def _counts(conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str
     report.versions = sorted(by_version.values(), key=lambda v: (-v.count, v.version))
 
 
-def _steps(conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str], timeout_s: float,
-           scrub: Scrubber) -> None:  # fmt: skip
+def _steps(
+    conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str], timeout_s: float, scrub: Scrubber
+) -> None:
     """The step names recorded so far by the unfinished workflows (operation_outputs)."""
 
     def qualified(column: str) -> sql.Composable:
@@ -270,14 +279,19 @@ def _steps(conn: psycopg.Connection[Any], report: WorkflowReport, cols: set[str]
 
     with readonly.bounded(conn, timeout_s):
         rows = conn.execute(
-            sql.SQL("SELECT DISTINCT coalesce({v}::text, ''), coalesce({n}::text, ''), o.function_name::text "
-                    "FROM {o} o JOIN {w} w ON w.workflow_uuid = o.workflow_uuid "
-                    "WHERE w.status = ANY(%s) AND coalesce(o.function_name, '') <> '' LIMIT {lim}").format(
-                v=qualified("application_version"), n=qualified("name"),
+            sql.SQL(
+                "SELECT DISTINCT coalesce({v}::text, ''), coalesce({n}::text, ''), o.function_name::text "
+                "FROM {o} o JOIN {w} w ON w.workflow_uuid = o.workflow_uuid "
+                "WHERE w.status = ANY(%s) AND coalesce(o.function_name, '') <> '' LIMIT {lim}"
+            ).format(
+                v=qualified("application_version"),
+                n=qualified("name"),
                 o=sql.Identifier(report.schema, "operation_outputs"),
-                w=sql.Identifier(report.schema, "workflow_status"), lim=sql.Literal(STEP_LIMIT)),
+                w=sql.Identifier(report.schema, "workflow_status"),
+                lim=sql.Literal(STEP_LIMIT),
+            ),
             (list(UNFINISHED),),
-        ).fetchall()  # fmt: skip
+        ).fetchall()
     for ver, wf_name, step in rows:
         report.steps.setdefault((scrub.text(ver), scrub.text(wf_name)), []).append(scrub.text(step))
 

@@ -37,9 +37,7 @@ class Fanout:
             sink(event)
 
 
-def reporting(
-    ctx: Context, *, json: bool, quiet: bool = False, verbose: bool = False
-) -> tuple[Sink, Context]:
+def reporting(ctx: Context, *, json: bool, quiet: bool = False, verbose: bool = False) -> tuple[Sink, Context]:
     """The sink for this output mode, and the Context the verb runs with: the same, but with
     the commands' output routed for this mode (to stderr in JSON mode, so stdout stays one
     document; through the spinner on a terminal)."""

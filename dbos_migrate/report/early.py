@@ -25,9 +25,7 @@ def wants_json(args: list[str], environ: dict[str, str] | Any) -> bool:
     return bool(environ.get(ENV_PREFIX + "OUTPUT") == "json")
 
 
-def stopped_early(
-    exc: MigrateError, args: list[str], stdout: TextWriter, stderr: TextWriter, environ: Any
-) -> int:
+def stopped_early(exc: MigrateError, args: list[str], stdout: TextWriter, stderr: TextWriter, environ: Any) -> int:
     """The error on stderr and, in JSON mode when stdout is still empty, the document; the
     exit code."""
     from dbos_migrate.report.style import Style

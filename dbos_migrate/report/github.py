@@ -37,8 +37,10 @@ def escape(text: str, *, prop: bool = False) -> str:
 def write_annotations(error: MigrateError | None, warnings: list[Problem], out: TextWriter) -> None:
     """`::error file=..,line=..,col=..::` lines that GitHub shows on the pull request."""
     for w in warnings:
-        out.write(f"::warning file={escape(w.file, prop=True)},line={w.line},col={w.column}::"
-                  f"{escape(w.path + ': ' + w.message)}\n")  # fmt: skip
+        out.write(
+            f"::warning file={escape(w.file, prop=True)},line={w.line},col={w.column}::"
+            f"{escape(w.path + ': ' + w.message)}\n"
+        )
     if error is None:
         return
     problems: list[Problem] = getattr(error, "problems", [])
@@ -67,9 +69,7 @@ def summary(report: RunReport) -> str:
         lines += ["", "| # | Command | Status | Exit | Duration |", "|---|---|---|---|---|"]
         for c in report.commands:
             exit_code = c.exit_code if c.exit_code is not None else "-"
-            lines.append(
-                f"| {c.index} | {code(c.command)} | {cell(c.status)} | {exit_code} | {c.duration_s:.2f}s |"
-            )
+            lines.append(f"| {c.index} | {code(c.command)} | {cell(c.status)} | {exit_code} | {c.duration_s:.2f}s |")
     if report.rehearsal is not None:
         lines += rehearsal_summary(report.rehearsal, gate=report.verb == "up")
     if report.error is not None:
@@ -103,8 +103,12 @@ def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
 
     changes = rehearsal.changes
     counts = rehearsal.counts()
-    lines = ["", f"#### Rehearsal: {len(changes)} change(s): {counts['breaking']} breaking, "
-             f"{counts['lock-heavy']} lock-heavy, {counts['safe']} safe", ""]  # fmt: skip
+    lines = [
+        "",
+        f"#### Rehearsal: {len(changes)} change(s): {counts['breaking']} breaking, "
+        f"{counts['lock-heavy']} lock-heavy, {counts['safe']} safe",
+        "",
+    ]
     for line in (verdict_line(rehearsal, gate), workflows_line(rehearsal.workflows), data_line(rehearsal)):
         if line:
             head, _, rest = line.partition(": ")
@@ -119,14 +123,15 @@ def rehearsal_summary(rehearsal: Rehearsal, *, gate: bool) -> list[str]:
     ]
     for index, change in enumerate(changes[:SUMMARY_ROWS]):
         data = "<br>".join(
-            f"**{f.severity}** {f.rule} {cell(f.spec.name)}: {cell(f.detail)}"
-            for f in rehearsal.findings_of(index)
+            f"**{f.severity}** {f.rule} {cell(f.spec.name)}: {cell(f.detail)}" for f in rehearsal.findings_of(index)
         )
         hint = cell(change.spec.hint) if change.severity != SAFE else ""
         fact = cell(workflow_fact(change, rehearsal.workflows) or "")
         severity = f"**{change.severity}**" if change.severity == BREAKING else change.severity
-        lines.append(f"| {severity} | {change.rule} {change.spec.name} | {code(change.object)} | "
-                     f"{cell(change.detail)} | {hint} | {data} | {fact} |")  # fmt: skip
+        lines.append(
+            f"| {severity} | {change.rule} {change.spec.name} | {code(change.object)} | "
+            f"{cell(change.detail)} | {hint} | {data} | {fact} |"
+        )
     if len(changes) > SUMMARY_ROWS:
         lines.append(f"\n{len(changes) - SUMMARY_ROWS} more change(s): see `-o json`.")
     return lines
@@ -154,9 +159,7 @@ def rehearsal_annotations(report: RunReport, out: TextWriter) -> None:
     rehearsal = report.rehearsal
     if rehearsal is None:
         return
-    refused = (
-        report.verb == "up" and rehearsal.verdict is not None and rehearsal.verdict.refuse and not report.ok
-    )
+    refused = report.verb == "up" and rehearsal.verdict is not None and rehearsal.verdict.refuse and not report.ok
     notes: list[tuple[str, str, str]] = []
     for index, change in enumerate(rehearsal.changes):
         if change.severity != SAFE:
@@ -169,9 +172,7 @@ def rehearsal_annotations(report: RunReport, out: TextWriter) -> None:
         for f in rehearsal.findings_of(index):
             if f.severity != SAFE:
                 level = "error" if refused and f.severity == BREAKING else "warning"
-                notes.append(
-                    (level, f"{f.rule} {f.spec.name}", f"{f.object}: {f.detail}. Hint: {f.spec.hint}")
-                )
+                notes.append((level, f"{f.rule} {f.spec.name}", f"{f.object}: {f.detail}. Hint: {f.spec.hint}"))
     for level, title, message in notes[:ANNOTATIONS]:
         _annotate(out, level, title, message)
     if len(notes) > ANNOTATIONS:
@@ -224,10 +225,14 @@ class GithubReporter:
             if isinstance(result, InitReport)
             else (result.warnings if isinstance(result, Validation) else result.where.warnings)
         )
-        write_annotations(result.error, warnings, self.out)  # fmt: skip
+        write_annotations(result.error, warnings, self.out)
         if self.summary_path and isinstance(result, RunReport):
             refused = append_summary(self.summary_path, summary(result))
             if refused is not None:
-                _annotate(self.out, "warning", "dbos-migrate step summary",
-                          f"GITHUB_STEP_SUMMARY {self.summary_path} {refused}: no summary written")  # fmt: skip
+                _annotate(
+                    self.out,
+                    "warning",
+                    "dbos-migrate step summary",
+                    f"GITHUB_STEP_SUMMARY {self.summary_path} {refused}: no summary written",
+                )
                 self.out.flush()

@@ -54,10 +54,16 @@ def document(result: Result) -> dict[str, Any]:
         }
     if isinstance(result, InitReport):
         return {
-            "ok": result.ok, "command": "init", "config": result.config_path, "tool": result.tool,
-            "existed": result.existed, "added": list(result.added), "diff": result.diff,
-            "written": result.written, "error": error_json(result.error),
-        }  # fmt: skip
+            "ok": result.ok,
+            "command": "init",
+            "config": result.config_path,
+            "tool": result.tool,
+            "existed": result.existed,
+            "added": list(result.added),
+            "diff": result.diff,
+            "written": result.written,
+            "error": error_json(result.error),
+        }
     doc: dict[str, Any] = {"ok": result.ok, "command": result.verb, **to_json(result.where)}
     if isinstance(result, DropReport):
         doc.update(databases=to_json(result.databases), forced=result.forced)
@@ -139,11 +145,18 @@ def local_server_document(action: str, server: Any, error: MigrateError | None) 
     doc: dict[str, Any] = {"ok": error is None, "command": f"postgres {action}"}
     if server is not None:
         doc.update(
-            port=server.port, running=server.running, changed=server.changed, backend=server.backend,
-            version=server.version, url=server.masked_url, data_dir=_path(server.datadir),
-            log=_path(server.log_file), container=server.container, moved_from=server.moved_from,
+            port=server.port,
+            running=server.running,
+            changed=server.changed,
+            backend=server.backend,
+            version=server.version,
+            url=server.masked_url,
+            data_dir=_path(server.datadir),
+            log=_path(server.log_file),
+            container=server.container,
+            moved_from=server.moved_from,
             foreign=server.foreign,
-        )  # fmt: skip
+        )
     doc["error"] = error_json(error)
     return doc
 

@@ -57,9 +57,7 @@ def to_json(value: object) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         shape = SHAPES.get(f"{type(value).__module__}.{type(value).__qualname__}")
         if shape is None:
-            return {
-                f.name: to_json(getattr(value, f.name)) for f in fields(value) if not f.name.startswith("_")
-            }
+            return {f.name: to_json(getattr(value, f.name)) for f in fields(value) if not f.name.startswith("_")}
         return shape.render(value)
     return value
 
@@ -167,9 +165,7 @@ SHAPES: dict[str, Shape] = {
         statuses_counted=_statuses_counted,
         unfinished_other_versions=lambda w: sum(v.count for v in w.others()),
     ),
-    "dbos_migrate.rehearse.workflows.VersionCount": Shape(
-        "version count statuses oldest_age_s names", names=_names
-    ),
+    "dbos_migrate.rehearse.workflows.VersionCount": Shape("version count statuses oldest_age_s names", names=_names),
     "dbos_migrate.rehearse.rollback.RollbackCheck": Shape(
         "ran restores differences failed commands elapsed_ms", failed=_failed_rollback
     ),

@@ -37,9 +37,7 @@ def workflows_json(change: Change, report: WorkflowReport | None) -> dict[str, A
         "status": report.status,
         "reason": report.reason,
         "unfinished_other_versions": sum(v.count for v in others),
-        "versions": [
-            {"version": v.version, "count": v.count, "oldest_age_s": v.oldest_age_s} for v in others
-        ],
+        "versions": [{"version": v.version, "count": v.count, "oldest_age_s": v.oldest_age_s} for v in others],
         "related": to_json(ties(change, report)) if report.status == "found" else [],
     }
 
@@ -57,9 +55,7 @@ def workflow_fact(change: Change, report: WorkflowReport | None) -> str | None:
     text = f"{count} unfinished of another version ({versions_text(report)})"
     related = ties(change, report)
     if related:
-        shown = ", ".join(
-            f"{t.workflow} [{t.version or '(none)'}] x{t.count} via {t.via}" for t in related[:5]
-        )
+        shown = ", ".join(f"{t.workflow} [{t.version or '(none)'}] x{t.count} via {t.via}" for t in related[:5])
         more = f" and {len(related) - 5} more" if len(related) > 5 else ""
         text += f"; may concern: {shown}{more}"
     return text
@@ -86,9 +82,7 @@ def workflows_line(report: WorkflowReport | None) -> str | None:
     if report.status == "none":
         return f"{head}: no unfinished workflow{this}"
     other = sum(v.count for v in report.others())
-    line = (
-        f"{head}: {report.unfinished} unfinished (PENDING/ENQUEUED/DELAYED), {other} of another version{this}"
-    )
+    line = f"{head}: {report.unfinished} unfinished (PENDING/ENQUEUED/DELAYED), {other} of another version{this}"
     return line + (f": {versions_text(report)}" if other else "")
 
 
@@ -99,12 +93,13 @@ def data_line(rehearsal: Rehearsal) -> str | None:
     if not report.enabled or report.skipped:
         return f"data checks: none ({report.skipped})"
     counts = {
-        sev: sum(1 for f in rehearsal.findings if f.severity == sev)
-        for sev in (BREAKING, LOCK_HEAVY, UNKNOWN, SAFE)
+        sev: sum(1 for f in rehearsal.findings if f.severity == sev) for sev in (BREAKING, LOCK_HEAVY, UNKNOWN, SAFE)
     }
     found = ", ".join(f"{n} {sev}" for sev, n in counts.items() if n) or "nothing"
-    line = (f"data checks: {report.checks} on {report.database} in {report.elapsed_ms} ms "
-            f"(each at most {report.settings.timeout_s:g}s, read-only): {found}")  # fmt: skip
+    line = (
+        f"data checks: {report.checks} on {report.database} in {report.elapsed_ms} ms "
+        f"(each at most {report.settings.timeout_s:g}s, read-only): {found}"
+    )
     unknown = [f for f in rehearsal.findings if f.severity == UNKNOWN]
     return line + (f" ({unknown_summary(unknown)})" if unknown else "")
 

@@ -16,9 +16,7 @@ _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 # C0 controls but newline and tab, DEL, C1 controls, and the bidirectional overrides that
 # make a terminal show text other than what it is (docs/security.md, "Text that others
 # control"). A single-line field has its line feeds and tabs escaped too.
-_UNPRINTABLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
-)
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 _UNPRINTABLE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 #: The most characters of one field that any renderer shows (text, GitHub, step summary):
 #: a longer value shows its beginning and its length (docs/security.md).

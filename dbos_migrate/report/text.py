@@ -138,9 +138,7 @@ class TextReporter:
             self.out.flush()
             return
         result = event.result if isinstance(event, Finished) else None
-        printed = isinstance(result, RunReport) and (
-            result.user_role_sql is not None or result.steps is not None
-        )
+        printed = isinstance(result, RunReport) and (result.user_role_sql is not None or result.steps is not None)
         if isinstance(result, RunReport) and printed and result.error is None:
             self._printed(result)  # SQL of many long lines: escaped, never cut
             return
@@ -172,10 +170,7 @@ class TextReporter:
         elif isinstance(event, DatabaseReady):
             # The system database's own line, after its schema, says "exists": only its creation here.
             if event.kind == "app" or event.created:
-                self.info(
-                    f"{event.kind} database {event.name} "
-                    + (s.green("created") if event.created else "exists")
-                )
+                self.info(f"{event.kind} database {event.name} " + (s.green("created") if event.created else "exists"))
         elif isinstance(event, GuardWarning):
             render_guard(event, self.err, self.err_style)
         elif isinstance(event, DropWarning):
@@ -224,8 +219,11 @@ class TextReporter:
                 self.info(line)
         breaking = rehearsal.breaking
         if breaking and not event.gate:
-            self.line(self.style.yellow("warning: ") + f"rehearsal found {len(breaking)} breaking change(s): "
-                      + breaking_summary(breaking))  # fmt: skip
+            self.line(
+                self.style.yellow("warning: ")
+                + f"rehearsal found {len(breaking)} breaking change(s): "
+                + breaking_summary(breaking)
+            )
         verdict = verdict_line(rehearsal, event.gate)
         if verdict and not (event.gate and rehearsal.verdict and rehearsal.verdict.refuse):
             self.info(verdict)  # a refusal is the run's error, shown once at the end
@@ -297,9 +295,7 @@ class TextReporter:
             total = sum(c.duration_s for c in r.commands)
             created = " (created)" if r.created else ""
             name = r.where.app_database
-            self.info(
-                s.green("done: ") + f"{len(r.commands)} command(s) ran in {total:.2f}s on {name}{created}"
-            )
+            self.info(s.green("done: ") + f"{len(r.commands)} command(s) ran in {total:.2f}s on {name}{created}")
 
 
 def render_steps(steps: list[PlannedStep], line: Callable[[str], None], s: Style) -> None:
@@ -325,9 +321,7 @@ def render_steps(steps: list[PlannedStep], line: Callable[[str], None], s: Style
         line(text.rstrip("\n"))
 
 
-def render_validation(
-    result: Validation, out: TextWriter, err: TextWriter, style: Style, *, quiet: bool
-) -> None:
+def render_validation(result: Validation, out: TextWriter, err: TextWriter, style: Style, *, quiet: bool) -> None:
     """Warnings, then every error as file:line:col: path: message."""
     for w in result.warnings:
         err.write(style.yellow("warning: ") + w.render() + "\n")
@@ -364,17 +358,13 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
     prod = s.red("yes") if r.production else "no"
     out.write(f"  production      {prod}  {s.dim('(' + (r.production_reason or '') + ')')}\n")
     if report.reachable:
-        out.write(
-            f"  server          reachable, PostgreSQL {report.server_version}, {report.latency_ms} ms\n"
-        )
+        out.write(f"  server          reachable, PostgreSQL {report.server_version}, {report.latency_ms} ms\n")
     else:
         out.write(f"  server          {s.red('unreachable')} (see the error below)\n")
         out.flush()
         return
     if report.standby:
-        out.write(
-            f"  read-only       {s.yellow('yes: a hot standby (in recovery); up and down refuse here')}\n"
-        )
+        out.write(f"  read-only       {s.yellow('yes: a hot standby (in recovery); up and down refuse here')}\n")
     missing = "no (read-only standby: up cannot create it)" if report.standby else "no (up will create it)"
     exists = {True: "yes", False: s.yellow(missing), None: "unknown"}[report.exists]
     out.write(f"  exists          {exists}\n")
@@ -398,8 +388,10 @@ def render_status(report: StatusReport, out: TextWriter, s: Style, quiet: bool =
     if last is not None and last.outcome != "succeeded":
         when = last.at.isoformat()[:19].replace("T", " ") if last.at else "unknown"
         code = last.exit_code if last.exit_code is not None else "-"
-        out.write(f"  last run        {s.red(last.outcome)}: {last.direction} {last.run_id[:8]} command "
-                  f"#{last.failed_index} exit {code} at {when}: {last.failed_command}\n")  # fmt: skip
+        out.write(
+            f"  last run        {s.red(last.outcome)}: {last.direction} {last.run_id[:8]} command "
+            f"#{last.failed_index} exit {code} at {when}: {last.failed_command}\n"
+        )
         out.write(f"  next            {last.next_command}\n")
         out.write(f"                  {s.dim(last.next_reason or '')}\n")
     elif last is not None:
@@ -414,9 +406,7 @@ def system_line(system: SystemDatabase, s: Style, *, standby: bool = False) -> s
     if system.exists is None:
         return f"{system.url}: {system.action}"
     if not system.exists:
-        return f"{system.url}: " + s.yellow(
-            "missing (read-only standby)" if standby else "missing (up creates it)"
-        )
+        return f"{system.url}: " + s.yellow("missing (read-only standby)" if standby else "missing (up creates it)")
     return f"{system.url}: exists, DBOS schema version {system.schema_version or 'none yet'}"
 
 
@@ -468,9 +458,7 @@ def render_changes(rehearsal: Rehearsal) -> str:
         if change.severity != SAFE:
             lines.append(f"{pad}hint: {change.spec.hint}")
         for finding in rehearsal.findings_of(index):
-            lines.append(
-                f"{pad}data: {finding.severity} {finding.rule} {finding.spec.name}: {finding.detail}"
-            )
+            lines.append(f"{pad}data: {finding.severity} {finding.rule} {finding.spec.name}: {finding.detail}")
             if finding.severity in (BREAKING, LOCK_HEAVY):
                 lines.append(f"{pad}      hint: {finding.spec.hint}")
         fact = workflow_fact(change, rehearsal.workflows)

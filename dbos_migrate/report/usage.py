@@ -50,9 +50,7 @@ def reworded(exc: Any) -> str | None:
 def _options_of(command: Any) -> list[str]:
     names: list[str] = []
     for param in getattr(command, "params", []):
-        names += [
-            o for o in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])] if o[:1] == "-"
-        ]
+        names += [o for o in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])] if o[:1] == "-"]
     return names
 
 
@@ -68,9 +66,7 @@ def _no_such_option(exc: Any) -> str:
             return f"No such option before the command: {name} goes after it, e.g. `{PROGRAM} up {name} ...`"
     text = f"No such option: {name}"
     if close:
-        text += (
-            f". Did you mean {close[0]}?" if len(close) == 1 else f". Did you mean one of {', '.join(close)}?"
-        )
+        text += f". Did you mean {close[0]}?" if len(close) == 1 else f". Did you mean one of {', '.join(close)}?"
     return text
 
 
@@ -137,9 +133,7 @@ def _click_problem(message: str) -> str:
     match = re.fullmatch(r"(.*) is not a valid (float|integer)(?: range)?\.", message)
     if match:
         return f"{match.group(1)} is not a {'number' if match.group(2) == 'float' else 'whole number'}"
-    match = re.fullmatch(
-        r"(.*) is not in the range (?:([-\d.]+)<=?)?x(?:>=?([-\d.]+))?(?:<=?([-\d.]+))?\.", message
-    )
+    match = re.fullmatch(r"(.*) is not in the range (?:([-\d.]+)<=?)?x(?:>=?([-\d.]+))?(?:<=?([-\d.]+))?\.", message)
     if match:
         got, low, low_alone, high = match.groups()
         return _bounds(low or low_alone, high, got)

@@ -321,9 +321,20 @@ _ANNOTATIONS = frozenset(
     }
 )
 _CHECKED = frozenset(
-    {"type", "enum", "properties", "additionalProperties", "items", "minLength", "pattern", "minimum", "maximum",
-     "anyOf", "$ref"}
-)  # fmt: skip
+    {
+        "type",
+        "enum",
+        "properties",
+        "additionalProperties",
+        "items",
+        "minLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "anyOf",
+        "$ref",
+    }
+)
 _TYPES = {
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
@@ -331,9 +342,7 @@ _TYPES = {
     "array": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
-    ),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
 }
 
 
@@ -370,11 +379,7 @@ def _conforms(value: Any, node: Any, root: dict[str, Any]) -> bool:
             return False
         if "maximum" in node and value > node["maximum"]:
             return False
-    if (
-        isinstance(value, list)
-        and "items" in node
-        and not all(_conforms(i, node["items"], root) for i in value)
-    ):
+    if isinstance(value, list) and "items" in node and not all(_conforms(i, node["items"], root) for i in value):
         return False
     if isinstance(value, dict):
         props = node.get("properties", {})
@@ -501,14 +506,14 @@ def read_config_bytes(fs_path: FsPath, *, given: bool) -> bytes:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         if given:
-            raise UsageError(f"{file}: no such config file (tried {fs_path.absolute()})",
-                             "check the path given to -c/--config") from None  # fmt: skip
-        raise UsageError(f"{file}: no such config file in {FsPath.cwd()}",
-                         "run from the app's directory, or pass -c/--config PATH") from None  # fmt: skip
-    except IsADirectoryError:
+            raise UsageError(
+                f"{file}: no such config file (tried {fs_path.absolute()})", "check the path given to -c/--config"
+            ) from None
         raise UsageError(
-            f"{file}: is a directory, not a config file", "pass -c PATH/dbos-config.yaml"
+            f"{file}: no such config file in {FsPath.cwd()}", "run from the app's directory, or pass -c/--config PATH"
         ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{file}: is a directory, not a config file", "pass -c PATH/dbos-config.yaml") from None
     except NotRegularFile as exc:  # a FIFO would block forever (docs/security.md)
         raise UsageError(f"{file}: is {exc.kind}, not a config file", "pass a regular file") from None
     except OSError as exc:
@@ -682,9 +687,14 @@ def check_app_db_name(name: str, source: str) -> str:
             hint,
         )
     if name in RESERVED_DATABASES:
-        raise UsageError(f"app database name {name!r} from {source} is a database every PostgreSQL instance has, "
-                         "not an app's own", hint)  # fmt: skip
+        raise UsageError(
+            f"app database name {name!r} from {source} is a database every PostgreSQL instance has, not an app's own",
+            hint,
+        )
     if name.startswith(SCRATCH_PREFIX):
-        raise UsageError(f"app database name {name!r} from {source} starts with {SCRATCH_PREFIX!r}, which is kept "
-                         "for the rehearsal's scratch databases (dropped after each rehearsal)", hint)  # fmt: skip
+        raise UsageError(
+            f"app database name {name!r} from {source} starts with {SCRATCH_PREFIX!r}, which is kept "
+            "for the rehearsal's scratch databases (dropped after each rehearsal)",
+            hint,
+        )
     return name

@@ -289,9 +289,7 @@ def url_problem(text: str, *, what: str = "database URL") -> UsageError | None:
             return UsageError(f"the {what} has an invalid host: unbalanced [ ] around an IPv6 address")
         if port is not None:
             if ":" in port:
-                return UsageError(
-                    f"the {what} gives two ports ({port!r})", "write host:port once, e.g. localhost:5432"
-                )
+                return UsageError(f"the {what} gives two ports ({port!r})", "write host:port once, e.g. localhost:5432")
             if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
                 return UsageError(
                     f"the {what} has a port that is not a number from 1 to 65535 ({_short(port)!r})",
@@ -303,9 +301,7 @@ def url_problem(text: str, *, what: str = "database URL") -> UsageError | None:
     if sp.query is not None:
         for kv in text[sp.query[0] : sp.query[1]].split("&"):
             if kv and "=" not in kv:
-                return UsageError(
-                    f"the {what} has a query parameter without a value", "write ?key=value&key=value"
-                )
+                return UsageError(f"the {what} has a query parameter without a value", "write ?key=value&key=value")
     return None
 
 
@@ -353,11 +349,7 @@ def compose(
     or name survives the trip. Pure (no libpq parse): `synthesized` returns it parsed."""
     auth = ""
     if user is not None or password is not None:
-        auth = (
-            quote(user or "", safe="")
-            + (":" + quote(password, safe="") if password is not None else "")
-            + "@"
-        )
+        auth = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
     hostpart = ""
     query: list[tuple[str, str]] = list(params)
     if host and host.startswith("/"):
@@ -462,12 +454,8 @@ class Effective:
             shown = host or "the default unix socket"
             if i < len(addrs) and addrs[i]:
                 shown += f" (address {addrs[i]})"
-            parts.append(
-                f"{shown}:{port or '5432'}" if not host.startswith("/") else f"{shown} port {port or '5432'}"
-            )
-        notes = [
-            f"{k} from {s}" for k, s in self.sources if k in ("host", "hostaddr", "port") and s != "the URL"
-        ]
+            parts.append(f"{shown}:{port or '5432'}" if not host.startswith("/") else f"{shown} port {port or '5432'}")
+        notes = [f"{k} from {s}" for k, s in self.sources if k in ("host", "hostaddr", "port") and s != "the URL"]
         return ", ".join(parts) + (f" ({'; '.join(notes)})" if notes else "")
 
     def detail(self) -> ConnectionDetail:
@@ -516,9 +504,7 @@ def effective(
     # Every password .pgpass holds for these hosts could reach output: scrub them all.
     secrets += _pgpass_all(values, environ, read)
     ordered = tuple(sorted(values.items()))
-    return Effective(
-        ordered, tuple(sorted(sources.items())), password, password_source, tuple(dict.fromkeys(secrets))
-    )
+    return Effective(ordered, tuple(sorted(sources.items())), password, password_source, tuple(dict.fromkeys(secrets)))
 
 
 def _home(environ: Mapping[str, str]) -> str:
@@ -545,9 +531,7 @@ def service_files(environ: Mapping[str, str]) -> list[str]:
 SYSTEM_SERVICE_FILES = ("/etc/postgresql-common/pg_service.conf", "/etc/pg_service.conf")
 
 
-def read_service(
-    name: str, environ: Mapping[str, str], read: Reader = read_file
-) -> tuple[dict[str, str], str]:
+def read_service(name: str, environ: Mapping[str, str], read: Reader = read_file) -> tuple[dict[str, str], str]:
     """The parameters of service `name` from the first file that defines it.
 
     A service that cannot be found is an error, as in libpq: connecting anyway could reach
@@ -632,9 +616,7 @@ def _default_user(environ: Mapping[str, str]) -> str:
         return environ.get("USER", "")
 
 
-def _pgpass(
-    values: Mapping[str, str], environ: Mapping[str, str], read: Reader
-) -> tuple[str | None, str | None]:
+def _pgpass(values: Mapping[str, str], environ: Mapping[str, str], read: Reader) -> tuple[str | None, str | None]:
     """The password libpq would read from .pgpass for the first host, as libpq matches it."""
     if read is read_file and not private(pgpass_file(values, environ)):
         return None, None

@@ -78,9 +78,7 @@ def added(paths: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
         except FileNotFoundError:
             raise UsageError(f"{path}: no such file", "check the path given to --env-file") from None
         except NotRegularFile as exc:  # a FIFO would block forever (docs/security.md)
-            raise UsageError(
-                f"{path}: is {exc.kind}, not a regular file", "give --env-file a dotenv file"
-            ) from None
+            raise UsageError(f"{path}: is {exc.kind}, not a regular file", "give --env-file a dotenv file") from None
         except IsADirectoryError:
             raise UsageError(f"{path}: a directory, not a file", "give --env-file a dotenv file") from None
         except PermissionError:

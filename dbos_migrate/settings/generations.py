@@ -38,9 +38,7 @@ class Generation:
 
 def detect(directory: Path, language: str | None) -> Generation:
     """The generation of the app whose config is in `directory` (see the module doc)."""
-    is_ts = language in ("node", "typescript") or (
-        language is None and (directory / "package.json").is_file()
-    )
+    is_ts = language in ("node", "typescript") or (language is None and (directory / "package.json").is_file())
     if is_ts:
         return _typescript(directory)
     found = _python(directory)
@@ -98,14 +96,25 @@ def name_problems(gen: Generation, name: str, where: Problem) -> tuple[list[Prob
     warnings: list[Problem] = []
     top = 256 if gen.major is None or gen.major >= 3 else 30
     if not re.fullmatch(r"[a-z0-9_-]+", name):
-        errors.append(replace(where, message=f"app name {name!r}: {gen.describe()} refuses it at launch: "
-                              f"only {rule} are allowed"))  # fmt: skip
+        errors.append(
+            replace(where, message=f"app name {name!r}: {gen.describe()} refuses it at launch: only {rule} are allowed")
+        )
     if len(name) < 3 or len(name) > top:
-        errors.append(replace(where, message=f"app name {name!r} is {len(name)} characters long: "
-                              f"{gen.describe()} refuses it at launch (3 to {top} characters)"))  # fmt: skip
+        errors.append(
+            replace(
+                where,
+                message=f"app name {name!r} is {len(name)} characters long: "
+                f"{gen.describe()} refuses it at launch (3 to {top} characters)",
+            )
+        )
     elif gen.major is None and len(name) > 30:
-        warnings.append(replace(where, message=f"app name {name!r} is {len(name)} characters long: DBOS Python "
-                                "0.x-2.x refuse names over 30 characters (3.x allows 256)"))  # fmt: skip
+        warnings.append(
+            replace(
+                where,
+                message=f"app name {name!r} is {len(name)} characters long: DBOS Python "
+                "0.x-2.x refuse names over 30 characters (3.x allows 256)",
+            )
+        )
     if not gen.declared:  # no `language`, no pin: it may not be a Python app at all
         said = " (if this is a DBOS Python app: set `language: python` to make it an error)"
         return [], [replace(p, message=p.message + said) for p in errors + warnings]
@@ -140,17 +149,24 @@ def advise(gen: Generation, warnings: tuple[Problem, ...]) -> tuple[Problem, ...
             out.append(problem)
         elif gen.major is not None and gen.major < first:
             continue  # the field is current in this generation
-        elif (
-            gen.language == "python" and gen.major is not None and gen.major >= 3 and field == "database_url"
-        ):
-            out.append(replace(problem, message="deprecated: DBOS Python 3.x reads neither this nor database_url; "
-                               "dbos-migrate reads it to find the app database (database_url or -D says it in one place)"))  # fmt: skip
+        elif gen.language == "python" and gen.major is not None and gen.major >= 3 and field == "database_url":
+            out.append(
+                replace(
+                    problem,
+                    message="deprecated: DBOS Python 3.x reads neither this nor database_url; "
+                    "dbos-migrate reads it to find the app database (database_url or -D says it in one place)",
+                )
+            )
         elif gen.major is None and first > 0:
             name = "DBOS Python" if gen.language == "python" else SDK
             lo = 0 if gen.language == "python" else 1
             older = f"{lo}.x" if lo == first - 1 else f"{lo}.x-{first - 1}.x"
-            out.append(replace(problem, message=f"{problem.message} (from {name} {first}.x on; "
-                               f"{older} has no {field}: keep it there)"))  # fmt: skip
+            out.append(
+                replace(
+                    problem,
+                    message=f"{problem.message} (from {name} {first}.x on; {older} has no {field}: keep it there)",
+                )
+            )
         else:
             out.append(problem)
     return tuple(out)

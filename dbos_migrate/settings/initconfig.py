@@ -24,12 +24,20 @@ class Tool:
 
 _TOOLS = (
     ("alembic", ("alembic.ini",), ("alembic upgrade head",), ("alembic downgrade -1",)),
-    ("knex", tuple(f"knexfile.{e}" for e in ("js", "ts", "cjs", "mjs")),
-     ("npx knex migrate:latest",), ("npx knex migrate:rollback",)),
+    (
+        "knex",
+        tuple(f"knexfile.{e}" for e in ("js", "ts", "cjs", "mjs")),
+        ("npx knex migrate:latest",),
+        ("npx knex migrate:rollback",),
+    ),
     ("prisma", ("prisma/schema.prisma",), ("npx prisma migrate deploy",), ()),
-    ("drizzle", tuple(f"drizzle.config.{e}" for e in ("ts", "js", "mjs", "cjs", "json")),
-     ("npx drizzle-kit migrate",), ()),
-)  # fmt: skip
+    (
+        "drizzle",
+        tuple(f"drizzle.config.{e}" for e in ("ts", "js", "mjs", "cjs", "json")),
+        ("npx drizzle-kit migrate",),
+        (),
+    ),
+)
 
 
 def detect(directory: Path) -> list[Tool]:
@@ -85,16 +93,10 @@ def complete(text: str, tool: Tool) -> tuple[str, list[str]]:
     wanted = [("migrate", tool.migrate), ("rollback", tool.rollback)]
     if database is None:
         added = [key for key, commands in wanted if commands]
-        new = [f"database:{eol}"] + [
-            line for key, cmds in wanted if cmds for line in _block(key, cmds, "  ", eol)
-        ]
+        new = [f"database:{eol}"] + [line for key, cmds in wanted if cmds for line in _block(key, cmds, "  ", eol)]
         return "".join(lines) + "".join(new), added
     assert key_node is not None
-    if (
-        isinstance(database, yaml.ScalarNode)
-        and database.tag.endswith(":null")
-        and database.value in ("", "~", "null")
-    ):
+    if isinstance(database, yaml.ScalarNode) and database.tag.endswith(":null") and database.value in ("", "~", "null"):
         # `database:` with nothing under it: the keys go on the lines after it
         at = key_node.start_mark.line + 1
         indent = " " * (key_node.start_mark.column + 2)
@@ -108,10 +110,5 @@ def complete(text: str, tool: Tool) -> tuple[str, list[str]]:
     else:
         raise CannotEdit("database is not a block mapping (e.g. `database: {}`); add the keys by hand")
     added = [key for key, commands in wanted if commands and key not in existing]
-    new = [
-        line
-        for key, cmds in wanted
-        if cmds and key not in existing
-        for line in _block(key, cmds, indent, eol)
-    ]
+    new = [line for key, cmds in wanted if cmds and key not in existing for line in _block(key, cmds, indent, eol)]
     return "".join(lines[:at] + new + lines[at:]), added

@@ -124,14 +124,17 @@ class Target:
 
     def with_password(self, password: str) -> Target:
         """The target once a person typed the password that `***` stood for."""
-        eff = replace(self.instance.eff, password=password, password_source="typed at the prompt",
-                      secrets=(*self.instance.eff.secrets, password))  # fmt: skip
+        eff = replace(
+            self.instance.eff,
+            password=password,
+            password_source="typed at the prompt",
+            secrets=(*self.instance.eff.secrets, password),
+        )
         instance = Endpoint(self.instance.url.with_password(password), eff)
         system = self.system
         if system.endpoint is not None and system.endpoint.url.password == CLOUD_MASKED_PASSWORD:
             system = replace(system, endpoint=Endpoint(system.endpoint.url.with_password(password), eff))
-        return replace(self, instance=instance, system=system, password_needed=False,
-                       secrets=(*self.secrets, password))  # fmt: skip
+        return replace(self, instance=instance, system=system, password_needed=False, secrets=(*self.secrets, password))
 
 
 # ---------------------------------------------------------------------------- the instance
@@ -195,9 +198,7 @@ def resolve_instance(
         return parse_url(db_url, what="--db-url"), "--db-url"
     cloud = environ.get("DBOS__CLOUD", "").lower() == "true"
     if cloud and environ.get("DBOS_DATABASE_URL"):
-        return parse_url(
-            environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"
-        ), "DBOS_DATABASE_URL (DBOS__CLOUD)"
+        return parse_url(environ["DBOS_DATABASE_URL"], what="DBOS_DATABASE_URL"), "DBOS_DATABASE_URL (DBOS__CLOUD)"
     if config is not None and config.database_url is not None:
         url = config.database_url.require(config.file, "the target database (database_url)")
         where = f"database_url ({config.file}:{config.database_url.line})"
@@ -219,9 +220,7 @@ def _located(config: Config, text: Text, parse: Callable[[], PgUrl]) -> PgUrl:
     try:
         return parse()
     except UsageError as exc:
-        raise ConfigError(
-            [Problem(config.file, text.line, text.column, text.path, exc.message, exc.hint)]
-        ) from None
+        raise ConfigError([Problem(config.file, text.line, text.column, text.path, exc.message, exc.hint)]) from None
 
 
 # ---------------------------------------------------------------------------- the databases
@@ -240,9 +239,7 @@ def resolve_app_database(config: Config | None, cli_name: str | None, instance: 
     if app_name is not None:
         name, source = app_name
         derived = derive_app_db_name(name)
-        return check_app_db_name(
-            derived, f"name {name!r} ({source})"
-        ), f"derived from name {name!r} ({source})"
+        return check_app_db_name(derived, f"name {name!r} ({source})"), f"derived from name {name!r} ({source})"
     raise UsageError(
         "no app database name: none given and none can be derived",
         "set database.app_db_name or name in the config, or pass --app-db-name",
@@ -273,11 +270,7 @@ def resolve_system(
     text, source = None, None
     if sys_db_url:
         text, source = sys_db_url, "-s/--sys-db-url"
-    elif (
-        config is not None
-        and config.system_database_url is not None
-        and not config.system_database_url.missing
-    ):
+    elif config is not None and config.system_database_url is not None and not config.system_database_url.missing:
         text = config.system_database_url.value
         source = f"system_database_url ({config.file}:{config.system_database_url.line})"
     elif environ.get("DBOS_SYSTEM_DATABASE_URL"):
@@ -294,14 +287,8 @@ def resolve_system(
         if not url.database:
             raise UsageError(f"{source} names no database", "write the system database name in its path")
         _check_system_name(url.database, source)
-        return SystemDatabase(
-            source, Endpoint(url, effective(url, environ, ignore_password=_cloud_masked(url)))
-        )
-    if (
-        config is not None
-        and config.database.sys_db_name is not None
-        and not config.database.sys_db_name.missing
-    ):
+        return SystemDatabase(source, Endpoint(url, effective(url, environ, ignore_password=_cloud_masked(url))))
+    if config is not None and config.database.sys_db_name is not None and not config.database.sys_db_name.missing:
         name = config.database.sys_db_name.value
         _check_system_name(name, "database.sys_db_name")
         return SystemDatabase("database.sys_db_name", instance.at(name))
@@ -312,11 +299,7 @@ def _check_system_name(name: str, source: str) -> None:
     if name in RESERVED_DATABASES or name.startswith(SCRATCH_PREFIX):
         raise UsageError(
             f"the system database {name!r} from {source} is not usable: "
-            + (
-                "every PostgreSQL instance has it"
-                if name in RESERVED_DATABASES
-                else "the rehearsal's scratch prefix"
-            ),
+            + ("every PostgreSQL instance has it" if name in RESERVED_DATABASES else "the rehearsal's scratch prefix"),
             "name the app's own system database, e.g. <app>_dbos_sys",
         )
 
@@ -419,9 +402,7 @@ def connection_vars(target: Target) -> dict[str, str]:
     return out
 
 
-def command_env(
-    target: Target, base: Mapping[str, str], config: Config | None
-) -> tuple[dict[str, str], list[Problem]]:
+def command_env(target: Target, base: Mapping[str, str], config: Config | None) -> tuple[dict[str, str], list[Problem]]:
     """The process env, then the config's env: (resolved against this run's target), then the
     connection, which always wins. Returns the environment and one warning per env: entry left
     out because a variable it needs is unset."""
@@ -435,8 +416,9 @@ def command_env(
             value, missing = substitute(text.raw, lookup, secrets_dir)
             if missing:
                 names = ", ".join("${" + m + "}" for m in missing)
-                skipped.append(Problem(config.file, text.line, text.column, text.path,
-                                       f"not exported: {names} is not set"))  # fmt: skip
+                skipped.append(
+                    Problem(config.file, text.line, text.column, text.path, f"not exported: {names} is not set")
+                )
                 continue
             env[key] = value
     env.update(conn)

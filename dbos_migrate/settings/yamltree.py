@@ -180,9 +180,7 @@ def parse(text: str) -> YamlTree:
             tree.value = builder.build(node, (), 0)
         except _TooBig as big:
             line, col = _mark(big.node)
-            tree.errors.append(
-                (line, col, (), f"the document expands to more than {MAX_NODES} nodes (alias bomb?)")
-            )
+            tree.errors.append((line, col, (), f"the document expands to more than {MAX_NODES} nodes (alias bomb?)"))
             tree.value = None
         except RecursionError:
             tree.errors.append((1, 1, (), "nesting is too deep"))
@@ -203,17 +201,12 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, Path,
     at_end = exc.problem_mark is not None and exc.problem_mark.index >= len(text.rstrip())
     if ("end of stream" in (exc.problem or "") or at_end) and exc.context_mark is not None:
         mark = exc.context_mark
-        what = (exc.context or "").replace("while scanning ", "").replace(
-            "while parsing ", ""
-        ) or "a construct"
+        what = (exc.context or "").replace("while scanning ", "").replace("while parsing ", "") or "a construct"
         reason = f"{what} that starts here is never closed (a missing quote or bracket?)"
     elif exc.problem_mark is not None and "cannot start any token" in (exc.problem or ""):
         lines = text.splitlines()
         row = lines[exc.problem_mark.line] if exc.problem_mark.line < len(lines) else ""
-        if (
-            row[: exc.problem_mark.column + 1].strip(" ") in ("\t", "")
-            and "\t" in row[: exc.problem_mark.column + 1]
-        ):
+        if row[: exc.problem_mark.column + 1].strip(" ") in ("\t", "") and "\t" in row[: exc.problem_mark.column + 1]:
             reason = "a tab in the indentation: YAML indents with spaces only"
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     return line, col, (), f"invalid YAML: {reason}"

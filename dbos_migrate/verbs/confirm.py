@@ -27,15 +27,11 @@ def confirm_by_name(run: Run[ConfirmOptions], *, refusing: str, prompt: str, ins
     if run.options.confirm is not None:
         if run.options.confirm == name:
             return
-        raise GuardRefused(
-            f"--confirm {run.options.confirm!r} does not match the app database {name!r}; {done}", how
-        )
+        raise GuardRefused(f"--confirm {run.options.confirm!r} does not match the app database {name!r}; {done}", how)
     if run.options.yes:
         return
     if run.ctx.ask is None:
-        raise GuardRefused(
-            f"refusing to {refusing} {name!r} without confirmation (no terminal to ask on); {done}", how
-        )
+        raise GuardRefused(f"refusing to {refusing} {name!r} without confirmation (no terminal to ask on); {done}", how)
     answer = run.ctx.ask(f"Type the app database name ({name}) to {prompt}: ", False)
     if answer is None or answer.strip() != name:
         raise GuardRefused(f"confirmation did not match the app database name; {done}", how)

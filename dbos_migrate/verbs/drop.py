@@ -53,10 +53,13 @@ def _drop(run: Run[DropOptions], report: DropReport, *, system_db: bool, force: 
         if item.name in RESERVED_DATABASES or item.name.startswith(SCRATCH_PREFIX):
             raise UsageError(
                 f"refusing to drop {item.name!r}: "
-                + ("every PostgreSQL instance needs it" if item.name in RESERVED_DATABASES
-                   else "it is a rehearsal's scratch database, dropped by the rehearsal itself")
+                + (
+                    "every PostgreSQL instance needs it"
+                    if item.name in RESERVED_DATABASES
+                    else "it is a rehearsal's scratch database, dropped by the rehearsal itself"
+                )
                 + "; nothing was dropped"
-            )  # fmt: skip
+            )
     run.emit(DropWarning(run.report.where, tuple(d.name for d in report.databases)))
     confirm(run)
     run.ensure_password()
@@ -68,9 +71,7 @@ def _drop(run: Run[DropOptions], report: DropReport, *, system_db: bool, force: 
     maint = maintenance_connection(run, app_name, purpose=f"to drop the app database {target.app_database!r}")
     with db.closing(maint):
         db.refuse_standby(maint, run.report.where.target or "")
-        take_lock(
-            run, maint, key, maint.info.dbname, deadline
-        )  # the creation lock: no `up` creates it meanwhile
+        take_lock(run, maint, key, maint.info.dbname, deadline)  # the creation lock: no `up` creates it meanwhile
         _drop_app(run, report.databases[0], maint, key, deadline, force=force)
         if system_db:
             assert target.system.endpoint is not None
@@ -96,8 +97,12 @@ def _drop_app(
     if not item.existed:
         run.emit(Notice(f"app database {item.name} does not exist: nothing to drop"))
         return
-    conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("drop"),
-                      where=f"connecting to {run.target.app_url.masked()}")  # fmt: skip
+    conn = db.connect(
+        run.target.app,
+        run.scrub,
+        app_name=db.application_name("drop"),
+        where=f"connecting to {run.target.app_url.masked()}",
+    )
     with db.closing(conn):
         take_lock(run, conn, key, item.name, deadline)
         _respect_lease(run, conn, item.name, deadline)
@@ -118,9 +123,16 @@ def _respect_lease(run: Run[DropOptions], conn: psycopg.Connection[Any], name: s
     from dbos_migrate.engine import lease as leases
 
     left = max(deadline - run.ctx.clock(), 0)
-    leases.acquire(conn, name, db.new_run_id(), leases.MIN_TTL, time.monotonic() + left,
-                   lambda text, level: run.emit(Notice(text, level)), keep=False,
-                   schema=db.check_history_schema(run.options.history_schema))  # fmt: skip
+    leases.acquire(
+        conn,
+        name,
+        db.new_run_id(),
+        leases.MIN_TTL,
+        time.monotonic() + left,
+        lambda text, level: run.emit(Notice(text, level)),
+        keep=False,
+        schema=db.check_history_schema(run.options.history_schema),
+    )
 
 
 def _drop_system(
@@ -153,9 +165,7 @@ def _drop_system(
     run.emit(Notice(f"system database {item.name} dropped"))
 
 
-def _refuse_other_sessions(
-    maint: psycopg.Connection[Any], name: str, ours: tuple[int, ...], *, force: bool
-) -> None:
+def _refuse_other_sessions(maint: psycopg.Connection[Any], name: str, ours: tuple[int, ...], *, force: bool) -> None:
     from dbos_migrate.engine import database as db
 
     sessions = db.other_sessions(maint, name, ours)
@@ -170,6 +180,4 @@ def confirm(run: Run[DropOptions]) -> None:
     """The typed confirmation `drop` always needs, production or not (docs/behaviour.md):
     the app database name on a terminal; without one, --yes or --confirm NAME; else exit 5."""
     where = "production database" if run.target.production else "database"
-    confirm_by_name(
-        run, refusing=f"drop {where}", prompt="drop it", instead="drop it", done="nothing was dropped"
-    )
+    confirm_by_name(run, refusing=f"drop {where}", prompt="drop it", instead="drop it", done="nothing was dropped")

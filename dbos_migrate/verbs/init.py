@@ -18,9 +18,7 @@ from dbos_migrate.settings import config as config_mod
 MAX_BYTES = 1 << 20
 
 
-def init(
-    ctx: Context, config: str | None, emit: Sink, *, yes: bool = False, dry_run: bool = False
-) -> InitReport:
+def init(ctx: Context, config: str | None, emit: Sink, *, yes: bool = False, dry_run: bool = False) -> InitReport:
     """Find the tool, show the diff, ask (a terminal), write atomically. Without a terminal
     the file is written only with `yes`; otherwise the diff is shown and nothing written."""
     path = Path(config or config_mod.DEFAULT_CONFIG)
@@ -42,9 +40,7 @@ def _read(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(st.st_mode):
-        raise UsageError(
-            f"{path}: is a symbolic link; init edits only a regular file", "edit the file it points to"
-        )
+        raise UsageError(f"{path}: is a symbolic link; init edits only a regular file", "edit the file it points to")
     try:
         with os.fdopen(open_regular(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
@@ -74,9 +70,7 @@ def _init(ctx: Context, path: Path, emit: Sink, report: InitReport, *, yes: bool
     tool = tools[0]
     report.tool = tool.name
     if len(tools) > 1:
-        emit(
-            Notice(f"found {', '.join(t.found for t in tools)}: using {tool.name} ({tool.found})", "warning")
-        )
+        emit(Notice(f"found {', '.join(t.found for t in tools)}: using {tool.name} ({tool.found})", "warning"))
     old = _read(path)
     report.existed = old is not None
     try:
@@ -97,10 +91,12 @@ def _init(ctx: Context, path: Path, emit: Sink, report: InitReport, *, yes: bool
         ) from None
     report.diff = "".join(
         difflib.unified_diff(
-            (old or "").splitlines(keepends=True), new.splitlines(keepends=True),
-            fromfile=str(path) if old is not None else "/dev/null", tofile=str(path),
+            (old or "").splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=str(path) if old is not None else "/dev/null",
+            tofile=str(path),
         )
-    )  # fmt: skip
+    )
     emit(ConfigDiff(str(path), report.diff))
     if dry_run:
         return

@@ -28,8 +28,9 @@ def status(ctx: Context, options: StatusOptions, emit: Sink) -> StatusReport:
         app_name = db.application_name("status")
         start = ctx.clock()
         try:
-            conn = db.connect(target.app, scrub, app_name=app_name, where="connecting to the app database",
-                              read_only=True)  # fmt: skip
+            conn = db.connect(
+                target.app, scrub, app_name=app_name, where="connecting to the app database", read_only=True
+            )
             report.exists = True
         except db.DatabaseMissing:
             report.exists = False
@@ -44,9 +45,7 @@ def status(ctx: Context, options: StatusOptions, emit: Sink) -> StatusReport:
             report.standby = db.in_recovery(conn)
             report.lock_holder = db.lock_holder(conn, db.lock_key(target.app_database), target.app_database)
             if report.exists:
-                report.recent_runs = db.read_history(
-                    conn, 10, schema=db.check_history_schema(options.history_schema)
-                )
+                report.recent_runs = db.read_history(conn, 10, schema=db.check_history_schema(options.history_schema))
                 report.last_run = last_run(report.recent_runs, report.where, options)
         from dbos_migrate.engine.sysdb import inspect
 
@@ -74,10 +73,14 @@ def wait(ctx: Context, options: WaitOptions, emit: Sink) -> StatusReport:
         start = ctx.clock()
         try:
             conn = db.connect_waiting(
-                target.app, scrub, dbname=None, app_name=db.application_name("wait"), wait=options.wait,
+                target.app,
+                scrub,
+                dbname=None,
+                app_name=db.application_name("wait"),
+                wait=options.wait,
                 on_retry=lambda left, reason: emit(WaitingForServer(left, reason)),
                 where=f"waiting for {target.app_url.masked()}",
-            )  # fmt: skip
+            )
         except db.DatabaseMissing:
             report.exists = False
         else:
@@ -104,8 +107,13 @@ def history(ctx: Context, options: HistoryOptions, emit: Sink) -> HistoryReport:
     try:
         _, target, _, scrub, report.where = announce(ctx, options, emit, "history", early=report.where)
         try:
-            conn = db.connect(target.app, scrub, app_name=db.application_name("history"),
-                              where="connecting to the app database", read_only=True)  # fmt: skip
+            conn = db.connect(
+                target.app,
+                scrub,
+                app_name=db.application_name("history"),
+                where="connecting to the app database",
+                read_only=True,
+            )
         except db.DatabaseMissing:
             raise DatabaseError(f"app database {target.app_database!r} does not exist: no history") from None
         with db.closing(conn):
@@ -113,9 +121,7 @@ def history(ctx: Context, options: HistoryOptions, emit: Sink) -> HistoryReport:
             schema = db.check_history_schema(options.history_schema)
             report.runs = db.read_history(conn, limit, run_id=run_id, schema=schema)
         if run_id is not None and not report.runs:
-            raise UsageError(
-                f"no run {run_id!r} in the history of {target.app_database}", "list runs with `history`"
-            )
+            raise UsageError(f"no run {run_id!r} in the history of {target.app_database}", "list runs with `history`")
     except MigrateError as exc:
         report.error = exc
     emit(Finished(report))

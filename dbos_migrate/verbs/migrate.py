@@ -64,11 +64,7 @@ def _up(run: Run[UpOptions], interrupts: Interrupts) -> None:
         _dry_run(run, create=not run.options.no_create, system_db=run.options.system_db)
         return
     if run.target.production:
-        run.emit(
-            Notice(
-                f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"
-            )
-        )
+        run.emit(Notice(f"target is PRODUCTION ({run.target.production_reason}): {run.report.where.target}", "warning"))
     if not commands:
         run.emit(Notice("database.migrate lists no commands: only the app database is ensured"))
     execute(run, commands, "up", interrupts, create=not run.options.no_create)
@@ -89,12 +85,11 @@ def require_app_database(run: Run[TargetOptions]) -> None:
 
     run.ensure_password()
     try:
-        db.connect(run.target.app, run.scrub, app_name=db.application_name("down"),
-                   where="checking the app database").close()  # fmt: skip
+        db.connect(
+            run.target.app, run.scrub, app_name=db.application_name("down"), where="checking the app database"
+        ).close()
     except db.DatabaseMissing:
-        raise DatabaseError(
-            f"app database {run.target.app_database!r} does not exist: nothing to roll back"
-        ) from None
+        raise DatabaseError(f"app database {run.target.app_database!r} does not exist: nothing to roll back") from None
 
 
 def _down(run: Run[DownOptions], interrupts: Interrupts) -> None:
@@ -118,7 +113,9 @@ def down_body(run: Run[DownOptions], interrupts: Interrupts) -> None:
 def rollback_example(cfg: Config) -> str:
     """A rollback command in the app's own toolchain, for the hint of a missing rollback list."""
     if cfg.language in ("node", "typescript") or (cfg.language is None and cfg.package_name is not None):
-        return "npx knex migrate:rollback   (or: npx prisma migrate resolve / npx typeorm migration:revert / drizzle-kit)"
+        return (
+            "npx knex migrate:rollback   (or: npx prisma migrate resolve / npx typeorm migration:revert / drizzle-kit)"
+        )
     return "alembic downgrade -1"
 
 
@@ -127,8 +124,9 @@ def guard(run: Run[ConfirmOptions]) -> None:
     if not run.target.production:
         return
     run.emit(GuardWarning(run.report.where, tuple(run.report.planned)))
-    confirm_by_name(run, refusing="roll back production database", prompt="roll it back", instead="run it",
-                    done="nothing was run")  # fmt: skip
+    confirm_by_name(
+        run, refusing="roll back production database", prompt="roll it back", instead="run it", done="nothing was run"
+    )
 
 
 def _dry_run(run: Run[LockOptions], *, create: bool, system_db: str = "auto") -> None:
@@ -136,8 +134,13 @@ def _dry_run(run: Run[LockOptions], *, create: bool, system_db: str = "auto") ->
     from dbos_migrate.engine import database as db
 
     try:
-        conn = db.connect(run.target.app, run.scrub, app_name=db.application_name("dry-run"),
-                          where="checking the app database", read_only=True)  # fmt: skip
+        conn = db.connect(
+            run.target.app,
+            run.scrub,
+            app_name=db.application_name("dry-run"),
+            where="checking the app database",
+            read_only=True,
+        )
         run.report.exists = True
     except db.DatabaseMissing:
         run.report.exists = False
@@ -152,8 +155,7 @@ def _dry_run(run: Run[LockOptions], *, create: bool, system_db: str = "auto") ->
         run.emit(Notice(f"dry run: app database {name!r} does not exist and would be created"))
     else:
         raise DatabaseError(
-            f"app database {name!r} does not exist"
-            + (" (--no-create)" if going_up else ": nothing to roll back"),
+            f"app database {name!r} does not exist" + (" (--no-create)" if going_up else ": nothing to roll back"),
         )
     if going_up:
         _dry_run_system_database(run, system_db)
@@ -226,9 +228,16 @@ def _locked(
             if not opts.no_history:  # the history's objects first: the lease lives in its schema
                 db.check_history(conn, db.check_history_schema(opts.history_schema))
             deadline = time.monotonic() + max(lock_deadline - run.ctx.clock(), 0)
-            left = leases.acquire(conn, name, run_id, max(opts.lease_ttl, leases.MIN_TTL), deadline,
-                                  lambda text, level: run.emit(Notice(text, level)), keep=not opts.no_history,
-                                  schema=opts.history_schema)  # fmt: skip
+            left = leases.acquire(
+                conn,
+                name,
+                run_id,
+                max(opts.lease_ttl, leases.MIN_TTL),
+                deadline,
+                lambda text, level: run.emit(Notice(text, level)),
+                keep=not opts.no_history,
+                schema=opts.history_schema,
+            )
             return conn, left
         except Exception as exc:
             import psycopg
@@ -241,9 +250,7 @@ def _locked(
                     raise db.classify(exc, run.scrub, where="taking the migration lock") from None
                 raise exc from None
             reason = exc.message if isinstance(exc, DatabaseError) else db.describe(exc, run.scrub)
-            run.emit(
-                WaitingForServer(opts.wait, f"the connection was lost while waiting for the lock ({reason})")
-            )
+            run.emit(WaitingForServer(opts.wait, f"the connection was lost while waiting for the lock ({reason})"))
         except BaseException:
             db.closing_now(conn)
             raise
@@ -274,8 +281,17 @@ def execute(
     key = db.lock_key(run.target.app_database)
     lease = None
     if left is not None:
-        lease = Lease(run.target.app, run.scrub, run.target.app_database, run_id, max(opts.lease_ttl, 2.0), left,
-                      interrupts, opts.grace, opts.history_schema).start()  # fmt: skip
+        lease = Lease(
+            run.target.app,
+            run.scrub,
+            run.target.app_database,
+            run_id,
+            max(opts.lease_ttl, 2.0),
+            left,
+            interrupts,
+            opts.grace,
+            opts.history_schema,
+        ).start()
     with db.closing(conn):
         try:
             _execute_locked(run, commands, direction, interrupts, conn, key, run_id, lease)
@@ -328,24 +344,28 @@ def _execute_locked(
     fingerprint = db.schema_fingerprint(conn, hist) if first else None
     try:
         run_commands(
-            run, commands, interrupts, env=run.command_env(),
-            before_each=before, on_result=finished, after_each=after,
-        )  # fmt: skip
+            run,
+            commands,
+            interrupts,
+            env=run.command_env(),
+            before_each=before,
+            on_result=finished,
+            after_each=after,
+        )
         if fingerprint is not None and db.schema_fingerprint(conn, hist) == fingerprint:
             run.report.schema_unchanged = True
-            run.emit(Notice(
-                f"the migrations changed nothing: every command exited 0, but the schema of {run.target.app_database!r}, "
-                "which had no history, is the same as before; a command may have swallowed its own failure "
-                "(see its output above)", "warning",
-            ))  # fmt: skip
+            run.emit(
+                Notice(
+                    f"the migrations changed nothing: every command exited 0, but the schema of {run.target.app_database!r}, "
+                    "which had no history, is the same as before; a command may have swallowed its own failure "
+                    "(see its output above)",
+                    "warning",
+                )
+            )
         role = ups.options.app_role if ups is not None else None
         if role:
             schemas = grant_app_role(conn, run.target.app_database, role, run.scrub, opts.history_schema)
-            run.emit(
-                Notice(
-                    f"granted role {role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"
-                )
-            )
+            run.emit(Notice(f"granted role {role!r} runtime privileges on schemas: {', '.join(schemas) or '(none)'}"))
     finally:
         history.flush()
 
@@ -370,9 +390,7 @@ def _after_each(
             try:
                 lease.check(during)
             except db.ConnectionLost:
-                history.amend_last(
-                    "stopped: the migration lease could not be renewed; no other run overlapped it"
-                )
+                history.amend_last("stopped: the migration lease could not be renewed; no other run overlapped it")
                 raise
         try:
             db.verify_lock(conn, key, run.scrub, during=during)
@@ -387,9 +405,7 @@ def _after_each(
                     "so no other run overlapped it; no further command was started",
                     lost.hint,
                 ) from None
-            history.amend_last(
-                "the migration lock was lost while this command ran; another run may have overlapped"
-            )
+            history.amend_last("the migration lock was lost while this command ran; another run may have overlapped")
             raise
 
     return after

@@ -35,9 +35,7 @@ def check_print_options(options: UpOptions | DownOptions) -> None:
         if options.print_migrations is not None:
             raise UsageError("--print-user-role cannot be combined with --print-migrations")
         if not options.app_role:
-            raise UsageError(
-                "--print-user-role needs the role: -r/--app-role ROLE", "e.g. --print-user-role -r app_rt"
-            )
+            raise UsageError("--print-user-role needs the role: -r/--app-role ROLE", "e.g. --print-user-role -r app_rt")
     value = options.print_migrations
     if value is not None and value != "all" and not (value.isdigit() and int(value) >= 1):
         raise UsageError(
@@ -132,9 +130,7 @@ def _system_steps(run: Run[UpOptions]) -> tuple[list[PlannedStep], Toolchain | N
         return [DatabaseStep("system_database", shown, "not PostgreSQL: left to the app")], None
     if run.options.system_db == "skip":
         return [DatabaseStep("system_database", shown, "left alone (--system-db skip)")], None
-    steps: list[PlannedStep] = [
-        DatabaseStep("system_database", system.endpoint.url.database, "create if missing")
-    ]
+    steps: list[PlannedStep] = [DatabaseStep("system_database", system.endpoint.url.database, "create if missing")]
     if run.options.system_db == "create":
         return steps, None
     toolchain, why = find_toolchain(run, system.endpoint, run.config.system_schema)

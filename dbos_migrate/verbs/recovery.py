@@ -18,8 +18,9 @@ def last_run(rows: list[HistoryRow], where: Resolution, options: TargetOptions) 
     mine = sorted((r for r in rows if r.run_id == run_id), key=lambda r: r.command_index)
     failed = next((r for r in mine if r.status != "succeeded"), None)
     last = mine[-1]
-    found = LastRun(run_id, last.direction, failed.status if failed else "succeeded",
-                    last.finished_at or last.started_at)  # fmt: skip
+    found = LastRun(
+        run_id, last.direction, failed.status if failed else "succeeded", last.finished_at or last.started_at
+    )
     if failed is None:
         return found
     found.failed_index, found.failed_command, found.exit_code = (
@@ -35,9 +36,7 @@ def last_run(rows: list[HistoryRow], where: Resolution, options: TargetOptions) 
             "to see what it destroys)"
         )
     else:
-        found.next_reason = (
-            f"the rollback itself failed at command {failed.command_index}: fix it, then run it again"
-        )
+        found.next_reason = f"the rollback itself failed at command {failed.command_index}: fix it, then run it again"
     return found
 
 

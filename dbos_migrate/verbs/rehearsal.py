@@ -34,8 +34,9 @@ def plan(ctx: Context, options: PlanOptions, emit: Sink) -> RunReport:
         rehearsal.verdict = decide(rehearsal, strict=options.strict)
         run.emit(RehearsalDone(rehearsal, gate=False))
         if options.strict and rehearsal.verdict.refuse:
-            raise BreakingChange(f"--strict: {rehearsal.verdict.message}",
-                                 "make the change in expand/contract steps (see each hint)")  # fmt: skip
+            raise BreakingChange(
+                f"--strict: {rehearsal.verdict.message}", "make the change in expand/contract steps (see each hint)"
+            )
         refuse_unrestoring_rollback(rehearsal, strict=options.strict)
 
     return run_steps("plan", ctx, options, emit, body)
@@ -52,9 +53,9 @@ def refuse_unrestoring_rollback(rehearsal: Rehearsal, *, strict: bool) -> None:
         shown = ", ".join(d.describe() for d in check.differences[:5])
         more = f" and {len(check.differences) - 5} more" if len(check.differences) > 5 else ""
         what = f"the rollback does not restore the schema: {shown}{more}"
-    raise BreakingChange(f"--strict: {what}",
-                         "make database.rollback undo every change of database.migrate, "
-                         "or pass --no-rollback-check")  # fmt: skip
+    raise BreakingChange(
+        f"--strict: {what}", "make database.rollback undo every change of database.migrate, or pass --no-rollback-check"
+    )
 
 
 def down(ctx: Context, options: DownOptions, emit: Sink) -> RunReport:
@@ -68,11 +69,7 @@ def down(ctx: Context, options: DownOptions, emit: Sink) -> RunReport:
         rehearsal = rehearse(run, interrupts, options.rehearse_url, record=False, direction="down")
         run.emit(RehearsalDone(rehearsal, gate=False))
         if options.dry_run:
-            run.emit(
-                Notice(
-                    "dry run: the rollback was rehearsed on a scratch copy; the app database was not written"
-                )
-            )
+            run.emit(Notice("dry run: the rollback was rehearsed on a scratch copy; the app database was not written"))
             return
         down_body(run, interrupts)  # the guard asks now, after the cost was shown
 

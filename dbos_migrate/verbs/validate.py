@@ -84,9 +84,7 @@ def _url_problems(cfg: Config) -> list[Problem]:
             continue
         problem = url_problem(text.value.strip(), what=what)
         if problem is not None:
-            problems.append(
-                Problem(cfg.file, text.line, text.column, text.path, problem.message, problem.hint)
-            )
+            problems.append(Problem(cfg.file, text.line, text.column, text.path, problem.message, problem.hint))
     return problems
 
 

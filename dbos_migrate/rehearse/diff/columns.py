@@ -49,9 +49,7 @@ def compare(cmp: Comparison, old: Table, new: Table, how: str, group: str) -> se
         for col in list(lost):
             twin = by_num.get(col.attnum)
             if twin is not None and twin.name not in old.columns and twin.name not in matched:
-                cmp.add(
-                    "BRK004", f"{table}.{col.name}", f"column {col.name} renamed to {twin.name}", group, table
-                )
+                cmp.add("BRK004", f"{table}.{col.name}", f"column {col.name} renamed to {twin.name}", group, table)
                 pairs.append((col, twin))
                 matched.add(twin.name)
                 lost.remove(col)
@@ -74,9 +72,7 @@ def compare(cmp: Comparison, old: Table, new: Table, how: str, group: str) -> se
     for col in fresh:
         obj = f"{table}.{col.name}"
         if col.notnull and not col.has_default:
-            cmp.add(
-                "BRK007", obj, f"column {col.name} {col.type} NOT NULL added without a default", group, table
-            )
+            cmp.add("BRK007", obj, f"column {col.name} {col.type} NOT NULL added without a default", group, table)
         else:
             what = "NOT NULL " if col.notnull else ""
             extra = f" DEFAULT {col.default}" if col.default is not None else ""
@@ -104,9 +100,7 @@ def _column(cmp: Comparison, table: str, was: Column, now: Column, group: str) -
         cmp.add("SAFE008", obj, f"column {now.name} DROP NOT NULL", group, table)
     if was.default is not None and now.default is None and not now.has_default:
         if now.notnull:
-            cmp.add(
-                "BRK012", obj, f"column {now.name} (NOT NULL) lost its default {was.default}", group, table
-            )
+            cmp.add("BRK012", obj, f"column {now.name} (NOT NULL) lost its default {was.default}", group, table)
     elif was.default != now.default and not retyped and now.default is not None:
         before = "no default" if was.default is None else was.default
         cmp.add("SAFE010", obj, f"column {now.name} default {before} → {now.default}", group, table)

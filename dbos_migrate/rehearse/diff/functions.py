@@ -18,18 +18,14 @@ def compare(cmp: Comparison) -> None:
         seen.add(new.oid)
         group = f"function {old.key}"
         if new.result != old.result:
-            cmp.add(
-                "BRK010", old.key, f"{_fkind(old)} {old.key} return type {old.result} → {new.result}", group
-            )
+            cmp.add("BRK010", old.key, f"{_fkind(old)} {old.key} return type {old.result} → {new.result}", group)
         elif new.body != old.body:
             cmp.add("SAFE007", old.key, f"{_fkind(old)} {old.key} body changed", group)
     for old in dropped:
         group = f"function {old.key}"
         renamed = cmp.a.functions.get(old.oid)
         overloads = [
-            f
-            for f in cmp.a.functions.values()
-            if f.oid not in seen and f.schema == old.schema and f.name == old.name
+            f for f in cmp.a.functions.values() if f.oid not in seen and f.schema == old.schema and f.name == old.name
         ]
         if renamed is not None:
             seen.add(renamed.oid)

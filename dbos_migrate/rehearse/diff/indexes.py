@@ -35,9 +35,7 @@ def compare(cmp: Comparison, old: Table, new: Table, how: str, gone: set[str], g
             continue
         rule = "BRK011" if idx.unique else "SAFE008"
         kind = "unique index" if idx.unique else "index"
-        cmp.add(
-            rule, f"{idx.schema}.{idx.name}", f"{kind} {idx.name} dropped: {idx.definition}", group, table
-        )
+        cmp.add(rule, f"{idx.schema}.{idx.name}", f"{kind} {idx.name} dropped: {idx.definition}", group, table)
     for now in news.values():
         if not now.constraint_backed and now.oid not in cmp.b.indexes:
             _new_index(cmp, now, how, group, table, f"index {now.name} added: ")

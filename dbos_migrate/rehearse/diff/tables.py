@@ -91,8 +91,7 @@ def _table(cmp: Comparison, old: Table, new: Table, how: str) -> None:
         cmp.add(
             "LCK002",
             name,
-            f"table {name} dropped and re-created: its rows are not carried over unless the "
-            "migration copies them",
+            f"table {name} dropped and re-created: its rows are not carried over unless the migration copies them",
             group,
             name,
         )

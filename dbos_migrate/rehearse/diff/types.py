@@ -14,18 +14,14 @@ def compare(cmp: Comparison) -> None:
         if new is None:
             renamed = cmp.a.enums.get(old.oid)
             what = f"renamed to {renamed.qualname}" if renamed else "dropped"
-            cmp.add(
-                "BRK008", old.qualname, f"enum {old.qualname} {what} (values: {', '.join(old.labels)})", group
-            )
+            cmp.add("BRK008", old.qualname, f"enum {old.qualname} {what} (values: {', '.join(old.labels)})", group)
             continue
         lost = [v for v in old.labels if v not in new.labels]
         gained = [v for v in new.labels if v not in old.labels]
         if lost:
             cmp.add("BRK008", old.qualname, f"enum {old.qualname} lost value(s): {', '.join(lost)}", group)
         if gained:
-            cmp.add(
-                "SAFE005", old.qualname, f"enum {old.qualname} gained value(s): {', '.join(gained)}", group
-            )
+            cmp.add("SAFE005", old.qualname, f"enum {old.qualname} gained value(s): {', '.join(gained)}", group)
     for new in cmp.a.enums.values():
         if new.qualname not in before_names and new.oid not in cmp.b.enums:
             cmp.add(
