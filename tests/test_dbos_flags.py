@@ -71,7 +71,11 @@ def test_print_user_role_connects_to_nothing_and_its_sql_grants_what_up_would(
     code, _, err = cli("up", "-c", str(cfg), "-D", pg_url, "--system-db", "create")
     assert code == 0, err
     query(pg_url, "CREATE TABLE items(id serial PRIMARY KEY)", dbname=app_db)
-    query(pg_url, "CREATE SCHEMA dbos; CREATE TABLE dbos.workflow_status(id text)", dbname=f"{app_db}_dbos_sys")
+    query(
+        pg_url,
+        "CREATE SCHEMA dbos; CREATE TABLE dbos.workflow_status(id text); CREATE TABLE public.knex_migrations_lock(i int)",
+        dbname=f"{app_db}_dbos_sys",
+    )  # knex_migrations_lock as a TypeScript SDK 1.x-2.x system database has it; knex_migrations missing
     code, sql_text, err = cli("up", "-c", str(cfg), "-D", pg_url, "--print-user-role", "-r", role)
     assert code == 0, err
     psql = subprocess.run(
@@ -92,9 +96,13 @@ def test_print_user_role_connects_to_nothing_and_its_sql_grants_what_up_would(
     )
     assert checks == [(True, True)]
     sys_checks = query(
-        pg_url, "SELECT has_table_privilege(%s, 'dbos.workflow_status', 'UPDATE')", (role,), dbname=f"{app_db}_dbos_sys"
+        pg_url,
+        "SELECT has_table_privilege(%s, 'dbos.workflow_status', 'UPDATE'), "
+        "has_table_privilege(%s, 'public.knex_migrations_lock', 'UPDATE')",
+        (role, role),
+        dbname=f"{app_db}_dbos_sys",
     )
-    assert sys_checks == [(True,)]
+    assert sys_checks == [(True, True)]
 
 
 def test_print_user_role_needs_a_role_and_not_print_migrations(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ DBOS_ROLE_GRANTS = (
 # ---------------------------------------------------------------------------- grants as text
 
 
+#: knex's bookkeeping tables in the system database of TypeScript SDK 1.x-2.x (schema public):
+#: the app runs knex's migrate at every launch, which reads the first and updates the second.
+KNEX_TABLES = ("knex_migrations", "knex_migrations_lock")
+
+
 def grant_schema_and_tables(
     conn: psycopg.Connection[Any], role: str, schema: str, tables: list[tuple[str, str]], scrub: Scrubber
 ) -> None:
@@ -160,6 +165,18 @@ def user_role_script(
             f"GRANT CONNECT ON DATABASE {sysdb} TO {r};",
             f"-- what `dbos migrate -r {role}` grants on the DBOS system schema {s}",
             *(stmt.format(s=s, r=r) + ";" for stmt in DBOS_ROLE_GRANTS),
+            "-- TypeScript SDK 1.x-2.x only: knex's bookkeeping tables, which the app's knex updates at launch",
+            f"DO {tag}",
+            "DECLARE t text;",
+            "BEGIN",
+            "  FOREACH t IN ARRAY ARRAY[" + ", ".join(quote_literal(t) for t in KNEX_TABLES) + "] LOOP",
+            "    IF pg_catalog.to_regclass(pg_catalog.format('public.%I', t)) IS NOT NULL THEN",
+            "      EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE public.%I TO %I', t, "
+            + quote_literal(role)
+            + ");",
+            "    END IF;",
+            "  END LOOP;",
+            f"END {tag};",
         ]
     else:
         lines.append("-- the system database is not PostgreSQL: nothing to grant there")

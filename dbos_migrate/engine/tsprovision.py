@@ -31,9 +31,6 @@ SCRIPT = Path(__file__).with_name("tsprovision.js")
 #: The SDK lines provisioned here; 4.x and later have `dbos schema` for the system database
 #: and no longer keep tables in the app database.
 LINES = (1, 2, 3)
-#: knex's bookkeeping tables in the system database of SDK 1.x-2.x (schema public): the app
-#: runs knex's migrate at every launch, which reads the first and updates the second.
-KNEX_TABLES = ("knex_migrations", "knex_migrations_lock")
 
 
 def sdk_major(name: str, argv: Sequence[str]) -> int | None:
@@ -92,7 +89,7 @@ def grant_system_database(run: Run[UpOptions], name: str, argv: Sequence[str]) -
     early 3.x have no such option) and, where knex's two tables exist (1.x-2.x, early 3.x),
     what knex's migrate at each launch needs on them."""
     from dbos_migrate.engine import database as db
-    from dbos_migrate.engine.grants import grant_schema_and_tables
+    from dbos_migrate.engine.grants import KNEX_TABLES, grant_schema_and_tables
 
     role = run.options.app_role
     system = run.target.system.endpoint
