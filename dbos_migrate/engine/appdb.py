@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dbos_migrate.engine.options import UpOptions
     from dbos_migrate.engine.runner import Interrupts
     from dbos_migrate.engine.sysdb import Toolchain
-    from dbos_migrate.model import ConnectionDetail, PlannedStep
+    from dbos_migrate.model import PlannedStep
 
 DATASOURCE_SCHEMA = "dbos"
 #: Run by the app's Python: exit 3 when its DBOS has no SQLAlchemyDatasource.migrate.
@@ -67,7 +67,7 @@ def with_app_database(run: Run[UpOptions], toolchain: Toolchain) -> Toolchain:
     system = run.target.system.endpoint
     if major not in (1, 2) or run.options.datasource == "skip" or system is None:
         return toolchain
-    if _server(system.eff.detail()) != _server(run.target.app.eff.detail()):
+    if not system.same_server(run.target.app):
         run.emit(
             Notice(
                 "app database: on another server than the system database; "
@@ -79,10 +79,6 @@ def with_app_database(run: Run[UpOptions], toolchain: Toolchain) -> Toolchain:
     app_url = run.target.app.url.without_secrets().libpq_text()
     argv = (*toolchain.argv[:2], "-D", app_url, *toolchain.argv[2:])
     return replace(toolchain, argv=argv)
-
-
-def _server(detail: ConnectionDetail) -> tuple[object, ...]:
-    return (detail.hosts, detail.hostaddrs, detail.port, detail.user)
 
 
 def _interpreter(script: str) -> str | None:

@@ -57,7 +57,7 @@ def toolchain(
     sdk = Path(binary).parent.parent / "@dbos-inc" / "dbos-sdk"
     app = run.target.app
     both = run.options.datasource != "skip"
-    if both and _server(system) != _server(app):
+    if both and not system.same_server(app):
         run.emit(
             Notice(
                 f"app database: on another server than the system database; its DBOS tables are "
@@ -75,12 +75,6 @@ def toolchain(
         DBOS_MIGRATE_SYS_URL=system.url.without_secrets().libpq_text(),
     )
     return (f"@dbos-inc/dbos-sdk {version} (TypeScript)", (node, str(SCRIPT)), env), ""
-
-
-def _server(endpoint: Endpoint) -> tuple[object, ...]:
-    """The server and user a URL reaches (as engine/appdb.py compares them), its database aside."""
-    detail = endpoint.eff.detail()
-    return (detail.hosts, detail.hostaddrs, detail.port, detail.user)
 
 
 def grant_system_database(run: Run[UpOptions], name: str, argv: Sequence[str]) -> None:

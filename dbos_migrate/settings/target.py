@@ -59,6 +59,12 @@ class Endpoint:
     def masked(self) -> str:
         return self.url.masked()
 
+    def same_server(self, other: Endpoint) -> bool:
+        """Whether both reach the same server as the same user, whatever the database: where one
+        toolchain run can provision both (docs/dbos-compatibility.md, "App shapes")."""
+        a, b = self.eff.detail(), other.eff.detail()
+        return (a.hosts, a.hostaddrs, a.port, a.user) == (b.hosts, b.hostaddrs, b.port, b.user)
+
     # The effective values (libpq's reading: URL, service file, PG* environment, .pgpass).
 
     @property
